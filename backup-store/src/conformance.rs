@@ -1,0 +1,847 @@
+//! A conformance suite for [`BackupStore`], run by this crate against the
+//! in-memory and file-system stores and usable by other crates against a real
+//! S3 server:
+//!
+//! ```no_run
+//! # async fn example(store: sluice_backup_store::BackupStore) {
+//! sluice_backup_store::conformance::conformance(store).await;
+//! # }
+//! ```
+//!
+//! The suite panics on the first failed check. It uses partitions 1 to 6 and 30
+//! below the store's base path, which must not hold backups of these
+//! partitions (use a fresh base path per run); it deletes everything it wrote.
+//! It also writes below `<base path>/conformance-nested/`.
+
+use std::fmt;
+use std::future::Future;
+use std::path::Path as LocalPath;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult,
+};
+use rand::RngCore;
+
+use crate::{
+    format_checksum, BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore,
+    BackupStoreError, FileEntry, FileKind, Manifest, Throttle,
+};
+
+const MIB: usize = 1024 * 1024;
+
+/// The partitions the suite uses.
+const PARTITIONS: [u32; 7] = [1, 2, 3, 4, 5, 6, 30];
+
+/// The folder below the base path used to check base-path isolation.
+const NESTED: &str = "conformance-nested";
+
+/// Runs every check against `store`; panics on the first failure.
+pub async fn conformance(store: BackupStore) {
+    let scratch = tempfile::tempdir().expect("create a scratch directory");
+    let dir = scratch.path();
+    for partition in PARTITIONS {
+        let checkpoints = store.list_checkpoints(partition).await.unwrap();
+        assert!(
+            checkpoints.is_empty(),
+            "the conformance suite needs a store without backups of partition {partition} \
+             (found checkpoints {checkpoints:?}); use a fresh base path"
+        );
+    }
+
+    manifest_round_trip(&store).await;
+    absent_manifest(&store).await;
+    upload_download_round_trip(&store, dir).await;
+    prefix_upload(&store, dir).await;
+    short_file(&store, dir).await;
+    invalid_file_names(&store, dir).await;
+    corrupt_detection(&store, dir).await;
+    throttled_upload(&store, dir).await;
+    listing(&store).await;
+    delete_backup_manifest_first(&store, dir).await;
+    base_path_respected(&store, dir).await;
+
+    for partition in PARTITIONS {
+        assert_eq!(
+            store.list_checkpoints(partition).await.unwrap(),
+            Vec::<u64>::new(),
+            "the suite must leave partition {partition} empty"
+        );
+    }
+}
+
+fn descriptor(position: u64) -> BackupDescriptor {
+    BackupDescriptor {
+        snapshot_id: Some(format!("{position}-1-{position}-{position}")),
+        checkpoint_position: position,
+        number_of_partitions: 3,
+        broker_version: "0.1.0-conformance".to_string(),
+    }
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    rand::thread_rng().fill_bytes(&mut data);
+    data
+}
+
+async fn write_local(dir: &LocalPath, name: &str, data: &[u8]) -> std::path::PathBuf {
+    let path = dir.join(name);
+    tokio::fs::write(&path, data)
+        .await
+        .expect("write a local file");
+    path
+}
+
+async fn read_raw(store: &BackupStore, path: &Path) -> Bytes {
+    store
+        .object_store()
+        .get(path)
+        .await
+        .unwrap_or_else(|e| panic!("get {path}: {e}"))
+        .bytes()
+        .await
+        .unwrap()
+}
+
+async fn raw_listing(store: &BackupStore, prefix: &Path) -> Vec<String> {
+    let mut paths: Vec<String> = store
+        .object_store()
+        .list(Some(prefix))
+        .map_ok(|meta| meta.location.to_string())
+        .try_collect()
+        .await
+        .unwrap();
+    paths.sort();
+    paths
+}
+
+async fn manifest_round_trip(store: &BackupStore) {
+    let id = BackupIdentifier::new(1, 7, 0);
+    let manifest = Manifest::in_progress(id, descriptor(100));
+    assert_eq!(manifest.status, BackupStatus::InProgress);
+    assert_eq!(manifest.format_version, 1);
+    store.write_manifest(&manifest).await.unwrap();
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(manifest.clone()));
+
+    let files = vec![
+        FileEntry {
+            name: "1.log".to_string(),
+            kind: FileKind::Segment,
+            size_bytes: 10,
+            checksum: format_checksum(0xdead_beef),
+        },
+        FileEntry {
+            name: "CURRENT".to_string(),
+            kind: FileKind::Snapshot,
+            size_bytes: 0,
+            checksum: format_checksum(0),
+        },
+    ];
+    let completed = manifest.clone().complete(files);
+    assert_eq!(completed.status, BackupStatus::Completed);
+    store.write_manifest(&completed).await.unwrap();
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(completed.clone()));
+
+    let failed = manifest.clone().fail("disk on fire");
+    store.write_manifest(&failed).await.unwrap();
+    let read = store.read_manifest(&id).await.unwrap().unwrap();
+    assert_eq!(read.status, BackupStatus::Failed);
+    assert_eq!(read.failure_reason.as_deref(), Some("disk on fire"));
+
+    // The JSON format is part of the contract.
+    let json: serde_json::Value =
+        serde_json::from_slice(&read_raw(store, &store.manifest_path(&id)).await).unwrap();
+    assert_eq!(json["formatVersion"], 1);
+    assert_eq!(json["id"]["partitionId"], 1);
+    assert_eq!(json["id"]["checkpointId"], 7);
+    assert_eq!(json["status"], "FAILED");
+    assert_eq!(json["failureReason"], "disk on fire");
+    assert_eq!(json["descriptor"]["checkpointPosition"], 100);
+
+    // Invariants are asserted before writing; nothing is written.
+    let mut bad = completed.clone();
+    bad.failure_reason = Some("oops".to_string());
+    let error = store.write_manifest(&bad).await.unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::InvalidManifest { .. }),
+        "{error}"
+    );
+    let mut bad = failed.clone();
+    bad.failure_reason = None;
+    let error = store.write_manifest(&bad).await.unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::InvalidManifest { .. }),
+        "{error}"
+    );
+    let mut bad = completed.clone();
+    bad.files[0].name = "../escape".to_string();
+    assert!(store.write_manifest(&bad).await.is_err());
+    assert_eq!(
+        store.read_manifest(&id).await.unwrap().unwrap().status,
+        BackupStatus::Failed
+    );
+
+    // Corrupt JSON: an error naming the object path.
+    let path = store.manifest_path(&id);
+    store
+        .object_store()
+        .put(&path, PutPayload::from_static(b"{ not json"))
+        .await
+        .unwrap();
+    let error = store.read_manifest(&id).await.unwrap_err();
+    assert!(
+        matches!(&error, BackupStoreError::InvalidManifest { path: p, .. } if *p == path.to_string()),
+        "{error}"
+    );
+    assert!(error.to_string().contains(path.as_ref()), "{error}");
+
+    // A manifest at the location of another backup is rejected.
+    let other = BackupIdentifier::new(1, 7, 1);
+    let json = serde_json::to_vec(&completed).unwrap();
+    store
+        .object_store()
+        .put(&store.manifest_path(&other), PutPayload::from(json))
+        .await
+        .unwrap();
+    let error = store.read_manifest(&other).await.unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::InvalidManifest { .. }),
+        "{error}"
+    );
+
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 1);
+    assert_eq!(store.delete_backup(&other).await.unwrap(), 1);
+    assert_eq!(store.read_manifest(&id).await.unwrap(), None);
+}
+
+async fn absent_manifest(store: &BackupStore) {
+    let id = BackupIdentifier::new(1, 999, 3);
+    assert_eq!(store.read_manifest(&id).await.unwrap(), None);
+    assert_eq!(store.find_manifests(1, 999).await.unwrap(), vec![]);
+    assert_eq!(store.list_manifests(1).await.unwrap(), vec![]);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 0);
+}
+
+async fn upload_download_round_trip(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(2, 1, 0);
+    let cases: [(&str, FileKind, usize); 4] = [
+        ("big.log", FileKind::Segment, 20 * MIB), // multipart
+        ("small-file_1.sst", FileKind::Snapshot, 1000),
+        ("EMPTY", FileKind::Snapshot, 0),
+        ("exact.log", FileKind::Segment, 8 * MIB), // largest single put
+    ];
+    let mut entries = Vec::new();
+    for (name, kind, len) in cases {
+        let data = random_bytes(len);
+        let local = write_local(dir, &format!("up-{name}"), &data).await;
+        let entry = store
+            .upload_file(&id, kind, name, &local, len as u64, None)
+            .await
+            .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+        assert_eq!(
+            entry,
+            FileEntry {
+                name: name.to_string(),
+                kind,
+                size_bytes: len as u64,
+                checksum: format!("crc32c:{:08x}", crc32c::crc32c(&data)),
+            }
+        );
+        let path = store.file_path(&id, kind, name).unwrap();
+        let meta = store.object_store().head(&path).await.unwrap();
+        assert_eq!(meta.size, len as u64, "object size of {name}");
+
+        let destination = dir.join("down").join(name);
+        store
+            .download_file(&id, &entry, &destination)
+            .await
+            .unwrap_or_else(|e| panic!("download {name}: {e}"));
+        let downloaded = tokio::fs::read(&destination).await.unwrap();
+        assert!(downloaded == data, "downloaded {name} differs");
+        // Downloading again truncates and rewrites the destination.
+        store
+            .download_file(&id, &entry, &destination)
+            .await
+            .unwrap();
+        assert_eq!(tokio::fs::read(&destination).await.unwrap().len(), len);
+        entries.push(entry);
+    }
+    let prefix = store.backup_prefix(&id);
+    let mut expected: Vec<String> = vec![
+        format!("{prefix}/segments/big.log"),
+        format!("{prefix}/snapshot/small-file_1.sst"),
+        format!("{prefix}/snapshot/EMPTY"),
+        format!("{prefix}/segments/exact.log"),
+    ];
+    expected.sort();
+    assert_eq!(raw_listing(store, &prefix).await, expected);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 4);
+}
+
+async fn prefix_upload(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(2, 2, 0);
+    for (name, file_len, length) in [
+        ("prefix-big.log", 20 * MIB, 9 * MIB + 3),
+        ("prefix-small.log", 5000, 1000),
+        ("prefix-none.log", 10, 0),
+    ] {
+        let data = random_bytes(file_len);
+        let local = write_local(dir, name, &data).await;
+        let entry = store
+            .upload_file(&id, FileKind::Segment, name, &local, length as u64, None)
+            .await
+            .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+        assert_eq!(entry.size_bytes, length as u64);
+        assert_eq!(entry.checksum, format_checksum(crc32c::crc32c(&data[..length])));
+        let destination = dir.join(format!("down-{name}"));
+        store
+            .download_file(&id, &entry, &destination)
+            .await
+            .unwrap();
+        let downloaded = tokio::fs::read(&destination).await.unwrap();
+        assert!(downloaded == data[..length], "prefix of {name} differs");
+    }
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 3);
+}
+
+async fn short_file(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(2, 3, 0);
+    let local = write_local(dir, "short.log", &random_bytes(1000)).await;
+    let error = store
+        .upload_file(&id, FileKind::Segment, "short.log", &local, 1001, None)
+        .await
+        .unwrap_err();
+    match &error {
+        BackupStoreError::ShortFile {
+            path,
+            expected,
+            actual,
+        } => {
+            assert_eq!(path, &local);
+            assert_eq!((*expected, *actual), (1001, 1000));
+        }
+        other => panic!("expected ShortFile, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(
+        message.contains(&local.display().to_string())
+            && message.contains("1001")
+            && message.contains("1000"),
+        "{message}"
+    );
+    let path = store.file_path(&id, FileKind::Segment, "short.log").unwrap();
+    assert!(matches!(
+        store.object_store().head(&path).await,
+        Err(object_store::Error::NotFound { .. })
+    ));
+
+    let missing = dir.join("does-not-exist.log");
+    let error = store
+        .upload_file(&id, FileKind::Segment, "x.log", &missing, 1, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, BackupStoreError::Io { .. }), "{error}");
+    assert!(error.to_string().contains("does-not-exist.log"), "{error}");
+}
+
+async fn invalid_file_names(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(2, 4, 0);
+    let local = write_local(dir, "names.log", b"abc").await;
+    for name in ["", ".", "..", "../x", "a/b", "a b", "snap\u{e9}", "x\\y"] {
+        let error = store
+            .upload_file(&id, FileKind::Snapshot, name, &local, 3, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, BackupStoreError::InvalidFileName { .. }),
+            "name {name:?}: {error}"
+        );
+    }
+    assert_eq!(store.list_checkpoints(2).await.unwrap(), Vec::<u64>::new());
+}
+
+async fn corrupt_detection(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(2, 5, 0);
+    let data = random_bytes(4096);
+    let local = write_local(dir, "victim.sst", &data).await;
+    let entry = store
+        .upload_file(&id, FileKind::Snapshot, "victim.sst", &local, 4096, None)
+        .await
+        .unwrap();
+    let path = store
+        .file_path(&id, FileKind::Snapshot, "victim.sst")
+        .unwrap();
+    let destination = dir.join("restored").join("victim.sst");
+
+    let mut flipped = data.clone();
+    flipped[1234] ^= 0x01;
+    for (what, replacement) in [
+        ("same size, other bytes", flipped),
+        ("shorter", data[..4000].to_vec()),
+        ("longer", [data.as_slice(), b"tail"].concat()),
+    ] {
+        store
+            .object_store()
+            .put(&path, PutPayload::from(replacement))
+            .await
+            .unwrap();
+        let error = store
+            .download_file(&id, &entry, &destination)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, BackupStoreError::Corrupt { path: p, .. } if *p == path.to_string()),
+            "{what}: {error}"
+        );
+        assert!(error.to_string().contains("take a new backup"), "{error}");
+        assert!(
+            !destination.exists(),
+            "{what}: the partial download must be removed"
+        );
+    }
+
+    // A wrong checksum in the entry is detected as well.
+    store
+        .object_store()
+        .put(&path, PutPayload::from(data.clone()))
+        .await
+        .unwrap();
+    let mut wrong = entry.clone();
+    wrong.checksum = format_checksum(crc32c::crc32c(&data) ^ 1);
+    let error = store
+        .download_file(&id, &wrong, &destination)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, BackupStoreError::Corrupt { .. }), "{error}");
+    assert!(!destination.exists());
+    store.download_file(&id, &entry, &destination).await.unwrap();
+    assert_eq!(tokio::fs::read(&destination).await.unwrap(), data);
+
+    // A missing object.
+    store.object_store().delete(&path).await.unwrap();
+    let other_destination = dir.join("restored").join("missing.sst");
+    let error = store
+        .download_file(&id, &entry, &other_destination)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BackupStoreError::MissingObject { path: p } if *p == path.to_string()),
+        "{error}"
+    );
+    assert!(error.is_not_found());
+    assert!(!other_destination.exists());
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 0);
+}
+
+async fn throttled_upload(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(2, 6, 0);
+    let data = random_bytes(2 * MIB);
+    let local = write_local(dir, "throttled.log", &data).await;
+    let throttle = Throttle::new(8 * MIB as u64);
+    let started = std::time::Instant::now();
+    let entry = store
+        .upload_file(
+            &id,
+            FileKind::Segment,
+            "throttled.log",
+            &local,
+            data.len() as u64,
+            Some(&throttle),
+        )
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed.as_secs_f64() >= 0.2,
+        "2 MiB at 8 MiB/s took only {elapsed:?}"
+    );
+    assert_eq!(entry.checksum, format_checksum(crc32c::crc32c(&data)));
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 1);
+}
+
+async fn listing(store: &BackupStore) {
+    // Partition 3: unordered and large checkpoint ids, several nodes, and a
+    // checkpoint with data but no manifest.
+    let mut written = Vec::new();
+    for (checkpoint, node) in [
+        (100, 0),
+        (5, 0),
+        (10, 2),
+        (10, 0),
+        (u64::MAX, 0),
+        (10, 1),
+        (2, 0),
+    ] {
+        let manifest = Manifest::in_progress(
+            BackupIdentifier::new(3, checkpoint, node),
+            descriptor(checkpoint / 2),
+        );
+        store.write_manifest(&manifest).await.unwrap();
+        written.push(manifest);
+    }
+    let orphan = BackupIdentifier::new(3, 7, 0);
+    store
+        .object_store()
+        .put(
+            &store.file_path(&orphan, FileKind::Segment, "1.log").unwrap(),
+            PutPayload::from_static(b"data"),
+        )
+        .await
+        .unwrap();
+    // Partition 4: more checkpoints than the listing concurrency.
+    for checkpoint in (1..=20u64).rev() {
+        let manifest = Manifest::in_progress(
+            BackupIdentifier::new(4, checkpoint, 1),
+            descriptor(checkpoint),
+        )
+        .complete(vec![]);
+        store.write_manifest(&manifest).await.unwrap();
+    }
+    // Partition 30 must not be confused with partition 3.
+    store
+        .write_manifest(&Manifest::in_progress(
+            BackupIdentifier::new(30, 11, 0),
+            descriptor(1),
+        ))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.list_checkpoints(3).await.unwrap(),
+        vec![2, 5, 7, 10, 100, u64::MAX]
+    );
+    assert_eq!(
+        store.list_checkpoints(4).await.unwrap(),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    assert_eq!(store.list_checkpoints(30).await.unwrap(), vec![11]);
+    assert_eq!(store.list_checkpoints(5).await.unwrap(), Vec::<u64>::new());
+
+    let found = store.find_manifests(3, 10).await.unwrap();
+    let ids: Vec<u32> = found.iter().map(|m| m.id.node_id).collect();
+    assert_eq!(ids, vec![0, 1, 2]);
+    for manifest in &found {
+        assert!(written.contains(manifest));
+    }
+    assert_eq!(store.find_manifests(3, 7).await.unwrap(), vec![]);
+    assert_eq!(store.find_manifests(3, 11).await.unwrap(), vec![]);
+    assert_eq!(store.find_manifests(3, u64::MAX).await.unwrap().len(), 1);
+
+    let all = store.list_manifests(3).await.unwrap();
+    let ids: Vec<(u64, u32)> = all
+        .iter()
+        .map(|m| (m.id.checkpoint_id, m.id.node_id))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (2, 0),
+            (5, 0),
+            (10, 0),
+            (10, 1),
+            (10, 2),
+            (100, 0),
+            (u64::MAX, 0)
+        ]
+    );
+    for manifest in &all {
+        assert!(written.contains(manifest));
+    }
+    let all = store.list_manifests(4).await.unwrap();
+    assert_eq!(
+        all.iter().map(|m| m.id.checkpoint_id).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<u64>>()
+    );
+    assert!(all.iter().all(|m| m.status == BackupStatus::Completed));
+
+    for manifest in &written {
+        assert_eq!(store.delete_backup(&manifest.id).await.unwrap(), 1);
+    }
+    assert_eq!(store.delete_backup(&orphan).await.unwrap(), 1);
+    for checkpoint in 1..=20 {
+        store
+            .delete_backup(&BackupIdentifier::new(4, checkpoint, 1))
+            .await
+            .unwrap();
+    }
+    store
+        .delete_backup(&BackupIdentifier::new(30, 11, 0))
+        .await
+        .unwrap();
+}
+
+async fn write_backup(store: &BackupStore, dir: &LocalPath, id: BackupIdentifier) -> Manifest {
+    let manifest = Manifest::in_progress(id, descriptor(id.checkpoint_id));
+    store.write_manifest(&manifest).await.unwrap();
+    let mut files = Vec::new();
+    for (kind, name) in [
+        (FileKind::Snapshot, "CURRENT"),
+        (FileKind::Snapshot, "000001.sst"),
+        (FileKind::Segment, "1.log"),
+        (FileKind::Segment, "2.log"),
+    ] {
+        let local = write_local(dir, &format!("backup-{name}"), &random_bytes(100)).await;
+        files.push(
+            store
+                .upload_file(&id, kind, name, &local, 100, None)
+                .await
+                .unwrap(),
+        );
+    }
+    let manifest = manifest.complete(files);
+    store.write_manifest(&manifest).await.unwrap();
+    manifest
+}
+
+async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(5, 8, 0);
+    let neighbour = BackupIdentifier::new(5, 8, 1);
+    let other_checkpoint = BackupIdentifier::new(5, 9, 0);
+    write_backup(store, dir, id).await;
+    let neighbour_manifest = write_backup(store, dir, neighbour).await;
+    write_backup(store, dir, other_checkpoint).await;
+
+    let recorder = Arc::new(DeleteRecorder::new(store.object_store().clone()));
+    let recording = BackupStore::from_object_store(
+        recorder.clone(),
+        store.base_path().map(str::to_string),
+    );
+    assert_eq!(recording.delete_backup(&id).await.unwrap(), 5);
+    let deleted = recorder.deleted();
+    assert_eq!(deleted.len(), 5, "{deleted:?}");
+    assert_eq!(
+        deleted[0],
+        store.manifest_path(&id),
+        "the manifest must be deleted first: {deleted:?}"
+    );
+    assert_eq!(
+        raw_listing(store, &store.backup_prefix(&id)).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(store.read_manifest(&id).await.unwrap(), None);
+    assert_eq!(
+        store.find_manifests(5, 8).await.unwrap(),
+        vec![neighbour_manifest]
+    );
+    assert_eq!(store.list_checkpoints(5).await.unwrap(), vec![8, 9]);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 0);
+
+    // A deletion that fails half-way leaves no manifest behind.
+    recorder.fail_data_deletes(true);
+    let error = recording.delete_backup(&neighbour).await.unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::ObjectStore { .. }),
+        "{error}"
+    );
+    assert_eq!(store.read_manifest(&neighbour).await.unwrap(), None);
+    assert_eq!(store.find_manifests(5, 8).await.unwrap(), vec![]);
+    assert_eq!(
+        raw_listing(store, &store.backup_prefix(&neighbour))
+            .await
+            .len(),
+        4
+    );
+    recorder.fail_data_deletes(false);
+    assert_eq!(store.delete_backup(&neighbour).await.unwrap(), 4);
+    assert_eq!(store.list_checkpoints(5).await.unwrap(), vec![9]);
+
+    assert_eq!(store.delete_backup(&other_checkpoint).await.unwrap(), 5);
+    assert_eq!(store.list_checkpoints(5).await.unwrap(), Vec::<u64>::new());
+}
+
+async fn base_path_respected(store: &BackupStore, dir: &LocalPath) {
+    let id = BackupIdentifier::new(6, 42, 3);
+    let base = store.base_path().map(|b| format!("{b}/")).unwrap_or_default();
+    let manifest = Manifest::in_progress(id, descriptor(1));
+    store.write_manifest(&manifest).await.unwrap();
+    let local = write_local(dir, "base.log", b"0123456789").await;
+    store
+        .upload_file(&id, FileKind::Segment, "1.log", &local, 10, None)
+        .await
+        .unwrap();
+    let expected_backup = format!("{base}00006/00000000000000000042/00003");
+    assert_eq!(store.backup_prefix(&id).as_ref(), expected_backup);
+    assert_eq!(
+        raw_listing(store, &Path::from(format!("{base}00006"))).await,
+        vec![
+            format!("{expected_backup}/manifest.json"),
+            format!("{expected_backup}/segments/1.log"),
+        ]
+    );
+
+    // A store with a nested base path sees only its own backups.
+    let nested_base = format!("{base}{NESTED}");
+    let nested =
+        BackupStore::from_object_store(store.object_store().clone(), Some(nested_base.clone()));
+    assert_eq!(nested.base_path(), Some(nested_base.as_str()));
+    assert_eq!(nested.read_manifest(&id).await.unwrap(), None);
+    assert_eq!(nested.list_checkpoints(6).await.unwrap(), Vec::<u64>::new());
+    let nested_manifest = Manifest::in_progress(id, descriptor(2));
+    nested.write_manifest(&nested_manifest).await.unwrap();
+    assert_eq!(
+        raw_listing(store, &Path::from(nested_base.as_str())).await,
+        vec![format!(
+            "{nested_base}/00006/00000000000000000042/00003/manifest.json"
+        )]
+    );
+    assert_eq!(
+        nested.read_manifest(&id).await.unwrap(),
+        Some(nested_manifest)
+    );
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(manifest));
+    assert_eq!(store.list_checkpoints(6).await.unwrap(), vec![42]);
+
+    assert_eq!(nested.delete_backup(&id).await.unwrap(), 1);
+    assert_eq!(store.list_manifests(6).await.unwrap().len(), 1);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 2);
+    assert_eq!(
+        raw_listing(store, &Path::from(nested_base.as_str())).await,
+        Vec::<String>::new()
+    );
+}
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
+
+/// An object store wrapper that records deletes and can fail deletes of
+/// everything but manifests.
+#[derive(Debug)]
+struct DeleteRecorder {
+    inner: Arc<dyn ObjectStore>,
+    deleted: Mutex<Vec<Path>>,
+    fail_data_deletes: AtomicBool,
+}
+
+impl DeleteRecorder {
+    fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            inner,
+            deleted: Mutex::new(Vec::new()),
+            fail_data_deletes: AtomicBool::new(false),
+        }
+    }
+
+    fn deleted(&self) -> Vec<Path> {
+        self.deleted.lock().unwrap().clone()
+    }
+
+    fn fail_data_deletes(&self, fail: bool) {
+        self.fail_data_deletes.store(fail, Ordering::SeqCst);
+    }
+}
+
+impl fmt::Display for DeleteRecorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeleteRecorder({})", self.inner)
+    }
+}
+
+// `ObjectStore` is an `async_trait`; these are its desugared signatures.
+impl ObjectStore for DeleteRecorder {
+    fn put_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> BoxFuture<'c, PutResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.put_opts(location, payload, opts)
+    }
+
+    fn put_multipart_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        opts: PutMultipartOptions,
+    ) -> BoxFuture<'c, Box<dyn MultipartUpload>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.put_multipart_opts(location, opts)
+    }
+
+    fn get_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        options: GetOptions,
+    ) -> BoxFuture<'c, GetResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.get_opts(location, options)
+    }
+
+    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> BoxFuture<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let is_manifest = location.filename() == Some(crate::MANIFEST_FILE_NAME);
+            if !is_manifest && self.fail_data_deletes.load(Ordering::SeqCst) {
+                return Err(object_store::Error::Generic {
+                    store: "DeleteRecorder",
+                    source: "injected delete failure".into(),
+                });
+            }
+            self.inner.delete(location).await?;
+            self.deleted.lock().unwrap().push(location.clone());
+            Ok(())
+        })
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_delimiter<'a, 'b, 'c>(
+        &'a self,
+        prefix: Option<&'b Path>,
+    ) -> BoxFuture<'c, ListResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.list_with_delimiter(prefix)
+    }
+
+    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> BoxFuture<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.inner.copy(from, to)
+    }
+
+    fn copy_if_not_exists<'a, 'b, 'c, 'd>(
+        &'a self,
+        from: &'b Path,
+        to: &'c Path,
+    ) -> BoxFuture<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.inner.copy_if_not_exists(from, to)
+    }
+}

@@ -1,0 +1,146 @@
+//! The single error type of the backup store.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the backup store.
+///
+/// Every message carries `key=value` context and, where it helps, says what to
+/// do about it. Messages never contain credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupStoreError {
+    /// A local file could not be read, written or synced.
+    #[error("local file I/O failed: path={path} error={source}; check that the path exists, the disk is not full and the process may access it", path = .path.display())]
+    Io {
+        /// The local file (or directory) concerned.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+
+    /// An object store request failed.
+    #[error("object store {operation} failed: path={path} error={source}; check that the bucket exists, the endpoint, region and credentials are right and the store is reachable")]
+    ObjectStore {
+        /// The request, e.g. `put`, `get`, `list`, `delete`.
+        operation: &'static str,
+        /// The object path (or prefix) in the bucket.
+        path: String,
+        /// The underlying error.
+        source: object_store::Error,
+    },
+
+    /// The object store could not be reached at all (see [`crate::BackupStore::check_reachable`]).
+    #[error("backup store is not reachable: store={store} prefix={prefix} reason={reason}; check that the bucket exists, the endpoint, region and credentials are right and the network allows the connection")]
+    Unreachable {
+        /// A description of the store (never credentials), e.g. `AmazonS3(my-bucket)`.
+        store: String,
+        /// The base prefix that was listed.
+        prefix: String,
+        /// The full chain of causes, e.g. `... Connection refused`.
+        reason: String,
+        /// The underlying error.
+        source: object_store::Error,
+    },
+
+    /// An object that a manifest refers to does not exist.
+    #[error("backup object is missing: path={path}; the backup is incomplete or was partially deleted; take a new backup")]
+    MissingObject {
+        /// The object path in the bucket.
+        path: String,
+    },
+
+    /// An object's content does not match its manifest entry.
+    #[error("backup object is corrupt: path={path} expected={expected} actual={actual}; the backup is damaged; take a new backup")]
+    Corrupt {
+        /// The object path in the bucket.
+        path: String,
+        /// What the manifest says (size or checksum).
+        expected: String,
+        /// What was downloaded.
+        actual: String,
+    },
+
+    /// A manifest cannot be parsed or violates an invariant.
+    #[error("invalid backup manifest: path={path} reason={reason}; the backup cannot be used; delete it and take a new backup")]
+    InvalidManifest {
+        /// The manifest object path in the bucket.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A backup file name is not a single path segment of `[A-Za-z0-9._-]`.
+    #[error("invalid backup file name: name={name:?}; names must be 1 to 255 characters of [A-Za-z0-9._-], not \".\" or \"..\"")]
+    InvalidFileName {
+        /// The rejected name.
+        name: String,
+    },
+
+    /// The store options are invalid or the store cannot be built from them.
+    #[error("invalid backup store configuration: reason={reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A local file is shorter than the length that should be uploaded from it.
+    #[error("local file is shorter than the length to back up: path={path} expected={expected} actual={actual}; the file was truncated or the requested length is wrong", path = .path.display())]
+    ShortFile {
+        /// The local file.
+        path: PathBuf,
+        /// The number of bytes that should have been uploaded.
+        expected: u64,
+        /// The number of bytes the file actually has.
+        actual: u64,
+    },
+}
+
+impl BackupStoreError {
+    pub(crate) fn object_store(
+        operation: &'static str,
+        path: impl ToString,
+        source: object_store::Error,
+    ) -> Self {
+        Self::ObjectStore {
+            operation,
+            path: path.to_string(),
+            source,
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Whether this error means that an object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingObject { .. }
+                | Self::ObjectStore {
+                    source: object_store::Error::NotFound { .. },
+                    ..
+                }
+        )
+    }
+}
+
+/// Renders an error with all its causes, skipping causes whose text is already
+/// contained in the previous one (many errors repeat their source).
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut rendered = error.to_string();
+    let mut last = rendered.clone();
+    let mut current = error.source();
+    while let Some(cause) = current {
+        let text = cause.to_string();
+        if !text.is_empty() && !last.contains(&text) {
+            rendered.push_str(": ");
+            rendered.push_str(&text);
+        }
+        last = text;
+        current = cause.source();
+    }
+    rendered
+}

@@ -1,0 +1,257 @@
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn open(kind: StoreKind, base_path: Option<&str>) -> BackupStore {
+    BackupStore::open(BackupStoreOptions {
+        kind,
+        base_path: base_path.map(str::to_string),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_in_memory() {
+    conformance::conformance(open(StoreKind::InMemory, None)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_in_memory_with_base_path() {
+    conformance::conformance(open(StoreKind::InMemory, Some("/cluster-a/backups/"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_filesystem() {
+    let root = tempfile::tempdir().unwrap();
+    let store = open(
+        StoreKind::Filesystem {
+            root: root.path().join("not-yet-created"),
+        },
+        Some("backups"),
+    );
+    assert!(root.path().join("not-yet-created").is_dir());
+    store.check_reachable().await.unwrap();
+    conformance::conformance(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_filesystem_without_base_path() {
+    let root = tempfile::tempdir().unwrap();
+    conformance::conformance(open(
+        StoreKind::Filesystem {
+            root: root.path().to_path_buf(),
+        },
+        None,
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn throttle_limits_rate() {
+    let throttle = Throttle::new(4 * 1024 * 1024);
+    let started = Instant::now();
+    for _ in 0..2 {
+        throttle.acquire(1024 * 1024).await;
+    }
+    // Shared between clones: the second MiB is paid by a clone.
+    let clone = throttle.clone();
+    for _ in 0..2 {
+        clone.acquire(512 * 1024).await;
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(450),
+        "3 MiB at 4 MiB/s took only {elapsed:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttled_upload_of_2_mib_at_4_mib_per_second_takes_at_least_400_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("segment.log");
+    std::fs::write(&local, vec![7u8; 2 * 1024 * 1024]).unwrap();
+    let store = open(StoreKind::InMemory, None);
+    let throttle = Throttle::new(4 * 1024 * 1024);
+    let started = Instant::now();
+    let entry = store
+        .upload_file(
+            &BackupIdentifier::new(1, 1, 1),
+            FileKind::Segment,
+            "segment.log",
+            &local,
+            2 * 1024 * 1024,
+            Some(&throttle),
+        )
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(400), "took only {elapsed:?}");
+    assert_eq!(entry.size_bytes, 2 * 1024 * 1024);
+}
+
+#[tokio::test]
+async fn zero_rate_throttle_is_unlimited() {
+    let throttle = Throttle::new(0);
+    let started = Instant::now();
+    throttle.acquire(u64::MAX).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn manifest_json_format() {
+    let id = BackupIdentifier::new(1, 42, 2);
+    let manifest = Manifest::in_progress(
+        id,
+        BackupDescriptor {
+            snapshot_id: None,
+            checkpoint_position: 7,
+            number_of_partitions: 3,
+            broker_version: "1.2.3".to_string(),
+        },
+    )
+    .complete(vec![FileEntry {
+        name: "1.log".to_string(),
+        kind: FileKind::Segment,
+        size_bytes: 5,
+        checksum: "crc32c:0000abcd".to_string(),
+    }]);
+    let json = serde_json::to_value(&manifest).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({
+            "formatVersion": 1,
+            "id": {"partitionId": 1, "checkpointId": 42, "nodeId": 2},
+            "descriptor": {
+                "snapshotId": null,
+                "checkpointPosition": 7,
+                "numberOfPartitions": 3,
+                "brokerVersion": "1.2.3"
+            },
+            "status": "COMPLETED",
+            "files": [{"name": "1.log", "kind": "SEGMENT", "sizeBytes": 5, "checksum": "crc32c:0000abcd"}],
+            "failureReason": null,
+            "createdAt": manifest.created_at,
+            "lastUpdatedAt": manifest.last_updated_at,
+        })
+    );
+    assert_eq!(
+        serde_json::from_value::<Manifest>(json).unwrap(),
+        manifest.clone()
+    );
+    assert!(humantime::parse_rfc3339(&manifest.created_at).is_ok());
+    assert!(humantime::parse_rfc3339(&manifest.last_updated_at).is_ok());
+    assert_eq!(
+        serde_json::to_value(BackupStatus::InProgress).unwrap(),
+        "IN_PROGRESS"
+    );
+    assert_eq!(serde_json::to_value(FileKind::Snapshot).unwrap(), "SNAPSHOT");
+
+    let failed = manifest.fail("boom");
+    assert_eq!(failed.status, BackupStatus::Failed);
+    assert_eq!(failed.failure_reason.as_deref(), Some("boom"));
+    assert!(failed.validate().is_ok());
+    let mut bad = failed.clone();
+    bad.format_version = 2;
+    assert!(bad.validate().unwrap_err().contains("formatVersion=2"));
+}
+
+#[test]
+fn file_names_and_checksums() {
+    for ok in ["1.log", "CURRENT", "000001.sst", "a-b_c.D", "..."] {
+        assert!(validate_file_name(ok).is_ok(), "{ok}");
+    }
+    let long = "x".repeat(MAX_FILE_NAME_LEN + 1);
+    for bad in ["", ".", "..", "a/b", "/a", "a b", "ü", long.as_str()] {
+        assert!(validate_file_name(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(format_checksum(0xab), "crc32c:000000ab");
+    assert_eq!(parse_checksum("crc32c:000000ab"), Some(0xab));
+    assert_eq!(parse_checksum("crc32c:000000AB"), None);
+    assert_eq!(parse_checksum("crc32:000000ab"), None);
+    assert_eq!(parse_checksum("crc32c:00ab"), None);
+}
+
+fn s3(endpoint: Option<&str>, force_path_style: bool) -> StoreKind {
+    StoreKind::S3 {
+        bucket: "sluice-backups".to_string(),
+        endpoint: endpoint.map(str::to_string),
+        region: "eu-west-1".to_string(),
+        access_key: Some("AKIAEXAMPLE".to_string()),
+        secret_key: Some("very-secret-key".to_string()),
+        force_path_style,
+        allow_http: false,
+    }
+}
+
+#[test]
+fn s3_options_never_print_the_secret() {
+    let kind = s3(Some("http://localhost:9000"), true);
+    let debug = format!("{kind:?}");
+    assert!(!debug.contains("very-secret-key"), "{debug}");
+    assert!(debug.contains("sluice-backups"), "{debug}");
+    let store = open(kind, Some("base"));
+    let debug = format!("{store:?}");
+    assert!(!debug.contains("very-secret-key"), "{debug}");
+    assert_eq!(store.base_path(), Some("base"));
+}
+
+#[test]
+fn invalid_options_are_config_errors() {
+    let error = BackupStore::open(BackupStoreOptions {
+        kind: StoreKind::InMemory,
+        base_path: Some("a/../b".to_string()),
+    })
+    .unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::Config { .. }),
+        "{error}"
+    );
+    let mut kind = s3(None, false);
+    if let StoreKind::S3 { bucket, .. } = &mut kind {
+        bucket.clear();
+    }
+    let error = BackupStore::open(BackupStoreOptions {
+        kind,
+        base_path: None,
+    })
+    .unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::Config { .. }),
+        "{error}"
+    );
+    let error = BackupStore::open(BackupStoreOptions {
+        kind: s3(Some("localhost:9000"), true),
+        base_path: None,
+    })
+    .unwrap_err();
+    assert!(error.to_string().contains("http://"), "{error}");
+}
+
+#[tokio::test]
+async fn unreachable_s3_endpoint_is_reported_quickly() {
+    // Nothing listens on port 1.
+    let store = open(s3(Some("http://127.0.0.1:1"), true), None);
+    let started = Instant::now();
+    let error = store.check_reachable().await.unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(error, BackupStoreError::Unreachable { .. }),
+        "{message}"
+    );
+    assert!(message.contains("sluice-backups"), "{message}");
+    assert!(!message.contains("very-secret-key"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    eprintln!("{message}");
+}
+
+#[tokio::test]
+async fn reachable_in_memory() {
+    open(StoreKind::InMemory, Some("x"))
+        .check_reachable()
+        .await
+        .unwrap();
+}

@@ -1,0 +1,269 @@
+//! The broker's internal HTTP API, served on `broker.network.host:port` (see [`crate::protocol`]).
+//! Errors map to HTTP here, in one exhaustive match ([`error_response`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use crate::backup::BackupHandle;
+use crate::error::BrokerError;
+use crate::partition::PartitionHandle;
+use crate::protocol::{
+    AccountBalance, BrokerBackup, CheckpointCreated, ErrorBody, ErrorKind, ExecuteRequest,
+    ExecuteResponse, Topology, API_PREFIX,
+};
+use crate::record::{Command, Outcome, Rejection};
+use crate::routing::validate_account;
+
+/// Commands accepted in one execute request.
+pub const EXECUTE_COMMANDS_MAX: usize = 10_000;
+
+pub struct ApiState {
+    pub topology: Topology,
+    pub partitions: BTreeMap<u32, PartitionHandle>,
+    pub backups: Option<BackupHandle>,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    let routes = Router::new()
+        .route("/topology", get(topology))
+        .route("/health", get(health))
+        .route("/partitions/{partition}/commands", post(execute))
+        .route("/partitions/{partition}/accounts/{account}", get(balance))
+        .route("/partitions/{partition}/summary", get(summary))
+        .route("/partitions/{partition}/checkpoints/{id}", post(checkpoint))
+        .route("/backups", get(list_backups))
+        .route("/backups/{id}", get(backup_status).delete(delete_backup));
+    Router::new()
+        .nest(API_PREFIX, routes)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+}
+
+/// A broker error as an HTTP response. Exhaustive on purpose: a new error must choose its status.
+pub struct ApiError(BrokerError);
+
+impl From<BrokerError> for ApiError {
+    fn from(error: BrokerError) -> Self {
+        ApiError(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind) = error_response(&self.0);
+        let body = ErrorBody {
+            kind,
+            message: self.0.to_string(),
+            latest: None,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
+    match error {
+        BrokerError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest),
+        BrokerError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, ErrorKind::UnknownPartition),
+        BrokerError::AccountNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::AccountNotFound),
+        BrokerError::BackupStoreNotConfigured => {
+            (StatusCode::BAD_REQUEST, ErrorKind::BackupStoreNotConfigured)
+        }
+        BrokerError::BackupInProgress { .. } => (StatusCode::CONFLICT, ErrorKind::BackupInProgress),
+        BrokerError::BackupNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::BackupNotFound),
+        BrokerError::BackupStore(_) => (StatusCode::BAD_GATEWAY, ErrorKind::BackupStore),
+        BrokerError::PartitionUnavailable { .. } | BrokerError::ShuttingDown => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable)
+        }
+        BrokerError::Io { .. } | BrokerError::Bind { .. } | BrokerError::CorruptLog { .. } | BrokerError::CorruptSnapshot { .. } => {
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
+        }
+    }
+}
+
+fn partition(state: &ApiState, partition_id: u32) -> Result<&PartitionHandle, ApiError> {
+    state.partitions.get(&partition_id).ok_or_else(|| {
+        ApiError(BrokerError::UnknownPartition {
+            partition_id,
+            hosted: state.partitions.keys().copied().collect(),
+        })
+    })
+}
+
+fn backups(state: &ApiState) -> Result<&BackupHandle, ApiError> {
+    state
+        .backups
+        .as_ref()
+        .ok_or(ApiError(BrokerError::BackupStoreNotConfigured))
+}
+
+async fn topology(State(state): State<Arc<ApiState>>) -> Json<Topology> {
+    Json(state.topology.clone())
+}
+
+async fn health(State(state): State<Arc<ApiState>>) -> Response {
+    let down: Vec<u32> = state
+        .partitions
+        .values()
+        .filter(|p| !p.is_running())
+        .map(|p| p.partition_id())
+        .collect();
+    if down.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "UP"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "DOWN", "partitionsDown": down})),
+        )
+            .into_response()
+    }
+}
+
+fn validate_command(command: &Command) -> Result<(), String> {
+    match command {
+        Command::Deposit { account, .. } | Command::Withdraw { account, .. } => validate_account(account),
+        Command::Transfer { transfer_id, from, to, .. } => {
+            validate_account(from)?;
+            validate_account(to)?;
+            if transfer_id.is_empty() || transfer_id.len() > 128 {
+                return Err("transferId must be 1 to 128 characters".into());
+            }
+            Ok(())
+        }
+        Command::Checkpoint { .. } => {
+            Err("checkpoints are created through the checkpoints endpoint".into())
+        }
+    }
+}
+
+async fn execute(
+    State(state): State<Arc<ApiState>>,
+    Path(partition_id): Path<u32>,
+    Json(request): Json<ExecuteRequest>,
+) -> Result<Json<ExecuteResponse>, ApiError> {
+    let handle = partition(&state, partition_id)?;
+    if request.commands.len() > EXECUTE_COMMANDS_MAX {
+        return Err(ApiError(BrokerError::InvalidRequest(format!(
+            "{} commands in one request; at most {EXECUTE_COMMANDS_MAX}",
+            request.commands.len()
+        ))));
+    }
+    for (index, command) in request.commands.iter().enumerate() {
+        validate_command(command)
+            .map_err(|reason| BrokerError::InvalidRequest(format!("command {index}: {reason}")))?;
+    }
+    let outcomes = handle.execute(request.commands).await?;
+    Ok(Json(ExecuteResponse { outcomes }))
+}
+
+async fn balance(
+    State(state): State<Arc<ApiState>>,
+    Path((partition_id, account)): Path<(u32, String)>,
+) -> Result<Json<AccountBalance>, ApiError> {
+    let handle = partition(&state, partition_id)?;
+    match handle.balance(account.clone()).await? {
+        Some(balance) => Ok(Json(AccountBalance { account, balance })),
+        None => Err(ApiError(BrokerError::AccountNotFound { account })),
+    }
+}
+
+async fn summary(
+    State(state): State<Arc<ApiState>>,
+    Path(partition_id): Path<u32>,
+) -> Result<Response, ApiError> {
+    let handle = partition(&state, partition_id)?;
+    Ok(Json(handle.summary().await?).into_response())
+}
+
+async fn checkpoint(
+    State(state): State<Arc<ApiState>>,
+    Path((partition_id, checkpoint_id)): Path<(u32, u64)>,
+) -> Result<Response, ApiError> {
+    let handle = partition(&state, partition_id)?;
+    backups(&state)?;
+    if checkpoint_id == 0 {
+        return Err(ApiError(BrokerError::InvalidRequest(
+            "backup id must be a positive integer".into(),
+        )));
+    }
+    let outcomes = handle
+        .execute(vec![Command::Checkpoint { checkpoint_id }])
+        .await?;
+    match outcomes.into_iter().next() {
+        Some(Outcome::CheckpointCreated { checkpoint_id, position }) => Ok(Json(CheckpointCreated {
+            partition_id,
+            checkpoint_id,
+            position,
+        })
+        .into_response()),
+        Some(Outcome::Rejected { rejection }) => {
+            let latest = match &rejection {
+                Rejection::CheckpointNotNewer { latest, .. } => Some(*latest),
+                _ => None,
+            };
+            let body = ErrorBody {
+                kind: ErrorKind::CheckpointNotNewer,
+                message: rejection.message(),
+                latest,
+            };
+            Ok((StatusCode::CONFLICT, Json(body)).into_response())
+        }
+        other => Err(ApiError(BrokerError::PartitionUnavailable {
+            partition_id,
+            reason: format!("unexpected outcome of a checkpoint: {other:?}"),
+        })),
+    }
+}
+
+async fn backup_status(
+    State(state): State<Arc<ApiState>>,
+    Path(backup_id): Path<u64>,
+) -> Result<Json<BrokerBackup>, ApiError> {
+    let backups = backups(&state)?;
+    let mut partitions = Vec::new();
+    for partition_id in state.partitions.keys() {
+        partitions.push(backups.status(*partition_id, backup_id).await?);
+    }
+    Ok(Json(BrokerBackup { backup_id, partitions }))
+}
+
+async fn list_backups(State(state): State<Arc<ApiState>>) -> Result<Json<Vec<BrokerBackup>>, ApiError> {
+    let backups = backups(&state)?;
+    let mut by_id: BTreeMap<u64, Vec<_>> = BTreeMap::new();
+    for partition_id in state.partitions.keys() {
+        for status in backups.list(*partition_id).await? {
+            by_id.entry(status.backup_id).or_default().push(status);
+        }
+    }
+    Ok(Json(
+        by_id
+            .into_iter()
+            .rev()
+            .map(|(backup_id, partitions)| BrokerBackup { backup_id, partitions })
+            .collect(),
+    ))
+}
+
+async fn delete_backup(
+    State(state): State<Arc<ApiState>>,
+    Path(backup_id): Path<u64>,
+) -> Result<Response, ApiError> {
+    let backups = backups(&state)?;
+    // Refuse before deleting anything: a backup is deleted whole or not at all.
+    for partition_id in state.partitions.keys() {
+        let status = backups.status(*partition_id, backup_id).await?;
+        if status.status == crate::protocol::BackupState::InProgress {
+            return Err(ApiError(BrokerError::BackupInProgress { backup_id }));
+        }
+    }
+    let mut deleted = 0;
+    for partition_id in state.partitions.keys() {
+        deleted += backups.delete(*partition_id, backup_id).await?;
+    }
+    Ok(Json(serde_json::json!({"deletedObjects": deleted})).into_response())
+}

@@ -1,0 +1,470 @@
+//! The backup service of a broker: uploads partition backups to the backup store, answers status,
+//! list and delete, and fails what a previous run of this node left unfinished.
+//!
+//! Shape: `BackupService::new(store, options)` gives the service and a cheap [`BackupHandle`];
+//! `run(cancel)` is the actor loop. Partitions hand jobs over a bounded channel; each job becomes a
+//! task; file uploads of all jobs share one semaphore (`maxConcurrentUploads`), so many large
+//! segments never open more connections than configured.
+//!
+//! Lifecycle of one partition backup (the manifest is the commit point):
+//! 1. the job is registered as running (status answers IN_PROGRESS from here on);
+//! 2. manifest written IN_PROGRESS;
+//! 3. every file uploaded, streamed, with its CRC32C;
+//! 4. manifest written COMPLETED with the file list, or FAILED with the reason.
+//!
+//! A backup is never left IN_PROGRESS: on shutdown running uploads are aborted and marked FAILED;
+//! after a crash, [`BackupHandle::fail_unfinished`] marks FAILED every IN_PROGRESS manifest of this
+//! node up to the latest recovered checkpoint, and writes a FAILED manifest for a latest checkpoint
+//! whose upload never started.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use futures::{StreamExt, TryStreamExt};
+use sluice_backup_store::{
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileEntry, FileKind, Manifest,
+    Throttle,
+};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{BrokerError, Result};
+use crate::partition::ReservationGuard;
+use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
+
+#[derive(Debug, Clone)]
+pub struct BackupOptions {
+    pub node_id: u32,
+    pub max_concurrent_uploads: usize,
+    /// 0 means unlimited.
+    pub upload_rate_limit_bytes_per_second: u64,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct FileToUpload {
+    pub kind: FileKind,
+    pub name: String,
+    pub path: PathBuf,
+    /// Only this prefix of the file is uploaded (the active segment keeps growing).
+    pub len_bytes: u64,
+}
+
+pub struct BackupJob {
+    pub id: BackupIdentifier,
+    pub descriptor: BackupDescriptor,
+    pub files: Vec<FileToUpload>,
+    /// Released when the job ends, whatever way.
+    pub reservation: ReservationGuard,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    id: BackupIdentifier,
+    descriptor: BackupDescriptor,
+}
+
+type RunningMap = Arc<DashMap<(u32, u64), Running>>;
+
+/// Removes the job from the running map when the task ends or is aborted.
+struct RunningGuard {
+    running: RunningMap,
+    key: (u32, u64),
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.running.remove(&self.key);
+    }
+}
+
+#[derive(Clone)]
+pub struct BackupHandle {
+    tx: mpsc::Sender<Queued>,
+    store: BackupStore,
+    running: RunningMap,
+    node_id: u32,
+}
+
+/// A job on its way to the service, with the guard that keeps it listed as running.
+struct Queued {
+    job: BackupJob,
+    running: RunningGuard,
+}
+
+pub struct BackupService {
+    options: BackupOptions,
+    store: BackupStore,
+    rx: mpsc::Receiver<Queued>,
+    running: RunningMap,
+    uploads: Arc<Semaphore>,
+    throttle: Option<Throttle>,
+}
+
+const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl BackupService {
+    pub fn new(store: BackupStore, options: BackupOptions) -> (BackupService, BackupHandle) {
+        let (tx, rx) = mpsc::channel(options.queue_capacity);
+        let running: RunningMap = Arc::new(DashMap::new());
+        let handle = BackupHandle {
+            tx,
+            store: store.clone(),
+            running: running.clone(),
+            node_id: options.node_id,
+        };
+        let throttle = (options.upload_rate_limit_bytes_per_second > 0)
+            .then(|| Throttle::new(options.upload_rate_limit_bytes_per_second));
+        let uploads = Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1)));
+        (
+            BackupService {
+                options,
+                store,
+                rx,
+                running,
+                uploads,
+                throttle,
+            },
+            handle,
+        )
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut tasks = JoinSet::new();
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                queued = self.rx.recv() => {
+                    let Some(queued) = queued else { break };
+                    let store = self.store.clone();
+                    let uploads = self.uploads.clone();
+                    let throttle = self.throttle.clone();
+                    let concurrency = self.options.max_concurrent_uploads.max(1);
+                    tasks.spawn(execute(store, queued, uploads, throttle, concurrency));
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        // Shutdown: nothing new is accepted; queued and running backups end FAILED, explicitly.
+        self.rx.close();
+        let unfinished: Vec<Running> = self.running.iter().map(|r| r.value().clone()).collect();
+        while let Ok(queued) = self.rx.try_recv() {
+            drop(queued);
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        for running in unfinished {
+            let reason = format!(
+                "broker node {} shut down while the backup was uploading; take a new backup",
+                running.id.node_id
+            );
+            let write = mark_failed(&self.store, &running.id, &running.descriptor, &reason);
+            match tokio::time::timeout(SHUTDOWN_MANIFEST_TIMEOUT, write).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "could not mark an interrupted backup FAILED; the next start will"),
+                Err(_) => tracing::warn!("timed out marking an interrupted backup FAILED; the next start will"),
+            }
+        }
+        self.running.clear();
+        tracing::info!("backup service stopped");
+    }
+}
+
+/// Runs one partition backup to COMPLETED or FAILED.
+async fn execute(
+    store: BackupStore,
+    queued: Queued,
+    uploads: Arc<Semaphore>,
+    throttle: Option<Throttle>,
+    concurrency: usize,
+) {
+    let Queued {
+        job:
+            BackupJob {
+                id,
+                descriptor,
+                files,
+                reservation,
+            },
+        running: _running,
+    } = queued;
+    let manifest = Manifest::in_progress(id.clone(), descriptor.clone());
+    let started = std::time::Instant::now();
+    let result = async {
+        store.write_manifest(&manifest).await?;
+        let entries: Vec<FileEntry> = futures::stream::iter(files)
+            .map(|file| {
+                let store = store.clone();
+                let uploads = uploads.clone();
+                let throttle = throttle.clone();
+                let id = id.clone();
+                async move {
+                    let _permit = uploads.acquire_owned().await.expect("semaphore never closed");
+                    store
+                        .upload_file(&id, file.kind, &file.name, &file.path, file.len_bytes, throttle.as_ref())
+                        .await
+                }
+            })
+            .buffered(concurrency)
+            .try_collect()
+            .await?;
+        Ok::<_, sluice_backup_store::BackupStoreError>(entries)
+    }
+    .await;
+    drop(reservation);
+    let final_manifest = match result {
+        Ok(entries) => {
+            let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
+            tracing::info!(partition = id.partition_id, backup = id.checkpoint_id, files = entries.len(),
+                bytes, elapsed_ms = started.elapsed().as_millis() as u64, "backup completed");
+            manifest.complete(entries)
+        }
+        Err(error) => {
+            tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
+            manifest.fail(format!("upload failed: {error}"))
+        }
+    };
+    // The final status must land, or the backup would look IN_PROGRESS: retry with backoff.
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=8 {
+        match store.write_manifest(&final_manifest).await {
+            Ok(()) => return,
+            Err(error) => {
+                tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id, attempt, %error,
+                    "could not write the final manifest; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    tracing::error!(partition = id.partition_id, backup = id.checkpoint_id,
+        "gave up writing the final manifest; the next start of this broker marks the backup FAILED");
+}
+
+/// Writes a FAILED manifest for `id`, keeping what an existing manifest recorded.
+async fn mark_failed(
+    store: &BackupStore,
+    id: &BackupIdentifier,
+    descriptor: &BackupDescriptor,
+    reason: &str,
+) -> Result<()> {
+    let manifest = match store.read_manifest(id).await? {
+        Some(existing) if existing.status != BackupStatus::InProgress => return Ok(()),
+        Some(existing) => existing,
+        None => Manifest::in_progress(id.clone(), descriptor.clone()),
+    };
+    store.write_manifest(&manifest.fail(reason)).await?;
+    Ok(())
+}
+
+fn status_from_manifest(manifest: &Manifest) -> PartitionBackupStatus {
+    PartitionBackupStatus {
+        partition_id: manifest.id.partition_id,
+        backup_id: manifest.id.checkpoint_id,
+        status: match manifest.status {
+            BackupStatus::InProgress => BackupState::InProgress,
+            BackupStatus::Completed => BackupState::Completed,
+            BackupStatus::Failed => BackupState::Failed,
+        },
+        description: Some(BackupDescription {
+            snapshot_id: manifest.descriptor.snapshot_id.clone(),
+            checkpoint_position: manifest.descriptor.checkpoint_position,
+            broker_id: manifest.id.node_id,
+            broker_version: manifest.descriptor.broker_version.clone(),
+        }),
+        failure_reason: manifest.failure_reason.clone(),
+        created_at: Some(manifest.created_at.clone()),
+        last_updated_at: Some(manifest.last_updated_at.clone()),
+    }
+}
+
+fn status_of_running(running: &Running) -> PartitionBackupStatus {
+    PartitionBackupStatus {
+        partition_id: running.id.partition_id,
+        backup_id: running.id.checkpoint_id,
+        status: BackupState::InProgress,
+        description: Some(BackupDescription {
+            snapshot_id: running.descriptor.snapshot_id.clone(),
+            checkpoint_position: running.descriptor.checkpoint_position,
+            broker_id: running.id.node_id,
+            broker_version: running.descriptor.broker_version.clone(),
+        }),
+        failure_reason: None,
+        created_at: None,
+        last_updated_at: None,
+    }
+}
+
+/// Picks the manifest that speaks for a partition when several nodes wrote one (the partition
+/// moved between nodes across a restore): the most recently updated.
+fn newest(manifests: Vec<Manifest>) -> Option<Manifest> {
+    manifests
+        .into_iter()
+        .max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at))
+}
+
+impl BackupHandle {
+    pub fn store(&self) -> &BackupStore {
+        &self.store
+    }
+
+    /// Hands a job to the service. Registers it as running first, so that a status query right
+    /// after the checkpoint was acknowledged answers IN_PROGRESS, not DOES_NOT_EXIST.
+    pub async fn start(&self, job: BackupJob) {
+        let key = (job.id.partition_id, job.id.checkpoint_id);
+        self.running.insert(
+            key,
+            Running {
+                id: job.id.clone(),
+                descriptor: job.descriptor.clone(),
+            },
+        );
+        let guard = RunningGuard {
+            running: self.running.clone(),
+            key,
+        };
+        let id = job.id.clone();
+        let descriptor = job.descriptor.clone();
+        // The guard travels with the job: it is dropped when the job's task ends.
+        if self.tx.send(Queued { job, running: guard }).await.is_err() {
+            let reason = "the broker is shutting down; take a new backup";
+            if let Err(error) = mark_failed(&self.store, &id, &descriptor, reason).await {
+                tracing::warn!(%error, "could not mark a refused backup FAILED");
+            }
+        }
+    }
+
+    pub async fn status(&self, partition_id: u32, backup_id: u64) -> Result<PartitionBackupStatus> {
+        if let Some(running) = self.running.get(&(partition_id, backup_id)) {
+            let running = running.clone();
+            if let Some(manifest) = self
+                .store
+                .read_manifest(&running.id)
+                .await?
+                .filter(|m| m.status == BackupStatus::InProgress)
+            {
+                return Ok(status_from_manifest(&manifest));
+            }
+            return Ok(status_of_running(&running));
+        }
+        let manifests = self.store.find_manifests(partition_id, backup_id).await?;
+        Ok(match newest(manifests) {
+            Some(manifest) => status_from_manifest(&manifest),
+            None => PartitionBackupStatus::does_not_exist(partition_id, backup_id),
+        })
+    }
+
+    /// Every backup of the partition, ascending by id.
+    pub async fn list(&self, partition_id: u32) -> Result<Vec<PartitionBackupStatus>> {
+        let mut by_id: std::collections::BTreeMap<u64, Manifest> = std::collections::BTreeMap::new();
+        for manifest in self.store.list_manifests(partition_id).await? {
+            let id = manifest.id.checkpoint_id;
+            let keep = match by_id.get(&id) {
+                Some(existing) => newest(vec![existing.clone(), manifest]),
+                None => Some(manifest),
+            };
+            if let Some(keep) = keep {
+                by_id.insert(id, keep);
+            }
+        }
+        let mut statuses: std::collections::BTreeMap<u64, PartitionBackupStatus> = by_id
+            .into_iter()
+            .map(|(id, manifest)| (id, status_from_manifest(&manifest)))
+            .collect();
+        for running in self.running.iter().filter(|r| r.key().0 == partition_id) {
+            statuses
+                .entry(running.key().1)
+                .and_modify(|s| s.status = BackupState::InProgress)
+                .or_insert_with(|| status_of_running(running.value()));
+        }
+        Ok(statuses.into_values().collect())
+    }
+
+    /// Deletes every object of the partition's backup `backup_id`. Refuses while it runs.
+    pub async fn delete(&self, partition_id: u32, backup_id: u64) -> Result<usize> {
+        if self.running.contains_key(&(partition_id, backup_id)) {
+            return Err(BrokerError::BackupInProgress { backup_id });
+        }
+        let manifests = self.store.find_manifests(partition_id, backup_id).await?;
+        if manifests.iter().any(|m| m.status == BackupStatus::InProgress) {
+            return Err(BrokerError::BackupInProgress { backup_id });
+        }
+        let mut deleted = 0;
+        for manifest in manifests {
+            deleted += self.store.delete_backup(&manifest.id).await?;
+        }
+        Ok(deleted)
+    }
+
+    /// After a start: marks FAILED every backup this node left IN_PROGRESS for `partition_id`
+    /// (all of them, up to `latest_checkpoint`), and records a FAILED manifest for the latest
+    /// checkpoint when its upload never started. Retries with backoff; bounded.
+    pub async fn fail_unfinished(&self, partition_id: u32, latest_checkpoint: Option<(u64, u64)>, partitions_count: u32) {
+        let mut delay = Duration::from_millis(500);
+        for attempt in 1..=10 {
+            match self.try_fail_unfinished(partition_id, latest_checkpoint, partitions_count).await {
+                Ok(failed) => {
+                    if failed > 0 {
+                        tracing::warn!(partition = partition_id, failed,
+                            "marked backups interrupted by a broker restart as FAILED");
+                    }
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(partition = partition_id, attempt, %error,
+                        "could not check for interrupted backups; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+        tracing::error!(partition = partition_id, "gave up checking for interrupted backups");
+    }
+
+    async fn try_fail_unfinished(&self, partition_id: u32, latest_checkpoint: Option<(u64, u64)>, partitions_count: u32) -> Result<usize> {
+        let Some((latest_id, latest_position)) = latest_checkpoint else {
+            return Ok(0);
+        };
+        let reason = format!(
+            "broker node {} restarted while the backup was in progress; take a new backup",
+            self.node_id
+        );
+        let mut failed = 0;
+        for manifest in self.store.list_manifests(partition_id).await? {
+            // Only backups started before this run: newer ids belong to this run.
+            if manifest.id.node_id == self.node_id
+                && manifest.status == BackupStatus::InProgress
+                && manifest.id.checkpoint_id <= latest_id
+            {
+                self.store.write_manifest(&manifest.fail(reason.clone())).await?;
+                failed += 1;
+            }
+        }
+        if self.store.find_manifests(partition_id, latest_id).await?.is_empty() {
+            let id = BackupIdentifier {
+                partition_id,
+                checkpoint_id: latest_id,
+                node_id: self.node_id,
+            };
+            let descriptor = BackupDescriptor {
+                snapshot_id: None,
+                checkpoint_position: latest_position,
+                number_of_partitions: partitions_count,
+                broker_version: crate::BROKER_VERSION.to_string(),
+            };
+            let reason = format!(
+                "broker node {} stopped before the upload of this backup started; take a new backup",
+                self.node_id
+            );
+            self.store
+                .write_manifest(&Manifest::in_progress(id, descriptor).fail(reason))
+                .await?;
+            failed += 1;
+        }
+        Ok(failed)
+    }
+}

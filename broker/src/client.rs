@@ -1,0 +1,170 @@
+//! Client of the broker's internal API, used by the gateway.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+use crate::protocol::{
+    AccountBalance, BrokerBackup, CheckpointCreated, ErrorBody, ExecuteRequest, ExecuteResponse,
+    Topology, API_PREFIX,
+};
+use crate::record::{Command, Outcome};
+use crate::state::PartitionSummary;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("broker unreachable: address={address}: {reason}")]
+    Unreachable { address: String, reason: String },
+    #[error("broker timed out: address={address} timeout_ms={timeout_ms}")]
+    Timeout { address: String, timeout_ms: u64 },
+    #[error("broker refused: address={address} status={status}: {}", body.message)]
+    Remote {
+        address: String,
+        status: u16,
+        body: ErrorBody,
+    },
+    #[error("broker answered something unreadable: address={address}: {reason}")]
+    Decode { address: String, reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct BrokerClient {
+    http: reqwest::Client,
+    address: String,
+    timeout: Duration,
+}
+
+impl BrokerClient {
+    /// `address` is `host:port`.
+    pub fn new(http: reqwest::Client, address: String, timeout: Duration) -> BrokerClient {
+        BrokerClient {
+            http,
+            address,
+            timeout,
+        }
+    }
+
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{API_PREFIX}{path}", self.address)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let response = request.timeout(self.timeout).send().await.map_err(|error| {
+            if error.is_timeout() {
+                ClientError::Timeout {
+                    address: self.address.clone(),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                }
+            } else {
+                ClientError::Unreachable {
+                    address: self.address.clone(),
+                    reason: error_chain(&error),
+                }
+            }
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|error| {
+            if error.is_timeout() {
+                ClientError::Timeout {
+                    address: self.address.clone(),
+                    timeout_ms: self.timeout.as_millis() as u64,
+                }
+            } else {
+                ClientError::Unreachable {
+                    address: self.address.clone(),
+                    reason: error_chain(&error),
+                }
+            }
+        })?;
+        if status.is_success() {
+            serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode {
+                address: self.address.clone(),
+                reason: error.to_string(),
+            })
+        } else {
+            let body = serde_json::from_slice::<ErrorBody>(&bytes).map_err(|_| ClientError::Decode {
+                address: self.address.clone(),
+                reason: format!(
+                    "status {status} with body {:?}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+            })?;
+            Err(ClientError::Remote {
+                address: self.address.clone(),
+                status: status.as_u16(),
+                body,
+            })
+        }
+    }
+
+    pub async fn topology(&self) -> Result<Topology, ClientError> {
+        self.send(self.http.get(self.url("/topology"))).await
+    }
+
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.get(self.url("/health"))).await
+    }
+
+    pub async fn execute(&self, partition_id: u32, commands: Vec<Command>) -> Result<Vec<Outcome>, ClientError> {
+        let request = ExecuteRequest { commands };
+        let response: ExecuteResponse = self
+            .send(
+                self.http
+                    .post(self.url(&format!("/partitions/{partition_id}/commands")))
+                    .json(&request),
+            )
+            .await?;
+        Ok(response.outcomes)
+    }
+
+    pub async fn balance(&self, partition_id: u32, account: &str) -> Result<AccountBalance, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/partitions/{partition_id}/accounts/{account}"))),
+        )
+        .await
+    }
+
+    pub async fn summary(&self, partition_id: u32) -> Result<PartitionSummary, ClientError> {
+        self.send(self.http.get(self.url(&format!("/partitions/{partition_id}/summary"))))
+            .await
+    }
+
+    pub async fn checkpoint(&self, partition_id: u32, checkpoint_id: u64) -> Result<CheckpointCreated, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/partitions/{partition_id}/checkpoints/{checkpoint_id}"))),
+        )
+        .await
+    }
+
+    pub async fn backup_status(&self, backup_id: u64) -> Result<BrokerBackup, ClientError> {
+        self.send(self.http.get(self.url(&format!("/backups/{backup_id}"))))
+            .await
+    }
+
+    pub async fn list_backups(&self) -> Result<Vec<BrokerBackup>, ClientError> {
+        self.send(self.http.get(self.url("/backups"))).await
+    }
+
+    pub async fn delete_backup(&self, backup_id: u64) -> Result<serde_json::Value, ClientError> {
+        self.send(self.http.delete(self.url(&format!("/backups/{backup_id}"))))
+            .await
+    }
+}
+
+/// The error with its causes, which reqwest hides behind "error sending request".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,59 @@
+//! The one error type of the broker library. HTTP mapping lives in one place: `api::error_status`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("i/o error: path={path} operation={operation}: {source}")]
+    Io {
+        path: PathBuf,
+        operation: &'static str,
+        source: std::io::Error,
+    },
+    #[error("corrupt log: path={path} offset={offset}: {reason}; the log is damaged before its tail, restore this node from a backup")]
+    CorruptLog {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    #[error("corrupt snapshot: path={path}: {reason}")]
+    CorruptSnapshot { path: PathBuf, reason: String },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("unknown partition: partition={partition_id}; this node hosts {hosted:?}")]
+    UnknownPartition { partition_id: u32, hosted: Vec<u32> },
+    #[error("account not found: account={account}")]
+    AccountNotFound { account: String },
+    #[error("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) to FILESYSTEM or S3")]
+    BackupStoreNotConfigured,
+    #[error("backup is in progress: backupId={backup_id}; wait until it is COMPLETED or FAILED")]
+    BackupInProgress { backup_id: u64 },
+    #[error("backup not found: backupId={backup_id}")]
+    BackupNotFound { backup_id: u64 },
+    #[error("backup store error: {0}")]
+    BackupStore(#[from] sluice_backup_store::BackupStoreError),
+    #[error("partition unavailable: partition={partition_id}: {reason}")]
+    PartitionUnavailable { partition_id: u32, reason: String },
+    #[error("cannot listen: address={address}: {source}; is another process using the port? set broker.network.port (SLUICE_BROKER_NETWORK_PORT)")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("broker is shutting down")]
+    ShuttingDown,
+}
+
+pub type Result<T, E = BrokerError> = std::result::Result<T, E>;
+
+/// Wraps an `io::Error` with the path and the operation that failed.
+pub(crate) fn io_err(
+    path: impl Into<PathBuf>,
+    operation: &'static str,
+) -> impl FnOnce(std::io::Error) -> BrokerError {
+    let path = path.into();
+    move |source| BrokerError::Io {
+        path,
+        operation,
+        source,
+    }
+}

@@ -1,0 +1,619 @@
+//! The segmented append-only log of one partition.
+//!
+//! # On-disk layout
+//! `<partition dir>/log/<first position, 20 digits>.log`, for example `00000000000000000001.log`.
+//! A segment holds consecutive records; the next segment starts at the position after the last
+//! record of the previous one. Only the last segment (the active one) is ever appended to; the
+//! others are sealed and immutable, which lets a backup upload them while the partition goes on.
+//!
+//! # Record frame
+//! `| payload_len: u32 LE | crc32c: u32 LE | position: u64 LE | payload |`, where the CRC32C covers
+//! the 8 position bytes followed by the payload. Positions start at 1 and grow by exactly 1.
+//!
+//! # Durability
+//! `append` only buffers; `flush` writes the buffer and calls `fdatasync`. The partition
+//! acknowledges nothing before `flush` returned (group commit: one fsync per batch). On open, a torn
+//! tail of the last segment (a partial or checksum-failing frame, what a crash mid-write leaves) is
+//! truncated; a bad frame in a sealed segment is corruption and refuses to open.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{io_err, BrokerError, Result};
+
+pub const FRAME_HEADER_BYTES: u64 = 16;
+/// Upper bound of one record's payload: a guard against reading garbage lengths as allocations.
+pub const RECORD_PAYLOAD_BYTES_MAX: u32 = 4 * 1024 * 1024;
+const SEGMENT_SUFFIX: &str = ".log";
+
+/// Name of the segment file whose first record has `first_position`.
+pub fn segment_file_name(first_position: u64) -> String {
+    format!("{first_position:020}{SEGMENT_SUFFIX}")
+}
+
+/// Parses a segment file name back into its first position.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub first_position: u64,
+    /// `None` while the segment holds no record.
+    pub last_position: Option<u64>,
+    pub path: PathBuf,
+    pub len_bytes: u64,
+}
+
+/// Where a record landed: used to cut a backup right after a checkpoint record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub position: u64,
+    pub segment_first_position: u64,
+    /// Byte offset in the segment right after this record.
+    pub end_offset: u64,
+}
+
+/// A prefix of one segment file, as a backup uploads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSlice {
+    pub name: String,
+    pub path: PathBuf,
+    pub len_bytes: u64,
+}
+
+pub struct Log {
+    dir: PathBuf,
+    segment_bytes_max: u64,
+    /// Sorted by first position; never empty; the last one is the active segment.
+    segments: Vec<SegmentInfo>,
+    active: File,
+    /// Frames appended but not yet written and synced.
+    pending: Vec<u8>,
+    next_position: u64,
+}
+
+/// Result of scanning one segment file.
+struct Scan {
+    last_position: Option<u64>,
+    valid_len: u64,
+    /// Why the scan stopped before the end of the file, if it did.
+    invalid_tail: Option<String>,
+}
+
+fn encode_frame(position: u64, payload: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len()).expect("payload length checked by caller");
+    let mut crc = crc32c::crc32c(&position.to_le_bytes());
+    crc = crc32c::crc32c_append(crc, payload);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Reads frames from `reader`, calling `visit(position, payload, end_offset)` for each valid one.
+/// Stops at the end of the file or at the first invalid frame (reported in `invalid_tail`).
+fn scan_frames(
+    path: &Path,
+    expected_first_position: u64,
+    mut visit: impl FnMut(u64, &[u8], u64) -> Result<()>,
+) -> Result<Scan> {
+    let file = File::open(path).map_err(io_err(path, "open segment"))?;
+    let mut reader = BufReader::with_capacity(256 * 1024, file);
+    let mut offset = 0u64;
+    let mut expected = expected_first_position;
+    let mut last_position = None;
+    let mut payload = Vec::new();
+    loop {
+        let mut header = [0u8; FRAME_HEADER_BYTES as usize];
+        match read_full(&mut reader, &mut header).map_err(io_err(path, "read segment"))? {
+            0 => break,
+            n if n < header.len() => {
+                return Ok(Scan {
+                    last_position,
+                    valid_len: offset,
+                    invalid_tail: Some(format!("partial frame header of {n} bytes")),
+                })
+            }
+            _ => {}
+        }
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let position = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+        if len > RECORD_PAYLOAD_BYTES_MAX {
+            return Ok(Scan {
+                last_position,
+                valid_len: offset,
+                invalid_tail: Some(format!("frame length {len} exceeds the maximum")),
+            });
+        }
+        payload.resize(len as usize, 0);
+        let read = read_full(&mut reader, &mut payload).map_err(io_err(path, "read segment"))?;
+        if read < payload.len() {
+            return Ok(Scan {
+                last_position,
+                valid_len: offset,
+                invalid_tail: Some(format!("partial payload: {read} of {len} bytes")),
+            });
+        }
+        let actual = crc32c::crc32c_append(crc32c::crc32c(&position.to_le_bytes()), &payload);
+        if actual != crc {
+            return Ok(Scan {
+                last_position,
+                valid_len: offset,
+                invalid_tail: Some(format!(
+                    "checksum mismatch at position {position}: stored {crc:08x}, computed {actual:08x}"
+                )),
+            });
+        }
+        if position != expected {
+            return Err(BrokerError::CorruptLog {
+                path: path.to_path_buf(),
+                offset,
+                reason: format!("expected position {expected}, found {position}"),
+            });
+        }
+        offset += FRAME_HEADER_BYTES + u64::from(len);
+        visit(position, &payload, offset)?;
+        last_position = Some(position);
+        expected += 1;
+    }
+    Ok(Scan {
+        last_position,
+        valid_len: offset,
+        invalid_tail: None,
+    })
+}
+
+/// Like `read_exact`, but returns how many bytes were read when the file ends early.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(filled)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir, "fsync directory"))
+}
+
+/// Lists the segment files of `dir`, sorted by first position. Other files are an error: the log
+/// directory belongs to the log alone.
+fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir, "list log directory"))? {
+        let entry = entry.map_err(io_err(dir, "list log directory"))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let first = parse_segment_file_name(&name).ok_or_else(|| BrokerError::CorruptLog {
+            path: entry.path(),
+            offset: 0,
+            reason: "unexpected file in the log directory (segments are named <20 digits>.log)"
+                .into(),
+        })?;
+        segments.push((first, entry.path()));
+    }
+    segments.sort();
+    Ok(segments)
+}
+
+/// Scans every segment of `dir` strictly; `allow_torn_tail` permits an invalid tail in the last
+/// segment and truncates it. Calls `visit` for every valid record.
+fn scan_all(
+    dir: &Path,
+    allow_torn_tail: bool,
+    mut visit: impl FnMut(u64, &[u8], u64, &SegmentInfo) -> Result<()>,
+) -> Result<Vec<SegmentInfo>> {
+    let files = list_segments(dir)?;
+    let mut infos: Vec<SegmentInfo> = Vec::with_capacity(files.len());
+    let count = files.len();
+    for (index, (first_position, path)) in files.into_iter().enumerate() {
+        if let Some(previous) = infos.last() {
+            let expected = previous.last_position.map_or(previous.first_position, |p| p + 1);
+            if first_position != expected {
+                return Err(BrokerError::CorruptLog {
+                    path,
+                    offset: 0,
+                    reason: format!(
+                        "segment starts at position {first_position} but the previous segment ends before {expected}"
+                    ),
+                });
+            }
+        }
+        let mut info = SegmentInfo {
+            first_position,
+            last_position: None,
+            path: path.clone(),
+            len_bytes: 0,
+        };
+        let scan = scan_frames(&path, first_position, |position, payload, end| {
+            visit(position, payload, end, &info)
+        })?;
+        info.last_position = scan.last_position;
+        info.len_bytes = scan.valid_len;
+        if let Some(reason) = scan.invalid_tail {
+            let is_last = index + 1 == count;
+            if !(is_last && allow_torn_tail) {
+                return Err(BrokerError::CorruptLog {
+                    path,
+                    offset: scan.valid_len,
+                    reason,
+                });
+            }
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path, "open segment for truncation"))?;
+            let before = file.metadata().map_err(io_err(&path, "stat segment"))?.len();
+            file.set_len(scan.valid_len)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err(&path, "truncate torn tail"))?;
+            tracing::warn!(
+                path = %path.display(),
+                offset = scan.valid_len,
+                dropped_bytes = before - scan.valid_len,
+                %reason,
+                "truncated torn tail of the log"
+            );
+        }
+        infos.push(info);
+    }
+    Ok(infos)
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`, truncating a torn tail.
+    pub fn open(dir: &Path, segment_bytes_max: u64) -> Result<Log> {
+        fs::create_dir_all(dir).map_err(io_err(dir, "create log directory"))?;
+        let mut segments = scan_all(dir, true, |_, _, _, _| Ok(()))?;
+        if segments.is_empty() {
+            let path = dir.join(segment_file_name(1));
+            File::create(&path).map_err(io_err(&path, "create segment"))?;
+            sync_dir(dir)?;
+            segments.push(SegmentInfo {
+                first_position: 1,
+                last_position: None,
+                path,
+                len_bytes: 0,
+            });
+        }
+        let last = segments.last().expect("at least one segment");
+        let next_position = last.last_position.map_or(last.first_position, |p| p + 1);
+        let active = OpenOptions::new()
+            .append(true)
+            .open(&last.path)
+            .map_err(io_err(&last.path, "open active segment"))?;
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            segment_bytes_max,
+            segments,
+            active,
+            pending: Vec::new(),
+            next_position,
+        })
+    }
+
+    pub fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
+    /// Position of the first record still on disk.
+    pub fn first_position(&self) -> u64 {
+        self.segments[0].first_position
+    }
+
+    pub fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    /// Buffers one record; it is durable only after [`Log::flush`].
+    pub fn append(&mut self, payload: &[u8]) -> Result<Appended> {
+        if payload.len() > RECORD_PAYLOAD_BYTES_MAX as usize {
+            return Err(BrokerError::InvalidRequest(format!(
+                "record of {} bytes exceeds the maximum of {RECORD_PAYLOAD_BYTES_MAX} bytes",
+                payload.len()
+            )));
+        }
+        let frame_len = FRAME_HEADER_BYTES + payload.len() as u64;
+        let active_len = self.segments.last().expect("active segment").len_bytes;
+        if active_len > 0 && active_len + frame_len > self.segment_bytes_max {
+            self.roll()?;
+        }
+        let position = self.next_position;
+        encode_frame(position, payload, &mut self.pending);
+        let active = self.segments.last_mut().expect("active segment");
+        active.len_bytes += frame_len;
+        active.last_position = Some(position);
+        self.next_position += 1;
+        Ok(Appended {
+            position,
+            segment_first_position: active.first_position,
+            end_offset: active.len_bytes,
+        })
+    }
+
+    /// Writes buffered records and waits until they are durable (fdatasync).
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = &self.segments.last().expect("active segment").path;
+        self.active
+            .write_all(&self.pending)
+            .and_then(|()| self.active.sync_data())
+            .map_err(io_err(path, "write and fsync segment"))?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the next position.
+    fn roll(&mut self) -> Result<()> {
+        self.flush()?;
+        let path = self.dir.join(segment_file_name(self.next_position));
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path, "create segment"))?;
+        sync_dir(&self.dir)?;
+        self.active = file;
+        self.segments.push(SegmentInfo {
+            first_position: self.next_position,
+            last_position: None,
+            path,
+            len_bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Calls `visit` for every durable record with a position ≥ `from_position`, in order.
+    pub fn replay(&self, from_position: u64, mut visit: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+        for segment in &self.segments {
+            if segment.last_position.is_none_or(|last| last < from_position) {
+                continue;
+            }
+            let scan = scan_frames(&segment.path, segment.first_position, |position, payload, _| {
+                if position >= from_position {
+                    visit(position, payload)?;
+                }
+                Ok(())
+            })?;
+            if let Some(reason) = scan.invalid_tail {
+                return Err(BrokerError::CorruptLog {
+                    path: segment.path.clone(),
+                    offset: scan.valid_len,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes sealed segments whose records are all below `below_position`. Returns how many.
+    pub fn compact(&mut self, below_position: u64) -> Result<usize> {
+        let mut removed = 0;
+        while self.segments.len() > 1 {
+            let first = &self.segments[0];
+            match first.last_position {
+                Some(last) if last < below_position => {
+                    fs::remove_file(&first.path).map_err(io_err(&first.path, "delete segment"))?;
+                    self.segments.remove(0);
+                    removed += 1;
+                }
+                _ => break,
+            }
+        }
+        if removed > 0 {
+            sync_dir(&self.dir)?;
+        }
+        Ok(removed)
+    }
+
+    /// The segment prefixes holding records `from_position ..= through.position`, the last one cut
+    /// right after `through`. Records before `from_position` in the first segment come along.
+    pub fn slices(&self, from_position: u64, through: Appended) -> Vec<SegmentSlice> {
+        self.segments
+            .iter()
+            .filter(|segment| {
+                segment.first_position <= through.position
+                    && segment.last_position.is_some_and(|last| last >= from_position)
+            })
+            .map(|segment| SegmentSlice {
+                name: segment_file_name(segment.first_position),
+                path: segment.path.clone(),
+                len_bytes: if segment.first_position == through.segment_first_position {
+                    through.end_offset
+                } else {
+                    segment.len_bytes
+                },
+            })
+            .collect()
+    }
+}
+
+/// Verifies every segment of `dir` strictly, finds the record at `position`, truncates the log
+/// right after it and deletes later segments. Returns the record's payload. Used by restore.
+pub fn truncate_after(dir: &Path, position: u64) -> Result<Vec<u8>> {
+    let mut found: Option<(Vec<u8>, u64, PathBuf)> = None;
+    let segments = scan_all(dir, false, |record_position, payload, end, segment| {
+        if record_position == position {
+            found = Some((payload.to_vec(), end, segment.path.clone()));
+        }
+        Ok(())
+    })?;
+    let (payload, end, path) = found.ok_or_else(|| BrokerError::CorruptLog {
+        path: dir.to_path_buf(),
+        offset: 0,
+        reason: format!(
+            "the log holds no record at position {position} (segments: {})",
+            segments
+                .iter()
+                .map(|s| format!("{}..{:?}", s.first_position, s.last_position))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })?;
+    for segment in &segments {
+        if segment.path == path {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path, "open segment for truncation"))?;
+            file.set_len(end)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err(&path, "truncate segment"))?;
+        } else if segment.first_position > position {
+            fs::remove_file(&segment.path).map_err(io_err(&segment.path, "delete segment"))?;
+        }
+    }
+    sync_dir(dir)?;
+    Ok(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(i: u64) -> Vec<u8> {
+        format!("record-{i}").into_bytes()
+    }
+
+    fn collect(log: &Log, from: u64) -> Vec<(u64, Vec<u8>)> {
+        let mut records = Vec::new();
+        log.replay(from, |position, payload| {
+            records.push((position, payload.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        records
+    }
+
+    #[test]
+    fn appends_roll_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), 100).unwrap();
+        for i in 1..=20 {
+            assert_eq!(log.append(&payload(i)).unwrap().position, i);
+        }
+        log.flush().unwrap();
+        assert!(log.segments().len() > 3, "segments roll at 100 bytes");
+        drop(log);
+        let log = Log::open(dir.path(), 100).unwrap();
+        assert_eq!(log.next_position(), 21);
+        let records = collect(&log, 5);
+        assert_eq!(records.len(), 16);
+        assert_eq!(records[0], (5, payload(5)));
+    }
+
+    #[test]
+    fn unflushed_records_are_not_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), 1 << 20).unwrap();
+        log.append(b"a").unwrap();
+        log.flush().unwrap();
+        log.append(b"b").unwrap();
+        drop(log);
+        let log = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(log.next_position(), 2);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), 1 << 20).unwrap();
+        for i in 1..=3 {
+            log.append(&payload(i)).unwrap();
+        }
+        log.flush().unwrap();
+        let path = log.segments()[0].path.clone();
+        let good_len = fs::metadata(&path).unwrap().len();
+        drop(log);
+        // A crash mid-write: half a frame at the end.
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let mut frame = Vec::new();
+        encode_frame(4, b"torn", &mut frame);
+        file.write_all(&frame[..frame.len() - 2]).unwrap();
+        drop(file);
+        let mut log = Log::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+        assert_eq!(log.next_position(), 4);
+        log.append(b"after").unwrap();
+        log.flush().unwrap();
+        assert_eq!(collect(&log, 1).len(), 4);
+    }
+
+    #[test]
+    fn corruption_in_a_sealed_segment_refuses_to_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), 60).unwrap();
+        for i in 1..=10 {
+            log.append(&payload(i)).unwrap();
+        }
+        log.flush().unwrap();
+        let sealed = log.segments()[0].path.clone();
+        drop(log);
+        let mut bytes = fs::read(&sealed).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        fs::write(&sealed, bytes).unwrap();
+        let error = Log::open(dir.path(), 60).err().expect("must refuse");
+        assert!(matches!(error, BrokerError::CorruptLog { .. }), "{error}");
+    }
+
+    #[test]
+    fn compaction_keeps_the_active_segment_and_needed_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), 60).unwrap();
+        for i in 1..=10 {
+            log.append(&payload(i)).unwrap();
+        }
+        log.flush().unwrap();
+        let before = log.segments().len();
+        let removed = log.compact(6).unwrap();
+        assert!(removed > 0 && removed < before);
+        assert!(log.first_position() <= 6);
+        assert_eq!(collect(&log, 6).len(), 5);
+        log.compact(u64::MAX).unwrap();
+        assert_eq!(log.segments().len(), 1, "the active segment always stays");
+    }
+
+    #[test]
+    fn slices_cut_after_the_checkpoint_and_truncate_restores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = Log::open(dir.path(), 60).unwrap();
+        let mut checkpoint = None;
+        for i in 1..=10 {
+            let appended = log.append(&payload(i)).unwrap();
+            if i == 7 {
+                checkpoint = Some(appended);
+            }
+        }
+        log.flush().unwrap();
+        let checkpoint = checkpoint.unwrap();
+        let slices = log.slices(3, checkpoint);
+        assert!(!slices.is_empty());
+        // Copy the slices elsewhere, as a backup then a restore would.
+        let restored = tempfile::tempdir().unwrap();
+        for slice in &slices {
+            let bytes = fs::read(&slice.path).unwrap();
+            fs::write(restored.path().join(&slice.name), &bytes[..slice.len_bytes as usize]).unwrap();
+        }
+        let payload7 = truncate_after(restored.path(), 7).unwrap();
+        assert_eq!(payload7, payload(7));
+        let log = Log::open(restored.path(), 60).unwrap();
+        assert_eq!(log.next_position(), 8);
+        assert!(truncate_after(restored.path(), 9).is_err());
+    }
+}

@@ -1,0 +1,467 @@
+//! One partition: its log, its ledger state, its snapshots, and the actor that owns them.
+//!
+//! # On-disk layout
+//! `<data directory>/partition-<id, 5 digits>/log/` (see [`crate::log`]) and `.../snapshots/`
+//! (see [`crate::snapshot`]).
+//!
+//! # The actor
+//! `PartitionService::open` recovers (newest valid snapshot, then replay of the log after it);
+//! `PartitionService::run` is the only writer of the log and the state. Requests arrive on a
+//! bounded channel through the cheap, cloneable [`PartitionHandle`]. Each loop turn takes a batch
+//! (capped by count), appends every command, fsyncs once (group commit), then applies them in log
+//! order and replies. Nothing is acknowledged before it is durable.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sluice_backup_store::{BackupDescriptor, BackupIdentifier, FileKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::backup::{BackupHandle, BackupJob, FileToUpload};
+use crate::error::{io_err, BrokerError, Result};
+use crate::log::{Appended, Log};
+use crate::record::{Command, Outcome};
+use crate::snapshot::{self, SnapshotRef};
+use crate::state::{LedgerState, PartitionSummary};
+
+#[derive(Debug, Clone)]
+pub struct PartitionOptions {
+    pub partition_id: u32,
+    pub partitions_count: u32,
+    pub node_id: u32,
+    /// `<data directory>/partition-<id>`.
+    pub directory: PathBuf,
+    pub segment_bytes_max: u64,
+    pub snapshot_period: Duration,
+    pub request_queue_capacity: usize,
+    /// Upper bound of commands appended under one fsync.
+    pub batch_commands_max: usize,
+}
+
+/// The directory of a partition inside a node's data directory.
+pub fn partition_directory(data_directory: &std::path::Path, partition_id: u32) -> PathBuf {
+    data_directory.join(format!("partition-{partition_id:05}"))
+}
+
+/// What a running backup keeps from being deleted: its snapshot and every record from
+/// `from_position` on.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    pub from_position: u64,
+    pub snapshot_id: Option<String>,
+}
+
+/// Reservations of one partition by checkpoint id, shared with the backup tasks that release them.
+pub type Reservations = Arc<DashMap<u64, Reserved>>;
+
+/// Removes its reservation when dropped, whatever way the backup ends.
+pub struct ReservationGuard {
+    reservations: Reservations,
+    checkpoint_id: u64,
+}
+
+impl Drop for ReservationGuard {
+    fn drop(&mut self) {
+        self.reservations.remove(&self.checkpoint_id);
+    }
+}
+
+enum Request {
+    Execute {
+        commands: Vec<Command>,
+        reply: oneshot::Sender<Result<Vec<Outcome>>>,
+    },
+    Balance {
+        account: String,
+        reply: oneshot::Sender<Option<u64>>,
+    },
+    Summary {
+        reply: oneshot::Sender<PartitionSummary>,
+    },
+}
+
+#[derive(Clone)]
+pub struct PartitionHandle {
+    partition_id: u32,
+    tx: mpsc::Sender<Request>,
+}
+
+impl PartitionHandle {
+    pub fn partition_id(&self) -> u32 {
+        self.partition_id
+    }
+
+    fn unavailable(&self) -> BrokerError {
+        BrokerError::PartitionUnavailable {
+            partition_id: self.partition_id,
+            reason: "the partition is stopped".into(),
+        }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T> {
+        let (reply, response) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| self.unavailable())?;
+        response.await.map_err(|_| self.unavailable())
+    }
+
+    /// Appends `commands`, waits until they are durable and processed, returns their outcomes.
+    pub async fn execute(&self, commands: Vec<Command>) -> Result<Vec<Outcome>> {
+        self.ask(|reply| Request::Execute { commands, reply }).await?
+    }
+
+    pub async fn balance(&self, account: String) -> Result<Option<u64>> {
+        self.ask(|reply| Request::Balance { account, reply }).await
+    }
+
+    pub async fn summary(&self) -> Result<PartitionSummary> {
+        self.ask(|reply| Request::Summary { reply }).await
+    }
+
+    pub fn is_running(&self) -> bool {
+        !self.tx.is_closed()
+    }
+}
+
+pub struct PartitionService {
+    options: PartitionOptions,
+    log: Log,
+    state: LedgerState,
+    snapshots_dir: PathBuf,
+    latest_snapshot: Option<SnapshotRef>,
+    reservations: Reservations,
+    backups: Option<BackupHandle>,
+    rx: mpsc::Receiver<Request>,
+}
+
+impl PartitionService {
+    /// Recovers the partition from disk. Blocking I/O: call from a blocking context.
+    pub fn open(
+        options: PartitionOptions,
+        backups: Option<BackupHandle>,
+    ) -> Result<(PartitionService, PartitionHandle)> {
+        let snapshots_dir = options.directory.join("snapshots");
+        std::fs::create_dir_all(&snapshots_dir)
+            .map_err(io_err(&snapshots_dir, "create snapshots directory"))?;
+        let log = Log::open(&options.directory.join("log"), options.segment_bytes_max)?;
+
+        let mut state = None;
+        let mut latest_snapshot = None;
+        for candidate in snapshot::list(&snapshots_dir)? {
+            match snapshot::load(&candidate) {
+                Ok(loaded) => {
+                    state = Some(loaded);
+                    latest_snapshot = Some(candidate);
+                    break;
+                }
+                Err(error) => tracing::warn!(%error, "skipping a snapshot that does not load"),
+            }
+        }
+        let mut state =
+            state.unwrap_or_else(|| LedgerState::new(options.partition_id, options.partitions_count));
+        if state.partition_id != options.partition_id
+            || state.partitions_count != options.partitions_count
+        {
+            return Err(BrokerError::CorruptSnapshot {
+                path: snapshots_dir,
+                reason: format!(
+                    "the data was written for partition {} of {}, but this broker is configured for partition {} of {} (broker.cluster.partitionsCount must not change)",
+                    state.partition_id,
+                    state.partitions_count,
+                    options.partition_id,
+                    options.partitions_count
+                ),
+            });
+        }
+        if log.first_position() > state.processed_position + 1 {
+            return Err(BrokerError::CorruptLog {
+                path: options.directory.join("log"),
+                offset: 0,
+                reason: format!(
+                    "the log starts at position {} but the newest loadable snapshot ends at {}: records are missing",
+                    log.first_position(),
+                    state.processed_position
+                ),
+            });
+        }
+        let mut replayed = 0u64;
+        log.replay(state.processed_position + 1, |position, payload| {
+            let command = Command::decode(payload).map_err(|reason| BrokerError::CorruptLog {
+                path: options.directory.join("log"),
+                offset: 0,
+                reason: format!("record at position {position} does not decode: {reason}"),
+            })?;
+            state.apply(position, &command);
+            replayed += 1;
+            Ok(())
+        })?;
+        tracing::info!(
+            partition = options.partition_id,
+            snapshot = latest_snapshot.as_ref().map(|s: &SnapshotRef| s.meta.snapshot_id.clone()),
+            replayed,
+            processed_position = state.processed_position,
+            latest_checkpoint = state.latest_checkpoint_id,
+            "partition recovered"
+        );
+        let (tx, rx) = mpsc::channel(options.request_queue_capacity);
+        let handle = PartitionHandle {
+            partition_id: options.partition_id,
+            tx,
+        };
+        Ok((
+            PartitionService {
+                options,
+                log,
+                state,
+                snapshots_dir,
+                latest_snapshot,
+                reservations: Arc::new(DashMap::new()),
+                backups,
+                rx,
+            },
+            handle,
+        ))
+    }
+
+    pub fn partition_id(&self) -> u32 {
+        self.options.partition_id
+    }
+
+    /// The latest checkpoint `(id, position)` recovered from disk, if any.
+    pub fn latest_checkpoint(&self) -> Option<(u64, u64)> {
+        (self.state.latest_checkpoint_id > 0)
+            .then_some((self.state.latest_checkpoint_id, self.state.latest_checkpoint_position))
+    }
+
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut snapshot_timer = tokio::time::interval(self.options.snapshot_period);
+        snapshot_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        snapshot_timer.tick().await;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                request = self.rx.recv() => {
+                    let Some(request) = request else { break };
+                    if let Err(error) = self.handle_batch(request).await {
+                        tracing::error!(partition = self.options.partition_id, %error,
+                            "the partition stops: its log could not be written");
+                        break;
+                    }
+                }
+                _ = snapshot_timer.tick() => {
+                    if let Err(error) = self.take_snapshot() {
+                        tracing::error!(partition = self.options.partition_id, %error, "snapshot failed");
+                    }
+                }
+            }
+        }
+        // Drain: fail every request still queued, explicitly.
+        self.rx.close();
+        while let Ok(request) = self.rx.try_recv() {
+            match request {
+                Request::Execute { reply, .. } => {
+                    let _ = reply.send(Err(BrokerError::ShuttingDown));
+                }
+                Request::Balance { .. } | Request::Summary { .. } => {}
+            }
+        }
+        tracing::info!(partition = self.options.partition_id, "partition stopped");
+    }
+
+    /// Appends a batch of requests under one fsync, then processes and answers them in order.
+    async fn handle_batch(&mut self, first: Request) -> Result<()> {
+        let mut batch = vec![first];
+        let mut commands_in_batch = count_commands(&batch[0]);
+        while commands_in_batch < self.options.batch_commands_max {
+            match self.rx.try_recv() {
+                Ok(request) => {
+                    commands_in_batch += count_commands(&request);
+                    batch.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+
+        let mut appended: Vec<Vec<Appended>> = Vec::with_capacity(batch.len());
+        let mut append_error = None;
+        for request in &batch {
+            let mut positions = Vec::new();
+            if let Request::Execute { commands, .. } = request {
+                for command in commands {
+                    match self.log.append(&command.encode()) {
+                        Ok(position) => positions.push(position),
+                        Err(error) => {
+                            append_error = Some(error);
+                            break;
+                        }
+                    }
+                }
+            }
+            appended.push(positions);
+            if append_error.is_some() {
+                break;
+            }
+        }
+        let flushed = match append_error {
+            Some(error) => Err(error),
+            None => tokio::task::block_in_place(|| self.log.flush()),
+        };
+        if let Err(error) = flushed {
+            let message = error.to_string();
+            for request in batch {
+                if let Request::Execute { reply, .. } = request {
+                    let _ = reply.send(Err(BrokerError::PartitionUnavailable {
+                        partition_id: self.options.partition_id,
+                        reason: message.clone(),
+                    }));
+                }
+            }
+            return Err(error);
+        }
+
+        for (request, positions) in batch.into_iter().zip(appended) {
+            match request {
+                Request::Execute { commands, reply } => {
+                    let mut outcomes = Vec::with_capacity(commands.len());
+                    for (command, appended) in commands.iter().zip(positions) {
+                        let outcome = self.state.apply(appended.position, command);
+                        if let Outcome::CheckpointCreated { checkpoint_id, .. } = &outcome {
+                            self.start_backup(*checkpoint_id, appended).await;
+                        }
+                        outcomes.push(outcome);
+                    }
+                    let _ = reply.send(Ok(outcomes));
+                }
+                Request::Balance { account, reply } => {
+                    let _ = reply.send(self.state.accounts.get(&account).copied());
+                }
+                Request::Summary { reply } => {
+                    let _ = reply.send(self.state.summary());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves what the backup of `checkpoint_id` needs and hands it to the backup service.
+    async fn start_backup(&mut self, checkpoint_id: u64, checkpoint: Appended) {
+        let partition_id = self.options.partition_id;
+        let Some(backups) = self.backups.clone() else {
+            tracing::warn!(partition = partition_id, checkpoint_id,
+                "checkpoint created but no backup store is configured: no backup is taken");
+            return;
+        };
+        // The newest snapshot is always below the checkpoint: both are made by this actor.
+        let snapshot = self.latest_snapshot.clone();
+        let from_position = snapshot
+            .as_ref()
+            .map_or(1, |s| s.meta.processed_position + 1);
+        self.reservations.insert(
+            checkpoint_id,
+            Reserved {
+                from_position,
+                snapshot_id: snapshot.as_ref().map(|s| s.meta.snapshot_id.clone()),
+            },
+        );
+        let guard = ReservationGuard {
+            reservations: self.reservations.clone(),
+            checkpoint_id,
+        };
+        let mut files = Vec::new();
+        if let Some(snapshot) = &snapshot {
+            for (name, path) in snapshot.files() {
+                let len_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                files.push(FileToUpload {
+                    kind: FileKind::Snapshot,
+                    name,
+                    path,
+                    len_bytes,
+                });
+            }
+        }
+        for slice in self.log.slices(from_position, checkpoint) {
+            files.push(FileToUpload {
+                kind: FileKind::Segment,
+                name: slice.name,
+                path: slice.path,
+                len_bytes: slice.len_bytes,
+            });
+        }
+        let job = BackupJob {
+            id: BackupIdentifier {
+                partition_id,
+                checkpoint_id,
+                node_id: self.options.node_id,
+            },
+            descriptor: BackupDescriptor {
+                snapshot_id: snapshot.map(|s| s.meta.snapshot_id),
+                checkpoint_position: checkpoint.position,
+                number_of_partitions: self.options.partitions_count,
+                broker_version: crate::BROKER_VERSION.to_string(),
+            },
+            files,
+            reservation: guard,
+        };
+        backups.start(job).await;
+    }
+
+    /// Writes a snapshot if anything was processed since the last one, then deletes what it
+    /// makes unnecessary, except what running backups reserved.
+    fn take_snapshot(&mut self) -> Result<()> {
+        let position = self.state.processed_position;
+        if position == 0
+            || self
+                .latest_snapshot
+                .as_ref()
+                .is_some_and(|s| s.meta.processed_position >= position)
+        {
+            return Ok(());
+        }
+        let written =
+            tokio::task::block_in_place(|| snapshot::write(&self.snapshots_dir, &self.state))?;
+        tracing::debug!(partition = self.options.partition_id, snapshot = %written.meta.snapshot_id, "snapshot taken");
+        self.latest_snapshot = Some(written.clone());
+        self.compact()
+    }
+
+    fn compact(&mut self) -> Result<()> {
+        let Some(latest) = &self.latest_snapshot else {
+            return Ok(());
+        };
+        let mut keep_from = latest.meta.processed_position + 1;
+        let mut reserved_snapshots = BTreeSet::new();
+        for reserved in self.reservations.iter() {
+            keep_from = keep_from.min(reserved.from_position);
+            if let Some(id) = &reserved.snapshot_id {
+                reserved_snapshots.insert(id.clone());
+            }
+        }
+        let latest_id = latest.meta.snapshot_id.clone();
+        tokio::task::block_in_place(|| {
+            let removed = self.log.compact(keep_from)?;
+            if removed > 0 {
+                tracing::debug!(partition = self.options.partition_id, removed, keep_from, "log compacted");
+            }
+            for old in snapshot::list(&self.snapshots_dir)? {
+                if old.meta.snapshot_id != latest_id && !reserved_snapshots.contains(&old.meta.snapshot_id) {
+                    snapshot::delete(&old)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+fn count_commands(request: &Request) -> usize {
+    match request {
+        Request::Execute { commands, .. } => commands.len().max(1),
+        Request::Balance { .. } | Request::Summary { .. } => 1,
+    }
+}

@@ -1,0 +1,123 @@
+//! Wire types of the broker's internal HTTP API (gateway → broker), JSON with camelCase fields.
+//! The server is [`crate::api`], the client [`crate::client`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Command, Outcome};
+
+pub const API_PREFIX: &str = "/internal/v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Topology {
+    pub node_id: u32,
+    pub cluster_size: u32,
+    pub partitions_count: u32,
+    /// Partitions this node hosts.
+    pub partitions: Vec<u32>,
+    pub broker_version: String,
+    /// `NONE`, `FILESYSTEM` or `S3`.
+    pub backup_store: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    pub commands: Vec<Command>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    pub outcomes: Vec<Outcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountBalance {
+    pub account: String,
+    pub balance: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointCreated {
+    pub partition_id: u32,
+    pub checkpoint_id: u64,
+    pub position: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum BackupState {
+    Completed,
+    InProgress,
+    Failed,
+    DoesNotExist,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupDescription {
+    pub snapshot_id: Option<String>,
+    pub checkpoint_position: u64,
+    pub broker_id: u32,
+    pub broker_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionBackupStatus {
+    pub partition_id: u32,
+    #[serde(skip_serializing, default)]
+    pub backup_id: u64,
+    pub status: BackupState,
+    pub description: Option<BackupDescription>,
+    pub failure_reason: Option<String>,
+    pub created_at: Option<String>,
+    pub last_updated_at: Option<String>,
+}
+
+impl PartitionBackupStatus {
+    pub fn does_not_exist(partition_id: u32, backup_id: u64) -> PartitionBackupStatus {
+        PartitionBackupStatus {
+            partition_id,
+            backup_id,
+            status: BackupState::DoesNotExist,
+            description: None,
+            failure_reason: None,
+            created_at: None,
+            last_updated_at: None,
+        }
+    }
+}
+
+/// Statuses of one broker's partitions, grouped by backup id (the internal form; the gateway
+/// reshapes it into the actuator's contract).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerBackup {
+    pub backup_id: u64,
+    pub partitions: Vec<PartitionBackupStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorKind {
+    InvalidRequest,
+    UnknownPartition,
+    AccountNotFound,
+    BackupStoreNotConfigured,
+    BackupInProgress,
+    BackupNotFound,
+    CheckpointNotNewer,
+    BackupStore,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The latest checkpoint id, with `CHECKPOINT_NOT_NEWER`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<u64>,
+}

@@ -1,0 +1,149 @@
+//! Commands as they are written in the log, and the outcomes of processing them.
+//!
+//! The payload of a log record is the JSON encoding of [`Command`]: readable with standard tools
+//! when an operator has to look into a log, and small enough for a ledger. The framing around it
+//! (length, position, CRC32C) is binary, see [`crate::log`].
+
+use serde::{Deserialize, Serialize};
+
+/// One command of the ledger, in the order the log holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Command {
+    Deposit {
+        account: String,
+        amount: u64,
+    },
+    Withdraw {
+        account: String,
+        amount: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Transfer {
+        transfer_id: String,
+        from: String,
+        to: String,
+        amount: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    Checkpoint {
+        checkpoint_id: u64,
+    },
+}
+
+impl Command {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a Command always serializes")
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Command, String> {
+        serde_json::from_slice(payload).map_err(|error| error.to_string())
+    }
+}
+
+/// What processing one command produced. Deterministic: a function of the command and the state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "camelCase")]
+pub enum Outcome {
+    Balance {
+        account: String,
+        balance: u64,
+    },
+    #[serde(rename_all = "camelCase")]
+    TransferCompleted { transfer_id: String },
+    #[serde(rename_all = "camelCase")]
+    CheckpointCreated { checkpoint_id: u64, position: u64 },
+    Rejected {
+        rejection: Rejection,
+    },
+}
+
+/// Why a command was refused. The log keeps refused commands too: refusal is part of the
+/// deterministic processing, not a failure of the broker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum Rejection {
+    InsufficientFunds {
+        account: String,
+        balance: u64,
+        amount: u64,
+    },
+    BalanceOverflow {
+        account: String,
+    },
+    #[serde(rename_all = "camelCase")]
+    CheckpointNotNewer { requested: u64, latest: u64 },
+    #[serde(rename_all = "camelCase")]
+    CrossPartitionTransfer {
+        from_partition: u32,
+        to_partition: u32,
+    },
+    #[serde(rename_all = "camelCase")]
+    TransferIdReused { transfer_id: String },
+    WrongPartition {
+        account: String,
+        partition: u32,
+    },
+    InvalidCommand {
+        reason: String,
+    },
+}
+
+impl Rejection {
+    pub fn message(&self) -> String {
+        match self {
+            Rejection::InsufficientFunds {
+                account,
+                balance,
+                amount,
+            } => format!(
+                "insufficient funds: account={account} balance={balance} amount={amount}"
+            ),
+            Rejection::BalanceOverflow { account } => {
+                format!("balance would overflow a 64-bit integer: account={account}")
+            }
+            Rejection::CheckpointNotNewer { requested, latest } => format!(
+                "backup id must be greater than the latest backup id: requested={requested} latest={latest}; use an id greater than {latest}"
+            ),
+            Rejection::CrossPartitionTransfer {
+                from_partition,
+                to_partition,
+            } => format!(
+                "cross-partition transfers are not supported yet: from is on partition {from_partition}, to is on partition {to_partition}"
+            ),
+            Rejection::TransferIdReused { transfer_id } => format!(
+                "transferId={transfer_id} was already used for a different transfer; use a new transferId"
+            ),
+            Rejection::WrongPartition { account, partition } => {
+                format!("account={account} does not belong to partition={partition}")
+            }
+            Rejection::InvalidCommand { reason } => format!("invalid command: {reason}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn command() -> impl Strategy<Value = Command> {
+        let account = "[A-Za-z0-9_.-]{1,16}";
+        prop_oneof![
+            (account, any::<u64>()).prop_map(|(account, amount)| Command::Deposit { account, amount }),
+            (account, any::<u64>()).prop_map(|(account, amount)| Command::Withdraw { account, amount }),
+            (account, account, any::<u64>(), "[a-f0-9-]{36}").prop_map(|(from, to, amount, transfer_id)| {
+                Command::Transfer { transfer_id, from, to, amount }
+            }),
+            any::<u64>().prop_map(|checkpoint_id| Command::Checkpoint { checkpoint_id }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn commands_round_trip(command in command()) {
+            let decoded = Command::decode(&command.encode()).unwrap();
+            prop_assert_eq!(decoded, command);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The broker process: partitions of this node, the backup service and the internal API, wired
+//! together. `BrokerService::new(config)` → `run(cancel)`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
+use sluice_config::{BackupConfig, BackupStoreKind, BrokerConfig};
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, ApiState};
+use crate::backup::{BackupOptions, BackupService};
+use crate::error::{BrokerError, Result};
+use crate::partition::{partition_directory, PartitionOptions, PartitionService};
+use crate::protocol::Topology;
+use crate::routing::partitions_for_node;
+
+/// The backup store settings of the configuration, as the backup store takes them; `None` when
+/// no store is configured.
+pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
+    match config.store {
+        BackupStoreKind::None => None,
+        BackupStoreKind::Filesystem => Some(BackupStoreOptions {
+            kind: StoreKind::Filesystem {
+                root: config
+                    .filesystem
+                    .base_path
+                    .clone()
+                    .expect("validated: basePath is set for FILESYSTEM"),
+            },
+            base_path: None,
+        }),
+        BackupStoreKind::S3 => {
+            let s3 = &config.s3;
+            Some(BackupStoreOptions {
+                kind: StoreKind::S3 {
+                    bucket: s3.bucket_name.clone().expect("validated: bucketName is set for S3"),
+                    endpoint: s3.endpoint.clone(),
+                    region: s3.region.clone(),
+                    access_key: s3.access_key.clone(),
+                    secret_key: s3.secret_key.as_ref().map(|s| s.expose().to_string()),
+                    force_path_style: s3.force_path_style_access,
+                    allow_http: s3
+                        .endpoint
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("http://")),
+                },
+                base_path: s3.base_path.clone(),
+            })
+        }
+    }
+}
+
+pub fn store_kind_name(kind: BackupStoreKind) -> &'static str {
+    match kind {
+        BackupStoreKind::None => "NONE",
+        BackupStoreKind::Filesystem => "FILESYSTEM",
+        BackupStoreKind::S3 => "S3",
+    }
+}
+
+/// Opens the configured backup store and checks that it answers.
+pub async fn open_store(config: &BackupConfig) -> Result<Option<BackupStore>> {
+    let Some(options) = store_options(config) else {
+        return Ok(None);
+    };
+    let store = BackupStore::open(options)?;
+    store.check_reachable().await?;
+    Ok(Some(store))
+}
+
+pub struct BrokerService {
+    config: BrokerConfig,
+}
+
+impl BrokerService {
+    pub fn new(config: BrokerConfig) -> BrokerService {
+        BrokerService { config }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) -> Result<()> {
+        let config = self.config;
+        let cluster = &config.cluster;
+        let store = open_store(&config.data.backup).await?;
+        let (backup_service, backup_handle) = match store {
+            Some(store) => {
+                let (service, handle) = BackupService::new(
+                    store,
+                    BackupOptions {
+                        node_id: cluster.node_id,
+                        max_concurrent_uploads: config.data.backup.max_concurrent_uploads,
+                        upload_rate_limit_bytes_per_second: config
+                            .data
+                            .backup
+                            .upload_rate_limit_bytes_per_second,
+                        queue_capacity: 256,
+                    },
+                );
+                (Some(service), Some(handle))
+            }
+            None => (None, None),
+        };
+
+        let hosted = partitions_for_node(cluster.node_id, cluster.cluster_size, cluster.partitions_count);
+        let mut services = Vec::new();
+        let mut handles = BTreeMap::new();
+        for partition_id in &hosted {
+            let options = PartitionOptions {
+                partition_id: *partition_id,
+                partitions_count: cluster.partitions_count,
+                node_id: cluster.node_id,
+                directory: partition_directory(&config.data.directory, *partition_id),
+                segment_bytes_max: config.data.log_segment_size_bytes,
+                snapshot_period: config.data.snapshot_period,
+                request_queue_capacity: 1024,
+                batch_commands_max: 8192,
+            };
+            let backups = backup_handle.clone();
+            let (service, handle) =
+                tokio::task::spawn_blocking(move || PartitionService::open(options, backups))
+                    .await
+                    .expect("partition recovery panicked")?;
+            services.push(service);
+            handles.insert(*partition_id, handle);
+        }
+
+        let address = format!("{}:{}", config.network.host, config.network.port);
+        let listener = tokio::net::TcpListener::bind(&address)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                address: address.clone(),
+                source,
+            })?;
+
+        let backup_cancel = CancellationToken::new();
+        let partitions_cancel = CancellationToken::new();
+        let backup_task = backup_service.map(|service| tokio::spawn(service.run(backup_cancel.clone())));
+        let mut partition_tasks = Vec::new();
+        for service in services {
+            if let Some(backups) = &backup_handle {
+                let backups = backups.clone();
+                let partition_id = service.partition_id();
+                let latest = service.latest_checkpoint();
+                let partitions_count = cluster.partitions_count;
+                tokio::spawn(async move {
+                    backups.fail_unfinished(partition_id, latest, partitions_count).await;
+                });
+            }
+            partition_tasks.push(tokio::spawn(service.run(partitions_cancel.clone())));
+        }
+
+        let state = Arc::new(ApiState {
+            topology: Topology {
+                node_id: cluster.node_id,
+                cluster_size: cluster.cluster_size,
+                partitions_count: cluster.partitions_count,
+                partitions: hosted.clone(),
+                broker_version: crate::BROKER_VERSION.to_string(),
+                backup_store: store_kind_name(config.data.backup.store).to_string(),
+            },
+            partitions: handles,
+            backups: backup_handle,
+        });
+        tracing::info!(node = cluster.node_id, %address, partitions = ?hosted,
+            backup_store = store_kind_name(config.data.backup.store), "broker ready");
+        let server_cancel = cancel.clone();
+        let server = axum::serve(listener, api::router(state))
+            .with_graceful_shutdown(async move { server_cancel.cancelled().await });
+        let served = server.await;
+
+        // Shutdown in order: the API is closed; partitions drain; then backups end.
+        partitions_cancel.cancel();
+        for task in partition_tasks {
+            let _ = task.await;
+        }
+        backup_cancel.cancel();
+        if let Some(task) = backup_task {
+            let _ = task.await;
+        }
+        served.map_err(|source| BrokerError::Bind { address, source })
+    }
+}

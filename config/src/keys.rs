@@ -1,0 +1,304 @@
+//! The table of every configuration key: its documented camelCase spelling,
+//! its environment variable, its default and a one-line description.
+
+/// Documentation of one configuration key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyDoc {
+    /// Dotted key in its documented camelCase spelling, e.g. `broker.cluster.nodeId`.
+    pub key: &'static str,
+    /// Environment variable overriding the key, e.g. `SLUICE_BROKER_CLUSTER_NODEID`.
+    pub env: &'static str,
+    /// Default value as a string; an empty string means "unset" (or an empty list).
+    pub default: &'static str,
+    /// One-line description.
+    pub description: &'static str,
+    /// Whether the value is a secret that must never be printed.
+    pub secret: bool,
+}
+
+const fn key(
+    key: &'static str,
+    env: &'static str,
+    default: &'static str,
+    description: &'static str,
+) -> KeyDoc {
+    KeyDoc {
+        key,
+        env,
+        default,
+        description,
+        secret: false,
+    }
+}
+
+const fn secret(
+    key: &'static str,
+    env: &'static str,
+    default: &'static str,
+    description: &'static str,
+) -> KeyDoc {
+    KeyDoc {
+        key,
+        env,
+        default,
+        description,
+        secret: true,
+    }
+}
+
+/// Every configuration key, in documentation order.
+pub const KEYS: &[KeyDoc] = &[
+    key(
+        "broker.cluster.nodeId",
+        "SLUICE_BROKER_CLUSTER_NODEID",
+        "0",
+        "Id of this broker, 0-based; must be less than `clusterSize`.",
+    ),
+    key(
+        "broker.cluster.clusterSize",
+        "SLUICE_BROKER_CLUSTER_CLUSTERSIZE",
+        "1",
+        "Number of brokers in the cluster (1..=64).",
+    ),
+    key(
+        "broker.cluster.partitionsCount",
+        "SLUICE_BROKER_CLUSTER_PARTITIONSCOUNT",
+        "3",
+        "Number of partitions (1..=1024).",
+    ),
+    key(
+        "broker.cluster.replicationFactor",
+        "SLUICE_BROKER_CLUSTER_REPLICATIONFACTOR",
+        "1",
+        "Replicas per partition; only 1 is supported for now.",
+    ),
+    key(
+        "broker.cluster.brokers",
+        "SLUICE_BROKER_CLUSTER_BROKERS",
+        "",
+        "Comma-separated `host:port` addresses of all brokers in node-id order (entry i is node i); \
+         must list exactly `clusterSize` entries. When empty and `clusterSize` is 1, defaults to this \
+         broker's `broker.network.host:port` (0.0.0.0 becomes 127.0.0.1).",
+    ),
+    key(
+        "broker.network.host",
+        "SLUICE_BROKER_NETWORK_HOST",
+        "127.0.0.1",
+        "Address the broker listens on.",
+    ),
+    key(
+        "broker.network.port",
+        "SLUICE_BROKER_NETWORK_PORT",
+        "26501",
+        "Port the broker listens on (1..=65535).",
+    ),
+    key(
+        "broker.data.directory",
+        "SLUICE_BROKER_DATA_DIRECTORY",
+        "data",
+        "Directory holding the partition logs and snapshots.",
+    ),
+    key(
+        "broker.data.logSegmentSize",
+        "SLUICE_BROKER_DATA_LOGSEGMENTSIZE",
+        "64MB",
+        "Maximum size of one log segment file, 4KB..=2GB (KB/MB/GB are powers of 1024).",
+    ),
+    key(
+        "broker.data.snapshotPeriod",
+        "SLUICE_BROKER_DATA_SNAPSHOTPERIOD",
+        "5m",
+        "How often each partition takes a snapshot, e.g. `30s`, `5m`, `1h 30m` or plain milliseconds; at least 100ms.",
+    ),
+    key(
+        "broker.data.backup.store",
+        "SLUICE_BROKER_DATA_BACKUP_STORE",
+        "NONE",
+        "Where backups are written: `NONE` (backups disabled), `FILESYSTEM` or `S3` (case-insensitive).",
+    ),
+    key(
+        "broker.data.backup.filesystem.basePath",
+        "SLUICE_BROKER_DATA_BACKUP_FILESYSTEM_BASEPATH",
+        "",
+        "Directory receiving the backups; required when `store` is `FILESYSTEM`.",
+    ),
+    key(
+        "broker.data.backup.s3.bucketName",
+        "SLUICE_BROKER_DATA_BACKUP_S3_BUCKETNAME",
+        "",
+        "Bucket receiving the backups; required when `store` is `S3`.",
+    ),
+    key(
+        "broker.data.backup.s3.endpoint",
+        "SLUICE_BROKER_DATA_BACKUP_S3_ENDPOINT",
+        "",
+        "Endpoint URL starting with `http://` or `https://`, for S3-compatible stores (e.g. MinIO); unset means AWS.",
+    ),
+    key(
+        "broker.data.backup.s3.region",
+        "SLUICE_BROKER_DATA_BACKUP_S3_REGION",
+        "us-east-1",
+        "Region of the bucket.",
+    ),
+    secret(
+        "broker.data.backup.s3.accessKey",
+        "SLUICE_BROKER_DATA_BACKUP_S3_ACCESSKEY",
+        "",
+        "Access key id; set together with `secretKey`, or leave both unset. Never printed.",
+    ),
+    secret(
+        "broker.data.backup.s3.secretKey",
+        "SLUICE_BROKER_DATA_BACKUP_S3_SECRETKEY",
+        "",
+        "Secret access key; set together with `accessKey`, or leave both unset. Never printed.",
+    ),
+    key(
+        "broker.data.backup.s3.basePath",
+        "SLUICE_BROKER_DATA_BACKUP_S3_BASEPATH",
+        "",
+        "Prefix inside the bucket under which backups are written; leading and trailing `/` are removed.",
+    ),
+    key(
+        "broker.data.backup.s3.forcePathStyleAccess",
+        "SLUICE_BROKER_DATA_BACKUP_S3_FORCEPATHSTYLEACCESS",
+        "false",
+        "Use path-style URLs (`endpoint/bucket/key`) instead of virtual-hosted style; usually needed for MinIO. `true` or `false`.",
+    ),
+    key(
+        "broker.data.backup.maxConcurrentUploads",
+        "SLUICE_BROKER_DATA_BACKUP_MAXCONCURRENTUPLOADS",
+        "4",
+        "Maximum number of backup files uploaded at the same time (1..=64).",
+    ),
+    key(
+        "broker.data.backup.uploadRateLimit",
+        "SLUICE_BROKER_DATA_BACKUP_UPLOADRATELIMIT",
+        "0",
+        "Maximum backup upload rate per second, as a size (e.g. `50MB`, `50MB/s`); 0 means unlimited.",
+    ),
+    key(
+        "gateway.cluster.brokers",
+        "SLUICE_GATEWAY_CLUSTER_BROKERS",
+        "",
+        "Comma-separated `host:port` addresses of the brokers in node-id order; when empty, `broker.cluster.brokers` is used.",
+    ),
+    key(
+        "gateway.cluster.requestTimeout",
+        "SLUICE_GATEWAY_CLUSTER_REQUESTTIMEOUT",
+        "15s",
+        "How long the gateway waits for a broker's answer; at least 100ms.",
+    ),
+    key(
+        "gateway.network.host",
+        "SLUICE_GATEWAY_NETWORK_HOST",
+        "127.0.0.1",
+        "Address the gateway's client API listens on.",
+    ),
+    key(
+        "gateway.network.port",
+        "SLUICE_GATEWAY_NETWORK_PORT",
+        "8080",
+        "Port the gateway's client API listens on (1..=65535).",
+    ),
+    key(
+        "gateway.management.host",
+        "SLUICE_GATEWAY_MANAGEMENT_HOST",
+        "127.0.0.1",
+        "Address the gateway's management endpoint listens on.",
+    ),
+    key(
+        "gateway.management.port",
+        "SLUICE_GATEWAY_MANAGEMENT_PORT",
+        "9600",
+        "Port the gateway's management endpoint listens on (1..=65535); must differ from `gateway.network.port` on the same host.",
+    ),
+];
+
+/// The environment variable for a dotted key: `SLUICE_` + the upper-cased key with
+/// dots replaced by `_` (`broker.data.backup.s3.bucketName` → `SLUICE_BROKER_DATA_BACKUP_S3_BUCKETNAME`).
+pub fn env_var_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_uppercase().replace('.', "_"))
+}
+
+/// Prefix of every environment variable read by Sluice.
+pub const ENV_PREFIX: &str = "SLUICE_";
+
+/// Environment variable naming the YAML file; not a configuration key.
+pub const CONFIG_FILE_ENV: &str = "SLUICE_CONFIG";
+
+/// Default YAML file, relative to the current directory, read when `SLUICE_CONFIG` is unset.
+pub const DEFAULT_CONFIG_FILE: &str = "config/application.yaml";
+
+/// Finds a key by its dotted name, case-insensitively.
+pub fn find_key(dotted: &str) -> Option<&'static KeyDoc> {
+    KEYS.iter().find(|k| k.key.eq_ignore_ascii_case(dotted))
+}
+
+/// Finds a key by its environment variable (exact, upper-case match).
+pub fn find_env(name: &str) -> Option<&'static KeyDoc> {
+    KEYS.iter().find(|k| k.env == name)
+}
+
+/// Whether the value of this key must never be printed.
+pub fn is_secret(key: &str) -> bool {
+    find_key(key).is_some_and(|k| k.secret)
+}
+
+/// Whether `dotted` (case-insensitive) is a proper prefix of some key, e.g. `broker.data`.
+pub(crate) fn is_key_prefix(dotted: &str) -> bool {
+    let lower = format!("{}.", dotted.to_lowercase());
+    KEYS.iter()
+        .any(|k| k.key.to_lowercase().starts_with(lower.as_str()))
+}
+
+/// The closest known key (or environment variable when `name` starts with `SLUICE_`),
+/// if it is close enough to be a plausible typo.
+pub(crate) fn suggestion(name: &str) -> Option<&'static str> {
+    let env = name.starts_with(ENV_PREFIX);
+    let wanted = name.to_lowercase();
+    KEYS.iter()
+        .map(|k| {
+            let candidate = if env { k.env } else { k.key };
+            (levenshtein(&wanted, &candidate.to_lowercase()), candidate)
+        })
+        .filter(|(d, _)| *d > 0 && *d <= 3.max(wanted.len() / 8))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = Vec::with_capacity(b.len() + 1);
+        cur.push(i + 1);
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The markdown table of every key (key, environment variable, default, meaning),
+/// as in `config/KEYS.md`.
+pub fn keys_markdown() -> String {
+    let mut out =
+        String::from("| Key | Environment variable | Default | Meaning |\n|---|---|---|---|\n");
+    for k in KEYS {
+        let default = match (k.default, k.key.ends_with(".brokers")) {
+            ("", true) => "_(empty)_".to_string(),
+            ("", false) => "_(unset)_".to_string(),
+            (d, _) => format!("`{d}`"),
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {} | {} |\n",
+            k.key,
+            k.env,
+            default,
+            k.description.replace('|', "\\|")
+        ));
+    }
+    out
+}

@@ -1,0 +1,426 @@
+//! Typed, layered configuration of Sluice.
+//!
+//! # Layers
+//!
+//! Every setting is a dotted key such as `broker.cluster.nodeId` (see [`KEYS`] for the full
+//! list, with defaults and descriptions). Its value is taken from, in increasing precedence:
+//!
+//! 1. the built-in default;
+//! 2. the YAML file: the path in the environment variable `SLUICE_CONFIG` when it is set (the
+//!    file must then exist), otherwise `config/application.yaml` relative to the current
+//!    directory when that file exists (otherwise no file is read). Keys are nested mappings
+//!    (`broker:` / `cluster:` / `nodeId: 1`) or dotted (`broker.cluster.nodeId: 1`), matched
+//!    case-insensitively; lists of scalars are equivalent to comma-separated strings; `null`
+//!    (or an empty value) leaves the default in place;
+//! 3. environment variables.
+//!
+//! # The environment rule
+//!
+//! There is exactly one rule: `SLUICE_` + the upper-cased dotted key with every dot replaced by
+//! `_`. Keys never contain separators of their own, so camelCase words are simply glued:
+//!
+//! | key | environment variable |
+//! |---|---|
+//! | `broker.cluster.nodeId` | `SLUICE_BROKER_CLUSTER_NODEID` |
+//! | `broker.data.backup.s3.bucketName` | `SLUICE_BROKER_DATA_BACKUP_S3_BUCKETNAME` |
+//!
+//! Variable names are matched exactly against this table (so they must be upper-case).
+//! `SLUICE_CONFIG` names the YAML file and is not a key. Any other `SLUICE_*` variable that
+//! names no key is an error ([`ConfigError::UnknownKey`]), as is an unknown key in the YAML
+//! file: a mistyped setting must not be silently ignored.
+//!
+//! # Values
+//!
+//! Every value is parsed from its string form; a bad value is reported as
+//! [`ConfigError::Invalid`] naming the key (in its documented spelling), the value (secrets are
+//! shown as `<redacted>`) and the reason. For optional keys (no default) an empty value means
+//! "unset".
+//!
+//! * Sizes are integers with an optional, case-insensitive unit: `B`, `KB`/`KiB`, `MB`/`MiB`,
+//!   `GB`/`GiB`. Following the Spring/Zeebe convention `KB`, `MB` and `GB` are *binary* units
+//!   (`64MB` = 64 × 1024² bytes). A plain number is a number of bytes. See [`parse_size`].
+//! * Durations use [`humantime`] syntax (`30s`, `5m`, `1h 30m`, `250ms`); a plain integer is a
+//!   number of milliseconds. See [`parse_duration`].
+//! * Booleans are `true` or `false`, case-insensitively.
+//! * Address lists are comma-separated `host:port` entries (IPv6 hosts in brackets).
+//!
+//! After parsing, an empty `broker.cluster.brokers` with `clusterSize` 1 becomes this broker's
+//! own `host:port` (`0.0.0.0` replaced by `127.0.0.1`), and an empty `gateway.cluster.brokers`
+//! becomes a copy of `broker.cluster.brokers`. Cross-field rules are checked by
+//! [`SluiceConfig::validate_broker`] and [`SluiceConfig::validate_gateway`], which each process
+//! calls for its own role.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod keys;
+mod load;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+pub use keys::{
+    env_var_name, find_env, find_key, is_secret, keys_markdown, KeyDoc, CONFIG_FILE_ENV,
+    DEFAULT_CONFIG_FILE, ENV_PREFIX, KEYS,
+};
+pub use load::{load, load_from};
+pub use values::{
+    parse_address, parse_address_list, parse_bool, parse_duration, parse_port, parse_rate,
+    parse_size, parse_uint,
+};
+
+/// The whole configuration of a Sluice process (broker and gateway sections).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SluiceConfig {
+    pub broker: BrokerConfig,
+    pub gateway: GatewayConfig,
+}
+
+/// `broker.*`
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerConfig {
+    pub cluster: ClusterConfig,
+    pub network: NetworkConfig,
+    pub data: DataConfig,
+}
+
+/// `broker.cluster.*`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_id: u32,
+    pub cluster_size: u32,
+    pub partitions_count: u32,
+    pub replication_factor: u32,
+    /// `host:port` of every broker, in node-id order.
+    pub brokers: Vec<String>,
+}
+
+/// `broker.network.*` and `gateway.network.*`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+/// `broker.data.*`
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataConfig {
+    pub directory: PathBuf,
+    /// `broker.data.logSegmentSize`, in bytes.
+    pub log_segment_size_bytes: u64,
+    pub snapshot_period: Duration,
+    pub backup: BackupConfig,
+}
+
+/// `broker.data.backup.*`
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupConfig {
+    pub store: BackupStoreKind,
+    pub filesystem: FilesystemBackupConfig,
+    pub s3: S3BackupConfig,
+    pub max_concurrent_uploads: usize,
+    /// `broker.data.backup.uploadRateLimit` in bytes per second; 0 = unlimited.
+    pub upload_rate_limit_bytes_per_second: u64,
+}
+
+/// `broker.data.backup.store`
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupStoreKind {
+    None,
+    Filesystem,
+    S3,
+}
+
+impl BackupStoreKind {
+    /// The documented spelling: `NONE`, `FILESYSTEM` or `S3`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupStoreKind::None => "NONE",
+            BackupStoreKind::Filesystem => "FILESYSTEM",
+            BackupStoreKind::S3 => "S3",
+        }
+    }
+}
+
+impl fmt::Display for BackupStoreKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupStoreKind {
+    type Err = String;
+
+    /// Parses `NONE`, `FILESYSTEM` or `S3`, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "NONE" => Ok(BackupStoreKind::None),
+            "FILESYSTEM" => Ok(BackupStoreKind::Filesystem),
+            "S3" => Ok(BackupStoreKind::S3),
+            _ => Err("not a backup store (NONE, FILESYSTEM or S3)".to_string()),
+        }
+    }
+}
+
+/// `broker.data.backup.filesystem.*`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesystemBackupConfig {
+    pub base_path: Option<PathBuf>,
+}
+
+/// `broker.data.backup.s3.*`. Its `Debug` output redacts both `access_key` and `secret_key`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3BackupConfig {
+    pub bucket_name: Option<String>,
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub access_key: Option<String>,
+    pub secret_key: Option<Secret>,
+    /// Without leading or trailing `/`; `None` when empty.
+    pub base_path: Option<String>,
+    pub force_path_style_access: bool,
+}
+
+impl fmt::Debug for S3BackupConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3BackupConfig")
+            .field("bucket_name", &self.bucket_name)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field(
+                "access_key",
+                &self.access_key.as_ref().map(|_| REDACTED_MARK),
+            )
+            .field("secret_key", &self.secret_key)
+            .field("base_path", &self.base_path)
+            .field("force_path_style_access", &self.force_path_style_access)
+            .finish()
+    }
+}
+
+/// Placeholder printed instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Prints `<redacted>` without quotes in `Debug` output.
+struct RedactedMark;
+const REDACTED_MARK: RedactedMark = RedactedMark;
+
+impl fmt::Debug for RedactedMark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// A secret string: `Debug` and `Display` print `<redacted>`; use [`Secret::expose`] to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret value itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+/// `gateway.*`
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    pub cluster: GatewayClusterConfig,
+    pub network: NetworkConfig,
+    pub management: ManagementConfig,
+}
+
+/// `gateway.cluster.*`
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayClusterConfig {
+    /// `host:port` of every broker, in node-id order (defaults to `broker.cluster.brokers`).
+    pub brokers: Vec<String>,
+    pub request_timeout: Duration,
+}
+
+/// `gateway.management.*`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Why the configuration could not be loaded or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or breaks a rule. `key` is the documented camelCase key;
+    /// `value` is `<redacted>` for secret keys.
+    #[error(
+        "invalid configuration: key={key} value={} reason={reason} (set {} or {key} in the YAML file)",
+        display_value(.key, .value),
+        env_var_name(.key)
+    )]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    /// A `SLUICE_*` environment variable or a YAML key that names no configuration key.
+    /// For the environment `key` is the variable's name and `origin` is
+    /// `environment variable SLUICE_X`; for the file `key` is the dotted key as written and
+    /// `origin` is `file <path>`.
+    #[error(
+        "unknown configuration key {key} (from {origin}){} Valid keys are listed in config/KEYS.md",
+        suggestion_text(.key)
+    )]
+    UnknownKey { key: String, origin: String },
+    /// The YAML file cannot be found, read or parsed.
+    #[error("configuration file {}: {reason}", .path.display())]
+    File { path: PathBuf, reason: String },
+}
+
+impl ConfigError {
+    /// Builds [`ConfigError::Invalid`], redacting the value of secret keys.
+    pub fn invalid(key: &str, value: &str, reason: impl Into<String>) -> Self {
+        let value = if is_secret(key) {
+            REDACTED.to_string()
+        } else {
+            value.to_string()
+        };
+        ConfigError::Invalid {
+            key: key.to_string(),
+            value,
+            reason: reason.into(),
+        }
+    }
+
+    /// The key concerned by an `Invalid` or `UnknownKey` error.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } | ConfigError::UnknownKey { key, .. } => Some(key),
+            ConfigError::File { .. } => None,
+        }
+    }
+}
+
+fn display_value(key: &str, value: &str) -> String {
+    if is_secret(key) || value == REDACTED {
+        REDACTED.to_string()
+    } else {
+        format!("{value:?}")
+    }
+}
+
+fn suggestion_text(key: &str) -> String {
+    keys::suggestion(key)
+        .map(|s| format!("; did you mean {s}?"))
+        .unwrap_or_else(|| ".".to_string())
+}
+
+impl SluiceConfig {
+    /// Cross-field rules for a broker process: `nodeId < clusterSize`; `brokers` lists exactly
+    /// `clusterSize` addresses; the selected backup store has its required settings; S3
+    /// `accessKey` and `secretKey` are both set or both unset.
+    pub fn validate_broker(&self) -> Result<(), ConfigError> {
+        let cluster = &self.broker.cluster;
+        if cluster.node_id >= cluster.cluster_size {
+            return Err(ConfigError::invalid(
+                "broker.cluster.nodeId",
+                &cluster.node_id.to_string(),
+                format!(
+                    "nodeId={} must be less than clusterSize={} (node ids are 0-based)",
+                    cluster.node_id, cluster.cluster_size
+                ),
+            ));
+        }
+        if cluster.brokers.len() != cluster.cluster_size as usize {
+            return Err(ConfigError::invalid(
+                "broker.cluster.brokers",
+                &cluster.brokers.join(","),
+                format!(
+                    "brokers must list clusterSize={} addresses in node-id order, got {}",
+                    cluster.cluster_size,
+                    cluster.brokers.len()
+                ),
+            ));
+        }
+        let backup = &self.broker.data.backup;
+        match backup.store {
+            BackupStoreKind::Filesystem if backup.filesystem.base_path.is_none() => {
+                return Err(ConfigError::invalid(
+                    "broker.data.backup.filesystem.basePath",
+                    "",
+                    "required when broker.data.backup.store=FILESYSTEM",
+                ));
+            }
+            BackupStoreKind::S3 if backup.s3.bucket_name.is_none() => {
+                return Err(ConfigError::invalid(
+                    "broker.data.backup.s3.bucketName",
+                    "",
+                    "required when broker.data.backup.store=S3",
+                ));
+            }
+            _ => {}
+        }
+        match (&backup.s3.access_key, &backup.s3.secret_key) {
+            (Some(_), None) => Err(ConfigError::invalid(
+                "broker.data.backup.s3.secretKey",
+                "",
+                "accessKey and secretKey must be set together (accessKey is set, secretKey is not)",
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                "broker.data.backup.s3.accessKey",
+                "",
+                "accessKey and secretKey must be set together (secretKey is set, accessKey is not)",
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Cross-field rules for a gateway process: at least one broker address; the client API
+    /// and the management endpoint do not share a port on the same (or a wildcard) host.
+    pub fn validate_gateway(&self) -> Result<(), ConfigError> {
+        let gateway = &self.gateway;
+        if gateway.cluster.brokers.is_empty() {
+            return Err(ConfigError::invalid(
+                "gateway.cluster.brokers",
+                "",
+                "at least one broker address is required (set gateway.cluster.brokers or broker.cluster.brokers)",
+            ));
+        }
+        let (net, mgmt) = (&gateway.network, &gateway.management);
+        let same_host = net.host.eq_ignore_ascii_case(&mgmt.host)
+            || values::is_wildcard_host(&net.host)
+            || values::is_wildcard_host(&mgmt.host);
+        if same_host && net.port == mgmt.port {
+            return Err(ConfigError::invalid(
+                "gateway.management.port",
+                &mgmt.port.to_string(),
+                format!(
+                    "must differ from gateway.network.port={} (both listen on {})",
+                    net.port, mgmt.host
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,387 @@
+//! Layering: defaults, then the YAML file, then `SLUICE_*` environment variables; then
+//! parsing of every key into [`SluiceConfig`].
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use config::ValueKind;
+
+use crate::keys::{
+    find_env, find_key, is_key_prefix, CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, KEYS,
+};
+use crate::values::{
+    connect_address, duration_at_least_100ms, non_empty, optional, parse_address_list, parse_bool,
+    parse_port, parse_rate, parse_uint, size_in, uint_in,
+};
+use crate::{
+    BackupConfig, BackupStoreKind, BrokerConfig, ClusterConfig, ConfigError, DataConfig,
+    FilesystemBackupConfig, GatewayClusterConfig, GatewayConfig, ManagementConfig, NetworkConfig,
+    S3BackupConfig, Secret, SluiceConfig,
+};
+
+/// Loads the configuration of this process: defaults, then the YAML file named by
+/// `SLUICE_CONFIG` (which must exist) or else `config/application.yaml` in the current
+/// directory when it exists, then the `SLUICE_*` environment variables.
+///
+/// Only parses and checks each key on its own; call [`SluiceConfig::validate_broker`] or
+/// [`SluiceConfig::validate_gateway`] for the cross-field rules of the process's role.
+pub fn load() -> Result<SluiceConfig, ConfigError> {
+    let file = resolve_file(
+        std::env::var_os(CONFIG_FILE_ENV),
+        Path::new(DEFAULT_CONFIG_FILE),
+    )?;
+    let env = process_env()?;
+    load_from(file.as_deref(), env)
+}
+
+/// Like [`load`], with the file given explicitly (`None` = no file; a path that does not
+/// exist is an error) and the environment given explicitly (only `SLUICE_*` entries are
+/// considered; `SLUICE_CONFIG` is ignored).
+pub fn load_from(
+    file: Option<&Path>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<SluiceConfig, ConfigError> {
+    let mut raw = Raw::defaults();
+    if let Some(path) = file {
+        for (key, value) in read_file(path)? {
+            raw.set(key, value);
+        }
+    }
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX) && name != CONFIG_FILE_ENV)
+        .collect();
+    env.sort();
+    for (name, value) in env {
+        let Some(doc) = find_env(&name) else {
+            return Err(ConfigError::UnknownKey {
+                origin: format!("environment variable {name}"),
+                key: name,
+            });
+        };
+        raw.set(doc.key, value);
+    }
+    let mut config = raw.into_config()?;
+    fill_derived(&mut config);
+    Ok(config)
+}
+
+/// Which YAML file to read, given the value of `SLUICE_CONFIG` and the default path.
+pub(crate) fn resolve_file(
+    var: Option<OsString>,
+    default: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    match var {
+        Some(value) => {
+            let path = PathBuf::from(value);
+            if path.as_os_str().is_empty() {
+                return Err(ConfigError::File {
+                    path,
+                    reason: format!(
+                        "environment variable {CONFIG_FILE_ENV} is set to an empty string; unset it or name a YAML file"
+                    ),
+                });
+            }
+            if !path.exists() {
+                return Err(ConfigError::File {
+                    path,
+                    reason: format!(
+                        "file not found (named by environment variable {CONFIG_FILE_ENV})"
+                    ),
+                });
+            }
+            Ok(Some(path))
+        }
+        None => Ok(default.exists().then(|| default.to_path_buf())),
+    }
+}
+
+/// The process's `SLUICE_*` variables (except `SLUICE_CONFIG`), without panicking on
+/// non-UTF-8 names or values.
+fn process_env() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let name = name.to_string_lossy().into_owned();
+        if !name.starts_with(ENV_PREFIX) || name == CONFIG_FILE_ENV {
+            continue;
+        }
+        match value.into_string() {
+            Ok(value) => out.push((name, value)),
+            Err(_) => {
+                return Err(match find_env(&name) {
+                    Some(doc) => ConfigError::invalid(
+                        doc.key,
+                        "<not UTF-8>",
+                        format!("the value of environment variable {name} is not valid UTF-8"),
+                    ),
+                    None => ConfigError::UnknownKey {
+                        origin: format!("environment variable {name}"),
+                        key: name,
+                    },
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One flattened YAML entry.
+enum Leaf {
+    /// `null`, an empty value or an empty mapping: leaves the default in place.
+    Nil,
+    Scalar(String),
+    /// A list containing mappings, lists or nulls.
+    NotScalar,
+}
+
+/// Reads the YAML file into (canonical key, string value) pairs.
+pub(crate) fn read_file(path: &Path) -> Result<Vec<(&'static str, String)>, ConfigError> {
+    let file_error = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(file_error("file not found".to_string()));
+    }
+    let table = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+        .build()
+        .and_then(|c| config::Source::collect(&c))
+        .map_err(|e| file_error(e.to_string()))?;
+    let mut leaves = Vec::new();
+    flatten("", table, &mut leaves);
+    leaves.sort_by(|a, b| a.0.cmp(&b.0));
+
+    let origin = format!("file {}", path.display());
+    let mut seen: HashMap<&'static str, String> = HashMap::new();
+    let mut out = Vec::new();
+    for (written, leaf) in leaves {
+        let Some(doc) = find_key(&written) else {
+            if matches!(leaf, Leaf::Nil) && is_key_prefix(&written) {
+                continue; // e.g. an `s3:` section whose keys are all commented out
+            }
+            return Err(ConfigError::UnknownKey {
+                key: written,
+                origin,
+            });
+        };
+        match leaf {
+            Leaf::Nil => {}
+            Leaf::NotScalar => {
+                return Err(ConfigError::invalid(
+                    doc.key,
+                    "<list of mappings or lists>",
+                    "expected a value or a list of plain values",
+                ))
+            }
+            Leaf::Scalar(value) => {
+                if let Some(previous) = seen.insert(doc.key, written.clone()) {
+                    return Err(file_error(format!(
+                        "key {} is given twice, as {previous} and as {written} (keys are case-insensitive)",
+                        doc.key
+                    )));
+                }
+                out.push((doc.key, value));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flattens nested mappings into dotted keys, spelled as written.
+fn flatten(prefix: &str, table: config::Map<String, config::Value>, out: &mut Vec<(String, Leaf)>) {
+    for (k, v) in table {
+        let path = if prefix.is_empty() {
+            k
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let leaf = match v.kind {
+            ValueKind::Table(t) if t.is_empty() => Leaf::Nil,
+            ValueKind::Table(t) => {
+                flatten(&path, t, out);
+                continue;
+            }
+            ValueKind::Array(items) => items
+                .into_iter()
+                .map(|item| scalar(item.kind))
+                .collect::<Option<Vec<String>>>()
+                .map_or(Leaf::NotScalar, |parts| Leaf::Scalar(parts.join(","))),
+            kind => scalar(kind).map_or(Leaf::Nil, Leaf::Scalar),
+        };
+        out.push((path, leaf));
+    }
+}
+
+fn scalar(kind: ValueKind) -> Option<String> {
+    match kind {
+        ValueKind::Boolean(b) => Some(b.to_string()),
+        ValueKind::I64(n) => Some(n.to_string()),
+        ValueKind::I128(n) => Some(n.to_string()),
+        ValueKind::U64(n) => Some(n.to_string()),
+        ValueKind::U128(n) => Some(n.to_string()),
+        ValueKind::Float(f) => Some(f.to_string()),
+        ValueKind::String(s) => Some(s),
+        ValueKind::Nil | ValueKind::Table(_) | ValueKind::Array(_) => None,
+    }
+}
+
+/// String value of every key after layering.
+struct Raw(HashMap<&'static str, String>);
+
+impl Raw {
+    fn defaults() -> Self {
+        Raw(KEYS
+            .iter()
+            .map(|k| (k.key, k.default.to_string()))
+            .collect())
+    }
+
+    fn set(&mut self, key: &'static str, value: String) {
+        self.0.insert(key, value);
+    }
+
+    fn get(&self, key: &'static str) -> &str {
+        debug_assert!(self.0.contains_key(key), "unknown key {key}");
+        self.0.get(key).map_or("", String::as_str)
+    }
+
+    fn parse<T>(
+        &self,
+        key: &'static str,
+        parser: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let value = self.get(key);
+        parser(value).map_err(|reason| ConfigError::invalid(key, value, reason))
+    }
+
+    fn u32_in(&self, key: &'static str, min: u32, max: u32) -> Result<u32, ConfigError> {
+        self.parse(key, |s| {
+            let n = uint_in(s, min.into(), max.into())?;
+            u32::try_from(n).map_err(|_| format!("must be between {min} and {max}"))
+        })
+    }
+
+    fn port(&self, key: &'static str) -> Result<u16, ConfigError> {
+        self.parse(key, parse_port)
+    }
+
+    fn host(&self, key: &'static str) -> Result<String, ConfigError> {
+        self.parse(key, non_empty)
+    }
+
+    fn optional(&self, key: &'static str) -> Option<String> {
+        optional(self.get(key))
+    }
+
+    /// Secrets are used verbatim (not trimmed); a blank value means unset.
+    fn optional_verbatim(&self, key: &'static str) -> Option<String> {
+        let value = self.get(key);
+        (!value.trim().is_empty()).then(|| value.to_string())
+    }
+
+    fn into_config(self) -> Result<SluiceConfig, ConfigError> {
+        let cluster = ClusterConfig {
+            node_id: self.u32_in("broker.cluster.nodeId", 0, u32::MAX)?,
+            cluster_size: self.u32_in("broker.cluster.clusterSize", 1, 64)?,
+            partitions_count: self.u32_in("broker.cluster.partitionsCount", 1, 1024)?,
+            replication_factor: self.parse("broker.cluster.replicationFactor", |s| {
+                match parse_uint(s)? {
+                    1 => Ok(1),
+                    _ => Err("only replicationFactor=1 is supported for now".to_string()),
+                }
+            })?,
+            brokers: self.parse("broker.cluster.brokers", parse_address_list)?,
+        };
+        let network = NetworkConfig {
+            host: self.host("broker.network.host")?,
+            port: self.port("broker.network.port")?,
+        };
+        let s3 = S3BackupConfig {
+            bucket_name: self.optional("broker.data.backup.s3.bucketName"),
+            endpoint: self.parse("broker.data.backup.s3.endpoint", |s| {
+                let Some(endpoint) = optional(s) else {
+                    return Ok(None);
+                };
+                let lower = endpoint.to_ascii_lowercase();
+                let rest = lower
+                    .strip_prefix("http://")
+                    .or_else(|| lower.strip_prefix("https://"));
+                match rest {
+                    Some(rest) if !rest.is_empty() => Ok(Some(endpoint)),
+                    _ => Err("must be a URL starting with http:// or https://".to_string()),
+                }
+            })?,
+            region: self.parse("broker.data.backup.s3.region", non_empty)?,
+            access_key: self.optional_verbatim("broker.data.backup.s3.accessKey"),
+            secret_key: self
+                .optional_verbatim("broker.data.backup.s3.secretKey")
+                .map(Secret::from),
+            base_path: self
+                .optional("broker.data.backup.s3.basePath")
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty()),
+            force_path_style_access: self
+                .parse("broker.data.backup.s3.forcePathStyleAccess", parse_bool)?,
+        };
+        let backup = BackupConfig {
+            store: self.parse("broker.data.backup.store", |s| s.parse::<BackupStoreKind>())?,
+            filesystem: FilesystemBackupConfig {
+                base_path: self
+                    .optional("broker.data.backup.filesystem.basePath")
+                    .map(PathBuf::from),
+            },
+            s3,
+            max_concurrent_uploads: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
+                let n = uint_in(s, 1, 64)?;
+                usize::try_from(n).map_err(|_| "must be between 1 and 64".to_string())
+            })?,
+            upload_rate_limit_bytes_per_second: self
+                .parse("broker.data.backup.uploadRateLimit", parse_rate)?,
+        };
+        let data = DataConfig {
+            directory: self.parse("broker.data.directory", |s| non_empty(s).map(PathBuf::from))?,
+            log_segment_size_bytes: self.parse("broker.data.logSegmentSize", |s| {
+                size_in(s, 4 << 10, 2 << 30, "4KB and 2GB")
+            })?,
+            snapshot_period: self.parse("broker.data.snapshotPeriod", duration_at_least_100ms)?,
+            backup,
+        };
+        let gateway = GatewayConfig {
+            cluster: GatewayClusterConfig {
+                brokers: self.parse("gateway.cluster.brokers", parse_address_list)?,
+                request_timeout: self
+                    .parse("gateway.cluster.requestTimeout", duration_at_least_100ms)?,
+            },
+            network: NetworkConfig {
+                host: self.host("gateway.network.host")?,
+                port: self.port("gateway.network.port")?,
+            },
+            management: ManagementConfig {
+                host: self.host("gateway.management.host")?,
+                port: self.port("gateway.management.port")?,
+            },
+        };
+        Ok(SluiceConfig {
+            broker: BrokerConfig {
+                cluster,
+                network,
+                data,
+            },
+            gateway,
+        })
+    }
+}
+
+/// Derived defaults: a single broker's address list is its own address; the gateway uses the
+/// brokers' list unless given its own.
+fn fill_derived(config: &mut SluiceConfig) {
+    let broker = &mut config.broker;
+    if broker.cluster.brokers.is_empty() && broker.cluster.cluster_size == 1 {
+        broker.cluster.brokers = vec![connect_address(&broker.network.host, broker.network.port)];
+    }
+    if config.gateway.cluster.brokers.is_empty() {
+        config.gateway.cluster.brokers = broker.cluster.brokers.clone();
+    }
+}

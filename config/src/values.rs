@@ -1,0 +1,190 @@
+//! Parsers turning configuration strings into typed values. Each returns the
+//! reason of a failure as a string; the caller attaches key and value.
+
+use std::time::Duration;
+
+const NOT_A_NUMBER: &str = "not a non-negative integer";
+
+/// Parses a non-negative integer (ASCII digits only, surrounding whitespace ignored).
+pub fn parse_uint(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(NOT_A_NUMBER.to_string());
+    }
+    s.parse::<u64>()
+        .map_err(|_| format!("{NOT_A_NUMBER} that fits in 64 bits"))
+}
+
+/// Parses an integer within `min..=max`.
+pub(crate) fn uint_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n = parse_uint(s)?;
+    if n < min || n > max {
+        return Err(format!("must be between {min} and {max}"));
+    }
+    Ok(n)
+}
+
+/// Parses a TCP port, `1..=65535`.
+pub fn parse_port(s: &str) -> Result<u16, String> {
+    let s = s.trim();
+    match parse_uint(s) {
+        Ok(n @ 1..=65535) => u16::try_from(n).map_err(|_| "not a valid port".to_string()),
+        _ => Err("not a valid port (an integer between 1 and 65535)".to_string()),
+    }
+}
+
+/// Parses a size in bytes: an integer with an optional, case-insensitive unit, optionally
+/// separated by spaces: `B`; `KB`/`KiB` = 1024; `MB`/`MiB` = 1024²; `GB`/`GiB` = 1024³.
+/// A plain number is a number of bytes.
+///
+/// Following the Spring/Zeebe convention, `KB`, `MB` and `GB` are binary units
+/// (`64MB` = 64 × 1024 × 1024 bytes), exactly like `KiB`, `MiB` and `GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let err = || {
+        format!(
+            "not a size (an integer with an optional unit B, KB, MB or GB, e.g. \"64MB\"; got {:?})",
+            s.trim()
+        )
+    };
+    let s = s.trim();
+    let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits_end);
+    if number.is_empty() {
+        return Err(err());
+    }
+    let number: u64 = number.parse().map_err(|_| "size too large".to_string())?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "kib" => 1 << 10,
+        "mb" | "mib" => 1 << 20,
+        "gb" | "gib" => 1 << 30,
+        _ => return Err(err()),
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| "size too large".to_string())
+}
+
+/// Parses a size within `min..=max` bytes; the reason quotes the bounds as given.
+pub(crate) fn size_in(s: &str, min: u64, max: u64, bounds: &str) -> Result<u64, String> {
+    let n = parse_size(s)?;
+    if n < min || n > max {
+        return Err(format!("must be between {bounds}"));
+    }
+    Ok(n)
+}
+
+/// Parses a rate in bytes per second: a size ([`parse_size`]) with an optional `/s` suffix.
+pub fn parse_rate(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let t = t
+        .strip_suffix("/s")
+        .or_else(|| t.strip_suffix("/S"))
+        .unwrap_or(t);
+    parse_size(t)
+}
+
+/// Parses a duration: a plain integer is a number of milliseconds, anything else goes
+/// through [`humantime::parse_duration`] (`"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| "duration too large".to_string());
+    }
+    humantime::parse_duration(s).map_err(|e| {
+        format!("not a duration (e.g. \"30s\", \"5m\", \"1h 30m\" or milliseconds): {e}")
+    })
+}
+
+/// Parses a duration of at least 100ms.
+pub(crate) fn duration_at_least_100ms(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err("must be at least 100ms".to_string());
+    }
+    Ok(d)
+}
+
+/// Parses `true` or `false`, case-insensitively.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err("not a boolean (true or false)".to_string()),
+    }
+}
+
+pub(crate) fn non_empty(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("must not be empty".to_string());
+    }
+    Ok(s.to_string())
+}
+
+/// An empty (or blank) value means "unset".
+pub(crate) fn optional(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Checks one `host:port` address. IPv6 hosts must be bracketed (`[::1]:26501`).
+pub fn parse_address(s: &str) -> Result<String, String> {
+    let s = s.trim();
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} is not a host:port address"));
+    };
+    if host.is_empty() {
+        return Err(format!("{s:?} is not a host:port address (empty host)"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "{s:?} is not a host:port address (IPv6 hosts must be in brackets, e.g. [::1]:26501)"
+        ));
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err(format!("{s:?} is not a host:port address (space in host)"));
+    }
+    parse_port(port).map_err(|_| format!("{s:?} has an invalid port (expected 1..=65535)"))?;
+    Ok(s.to_string())
+}
+
+/// Parses a comma-separated list of `host:port` addresses; a blank value is an empty list.
+pub fn parse_address_list(s: &str) -> Result<Vec<String>, String> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    s.split(',')
+        .enumerate()
+        .map(|(i, item)| {
+            if item.trim().is_empty() {
+                Err(format!("entry {i} of the comma-separated list is empty"))
+            } else {
+                parse_address(item)
+            }
+        })
+        .collect()
+}
+
+/// Formats `host:port` for a listening address that other processes should connect to:
+/// wildcard hosts become loopback, bare IPv6 hosts get brackets.
+pub(crate) fn connect_address(host: &str, port: u16) -> String {
+    let host = match host {
+        "0.0.0.0" => "127.0.0.1",
+        "::" | "[::]" => "[::1]",
+        h => h,
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Whether a listening host accepts connections on every interface.
+pub(crate) fn is_wildcard_host(host: &str) -> bool {
+    matches!(host, "0.0.0.0" | "::" | "[::]")
+}

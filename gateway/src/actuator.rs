@@ -1,0 +1,260 @@
+//! The actuator API (`gateway.management.port`, default 9600): backups and health. The JSON field
+//! names are a contract operators script against: keep them exactly.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::future::join_all;
+use serde::Serialize;
+use serde_json::json;
+use sluice_broker::client::ClientError;
+use sluice_broker::protocol::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
+
+use crate::client_api::not_found;
+use crate::cluster::Cluster;
+use crate::error::GatewayError;
+
+pub fn router(cluster: Arc<Cluster>) -> Router {
+    Router::new()
+        .route("/actuator/backups", get(list_backups))
+        .route(
+            "/actuator/backups/{id}",
+            post(take_backup).get(backup_status).delete(delete_backup),
+        )
+        .route("/actuator/health", get(health))
+        .fallback(not_found)
+        .with_state(cluster)
+}
+
+/// Backup ids are positive 64-bit signed integers (1 ..= 9223372036854775807), as in Zeebe.
+pub fn parse_backup_id(raw: &str) -> Result<u64, GatewayError> {
+    let invalid = |why: &str| {
+        GatewayError::InvalidRequest(format!(
+            "backupId must be a positive 64-bit integer (1 to {}), got {raw:?}: {why}",
+            i64::MAX
+        ))
+    };
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("not a decimal number"));
+    }
+    let id: u64 = raw.parse().map_err(|_| invalid("too large"))?;
+    if id == 0 {
+        return Err(invalid("must be greater than 0"));
+    }
+    if id > i64::MAX as u64 {
+        return Err(invalid("too large"));
+    }
+    Ok(id)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupResponse {
+    pub backup_id: u64,
+    pub status: BackupState,
+    pub failure_reason: Option<String>,
+    pub partitions: Vec<PartitionBackupStatus>,
+}
+
+/// Aggregates partition statuses: FAILED if any failed; else DOES_NOT_EXIST if any has none; else
+/// IN_PROGRESS if any runs; else COMPLETED. Partitions nobody reported count as DOES_NOT_EXIST.
+pub fn aggregate(backup_id: u64, partitions_count: u32, reported: Vec<PartitionBackupStatus>) -> BackupResponse {
+    let mut by_partition: BTreeMap<u32, PartitionBackupStatus> =
+        reported.into_iter().map(|s| (s.partition_id, s)).collect();
+    let partitions: Vec<PartitionBackupStatus> = (1..=partitions_count)
+        .map(|p| {
+            by_partition
+                .remove(&p)
+                .unwrap_or_else(|| PartitionBackupStatus::does_not_exist(p, backup_id))
+        })
+        .collect();
+    let failed: Vec<String> = partitions
+        .iter()
+        .filter(|p| p.status == BackupState::Failed)
+        .map(|p| {
+            format!(
+                "partition {}: {}",
+                p.partition_id,
+                p.failure_reason.as_deref().unwrap_or("no reason recorded")
+            )
+        })
+        .collect();
+    let any = |state| partitions.iter().any(|p| p.status == state);
+    let status = if !failed.is_empty() {
+        BackupState::Failed
+    } else if any(BackupState::DoesNotExist) {
+        BackupState::DoesNotExist
+    } else if any(BackupState::InProgress) {
+        BackupState::InProgress
+    } else {
+        BackupState::Completed
+    };
+    BackupResponse {
+        backup_id,
+        status,
+        failure_reason: (!failed.is_empty()).then(|| failed.join("; ")),
+        partitions,
+    }
+}
+
+async fn take_backup(State(cluster): State<Arc<Cluster>>, Path(raw): Path<String>) -> Result<Response, GatewayError> {
+    let id = parse_backup_id(&raw)?;
+    let routing = cluster.routing().await?;
+    if !routing.backup_store_configured {
+        return Err(GatewayError::BackupStoreNotConfigured);
+    }
+    let results = join_all(
+        routing
+            .partitions()
+            .map(|partition| cluster.owner(&routing, partition).checkpoint(partition, id)),
+    )
+    .await;
+    // The most telling error wins: a conflict names the latest id, which is what the operator needs.
+    let mut latest = None;
+    let mut first_error = None;
+    for result in results {
+        match result {
+            Ok(_) => {}
+            Err(ClientError::Remote { body, .. }) if body.kind == ErrorKind::CheckpointNotNewer => {
+                latest = latest.max(body.latest).or(body.latest);
+            }
+            Err(error) => {
+                first_error.get_or_insert(GatewayError::from(error));
+            }
+        }
+    }
+    if let Some(latest) = latest {
+        return Err(GatewayError::Conflict(format!(
+            "backup id must be greater than the latest backup id: requested={id} latest={latest}; use an id greater than {latest}"
+        )));
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    Ok(Json(json!({ "id": id })).into_response())
+}
+
+async fn collect_status(cluster: &Cluster, id: u64) -> Result<BackupResponse, GatewayError> {
+    let routing = cluster.routing().await?;
+    if !routing.backup_store_configured {
+        return Err(GatewayError::BackupStoreNotConfigured);
+    }
+    let mut reported = Vec::new();
+    for answer in join_all(cluster.brokers().iter().map(|b| b.backup_status(id))).await {
+        reported.extend(answer?.partitions);
+    }
+    Ok(aggregate(id, routing.partitions_count, reported))
+}
+
+async fn backup_status(State(cluster): State<Arc<Cluster>>, Path(raw): Path<String>) -> Result<Json<BackupResponse>, GatewayError> {
+    let id = parse_backup_id(&raw)?;
+    Ok(Json(collect_status(&cluster, id).await?))
+}
+
+async fn list_backups(State(cluster): State<Arc<Cluster>>) -> Result<Json<Vec<BackupResponse>>, GatewayError> {
+    let routing = cluster.routing().await?;
+    if !routing.backup_store_configured {
+        return Err(GatewayError::BackupStoreNotConfigured);
+    }
+    let mut by_id: BTreeMap<u64, Vec<PartitionBackupStatus>> = BTreeMap::new();
+    for answer in join_all(cluster.brokers().iter().map(|b| b.list_backups())).await {
+        for BrokerBackup { backup_id, partitions } in answer? {
+            by_id.entry(backup_id).or_default().extend(partitions);
+        }
+    }
+    Ok(Json(
+        by_id
+            .into_iter()
+            .rev()
+            .map(|(id, partitions)| aggregate(id, routing.partitions_count, partitions))
+            .collect(),
+    ))
+}
+
+async fn delete_backup(State(cluster): State<Arc<Cluster>>, Path(raw): Path<String>) -> Result<Response, GatewayError> {
+    let id = parse_backup_id(&raw)?;
+    let status = collect_status(&cluster, id).await?;
+    if status.partitions.iter().all(|p| p.status == BackupState::DoesNotExist) {
+        return Err(GatewayError::NotFound(format!("backup {id} does not exist")));
+    }
+    if status.partitions.iter().any(|p| p.status == BackupState::InProgress) {
+        return Err(GatewayError::Conflict(format!(
+            "backup {id} is IN_PROGRESS; wait until it is COMPLETED or FAILED, then delete it"
+        )));
+    }
+    for answer in join_all(cluster.brokers().iter().map(|b| b.delete_backup(id))).await {
+        answer?;
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn health(State(cluster): State<Arc<Cluster>>) -> Response {
+    let answers = join_all(cluster.brokers().iter().map(|b| b.health())).await;
+    let mut brokers = Vec::new();
+    let mut up = true;
+    for (broker, answer) in cluster.brokers().iter().zip(answers) {
+        match answer {
+            Ok(_) => brokers.push(json!({"address": broker.address(), "status": "UP"})),
+            Err(error) => {
+                up = false;
+                brokers.push(json!({"address": broker.address(), "status": "DOWN", "reason": error.to_string()}));
+            }
+        }
+    }
+    if up {
+        if let Err(error) = cluster.routing().await {
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "DOWN", "reason": error.to_string(), "brokers": brokers}))).into_response();
+        }
+    }
+    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(json!({"status": if up { "UP" } else { "DOWN" }, "brokers": brokers}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_ids_are_validated() {
+        for bad in ["0", "-1", "abc", "99999999999999999999", "", "1.5", "+3", "9223372036854775808"] {
+            let error = parse_backup_id(bad).expect_err(bad);
+            assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{bad}");
+        }
+        assert_eq!(parse_backup_id("1").unwrap(), 1);
+        assert_eq!(parse_backup_id("9223372036854775807").unwrap(), i64::MAX as u64);
+    }
+
+    fn status(partition_id: u32, state: BackupState) -> PartitionBackupStatus {
+        PartitionBackupStatus {
+            status: state,
+            failure_reason: (state == BackupState::Failed).then(|| "disk on fire".to_string()),
+            ..PartitionBackupStatus::does_not_exist(partition_id, 1)
+        }
+    }
+
+    #[test]
+    fn aggregation_follows_the_documented_order() {
+        use BackupState::*;
+        let cases = [
+            (vec![Completed, Completed, Completed], Completed),
+            (vec![Completed, InProgress, Completed], InProgress),
+            (vec![Completed, InProgress, DoesNotExist], DoesNotExist),
+            (vec![Failed, InProgress, DoesNotExist], Failed),
+        ];
+        for (states, expected) in cases {
+            let reported = states.iter().enumerate().map(|(i, s)| status(i as u32 + 1, *s)).collect();
+            let response = aggregate(1, 3, reported);
+            assert_eq!(response.status, expected, "{states:?}");
+        }
+        // A partition nobody reported does not exist.
+        let response = aggregate(1, 3, vec![status(1, Completed), status(2, Completed)]);
+        assert_eq!(response.status, DoesNotExist);
+        let failed = aggregate(1, 2, vec![status(1, Failed), status(2, Completed)]);
+        assert_eq!(failed.failure_reason.as_deref(), Some("partition 1: disk on fire"));
+    }
+}

@@ -1,0 +1,23 @@
+//! `sluice-gateway`: the client API and the actuator API in front of the brokers.
+
+use anyhow::Context;
+use sluice_gateway::service::GatewayService;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sluice_broker::init_tracing();
+    let config = sluice_config::load().context("cannot start the gateway")?;
+    config.validate_gateway().context("cannot start the gateway")?;
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        sluice_broker::shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        signal_cancel.cancel();
+    });
+    GatewayService::new(&config.gateway)
+        .run(cancel)
+        .await
+        .context("the gateway stopped with an error")
+}

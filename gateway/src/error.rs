@@ -1,0 +1,118 @@
+//! The gateway's errors and their HTTP mapping, in one exhaustive match.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use sluice_broker::client::ClientError;
+use sluice_broker::protocol::ErrorKind;
+use sluice_broker::record::Rejection;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) to FILESYSTEM or S3 on every broker")]
+    BackupStoreNotConfigured,
+    #[error("broker unreachable: address={address}: {reason}")]
+    BrokerUnreachable { address: String, reason: String },
+    #[error("broker did not answer in time: address={address} timeout_ms={timeout_ms}")]
+    Timeout { address: String, timeout_ms: u64 },
+    #[error("backup store error reported by broker {address}: {message}")]
+    BackupStore { address: String, message: String },
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+    #[error("cannot listen: address={address}: {source}; is another process using the port?")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::InvalidRequest(_) | GatewayError::BackupStoreNotConfigured => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Conflict(_) => StatusCode::CONFLICT,
+            GatewayError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            GatewayError::BrokerUnreachable { .. } | GatewayError::BackupStore { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Internal(_) | GatewayError::Bind { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response()
+    }
+}
+
+impl From<ClientError> for GatewayError {
+    fn from(error: ClientError) -> Self {
+        match error {
+            ClientError::Unreachable { address, reason } => {
+                GatewayError::BrokerUnreachable { address, reason }
+            }
+            ClientError::Timeout { address, timeout_ms } => GatewayError::Timeout { address, timeout_ms },
+            ClientError::Decode { address, reason } => GatewayError::BrokerUnreachable {
+                address,
+                reason: format!("unreadable answer: {reason}"),
+            },
+            ClientError::Remote { address, body, .. } => match body.kind {
+                ErrorKind::InvalidRequest => GatewayError::InvalidRequest(body.message),
+                ErrorKind::AccountNotFound | ErrorKind::BackupNotFound => {
+                    GatewayError::NotFound(body.message)
+                }
+                ErrorKind::BackupStoreNotConfigured => GatewayError::BackupStoreNotConfigured,
+                ErrorKind::BackupInProgress | ErrorKind::CheckpointNotNewer => {
+                    GatewayError::Conflict(body.message)
+                }
+                ErrorKind::BackupStore => GatewayError::BackupStore {
+                    address,
+                    message: body.message,
+                },
+                ErrorKind::UnknownPartition => GatewayError::Internal(format!(
+                    "broker {address} does not host the partition it announced: {}",
+                    body.message
+                )),
+                ErrorKind::Unavailable => GatewayError::Unavailable(body.message),
+                ErrorKind::Internal => GatewayError::Internal(body.message),
+            },
+        }
+    }
+}
+
+/// The HTTP form of a refused command.
+pub fn rejection_error(rejection: &Rejection) -> GatewayError {
+    let message = rejection.message();
+    match rejection {
+        Rejection::InsufficientFunds { .. }
+        | Rejection::TransferIdReused { .. }
+        | Rejection::CheckpointNotNewer { .. } => GatewayError::Conflict(message),
+        Rejection::BalanceOverflow { .. } | Rejection::CrossPartitionTransfer { .. } => {
+            GatewayError::Unprocessable(message)
+        }
+        Rejection::InvalidCommand { .. } => GatewayError::InvalidRequest(message),
+        Rejection::WrongPartition { .. } => GatewayError::Internal(message),
+    }
+}
