@@ -22,11 +22,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 use rand::RngCore;
 
@@ -129,7 +129,10 @@ async fn manifest_round_trip(store: &BackupStore) {
     assert_eq!(manifest.status, BackupStatus::InProgress);
     assert_eq!(manifest.format_version, 1);
     store.write_manifest(&manifest).await.unwrap();
-    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(manifest.clone()));
+    assert_eq!(
+        store.read_manifest(&id).await.unwrap(),
+        Some(manifest.clone())
+    );
 
     let files = vec![
         FileEntry {
@@ -148,7 +151,10 @@ async fn manifest_round_trip(store: &BackupStore) {
     let completed = manifest.clone().complete(files);
     assert_eq!(completed.status, BackupStatus::Completed);
     store.write_manifest(&completed).await.unwrap();
-    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(completed.clone()));
+    assert_eq!(
+        store.read_manifest(&id).await.unwrap(),
+        Some(completed.clone())
+    );
 
     let failed = manifest.clone().fail("disk on fire");
     store.write_manifest(&failed).await.unwrap();
@@ -300,7 +306,10 @@ async fn prefix_upload(store: &BackupStore, dir: &LocalPath) {
             .await
             .unwrap_or_else(|e| panic!("upload {name}: {e}"));
         assert_eq!(entry.size_bytes, length as u64);
-        assert_eq!(entry.checksum, format_checksum(crc32c::crc32c(&data[..length])));
+        assert_eq!(
+            entry.checksum,
+            format_checksum(crc32c::crc32c(&data[..length]))
+        );
         let destination = dir.join(format!("down-{name}"));
         store
             .download_file(&id, &entry, &destination)
@@ -337,7 +346,9 @@ async fn short_file(store: &BackupStore, dir: &LocalPath) {
             && message.contains("1000"),
         "{message}"
     );
-    let path = store.file_path(&id, FileKind::Segment, "short.log").unwrap();
+    let path = store
+        .file_path(&id, FileKind::Segment, "short.log")
+        .unwrap();
     assert!(matches!(
         store.object_store().head(&path).await,
         Err(object_store::Error::NotFound { .. })
@@ -422,7 +433,10 @@ async fn corrupt_detection(store: &BackupStore, dir: &LocalPath) {
         .unwrap_err();
     assert!(matches!(error, BackupStoreError::Corrupt { .. }), "{error}");
     assert!(!destination.exists());
-    store.download_file(&id, &entry, &destination).await.unwrap();
+    store
+        .download_file(&id, &entry, &destination)
+        .await
+        .unwrap();
     assert_eq!(tokio::fs::read(&destination).await.unwrap(), data);
 
     // A missing object.
@@ -491,7 +505,9 @@ async fn listing(store: &BackupStore) {
     store
         .object_store()
         .put(
-            &store.file_path(&orphan, FileKind::Segment, "1.log").unwrap(),
+            &store
+                .file_path(&orphan, FileKind::Segment, "1.log")
+                .unwrap(),
             PutPayload::from_static(b"data"),
         )
         .await
@@ -610,10 +626,8 @@ async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
     write_backup(store, dir, other_checkpoint).await;
 
     let recorder = Arc::new(DeleteRecorder::new(store.object_store().clone()));
-    let recording = BackupStore::from_object_store(
-        recorder.clone(),
-        store.base_path().map(str::to_string),
-    );
+    let recording =
+        BackupStore::from_object_store(recorder.clone(), store.base_path().map(str::to_string));
     assert_eq!(recording.delete_backup(&id).await.unwrap(), 5);
     let deleted = recorder.deleted();
     assert_eq!(deleted.len(), 5, "{deleted:?}");
@@ -659,7 +673,10 @@ async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
 
 async fn base_path_respected(store: &BackupStore, dir: &LocalPath) {
     let id = BackupIdentifier::new(6, 42, 3);
-    let base = store.base_path().map(|b| format!("{b}/")).unwrap_or_default();
+    let base = store
+        .base_path()
+        .map(|b| format!("{b}/"))
+        .unwrap_or_default();
     let manifest = Manifest::in_progress(id, descriptor(1));
     store.write_manifest(&manifest).await.unwrap();
     let local = write_local(dir, "base.log", b"0123456789").await;
@@ -805,8 +822,17 @@ impl ObjectStore for DeleteRecorder {
         })
     }
 
+    /// Lists in reverse order, so that the manifest comes after the data
+    /// objects and a deletion driven by the listing alone deletes it last.
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+        let listing = self.inner.list(prefix);
+        futures::stream::once(async move {
+            let mut objects: Vec<ObjectMeta> = listing.try_collect().await?;
+            objects.sort_by(|a, b| b.location.cmp(&a.location));
+            Ok::<_, object_store::Error>(futures::stream::iter(objects.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
     }
 
     fn list_with_delimiter<'a, 'b, 'c>(

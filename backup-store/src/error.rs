@@ -37,8 +37,8 @@ pub enum BackupStoreError {
         prefix: String,
         /// The full chain of causes, e.g. `... Connection refused`.
         reason: String,
-        /// The underlying error.
-        source: object_store::Error,
+        /// The underlying error (boxed to keep the error type small).
+        source: Box<object_store::Error>,
     },
 
     /// An object that a manifest refers to does not exist.

@@ -17,9 +17,7 @@ pub const MAX_FILE_NAME_LEN: usize = 255;
 
 /// Identifies one backup: the backup of partition `partition_id` at checkpoint
 /// `checkpoint_id`, taken by node `node_id`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupIdentifier {
     /// The partition that was backed up.

@@ -245,11 +245,13 @@ impl BackupStore {
                         retry_timeout: Duration::from_secs(15),
                         ..RetryConfig::default()
                     });
-                    let build_error = |e: object_store::Error| BackupStoreError::Config {
+                    let build_error = |e: object_store::Error| {
+                        BackupStoreError::Config {
                         reason: format!(
                             "cannot build the S3 client: bucket={bucket} endpoint={endpoint_description} error={}",
                             error_chain(&e)
                         ),
+                    }
                     };
                     let store = builder.build().map_err(build_error)?;
                     let probe = probe_builder.build().map_err(build_error)?;
@@ -332,7 +334,7 @@ impl BackupStore {
                 store: self.description.to_string(),
                 prefix: self.base_path().unwrap_or("/").to_string(),
                 reason: error_chain(&source),
-                source,
+                source: Box::new(source),
             }),
         }
     }

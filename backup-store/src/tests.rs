@@ -85,7 +85,10 @@ async fn throttled_upload_of_2_mib_at_4_mib_per_second_takes_at_least_400_ms() {
         .await
         .unwrap();
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(400), "took only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(400),
+        "took only {elapsed:?}"
+    );
     assert_eq!(entry.size_bytes, 2 * 1024 * 1024);
 }
 
@@ -144,7 +147,10 @@ fn manifest_json_format() {
         serde_json::to_value(BackupStatus::InProgress).unwrap(),
         "IN_PROGRESS"
     );
-    assert_eq!(serde_json::to_value(FileKind::Snapshot).unwrap(), "SNAPSHOT");
+    assert_eq!(
+        serde_json::to_value(FileKind::Snapshot).unwrap(),
+        "SNAPSHOT"
+    );
 
     let failed = manifest.fail("boom");
     assert_eq!(failed.status, BackupStatus::Failed);
@@ -202,10 +208,7 @@ fn invalid_options_are_config_errors() {
         base_path: Some("a/../b".to_string()),
     })
     .unwrap_err();
-    assert!(
-        matches!(error, BackupStoreError::Config { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
     let mut kind = s3(None, false);
     if let StoreKind::S3 { bucket, .. } = &mut kind {
         bucket.clear();
@@ -215,10 +218,7 @@ fn invalid_options_are_config_errors() {
         base_path: None,
     })
     .unwrap_err();
-    assert!(
-        matches!(error, BackupStoreError::Config { .. }),
-        "{error}"
-    );
+    assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
     let error = BackupStore::open(BackupStoreOptions {
         kind: s3(Some("localhost:9000"), true),
         base_path: None,

@@ -233,6 +233,11 @@ impl PartitionService {
         self.options.partition_id
     }
 
+    /// The recovered state's summary (the restore tool checks it before installing a partition).
+    pub fn summary(&self) -> PartitionSummary {
+        self.state.summary()
+    }
+
     /// The latest checkpoint `(id, position)` recovered from disk, if any.
     pub fn latest_checkpoint(&self) -> Option<(u64, u64)> {
         (self.state.latest_checkpoint_id > 0)
