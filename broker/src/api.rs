@@ -69,7 +69,9 @@ impl IntoResponse for ApiError {
 pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
     match error {
         BrokerError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest),
-        BrokerError::UnknownPartition { .. } => (StatusCode::NOT_FOUND, ErrorKind::UnknownPartition),
+        BrokerError::UnknownPartition { .. } => {
+            (StatusCode::NOT_FOUND, ErrorKind::UnknownPartition)
+        }
         BrokerError::AccountNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::AccountNotFound),
         BrokerError::BackupStoreNotConfigured => {
             (StatusCode::BAD_REQUEST, ErrorKind::BackupStoreNotConfigured)
@@ -80,7 +82,10 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         BrokerError::PartitionUnavailable { .. } | BrokerError::ShuttingDown => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable)
         }
-        BrokerError::Io { .. } | BrokerError::Bind { .. } | BrokerError::CorruptLog { .. } | BrokerError::CorruptSnapshot { .. } => {
+        BrokerError::Io { .. }
+        | BrokerError::Bind { .. }
+        | BrokerError::CorruptLog { .. }
+        | BrokerError::CorruptSnapshot { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
         }
     }
@@ -126,8 +131,15 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
 
 fn validate_command(command: &Command) -> Result<(), String> {
     match command {
-        Command::Deposit { account, .. } | Command::Withdraw { account, .. } => validate_account(account),
-        Command::Transfer { transfer_id, from, to, .. } => {
+        Command::Deposit { account, .. } | Command::Withdraw { account, .. } => {
+            validate_account(account)
+        }
+        Command::Transfer {
+            transfer_id,
+            from,
+            to,
+            ..
+        } => {
             validate_account(from)?;
             validate_account(to)?;
             if transfer_id.is_empty() || transfer_id.len() > 128 {
@@ -195,7 +207,10 @@ async fn checkpoint(
         .execute(vec![Command::Checkpoint { checkpoint_id }])
         .await?;
     match outcomes.into_iter().next() {
-        Some(Outcome::CheckpointCreated { checkpoint_id, position }) => Ok(Json(CheckpointCreated {
+        Some(Outcome::CheckpointCreated {
+            checkpoint_id,
+            position,
+        }) => Ok(Json(CheckpointCreated {
             partition_id,
             checkpoint_id,
             position,
@@ -229,10 +244,15 @@ async fn backup_status(
     for partition_id in state.partitions.keys() {
         partitions.push(backups.status(*partition_id, backup_id).await?);
     }
-    Ok(Json(BrokerBackup { backup_id, partitions }))
+    Ok(Json(BrokerBackup {
+        backup_id,
+        partitions,
+    }))
 }
 
-async fn list_backups(State(state): State<Arc<ApiState>>) -> Result<Json<Vec<BrokerBackup>>, ApiError> {
+async fn list_backups(
+    State(state): State<Arc<ApiState>>,
+) -> Result<Json<Vec<BrokerBackup>>, ApiError> {
     let backups = backups(&state)?;
     let mut by_id: BTreeMap<u64, Vec<_>> = BTreeMap::new();
     for partition_id in state.partitions.keys() {
@@ -244,7 +264,10 @@ async fn list_backups(State(state): State<Arc<ApiState>>) -> Result<Json<Vec<Bro
         by_id
             .into_iter()
             .rev()
-            .map(|(backup_id, partitions)| BrokerBackup { backup_id, partitions })
+            .map(|(backup_id, partitions)| BrokerBackup {
+                backup_id,
+                partitions,
+            })
             .collect(),
     ))
 }

@@ -165,8 +165,12 @@ impl BackupService {
             let write = mark_failed(&self.store, &running.id, &running.descriptor, &reason);
             match tokio::time::timeout(SHUTDOWN_MANIFEST_TIMEOUT, write).await {
                 Ok(Ok(())) => {}
-                Ok(Err(error)) => tracing::warn!(%error, "could not mark an interrupted backup FAILED; the next start will"),
-                Err(_) => tracing::warn!("timed out marking an interrupted backup FAILED; the next start will"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not mark an interrupted backup FAILED; the next start will")
+                }
+                Err(_) => tracing::warn!(
+                    "timed out marking an interrupted backup FAILED; the next start will"
+                ),
             }
         }
         self.running.clear();
@@ -192,7 +196,7 @@ async fn execute(
             },
         running: _running,
     } = queued;
-    let manifest = Manifest::in_progress(id.clone(), descriptor.clone());
+    let manifest = Manifest::in_progress(id, descriptor.clone());
     let started = std::time::Instant::now();
     let result = async {
         store.write_manifest(&manifest).await?;
@@ -201,11 +205,20 @@ async fn execute(
                 let store = store.clone();
                 let uploads = uploads.clone();
                 let throttle = throttle.clone();
-                let id = id.clone();
                 async move {
-                    let _permit = uploads.acquire_owned().await.expect("semaphore never closed");
+                    let _permit = uploads
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore never closed");
                     store
-                        .upload_file(&id, file.kind, &file.name, &file.path, file.len_bytes, throttle.as_ref())
+                        .upload_file(
+                            &id,
+                            file.kind,
+                            &file.name,
+                            &file.path,
+                            file.len_bytes,
+                            throttle.as_ref(),
+                        )
                         .await
                 }
             })
@@ -219,8 +232,14 @@ async fn execute(
     let final_manifest = match result {
         Ok(entries) => {
             let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
-            tracing::info!(partition = id.partition_id, backup = id.checkpoint_id, files = entries.len(),
-                bytes, elapsed_ms = started.elapsed().as_millis() as u64, "backup completed");
+            tracing::info!(
+                partition = id.partition_id,
+                backup = id.checkpoint_id,
+                files = entries.len(),
+                bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "backup completed"
+            );
             manifest.complete(entries)
         }
         Err(error) => {
@@ -241,8 +260,11 @@ async fn execute(
             }
         }
     }
-    tracing::error!(partition = id.partition_id, backup = id.checkpoint_id,
-        "gave up writing the final manifest; the next start of this broker marks the backup FAILED");
+    tracing::error!(
+        partition = id.partition_id,
+        backup = id.checkpoint_id,
+        "gave up writing the final manifest; the next start of this broker marks the backup FAILED"
+    );
 }
 
 /// Writes a FAILED manifest for `id`, keeping what an existing manifest recorded.
@@ -255,7 +277,7 @@ async fn mark_failed(
     let manifest = match store.read_manifest(id).await? {
         Some(existing) if existing.status != BackupStatus::InProgress => return Ok(()),
         Some(existing) => existing,
-        None => Manifest::in_progress(id.clone(), descriptor.clone()),
+        None => Manifest::in_progress(*id, descriptor.clone()),
     };
     store.write_manifest(&manifest.fail(reason)).await?;
     Ok(())
@@ -319,7 +341,7 @@ impl BackupHandle {
         self.running.insert(
             key,
             Running {
-                id: job.id.clone(),
+                id: job.id,
                 descriptor: job.descriptor.clone(),
             },
         );
@@ -327,10 +349,18 @@ impl BackupHandle {
             running: self.running.clone(),
             key,
         };
-        let id = job.id.clone();
+        let id = job.id;
         let descriptor = job.descriptor.clone();
         // The guard travels with the job: it is dropped when the job's task ends.
-        if self.tx.send(Queued { job, running: guard }).await.is_err() {
+        if self
+            .tx
+            .send(Queued {
+                job,
+                running: guard,
+            })
+            .await
+            .is_err()
+        {
             let reason = "the broker is shutting down; take a new backup";
             if let Err(error) = mark_failed(&self.store, &id, &descriptor, reason).await {
                 tracing::warn!(%error, "could not mark a refused backup FAILED");
@@ -360,7 +390,8 @@ impl BackupHandle {
 
     /// Every backup of the partition, ascending by id.
     pub async fn list(&self, partition_id: u32) -> Result<Vec<PartitionBackupStatus>> {
-        let mut by_id: std::collections::BTreeMap<u64, Manifest> = std::collections::BTreeMap::new();
+        let mut by_id: std::collections::BTreeMap<u64, Manifest> =
+            std::collections::BTreeMap::new();
         for manifest in self.store.list_manifests(partition_id).await? {
             let id = manifest.id.checkpoint_id;
             let keep = match by_id.get(&id) {
@@ -390,7 +421,10 @@ impl BackupHandle {
             return Err(BrokerError::BackupInProgress { backup_id });
         }
         let manifests = self.store.find_manifests(partition_id, backup_id).await?;
-        if manifests.iter().any(|m| m.status == BackupStatus::InProgress) {
+        if manifests
+            .iter()
+            .any(|m| m.status == BackupStatus::InProgress)
+        {
             return Err(BrokerError::BackupInProgress { backup_id });
         }
         let mut deleted = 0;
@@ -403,14 +437,25 @@ impl BackupHandle {
     /// After a start: marks FAILED every backup this node left IN_PROGRESS for `partition_id`
     /// (all of them, up to `latest_checkpoint`), and records a FAILED manifest for the latest
     /// checkpoint when its upload never started. Retries with backoff; bounded.
-    pub async fn fail_unfinished(&self, partition_id: u32, latest_checkpoint: Option<(u64, u64)>, partitions_count: u32) {
+    pub async fn fail_unfinished(
+        &self,
+        partition_id: u32,
+        latest_checkpoint: Option<(u64, u64)>,
+        partitions_count: u32,
+    ) {
         let mut delay = Duration::from_millis(500);
         for attempt in 1..=10 {
-            match self.try_fail_unfinished(partition_id, latest_checkpoint, partitions_count).await {
+            match self
+                .try_fail_unfinished(partition_id, latest_checkpoint, partitions_count)
+                .await
+            {
                 Ok(failed) => {
                     if failed > 0 {
-                        tracing::warn!(partition = partition_id, failed,
-                            "marked backups interrupted by a broker restart as FAILED");
+                        tracing::warn!(
+                            partition = partition_id,
+                            failed,
+                            "marked backups interrupted by a broker restart as FAILED"
+                        );
                     }
                     return;
                 }
@@ -422,10 +467,18 @@ impl BackupHandle {
                 }
             }
         }
-        tracing::error!(partition = partition_id, "gave up checking for interrupted backups");
+        tracing::error!(
+            partition = partition_id,
+            "gave up checking for interrupted backups"
+        );
     }
 
-    async fn try_fail_unfinished(&self, partition_id: u32, latest_checkpoint: Option<(u64, u64)>, partitions_count: u32) -> Result<usize> {
+    async fn try_fail_unfinished(
+        &self,
+        partition_id: u32,
+        latest_checkpoint: Option<(u64, u64)>,
+        partitions_count: u32,
+    ) -> Result<usize> {
         let Some((latest_id, latest_position)) = latest_checkpoint else {
             return Ok(0);
         };
@@ -440,11 +493,18 @@ impl BackupHandle {
                 && manifest.status == BackupStatus::InProgress
                 && manifest.id.checkpoint_id <= latest_id
             {
-                self.store.write_manifest(&manifest.fail(reason.clone())).await?;
+                self.store
+                    .write_manifest(&manifest.fail(reason.clone()))
+                    .await?;
                 failed += 1;
             }
         }
-        if self.store.find_manifests(partition_id, latest_id).await?.is_empty() {
+        if self
+            .store
+            .find_manifests(partition_id, latest_id)
+            .await?
+            .is_empty()
+        {
             let id = BackupIdentifier {
                 partition_id,
                 checkpoint_id: latest_id,

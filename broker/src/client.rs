@@ -52,20 +52,27 @@ impl BrokerClient {
         format!("http://{}{API_PREFIX}{path}", self.address)
     }
 
-    async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T, ClientError> {
-        let response = request.timeout(self.timeout).send().await.map_err(|error| {
-            if error.is_timeout() {
-                ClientError::Timeout {
-                    address: self.address.clone(),
-                    timeout_ms: self.timeout.as_millis() as u64,
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .timeout(self.timeout)
+            .send()
+            .await
+            .map_err(|error| {
+                if error.is_timeout() {
+                    ClientError::Timeout {
+                        address: self.address.clone(),
+                        timeout_ms: self.timeout.as_millis() as u64,
+                    }
+                } else {
+                    ClientError::Unreachable {
+                        address: self.address.clone(),
+                        reason: error_chain(&error),
+                    }
                 }
-            } else {
-                ClientError::Unreachable {
-                    address: self.address.clone(),
-                    reason: error_chain(&error),
-                }
-            }
-        })?;
+            })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|error| {
             if error.is_timeout() {
@@ -86,13 +93,14 @@ impl BrokerClient {
                 reason: error.to_string(),
             })
         } else {
-            let body = serde_json::from_slice::<ErrorBody>(&bytes).map_err(|_| ClientError::Decode {
-                address: self.address.clone(),
-                reason: format!(
-                    "status {status} with body {:?}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                ),
-            })?;
+            let body =
+                serde_json::from_slice::<ErrorBody>(&bytes).map_err(|_| ClientError::Decode {
+                    address: self.address.clone(),
+                    reason: format!(
+                        "status {status} with body {:?}",
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                    ),
+                })?;
             Err(ClientError::Remote {
                 address: self.address.clone(),
                 status: status.as_u16(),
@@ -109,7 +117,11 @@ impl BrokerClient {
         self.send(self.http.get(self.url("/health"))).await
     }
 
-    pub async fn execute(&self, partition_id: u32, commands: Vec<Command>) -> Result<Vec<Outcome>, ClientError> {
+    pub async fn execute(
+        &self,
+        partition_id: u32,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Outcome>, ClientError> {
         let request = ExecuteRequest { commands };
         let response: ExecuteResponse = self
             .send(
@@ -121,7 +133,11 @@ impl BrokerClient {
         Ok(response.outcomes)
     }
 
-    pub async fn balance(&self, partition_id: u32, account: &str) -> Result<AccountBalance, ClientError> {
+    pub async fn balance(
+        &self,
+        partition_id: u32,
+        account: &str,
+    ) -> Result<AccountBalance, ClientError> {
         self.send(
             self.http
                 .get(self.url(&format!("/partitions/{partition_id}/accounts/{account}"))),
@@ -130,15 +146,21 @@ impl BrokerClient {
     }
 
     pub async fn summary(&self, partition_id: u32) -> Result<PartitionSummary, ClientError> {
-        self.send(self.http.get(self.url(&format!("/partitions/{partition_id}/summary"))))
-            .await
-    }
-
-    pub async fn checkpoint(&self, partition_id: u32, checkpoint_id: u64) -> Result<CheckpointCreated, ClientError> {
         self.send(
             self.http
-                .post(self.url(&format!("/partitions/{partition_id}/checkpoints/{checkpoint_id}"))),
+                .get(self.url(&format!("/partitions/{partition_id}/summary"))),
         )
+        .await
+    }
+
+    pub async fn checkpoint(
+        &self,
+        partition_id: u32,
+        checkpoint_id: u64,
+    ) -> Result<CheckpointCreated, ClientError> {
+        self.send(self.http.post(self.url(&format!(
+            "/partitions/{partition_id}/checkpoints/{checkpoint_id}"
+        ))))
         .await
     }
 

@@ -221,7 +221,9 @@ fn scan_all(
     let count = files.len();
     for (index, (first_position, path)) in files.into_iter().enumerate() {
         if let Some(previous) = infos.last() {
-            let expected = previous.last_position.map_or(previous.first_position, |p| p + 1);
+            let expected = previous
+                .last_position
+                .map_or(previous.first_position, |p| p + 1);
             if first_position != expected {
                 return Err(BrokerError::CorruptLog {
                     path,
@@ -256,7 +258,10 @@ fn scan_all(
                 .write(true)
                 .open(&path)
                 .map_err(io_err(&path, "open segment for truncation"))?;
-            let before = file.metadata().map_err(io_err(&path, "stat segment"))?.len();
+            let before = file
+                .metadata()
+                .map_err(io_err(&path, "stat segment"))?
+                .len();
             file.set_len(scan.valid_len)
                 .and_then(|()| file.sync_all())
                 .map_err(io_err(&path, "truncate torn tail"))?;
@@ -379,17 +384,28 @@ impl Log {
     }
 
     /// Calls `visit` for every durable record with a position ≥ `from_position`, in order.
-    pub fn replay(&self, from_position: u64, mut visit: impl FnMut(u64, &[u8]) -> Result<()>) -> Result<()> {
+    pub fn replay(
+        &self,
+        from_position: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<()>,
+    ) -> Result<()> {
         for segment in &self.segments {
-            if segment.last_position.is_none_or(|last| last < from_position) {
+            if segment
+                .last_position
+                .is_none_or(|last| last < from_position)
+            {
                 continue;
             }
-            let scan = scan_frames(&segment.path, segment.first_position, |position, payload, _| {
-                if position >= from_position {
-                    visit(position, payload)?;
-                }
-                Ok(())
-            })?;
+            let scan = scan_frames(
+                &segment.path,
+                segment.first_position,
+                |position, payload, _| {
+                    if position >= from_position {
+                        visit(position, payload)?;
+                    }
+                    Ok(())
+                },
+            )?;
             if let Some(reason) = scan.invalid_tail {
                 return Err(BrokerError::CorruptLog {
                     path: segment.path.clone(),
@@ -428,7 +444,9 @@ impl Log {
             .iter()
             .filter(|segment| {
                 segment.first_position <= through.position
-                    && segment.last_position.is_some_and(|last| last >= from_position)
+                    && segment
+                        .last_position
+                        .is_some_and(|last| last >= from_position)
             })
             .map(|segment| SegmentSlice {
                 name: segment_file_name(segment.first_position),
@@ -608,7 +626,11 @@ mod tests {
         let restored = tempfile::tempdir().unwrap();
         for slice in &slices {
             let bytes = fs::read(&slice.path).unwrap();
-            fs::write(restored.path().join(&slice.name), &bytes[..slice.len_bytes as usize]).unwrap();
+            fs::write(
+                restored.path().join(&slice.name),
+                &bytes[..slice.len_bytes as usize],
+            )
+            .unwrap();
         }
         let payload7 = truncate_after(restored.path(), 7).unwrap();
         assert_eq!(payload7, payload(7));

@@ -113,7 +113,8 @@ impl PartitionHandle {
 
     /// Appends `commands`, waits until they are durable and processed, returns their outcomes.
     pub async fn execute(&self, commands: Vec<Command>) -> Result<Vec<Outcome>> {
-        self.ask(|reply| Request::Execute { commands, reply }).await?
+        self.ask(|reply| Request::Execute { commands, reply })
+            .await?
     }
 
     pub async fn balance(&self, account: String) -> Result<Option<u64>> {
@@ -163,8 +164,8 @@ impl PartitionService {
                 Err(error) => tracing::warn!(%error, "skipping a snapshot that does not load"),
             }
         }
-        let mut state =
-            state.unwrap_or_else(|| LedgerState::new(options.partition_id, options.partitions_count));
+        let mut state = state
+            .unwrap_or_else(|| LedgerState::new(options.partition_id, options.partitions_count));
         if state.partition_id != options.partition_id
             || state.partitions_count != options.partitions_count
         {
@@ -203,7 +204,9 @@ impl PartitionService {
         })?;
         tracing::info!(
             partition = options.partition_id,
-            snapshot = latest_snapshot.as_ref().map(|s: &SnapshotRef| s.meta.snapshot_id.clone()),
+            snapshot = latest_snapshot
+                .as_ref()
+                .map(|s: &SnapshotRef| s.meta.snapshot_id.clone()),
             replayed,
             processed_position = state.processed_position,
             latest_checkpoint = state.latest_checkpoint_id,
@@ -240,8 +243,10 @@ impl PartitionService {
 
     /// The latest checkpoint `(id, position)` recovered from disk, if any.
     pub fn latest_checkpoint(&self) -> Option<(u64, u64)> {
-        (self.state.latest_checkpoint_id > 0)
-            .then_some((self.state.latest_checkpoint_id, self.state.latest_checkpoint_position))
+        (self.state.latest_checkpoint_id > 0).then_some((
+            self.state.latest_checkpoint_id,
+            self.state.latest_checkpoint_position,
+        ))
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -359,8 +364,11 @@ impl PartitionService {
     async fn start_backup(&mut self, checkpoint_id: u64, checkpoint: Appended) {
         let partition_id = self.options.partition_id;
         let Some(backups) = self.backups.clone() else {
-            tracing::warn!(partition = partition_id, checkpoint_id,
-                "checkpoint created but no backup store is configured: no backup is taken");
+            tracing::warn!(
+                partition = partition_id,
+                checkpoint_id,
+                "checkpoint created but no backup store is configured: no backup is taken"
+            );
             return;
         };
         // The newest snapshot is always below the checkpoint: both are made by this actor.
@@ -452,10 +460,17 @@ impl PartitionService {
         tokio::task::block_in_place(|| {
             let removed = self.log.compact(keep_from)?;
             if removed > 0 {
-                tracing::debug!(partition = self.options.partition_id, removed, keep_from, "log compacted");
+                tracing::debug!(
+                    partition = self.options.partition_id,
+                    removed,
+                    keep_from,
+                    "log compacted"
+                );
             }
             for old in snapshot::list(&self.snapshots_dir)? {
-                if old.meta.snapshot_id != latest_id && !reserved_snapshots.contains(&old.meta.snapshot_id) {
+                if old.meta.snapshot_id != latest_id
+                    && !reserved_snapshots.contains(&old.meta.snapshot_id)
+                {
                     snapshot::delete(&old)?;
                 }
             }

@@ -50,9 +50,14 @@ pub enum Outcome {
         balance: u64,
     },
     #[serde(rename_all = "camelCase")]
-    TransferCompleted { transfer_id: String },
+    TransferCompleted {
+        transfer_id: String,
+    },
     #[serde(rename_all = "camelCase")]
-    CheckpointCreated { checkpoint_id: u64, position: u64 },
+    CheckpointCreated {
+        checkpoint_id: u64,
+        position: u64,
+    },
     Rejected {
         rejection: Rejection,
     },
@@ -72,14 +77,19 @@ pub enum Rejection {
         account: String,
     },
     #[serde(rename_all = "camelCase")]
-    CheckpointNotNewer { requested: u64, latest: u64 },
+    CheckpointNotNewer {
+        requested: u64,
+        latest: u64,
+    },
     #[serde(rename_all = "camelCase")]
     CrossPartitionTransfer {
         from_partition: u32,
         to_partition: u32,
     },
     #[serde(rename_all = "camelCase")]
-    TransferIdReused { transfer_id: String },
+    TransferIdReused {
+        transfer_id: String,
+    },
     WrongPartition {
         account: String,
         partition: u32,
@@ -130,11 +140,20 @@ mod tests {
     fn command() -> impl Strategy<Value = Command> {
         let account = "[A-Za-z0-9_.-]{1,16}";
         prop_oneof![
-            (account, any::<u64>()).prop_map(|(account, amount)| Command::Deposit { account, amount }),
-            (account, any::<u64>()).prop_map(|(account, amount)| Command::Withdraw { account, amount }),
-            (account, account, any::<u64>(), "[a-f0-9-]{36}").prop_map(|(from, to, amount, transfer_id)| {
-                Command::Transfer { transfer_id, from, to, amount }
-            }),
+            (account, any::<u64>())
+                .prop_map(|(account, amount)| Command::Deposit { account, amount }),
+            (account, any::<u64>())
+                .prop_map(|(account, amount)| Command::Withdraw { account, amount }),
+            (account, account, any::<u64>(), "[a-f0-9-]{36}").prop_map(
+                |(from, to, amount, transfer_id)| {
+                    Command::Transfer {
+                        transfer_id,
+                        from,
+                        to,
+                        amount,
+                    }
+                }
+            ),
             any::<u64>().prop_map(|checkpoint_id| Command::Checkpoint { checkpoint_id }),
         ]
     }

@@ -34,7 +34,10 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
             let s3 = &config.s3;
             Some(BackupStoreOptions {
                 kind: StoreKind::S3 {
-                    bucket: s3.bucket_name.clone().expect("validated: bucketName is set for S3"),
+                    bucket: s3
+                        .bucket_name
+                        .clone()
+                        .expect("validated: bucketName is set for S3"),
                     endpoint: s3.endpoint.clone(),
                     region: s3.region.clone(),
                     access_key: s3.access_key.clone(),
@@ -101,7 +104,11 @@ impl BrokerService {
             None => (None, None),
         };
 
-        let hosted = partitions_for_node(cluster.node_id, cluster.cluster_size, cluster.partitions_count);
+        let hosted = partitions_for_node(
+            cluster.node_id,
+            cluster.cluster_size,
+            cluster.partitions_count,
+        );
         let mut services = Vec::new();
         let mut handles = BTreeMap::new();
         for partition_id in &hosted {
@@ -134,7 +141,8 @@ impl BrokerService {
 
         let backup_cancel = CancellationToken::new();
         let partitions_cancel = CancellationToken::new();
-        let backup_task = backup_service.map(|service| tokio::spawn(service.run(backup_cancel.clone())));
+        let backup_task =
+            backup_service.map(|service| tokio::spawn(service.run(backup_cancel.clone())));
         let mut partition_tasks = Vec::new();
         for service in services {
             if let Some(backups) = &backup_handle {
@@ -143,7 +151,9 @@ impl BrokerService {
                 let latest = service.latest_checkpoint();
                 let partitions_count = cluster.partitions_count;
                 tokio::spawn(async move {
-                    backups.fail_unfinished(partition_id, latest, partitions_count).await;
+                    backups
+                        .fail_unfinished(partition_id, latest, partitions_count)
+                        .await;
                 });
             }
             partition_tasks.push(tokio::spawn(service.run(partitions_cancel.clone())));

@@ -188,7 +188,7 @@ pub fn list(snapshots_dir: &Path) -> Result<Vec<SnapshotRef>> {
             Err(error) => tracing::warn!(%error, "skipping invalid snapshot"),
         }
     }
-    snapshots.sort_by(|a, b| b.meta.processed_position.cmp(&a.meta.processed_position));
+    snapshots.sort_by_key(|s| std::cmp::Reverse(s.meta.processed_position));
     Ok(snapshots)
 }
 
@@ -206,10 +206,22 @@ mod tests {
     fn write_list_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = LedgerState::new(1, 1);
-        state.apply(1, &Command::Deposit { account: "a".into(), amount: 5 });
+        state.apply(
+            1,
+            &Command::Deposit {
+                account: "a".into(),
+                amount: 5,
+            },
+        );
         state.apply(2, &Command::Checkpoint { checkpoint_id: 9 });
         let first = write(dir.path(), &state).unwrap();
-        state.apply(3, &Command::Deposit { account: "b".into(), amount: 7 });
+        state.apply(
+            3,
+            &Command::Deposit {
+                account: "b".into(),
+                amount: 7,
+            },
+        );
         let second = write(dir.path(), &state).unwrap();
         fs::create_dir(dir.path().join("00000000000000000099.tmp")).unwrap();
         let listed = list(dir.path()).unwrap();
@@ -222,12 +234,21 @@ mod tests {
     fn corrupt_state_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let mut state = LedgerState::new(1, 1);
-        state.apply(1, &Command::Deposit { account: "a".into(), amount: 5 });
+        state.apply(
+            1,
+            &Command::Deposit {
+                account: "a".into(),
+                amount: 5,
+            },
+        );
         let snapshot = write(dir.path(), &state).unwrap();
         let path = snapshot.dir.join(STATE_FILE);
         let mut bytes = fs::read(&path).unwrap();
         bytes[0] ^= 0x55;
         fs::write(&path, bytes).unwrap();
-        assert!(matches!(load(&snapshot), Err(BrokerError::CorruptSnapshot { .. })));
+        assert!(matches!(
+            load(&snapshot),
+            Err(BrokerError::CorruptSnapshot { .. })
+        ));
     }
 }

@@ -17,7 +17,9 @@ pub struct TransferEntry {
     pub amount: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct LedgerState {
     pub partition_id: u32,
     pub partitions_count: u32,
@@ -94,11 +96,12 @@ impl LedgerState {
                 self.owns(account)?;
                 positive(*amount)?;
                 let balance = self.accounts.get(account).copied().unwrap_or(0);
-                let balance = balance
-                    .checked_add(*amount)
-                    .ok_or_else(|| Rejection::BalanceOverflow {
-                        account: account.clone(),
-                    })?;
+                let balance =
+                    balance
+                        .checked_add(*amount)
+                        .ok_or_else(|| Rejection::BalanceOverflow {
+                            account: account.clone(),
+                        })?;
                 self.accounts.insert(account.clone(), balance);
                 Ok(Outcome::Balance {
                     account: account.clone(),
@@ -146,9 +149,12 @@ impl LedgerState {
                     });
                 }
                 let to_balance = self.accounts.get(to).copied().unwrap_or(0);
-                let to_balance = to_balance
-                    .checked_add(*amount)
-                    .ok_or_else(|| Rejection::BalanceOverflow { account: to.clone() })?;
+                let to_balance =
+                    to_balance
+                        .checked_add(*amount)
+                        .ok_or_else(|| Rejection::BalanceOverflow {
+                            account: to.clone(),
+                        })?;
                 self.debit(from, *amount)?;
                 self.accounts.insert(to.clone(), to_balance);
                 self.transfers.insert(
@@ -182,13 +188,14 @@ impl LedgerState {
 
     fn debit(&mut self, account: &str, amount: u64) -> Result<u64, Rejection> {
         let balance = self.accounts.get(account).copied().unwrap_or(0);
-        let remaining = balance
-            .checked_sub(amount)
-            .ok_or_else(|| Rejection::InsufficientFunds {
-                account: account.to_string(),
-                balance,
-                amount,
-            })?;
+        let remaining =
+            balance
+                .checked_sub(amount)
+                .ok_or_else(|| Rejection::InsufficientFunds {
+                    account: account.to_string(),
+                    balance,
+                    amount,
+                })?;
         // A withdrawal never creates an account: only an existing one can have funds.
         self.accounts.insert(account.to_string(), remaining);
         Ok(remaining)
@@ -236,39 +243,96 @@ mod tests {
             balance,
         };
         let cases: Vec<(Command, Outcome)> = vec![
-            (Command::Deposit { account: a.clone(), amount: 10 }, balance(&a, 10)),
-            (Command::Withdraw { account: a.clone(), amount: 4 }, balance(&a, 6)),
             (
-                Command::Withdraw { account: a.clone(), amount: 7 },
+                Command::Deposit {
+                    account: a.clone(),
+                    amount: 10,
+                },
+                balance(&a, 10),
+            ),
+            (
+                Command::Withdraw {
+                    account: a.clone(),
+                    amount: 4,
+                },
+                balance(&a, 6),
+            ),
+            (
+                Command::Withdraw {
+                    account: a.clone(),
+                    amount: 7,
+                },
                 Outcome::Rejected {
-                    rejection: Rejection::InsufficientFunds { account: a.clone(), balance: 6, amount: 7 },
+                    rejection: Rejection::InsufficientFunds {
+                        account: a.clone(),
+                        balance: 6,
+                        amount: 7,
+                    },
                 },
             ),
             (
-                Command::Deposit { account: a.clone(), amount: 0 },
+                Command::Deposit {
+                    account: a.clone(),
+                    amount: 0,
+                },
                 Outcome::Rejected {
-                    rejection: Rejection::InvalidCommand { reason: "amount must be a positive integer".into() },
+                    rejection: Rejection::InvalidCommand {
+                        reason: "amount must be a positive integer".into(),
+                    },
                 },
             ),
             (
-                Command::Deposit { account: a.clone(), amount: u64::MAX },
-                Outcome::Rejected { rejection: Rejection::BalanceOverflow { account: a.clone() } },
+                Command::Deposit {
+                    account: a.clone(),
+                    amount: u64::MAX,
+                },
+                Outcome::Rejected {
+                    rejection: Rejection::BalanceOverflow { account: a.clone() },
+                },
             ),
             (
-                Command::Transfer { transfer_id: "t1".into(), from: a.clone(), to: b.clone(), amount: 5 },
-                Outcome::TransferCompleted { transfer_id: "t1".into() },
+                Command::Transfer {
+                    transfer_id: "t1".into(),
+                    from: a.clone(),
+                    to: b.clone(),
+                    amount: 5,
+                },
+                Outcome::TransferCompleted {
+                    transfer_id: "t1".into(),
+                },
             ),
             // Idempotent: the same transfer again changes nothing.
             (
-                Command::Transfer { transfer_id: "t1".into(), from: a.clone(), to: b.clone(), amount: 5 },
-                Outcome::TransferCompleted { transfer_id: "t1".into() },
+                Command::Transfer {
+                    transfer_id: "t1".into(),
+                    from: a.clone(),
+                    to: b.clone(),
+                    amount: 5,
+                },
+                Outcome::TransferCompleted {
+                    transfer_id: "t1".into(),
+                },
             ),
             (
-                Command::Transfer { transfer_id: "t1".into(), from: a.clone(), to: b.clone(), amount: 1 },
-                Outcome::Rejected { rejection: Rejection::TransferIdReused { transfer_id: "t1".into() } },
+                Command::Transfer {
+                    transfer_id: "t1".into(),
+                    from: a.clone(),
+                    to: b.clone(),
+                    amount: 1,
+                },
+                Outcome::Rejected {
+                    rejection: Rejection::TransferIdReused {
+                        transfer_id: "t1".into(),
+                    },
+                },
             ),
             (
-                Command::Transfer { transfer_id: "t2".into(), from: a.clone(), to: remote.clone(), amount: 1 },
+                Command::Transfer {
+                    transfer_id: "t2".into(),
+                    from: a.clone(),
+                    to: remote.clone(),
+                    amount: 1,
+                },
                 Outcome::Rejected {
                     rejection: Rejection::CrossPartitionTransfer {
                         from_partition: 1,
@@ -277,17 +341,41 @@ mod tests {
                 },
             ),
             (
-                Command::Deposit { account: remote.clone(), amount: 1 },
-                Outcome::Rejected { rejection: Rejection::WrongPartition { account: remote.clone(), partition: 1 } },
+                Command::Deposit {
+                    account: remote.clone(),
+                    amount: 1,
+                },
+                Outcome::Rejected {
+                    rejection: Rejection::WrongPartition {
+                        account: remote.clone(),
+                        partition: 1,
+                    },
+                },
             ),
-            (Command::Checkpoint { checkpoint_id: 5 }, Outcome::CheckpointCreated { checkpoint_id: 5, position: 11 }),
             (
                 Command::Checkpoint { checkpoint_id: 5 },
-                Outcome::Rejected { rejection: Rejection::CheckpointNotNewer { requested: 5, latest: 5 } },
+                Outcome::CheckpointCreated {
+                    checkpoint_id: 5,
+                    position: 11,
+                },
+            ),
+            (
+                Command::Checkpoint { checkpoint_id: 5 },
+                Outcome::Rejected {
+                    rejection: Rejection::CheckpointNotNewer {
+                        requested: 5,
+                        latest: 5,
+                    },
+                },
             ),
             (
                 Command::Checkpoint { checkpoint_id: 3 },
-                Outcome::Rejected { rejection: Rejection::CheckpointNotNewer { requested: 3, latest: 5 } },
+                Outcome::Rejected {
+                    rejection: Rejection::CheckpointNotNewer {
+                        requested: 3,
+                        latest: 5,
+                    },
+                },
             ),
         ];
         let mut state = LedgerState::new(1, 3);
@@ -309,8 +397,14 @@ mod tests {
             .map(|i| {
                 let account = accounts[(i % 5) as usize].clone();
                 match i % 4 {
-                    0 | 1 => Command::Deposit { account, amount: i + 1 },
-                    2 => Command::Withdraw { account, amount: i / 2 },
+                    0 | 1 => Command::Deposit {
+                        account,
+                        amount: i + 1,
+                    },
+                    2 => Command::Withdraw {
+                        account,
+                        amount: i / 2,
+                    },
                     _ => Command::Transfer {
                         transfer_id: format!("t{i}"),
                         from: account,

@@ -63,7 +63,11 @@ pub struct BackupResponse {
 
 /// Aggregates partition statuses: FAILED if any failed; else DOES_NOT_EXIST if any has none; else
 /// IN_PROGRESS if any runs; else COMPLETED. Partitions nobody reported count as DOES_NOT_EXIST.
-pub fn aggregate(backup_id: u64, partitions_count: u32, reported: Vec<PartitionBackupStatus>) -> BackupResponse {
+pub fn aggregate(
+    backup_id: u64,
+    partitions_count: u32,
+    reported: Vec<PartitionBackupStatus>,
+) -> BackupResponse {
     let mut by_partition: BTreeMap<u32, PartitionBackupStatus> =
         reported.into_iter().map(|s| (s.partition_id, s)).collect();
     let partitions: Vec<PartitionBackupStatus> = (1..=partitions_count)
@@ -102,7 +106,10 @@ pub fn aggregate(backup_id: u64, partitions_count: u32, reported: Vec<PartitionB
     }
 }
 
-async fn take_backup(State(cluster): State<Arc<Cluster>>, Path(raw): Path<String>) -> Result<Response, GatewayError> {
+async fn take_backup(
+    State(cluster): State<Arc<Cluster>>,
+    Path(raw): Path<String>,
+) -> Result<Response, GatewayError> {
     let id = parse_backup_id(&raw)?;
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
@@ -151,19 +158,28 @@ async fn collect_status(cluster: &Cluster, id: u64) -> Result<BackupResponse, Ga
     Ok(aggregate(id, routing.partitions_count, reported))
 }
 
-async fn backup_status(State(cluster): State<Arc<Cluster>>, Path(raw): Path<String>) -> Result<Json<BackupResponse>, GatewayError> {
+async fn backup_status(
+    State(cluster): State<Arc<Cluster>>,
+    Path(raw): Path<String>,
+) -> Result<Json<BackupResponse>, GatewayError> {
     let id = parse_backup_id(&raw)?;
     Ok(Json(collect_status(&cluster, id).await?))
 }
 
-async fn list_backups(State(cluster): State<Arc<Cluster>>) -> Result<Json<Vec<BackupResponse>>, GatewayError> {
+async fn list_backups(
+    State(cluster): State<Arc<Cluster>>,
+) -> Result<Json<Vec<BackupResponse>>, GatewayError> {
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
         return Err(GatewayError::BackupStoreNotConfigured);
     }
     let mut by_id: BTreeMap<u64, Vec<PartitionBackupStatus>> = BTreeMap::new();
     for answer in join_all(cluster.brokers().iter().map(|b| b.list_backups())).await {
-        for BrokerBackup { backup_id, partitions } in answer? {
+        for BrokerBackup {
+            backup_id,
+            partitions,
+        } in answer?
+        {
             by_id.entry(backup_id).or_default().extend(partitions);
         }
     }
@@ -176,13 +192,26 @@ async fn list_backups(State(cluster): State<Arc<Cluster>>) -> Result<Json<Vec<Ba
     ))
 }
 
-async fn delete_backup(State(cluster): State<Arc<Cluster>>, Path(raw): Path<String>) -> Result<Response, GatewayError> {
+async fn delete_backup(
+    State(cluster): State<Arc<Cluster>>,
+    Path(raw): Path<String>,
+) -> Result<Response, GatewayError> {
     let id = parse_backup_id(&raw)?;
     let status = collect_status(&cluster, id).await?;
-    if status.partitions.iter().all(|p| p.status == BackupState::DoesNotExist) {
-        return Err(GatewayError::NotFound(format!("backup {id} does not exist")));
+    if status
+        .partitions
+        .iter()
+        .all(|p| p.status == BackupState::DoesNotExist)
+    {
+        return Err(GatewayError::NotFound(format!(
+            "backup {id} does not exist"
+        )));
     }
-    if status.partitions.iter().any(|p| p.status == BackupState::InProgress) {
+    if status
+        .partitions
+        .iter()
+        .any(|p| p.status == BackupState::InProgress)
+    {
         return Err(GatewayError::Conflict(format!(
             "backup {id} is IN_PROGRESS; wait until it is COMPLETED or FAILED, then delete it"
         )));
@@ -208,11 +237,23 @@ async fn health(State(cluster): State<Arc<Cluster>>) -> Response {
     }
     if up {
         if let Err(error) = cluster.routing().await {
-            return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "DOWN", "reason": error.to_string(), "brokers": brokers}))).into_response();
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "DOWN", "reason": error.to_string(), "brokers": brokers})),
+            )
+                .into_response();
         }
     }
-    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"status": if up { "UP" } else { "DOWN" }, "brokers": brokers}))).into_response()
+    let status = if up {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"status": if up { "UP" } else { "DOWN" }, "brokers": brokers})),
+    )
+        .into_response()
 }
 
 #[cfg(test)]
@@ -221,12 +262,24 @@ mod tests {
 
     #[test]
     fn backup_ids_are_validated() {
-        for bad in ["0", "-1", "abc", "99999999999999999999", "", "1.5", "+3", "9223372036854775808"] {
+        for bad in [
+            "0",
+            "-1",
+            "abc",
+            "99999999999999999999",
+            "",
+            "1.5",
+            "+3",
+            "9223372036854775808",
+        ] {
             let error = parse_backup_id(bad).expect_err(bad);
             assert_eq!(error.status(), StatusCode::BAD_REQUEST, "{bad}");
         }
         assert_eq!(parse_backup_id("1").unwrap(), 1);
-        assert_eq!(parse_backup_id("9223372036854775807").unwrap(), i64::MAX as u64);
+        assert_eq!(
+            parse_backup_id("9223372036854775807").unwrap(),
+            i64::MAX as u64
+        );
     }
 
     fn status(partition_id: u32, state: BackupState) -> PartitionBackupStatus {
@@ -247,7 +300,11 @@ mod tests {
             (vec![Failed, InProgress, DoesNotExist], Failed),
         ];
         for (states, expected) in cases {
-            let reported = states.iter().enumerate().map(|(i, s)| status(i as u32 + 1, *s)).collect();
+            let reported = states
+                .iter()
+                .enumerate()
+                .map(|(i, s)| status(i as u32 + 1, *s))
+                .collect();
             let response = aggregate(1, 3, reported);
             assert_eq!(response.status, expected, "{states:?}");
         }
@@ -255,6 +312,9 @@ mod tests {
         let response = aggregate(1, 3, vec![status(1, Completed), status(2, Completed)]);
         assert_eq!(response.status, DoesNotExist);
         let failed = aggregate(1, 2, vec![status(1, Failed), status(2, Completed)]);
-        assert_eq!(failed.failure_reason.as_deref(), Some("partition 1: disk on fire"));
+        assert_eq!(
+            failed.failure_reason.as_deref(),
+            Some("partition 1: disk on fire")
+        );
     }
 }

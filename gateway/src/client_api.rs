@@ -39,17 +39,22 @@ pub async fn not_found() -> GatewayError {
 }
 
 fn parse_json(body: &[u8]) -> Result<Value, GatewayError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| GatewayError::InvalidRequest(format!("body is not valid JSON: {error}")))?;
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        GatewayError::InvalidRequest(format!("body is not valid JSON: {error}"))
+    })?;
     if !value.is_object() {
-        return Err(GatewayError::InvalidRequest("body must be a JSON object".into()));
+        return Err(GatewayError::InvalidRequest(
+            "body must be a JSON object".into(),
+        ));
     }
     Ok(value)
 }
 
 fn amount(value: &Value) -> Result<u64, GatewayError> {
     match value.get("amount") {
-        None => Err(GatewayError::InvalidRequest("field \"amount\" is missing".into())),
+        None => Err(GatewayError::InvalidRequest(
+            "field \"amount\" is missing".into(),
+        )),
         Some(Value::Number(n)) => match n.as_u64() {
             Some(amount) if amount > 0 => Ok(amount),
             _ => Err(GatewayError::InvalidRequest(format!(
@@ -66,7 +71,9 @@ fn amount(value: &Value) -> Result<u64, GatewayError> {
 fn string_field<'a>(value: &'a Value, field: &str) -> Result<&'a str, GatewayError> {
     match value.get(field) {
         Some(Value::String(s)) => Ok(s),
-        None => Err(GatewayError::InvalidRequest(format!("field {field:?} is missing"))),
+        None => Err(GatewayError::InvalidRequest(format!(
+            "field {field:?} is missing"
+        ))),
         Some(other) => Err(GatewayError::InvalidRequest(format!(
             "field {field:?} must be a string, got {other}"
         ))),
@@ -86,9 +93,15 @@ fn command_from_json(value: &Value) -> Result<Command, GatewayError> {
             account_id(account)?;
             let amount = amount(value)?;
             Ok(if kind == "deposit" {
-                Command::Deposit { account: account.into(), amount }
+                Command::Deposit {
+                    account: account.into(),
+                    amount,
+                }
             } else {
-                Command::Withdraw { account: account.into(), amount }
+                Command::Withdraw {
+                    account: account.into(),
+                    amount,
+                }
             })
         }
         "transfer" => transfer_command(value),
@@ -107,11 +120,17 @@ fn transfer_command(value: &Value) -> Result<Command, GatewayError> {
     let transfer_id = match value.get("transferId") {
         None | Some(Value::Null) => uuid::Uuid::new_v4().to_string(),
         Some(Value::String(s)) => uuid::Uuid::parse_str(s)
-            .map_err(|error| GatewayError::InvalidRequest(format!("transferId must be a UUID, got {s:?}: {error}")))?
+            .map_err(|error| {
+                GatewayError::InvalidRequest(format!(
+                    "transferId must be a UUID, got {s:?}: {error}"
+                ))
+            })?
             .hyphenated()
             .to_string(),
         Some(other) => {
-            return Err(GatewayError::InvalidRequest(format!("transferId must be a UUID string, got {other}")))
+            return Err(GatewayError::InvalidRequest(format!(
+                "transferId must be a UUID string, got {other}"
+            )))
         }
     };
     Ok(Command::Transfer {
@@ -133,12 +152,16 @@ fn routing_account(command: &Command) -> &str {
 
 fn outcome_body(outcome: Outcome) -> Result<Value, GatewayError> {
     match outcome {
-        Outcome::Balance { account, balance } => Ok(json!({"account": account, "balance": balance})),
+        Outcome::Balance { account, balance } => {
+            Ok(json!({"account": account, "balance": balance}))
+        }
         Outcome::TransferCompleted { transfer_id } => {
             Ok(json!({"transferId": transfer_id, "status": "COMPLETED"}))
         }
         Outcome::Rejected { rejection } => Err(rejection_error(&rejection)),
-        Outcome::CheckpointCreated { .. } => Err(GatewayError::Internal("unexpected checkpoint outcome".into())),
+        Outcome::CheckpointCreated { .. } => Err(GatewayError::Internal(
+            "unexpected checkpoint outcome".into(),
+        )),
     }
 }
 
@@ -175,7 +198,10 @@ async fn withdraw(
     execute_one(&cluster, Command::Withdraw { account, amount }).await
 }
 
-async fn transfer(State(cluster): State<Arc<Cluster>>, body: Bytes) -> Result<Json<Value>, GatewayError> {
+async fn transfer(
+    State(cluster): State<Arc<Cluster>>,
+    body: Bytes,
+) -> Result<Json<Value>, GatewayError> {
     let command = transfer_command(&parse_json(&body)?)?;
     if let Command::Transfer { from, to, .. } = &command {
         let routing = cluster.routing().await?;
@@ -196,8 +222,13 @@ async fn account(
     account_id(&account)?;
     let routing = cluster.routing().await?;
     let partition = routing.partition_of(&account);
-    let balance = cluster.owner(&routing, partition).balance(partition, &account).await?;
-    Ok(Json(json!({"account": balance.account, "balance": balance.balance})))
+    let balance = cluster
+        .owner(&routing, partition)
+        .balance(partition, &account)
+        .await?;
+    Ok(Json(
+        json!({"account": balance.account, "balance": balance.balance}),
+    ))
 }
 
 async fn ledger(State(cluster): State<Arc<Cluster>>) -> Result<Json<Value>, GatewayError> {
@@ -228,10 +259,16 @@ fn error_line(error: &GatewayError) -> Value {
 
 /// `POST /v1/commands`: one JSON command a line in, one JSON result a line out, in order. Lines are
 /// grouped by partition and each group goes to its broker in one request.
-async fn commands(State(cluster): State<Arc<Cluster>>, body: Bytes) -> Result<Response, GatewayError> {
+async fn commands(
+    State(cluster): State<Arc<Cluster>>,
+    body: Bytes,
+) -> Result<Response, GatewayError> {
     let text = std::str::from_utf8(&body)
         .map_err(|error| GatewayError::InvalidRequest(format!("body is not UTF-8: {error}")))?;
-    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .collect();
     if lines.len() > BATCH_COMMANDS_MAX {
         return Err(GatewayError::InvalidRequest(format!(
             "{} commands in one batch; at most {BATCH_COMMANDS_MAX}",
@@ -243,7 +280,12 @@ async fn commands(State(cluster): State<Arc<Cluster>>, body: Bytes) -> Result<Re
     let mut groups: BTreeMap<u32, (Vec<usize>, Vec<Command>)> = BTreeMap::new();
     for (index, line) in lines.iter().enumerate() {
         let parsed = serde_json::from_str::<Value>(line)
-            .map_err(|error| GatewayError::InvalidRequest(format!("line {} is not valid JSON: {error}", index + 1)))
+            .map_err(|error| {
+                GatewayError::InvalidRequest(format!(
+                    "line {} is not valid JSON: {error}",
+                    index + 1
+                ))
+            })
             .and_then(|value| command_from_json(&value));
         match parsed {
             Ok(command) => {
@@ -292,9 +334,15 @@ async fn commands(State(cluster): State<Arc<Cluster>>, body: Bytes) -> Result<Re
     }
     let mut out = String::with_capacity(results.len() * 48);
     for result in results {
-        let value = result.unwrap_or_else(|| error_line(&GatewayError::Internal("no result".into())));
+        let value =
+            result.unwrap_or_else(|| error_line(&GatewayError::Internal("no result".into())));
         out.push_str(&value.to_string());
         out.push('\n');
     }
-    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/x-ndjson")], out).into_response())
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        out,
+    )
+        .into_response())
 }

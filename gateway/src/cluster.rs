@@ -66,7 +66,9 @@ impl Cluster {
         for (index, topology) in topologies.into_iter().enumerate() {
             let topology = topology?;
             let address = self.brokers[index].address();
-            if *partitions_count.get_or_insert(topology.partitions_count) != topology.partitions_count {
+            if *partitions_count.get_or_insert(topology.partitions_count)
+                != topology.partitions_count
+            {
                 return Err(GatewayError::Internal(format!(
                     "brokers disagree on partitionsCount: broker {address} says {}; configure every broker alike",
                     topology.partitions_count
@@ -85,7 +87,9 @@ impl Cluster {
         }
         let partitions_count = partitions_count
             .ok_or_else(|| GatewayError::Internal("gateway.cluster.brokers is empty".into()))?;
-        let missing: Vec<u32> = (1..=partitions_count).filter(|p| !owners.contains_key(p)).collect();
+        let missing: Vec<u32> = (1..=partitions_count)
+            .filter(|p| !owners.contains_key(p))
+            .collect();
         if !missing.is_empty() {
             return Err(GatewayError::Unavailable(format!(
                 "no broker hosts partitions {missing:?}: is gateway.cluster.brokers complete?"

@@ -63,7 +63,11 @@ impl IntoResponse for GatewayError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        (status, Json(serde_json::json!({ "message": self.to_string() }))).into_response()
+        (
+            status,
+            Json(serde_json::json!({ "message": self.to_string() })),
+        )
+            .into_response()
     }
 }
 
@@ -73,7 +77,13 @@ impl From<ClientError> for GatewayError {
             ClientError::Unreachable { address, reason } => {
                 GatewayError::BrokerUnreachable { address, reason }
             }
-            ClientError::Timeout { address, timeout_ms } => GatewayError::Timeout { address, timeout_ms },
+            ClientError::Timeout {
+                address,
+                timeout_ms,
+            } => GatewayError::Timeout {
+                address,
+                timeout_ms,
+            },
             ClientError::Decode { address, reason } => GatewayError::BrokerUnreachable {
                 address,
                 reason: format!("unreadable answer: {reason}"),

@@ -42,8 +42,14 @@ impl GatewayService {
         let management = axum::serve(management_listener, crate::actuator::router(cluster))
             .with_graceful_shutdown(cancel.clone().cancelled_owned());
         let (client, management) = tokio::join!(client, management);
-        client.map_err(|source| GatewayError::Bind { address: self.client_address, source })?;
-        management.map_err(|source| GatewayError::Bind { address: self.management_address, source })?;
+        client.map_err(|source| GatewayError::Bind {
+            address: self.client_address,
+            source,
+        })?;
+        management.map_err(|source| GatewayError::Bind {
+            address: self.management_address,
+            source,
+        })?;
         Ok(())
     }
 }

@@ -35,14 +35,21 @@ fn parse_args() -> Result<u64> {
         }
         [id] if !id.starts_with("--") => id.clone(),
         [flag, id] if flag == "--backup-id" => id.clone(),
-        [single] if single.starts_with("--backup-id=") => single["--backup-id=".len()..].to_string(),
+        [single] if single.starts_with("--backup-id=") => {
+            single["--backup-id=".len()..].to_string()
+        }
         _ => bail!("expected exactly one backup id\n\n{USAGE}"),
     };
     let id: u64 = raw
         .parse()
         .ok()
         .filter(|id| *id > 0 && *id <= i64::MAX as u64)
-        .ok_or_else(|| anyhow!("backupId must be a positive 64-bit integer (1 to {}), got {raw:?}", i64::MAX))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "backupId must be a positive 64-bit integer (1 to {}), got {raw:?}",
+                i64::MAX
+            )
+        })?;
     Ok(id)
 }
 
@@ -65,16 +72,27 @@ fn existing_entries(dir: &Path) -> Result<Option<Vec<String>>> {
             Ok(Some(names))
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(error).with_context(|| format!("cannot read the data directory {}", dir.display())),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot read the data directory {}", dir.display()))
+        }
     }
 }
 
 /// Picks the manifest to restore partition `partition_id` from, refusing what cannot be restored.
-async fn choose_manifest(store: &BackupStore, config: &BrokerConfig, partition_id: u32, backup_id: u64) -> Result<Manifest> {
+async fn choose_manifest(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    partition_id: u32,
+    backup_id: u64,
+) -> Result<Manifest> {
     let manifests = store
         .find_manifests(partition_id, backup_id)
         .await
-        .with_context(|| format!("cannot read backup {backup_id} of partition {partition_id} from the backup store"))?;
+        .with_context(|| {
+            format!(
+                "cannot read backup {backup_id} of partition {partition_id} from the backup store"
+            )
+        })?;
     if manifests.is_empty() {
         bail!(
             "backup {backup_id} does not exist for partition {partition_id} in the configured backup store; \
@@ -89,7 +107,11 @@ async fn choose_manifest(store: &BackupStore, config: &BrokerConfig, partition_i
     let Some(manifest) = completed
         .iter()
         .find(|m| m.id.node_id == config.cluster.node_id)
-        .or_else(|| completed.iter().max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at)))
+        .or_else(|| {
+            completed
+                .iter()
+                .max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at))
+        })
         .cloned()
     else {
         let states: Vec<String> = manifests
@@ -98,7 +120,10 @@ async fn choose_manifest(store: &BackupStore, config: &BrokerConfig, partition_i
                 format!(
                     "{:?}{}",
                     m.status,
-                    m.failure_reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    m.failure_reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
                 )
             })
             .collect();
@@ -126,7 +151,12 @@ struct Restored {
 }
 
 /// Downloads and verifies one partition into `staged`.
-async fn stage_partition(store: &BackupStore, config: &BrokerConfig, manifest: Manifest, staged: PathBuf) -> Result<Restored> {
+async fn stage_partition(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    manifest: Manifest,
+    staged: PathBuf,
+) -> Result<Restored> {
     let partition_id = manifest.id.partition_id;
     let backup_id = manifest.id.checkpoint_id;
     let log_dir = staged.join("log");
@@ -135,7 +165,8 @@ async fn stage_partition(store: &BackupStore, config: &BrokerConfig, manifest: M
         .snapshot_id
         .as_ref()
         .map(|id| staged.join("snapshots").join(id));
-    std::fs::create_dir_all(&log_dir).with_context(|| format!("cannot create {}", log_dir.display()))?;
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("cannot create {}", log_dir.display()))?;
     for entry in &manifest.files {
         let destination = match (entry.kind, &snapshot_dir) {
             (FileKind::Segment, _) => log_dir.join(&entry.name),
@@ -146,12 +177,18 @@ async fn stage_partition(store: &BackupStore, config: &BrokerConfig, manifest: M
             ),
         };
         if let Some(parent) = destination.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         store
             .download_file(&manifest.id, entry, &destination)
             .await
-            .with_context(|| format!("cannot restore file {} of partition {partition_id}", entry.name))?;
+            .with_context(|| {
+                format!(
+                    "cannot restore file {} of partition {partition_id}",
+                    entry.name
+                )
+            })?;
     }
     // Cut the log right after the checkpoint record, and check that record is this backup's.
     let position = manifest.descriptor.checkpoint_position;
@@ -174,10 +211,13 @@ async fn stage_partition(store: &BackupStore, config: &BrokerConfig, manifest: M
         request_queue_capacity: 1,
         batch_commands_max: 1,
     };
-    let (service, _handle) = tokio::task::spawn_blocking(move || PartitionService::open(options, None))
-        .await
-        .context("recovery check panicked")?
-        .with_context(|| format!("partition {partition_id}: the restored data does not recover"))?;
+    let (service, _handle) =
+        tokio::task::spawn_blocking(move || PartitionService::open(options, None))
+            .await
+            .context("recovery check panicked")?
+            .with_context(|| {
+                format!("partition {partition_id}: the restored data does not recover")
+            })?;
     let summary = service.summary();
     if service.latest_checkpoint() != Some((backup_id, position)) {
         bail!(
@@ -211,14 +251,19 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
         Some(_) => true,
         None => false,
     };
-    let hosted = partitions_for_node(broker.cluster.node_id, broker.cluster.cluster_size, broker.cluster.partitions_count);
+    let hosted = partitions_for_node(
+        broker.cluster.node_id,
+        broker.cluster.cluster_size,
+        broker.cluster.partitions_count,
+    );
     // Check every partition before writing anything.
     let mut manifests = Vec::new();
     for partition_id in &hosted {
         manifests.push(choose_manifest(&store, &broker, *partition_id, backup_id).await?);
     }
 
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let staging = data_dir.join(format!(".sluice-restore-{}", uuid::Uuid::new_v4()));
     let mut installed: Vec<PathBuf> = Vec::new();
     let result = async {

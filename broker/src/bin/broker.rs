@@ -9,7 +9,9 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     sluice_broker::init_tracing();
     let config = sluice_config::load().context("cannot start the broker")?;
-    config.validate_broker().context("cannot start the broker")?;
+    config
+        .validate_broker()
+        .context("cannot start the broker")?;
     let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {

@@ -8,7 +8,9 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     sluice_broker::init_tracing();
     let config = sluice_config::load().context("cannot start the gateway")?;
-    config.validate_gateway().context("cannot start the gateway")?;
+    config
+        .validate_gateway()
+        .context("cannot start the gateway")?;
     let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {

@@ -13,8 +13,12 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     sluice_broker::init_tracing();
     let config = sluice_config::load().context("cannot start standalone Sluice")?;
-    config.validate_broker().context("cannot start standalone Sluice")?;
-    config.validate_gateway().context("cannot start standalone Sluice")?;
+    config
+        .validate_broker()
+        .context("cannot start standalone Sluice")?;
+    config
+        .validate_gateway()
+        .context("cannot start standalone Sluice")?;
     if config.broker.data.backup.store == BackupStoreKind::Filesystem {
         tracing::warn!(
             base_path = ?config.broker.data.backup.filesystem.base_path,
