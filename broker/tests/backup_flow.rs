@@ -1,0 +1,329 @@
+//! A partition and the backup service together, on an in-memory object store wrapped with fault
+//! injection: a checkpoint leads to a COMPLETED backup holding the snapshot and segments; an
+//! injected upload failure ends FAILED with a reason; the next backup succeeds; a restart marks
+//! every unfinished backup of the node FAILED.
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_backup_store::object_store::memory::InMemory;
+use sluice_backup_store::object_store::path::Path;
+use sluice_backup_store::object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOpts,
+    PutOptions, PutPayload, PutResult, Result as StoreResult,
+};
+use sluice_backup_store::{
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileKind, Manifest,
+};
+use sluice_broker::backup::{BackupHandle, BackupOptions, BackupService};
+use sluice_broker::partition::{PartitionHandle, PartitionOptions, PartitionService};
+use sluice_broker::protocol::{BackupState, PartitionBackupStatus};
+use sluice_broker::record::{Command, Outcome};
+use tokio_util::sync::CancellationToken;
+
+/// Fails every write of a segment object while `fail_segments` is set.
+#[derive(Debug)]
+struct Faulty {
+    inner: InMemory,
+    fail_segments: AtomicBool,
+}
+
+impl fmt::Display for Faulty {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Faulty({})", self.inner)
+    }
+}
+
+impl Faulty {
+    fn check(&self, location: &Path) -> StoreResult<()> {
+        if self.fail_segments.load(Ordering::SeqCst) && location.as_ref().contains("/segments/") {
+            return Err(sluice_backup_store::object_store::Error::Generic {
+                store: "faulty",
+                source: "injected upload failure".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Faulty {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> StoreResult<PutResult> {
+        self.check(location)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOpts,
+    ) -> StoreResult<Box<dyn MultipartUpload>> {
+        self.check(location)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> StoreResult<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+    async fn get_range(&self, location: &Path, range: Range<u64>) -> StoreResult<bytes::Bytes> {
+        self.inner.get_range(location, range).await
+    }
+    async fn delete(&self, location: &Path) -> StoreResult<()> {
+        self.inner.delete(location).await
+    }
+    fn list(
+        &self,
+        prefix: Option<&Path>,
+    ) -> futures::stream::BoxStream<'static, StoreResult<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> StoreResult<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+    async fn copy(&self, from: &Path, to: &Path) -> StoreResult<()> {
+        self.inner.copy(from, to).await
+    }
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> StoreResult<()> {
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+struct Fixture {
+    faulty: Arc<Faulty>,
+    store: BackupStore,
+    backups: BackupHandle,
+    partition: PartitionHandle,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+fn start() -> Fixture {
+    let faulty = Arc::new(Faulty {
+        inner: InMemory::new(),
+        fail_segments: AtomicBool::new(false),
+    });
+    let store = BackupStore::from_object_store(faulty.clone(), None);
+    let (service, backups) = BackupService::new(
+        store.clone(),
+        BackupOptions {
+            node_id: 0,
+            max_concurrent_uploads: 2,
+            upload_rate_limit_bytes_per_second: 0,
+            queue_capacity: 8,
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let options = PartitionOptions {
+        partition_id: 1,
+        partitions_count: 1,
+        node_id: 0,
+        directory: dir.path().join("partition-00001"),
+        segment_bytes_max: 4096,
+        snapshot_period: Duration::from_millis(100),
+        request_queue_capacity: 64,
+        batch_commands_max: 256,
+    };
+    let (partition_service, partition) =
+        PartitionService::open(options, Some(backups.clone())).unwrap();
+    let cancel = CancellationToken::new();
+    tokio::spawn(service.run(cancel.clone()));
+    tokio::spawn(partition_service.run(cancel.clone()));
+    Fixture {
+        faulty,
+        store,
+        backups,
+        partition,
+        cancel,
+        _dir: dir,
+    }
+}
+
+async fn deposits(partition: &PartitionHandle, round: u64) {
+    let commands = (0..300)
+        .map(|i| Command::Deposit {
+            account: format!("account-{i}"),
+            amount: round * 1000 + i + 1,
+        })
+        .collect();
+    let outcomes = partition.execute(commands).await.unwrap();
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Outcome::Balance { .. })),
+        "{outcomes:?}"
+    );
+}
+
+async fn checkpoint(partition: &PartitionHandle, id: u64) -> u64 {
+    match partition
+        .execute(vec![Command::Checkpoint { checkpoint_id: id }])
+        .await
+        .unwrap()
+        .as_slice()
+    {
+        [Outcome::CheckpointCreated {
+            checkpoint_id,
+            position,
+        }] if *checkpoint_id == id => *position,
+        other => panic!("checkpoint {id} not created: {other:?}"),
+    }
+}
+
+async fn wait_for(backups: &BackupHandle, id: u64, want: BackupState) -> PartitionBackupStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = backups.status(1, id).await.unwrap();
+        if status.status == want {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup {id} never reached {want:?}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_become_backups_and_failures_are_reported() {
+    let fixture = start();
+    deposits(&fixture.partition, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a snapshot is taken
+    deposits(&fixture.partition, 2).await;
+    let position = checkpoint(&fixture.partition, 1).await;
+
+    let status = wait_for(&fixture.backups, 1, BackupState::Completed).await;
+    let description = status.description.expect("a completed backup is described");
+    assert_eq!(description.checkpoint_position, position);
+    let snapshot_id = description
+        .snapshot_id
+        .expect("a snapshot was taken before the checkpoint");
+    assert!(snapshot_id.parse::<u64>().unwrap() < position);
+    let manifest = fixture
+        .store
+        .read_manifest(&BackupIdentifier {
+            partition_id: 1,
+            checkpoint_id: 1,
+            node_id: 0,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(manifest.status, BackupStatus::Completed);
+    assert_eq!(
+        manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Snapshot)
+            .count(),
+        2
+    );
+    assert!(manifest.files.iter().any(|f| f.kind == FileKind::Segment));
+
+    // A failing store: the backup ends FAILED with the cause, the partition keeps processing.
+    fixture.faulty.fail_segments.store(true, Ordering::SeqCst);
+    deposits(&fixture.partition, 3).await;
+    checkpoint(&fixture.partition, 2).await;
+    let failed = wait_for(&fixture.backups, 2, BackupState::Failed).await;
+    let reason = failed.failure_reason.expect("a failed backup has a reason");
+    assert!(reason.contains("injected upload failure"), "{reason}");
+    deposits(&fixture.partition, 4).await;
+
+    // The store recovers: the next id succeeds.
+    fixture.faulty.fail_segments.store(false, Ordering::SeqCst);
+    checkpoint(&fixture.partition, 3).await;
+    wait_for(&fixture.backups, 3, BackupState::Completed).await;
+    let listed: Vec<(u64, BackupState)> = fixture
+        .backups
+        .list(1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.backup_id, s.status))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![
+            (1, BackupState::Completed),
+            (2, BackupState::Failed),
+            (3, BackupState::Completed)
+        ]
+    );
+
+    // Delete removes one backup and leaves the others.
+    assert!(fixture.backups.delete(1, 2).await.unwrap() > 0);
+    assert_eq!(
+        fixture.backups.status(1, 2).await.unwrap().status,
+        BackupState::DoesNotExist
+    );
+    assert_eq!(
+        fixture.backups.status(1, 3).await.unwrap().status,
+        BackupState::Completed
+    );
+    fixture.cancel.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_fails_every_unfinished_backup_of_this_node() {
+    let fixture = start();
+    let descriptor = BackupDescriptor {
+        snapshot_id: None,
+        checkpoint_position: 7,
+        number_of_partitions: 1,
+        broker_version: "test".into(),
+    };
+    let id = |checkpoint_id, node_id| BackupIdentifier {
+        partition_id: 1,
+        checkpoint_id,
+        node_id,
+    };
+    for manifest in [
+        Manifest::in_progress(id(1, 0), descriptor.clone()),
+        Manifest::in_progress(id(2, 0), descriptor.clone()),
+        Manifest::in_progress(id(3, 0), descriptor.clone()).complete(Vec::new()),
+        Manifest::in_progress(id(4, 1), descriptor.clone()),
+    ] {
+        fixture.store.write_manifest(&manifest).await.unwrap();
+    }
+    // This node recovered checkpoint 5, whose upload never started.
+    fixture.backups.fail_unfinished(1, Some((5, 42)), 1).await;
+
+    let status = |checkpoint_id, node_id| {
+        let store = fixture.store.clone();
+        async move {
+            store
+                .read_manifest(&id(checkpoint_id, node_id))
+                .await
+                .unwrap()
+                .map(|m| m.status)
+        }
+    };
+    assert_eq!(status(1, 0).await, Some(BackupStatus::Failed));
+    assert_eq!(status(2, 0).await, Some(BackupStatus::Failed));
+    assert_eq!(
+        status(3, 0).await,
+        Some(BackupStatus::Completed),
+        "finished backups stay"
+    );
+    assert_eq!(
+        status(4, 1).await,
+        Some(BackupStatus::InProgress),
+        "another node's backup is not ours"
+    );
+    let latest = fixture
+        .store
+        .read_manifest(&id(5, 0))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(latest.status, BackupStatus::Failed);
+    assert_eq!(latest.descriptor.checkpoint_position, 42);
+    assert!(latest.failure_reason.unwrap().contains("before the upload"));
+    fixture.cancel.cancel();
+}
