@@ -14,8 +14,8 @@ use crate::backup::BackupHandle;
 use crate::error::BrokerError;
 use crate::partition::PartitionHandle;
 use crate::protocol::{
-    AccountBalance, BrokerBackup, CheckpointCreated, ErrorBody, ErrorKind, ExecuteRequest,
-    ExecuteResponse, Topology, API_PREFIX,
+    AccountBalance, BrokerBackup, CheckpointCreated, DeliverRequest, DeliverResponse, ErrorBody,
+    ErrorKind, ExecuteRequest, ExecuteResponse, Topology, TransferStatus, API_PREFIX,
 };
 use crate::record::{Command, Outcome, Rejection};
 use crate::routing::validate_account;
@@ -37,6 +37,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/partitions/{partition}/accounts/{account}", get(balance))
         .route("/partitions/{partition}/summary", get(summary))
         .route("/partitions/{partition}/checkpoints/{id}", post(checkpoint))
+        .route("/partitions/{partition}/deliveries", post(deliver))
+        .route("/partitions/{partition}/transfers/{id}", get(transfer))
         .route("/backups", get(list_backups))
         .route("/backups/{id}", get(backup_status).delete(delete_backup));
     Router::new()
@@ -73,6 +75,7 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
             (StatusCode::NOT_FOUND, ErrorKind::UnknownPartition)
         }
         BrokerError::AccountNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::AccountNotFound),
+        BrokerError::TransferNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::TransferNotFound),
         BrokerError::BackupStoreNotConfigured => {
             (StatusCode::BAD_REQUEST, ErrorKind::BackupStoreNotConfigured)
         }
@@ -150,6 +153,9 @@ fn validate_command(command: &Command) -> Result<(), String> {
         Command::Checkpoint { .. } => {
             Err("checkpoints are created through the checkpoints endpoint".into())
         }
+        Command::Credit { .. } | Command::CreditAck { .. } => {
+            Err("inter-partition commands go through the deliveries endpoint".into())
+        }
     }
 }
 
@@ -213,7 +219,15 @@ async fn checkpoint(
         }) => Ok(Json(CheckpointCreated {
             partition_id,
             checkpoint_id,
-            position,
+            position: Some(position),
+            created: true,
+        })
+        .into_response()),
+        Some(Outcome::CheckpointExists { checkpoint_id }) => Ok(Json(CheckpointCreated {
+            partition_id,
+            checkpoint_id,
+            position: None,
+            created: false,
         })
         .into_response()),
         Some(Outcome::Rejected { rejection }) => {
@@ -232,6 +246,40 @@ async fn checkpoint(
             partition_id,
             reason: format!("unexpected outcome of a checkpoint: {other:?}"),
         })),
+    }
+}
+
+async fn deliver(
+    State(state): State<Arc<ApiState>>,
+    Path(partition_id): Path<u32>,
+    Json(request): Json<DeliverRequest>,
+) -> Result<Json<DeliverResponse>, ApiError> {
+    let handle = partition(&state, partition_id)?;
+    if request.deliveries.len() > EXECUTE_COMMANDS_MAX {
+        return Err(ApiError(BrokerError::InvalidRequest(format!(
+            "{} deliveries in one request; at most {EXECUTE_COMMANDS_MAX}",
+            request.deliveries.len()
+        ))));
+    }
+    for (index, delivery) in request.deliveries.iter().enumerate() {
+        let valid = match &delivery.command {
+            Command::Credit { to, .. } => validate_account(to),
+            Command::CreditAck { .. } => Ok(()),
+            other => Err(format!("{other:?} is not an inter-partition command")),
+        };
+        valid.map_err(|reason| BrokerError::InvalidRequest(format!("delivery {index}: {reason}")))?;
+    }
+    Ok(Json(handle.deliver(request.deliveries).await?))
+}
+
+async fn transfer(
+    State(state): State<Arc<ApiState>>,
+    Path((partition_id, transfer_id)): Path<(u32, String)>,
+) -> Result<Json<TransferStatus>, ApiError> {
+    let handle = partition(&state, partition_id)?;
+    match handle.transfer(transfer_id.clone()).await? {
+        Some(status) => Ok(Json(status)),
+        None => Err(ApiError(BrokerError::TransferNotFound { transfer_id })),
     }
 }
 

@@ -5,10 +5,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::protocol::{
-    AccountBalance, BrokerBackup, CheckpointCreated, ErrorBody, ExecuteRequest, ExecuteResponse,
-    Topology, API_PREFIX,
+    AccountBalance, BrokerBackup, CheckpointCreated, DeliverRequest, DeliverResponse, ErrorBody,
+    ExecuteRequest, ExecuteResponse, Topology, TransferStatus, API_PREFIX,
 };
-use crate::record::{Command, Outcome};
+use crate::record::{Command, Delivery, Outcome};
 use crate::state::PartitionSummary;
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +161,27 @@ impl BrokerClient {
         self.send(self.http.post(self.url(&format!(
             "/partitions/{partition_id}/checkpoints/{checkpoint_id}"
         ))))
+        .await
+    }
+
+    pub async fn deliver(
+        &self,
+        partition_id: u32,
+        deliveries: Vec<Delivery>,
+    ) -> Result<DeliverResponse, ClientError> {
+        self.send(
+            self.http
+                .post(self.url(&format!("/partitions/{partition_id}/deliveries")))
+                .json(&DeliverRequest { deliveries }),
+        )
+        .await
+    }
+
+    pub async fn transfer(&self, partition_id: u32, transfer_id: &str) -> Result<TransferStatus, ClientError> {
+        self.send(
+            self.http
+                .get(self.url(&format!("/partitions/{partition_id}/transfers/{transfer_id}"))),
+        )
         .await
     }
 

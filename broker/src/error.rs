@@ -24,6 +24,8 @@ pub enum BrokerError {
     UnknownPartition { partition_id: u32, hosted: Vec<u32> },
     #[error("account not found: account={account}")]
     AccountNotFound { account: String },
+    #[error("transfer not found: transferId={transfer_id}")]
+    TransferNotFound { transfer_id: String },
     #[error("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) to FILESYSTEM or S3")]
     BackupStoreNotConfigured,
     #[error("backup is in progress: backupId={backup_id}; wait until it is COMPLETED or FAILED")]

@@ -18,15 +18,16 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use sluice_backup_store::{BackupDescriptor, BackupIdentifier, FileKind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::backup::{BackupHandle, BackupJob, FileToUpload};
 use crate::error::{io_err, BrokerError, Result};
 use crate::log::{Appended, Log};
-use crate::record::{Command, Outcome};
+use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
+use crate::record::{delivery_records, Command, Delivery, Outcome};
 use crate::snapshot::{self, SnapshotRef};
-use crate::state::{LedgerState, PartitionSummary};
+use crate::state::{LedgerState, OutgoingTransfer, PartitionSummary};
 
 #[derive(Debug, Clone)]
 pub struct PartitionOptions {
@@ -82,12 +83,46 @@ enum Request {
     Summary {
         reply: oneshot::Sender<PartitionSummary>,
     },
+    Deliver {
+        deliveries: Vec<Delivery>,
+        reply: oneshot::Sender<Result<DeliverResponse>>,
+    },
+    Outbox {
+        limit: usize,
+        reply: oneshot::Sender<OutboxBatch>,
+    },
+    Transfer {
+        transfer_id: String,
+        reply: oneshot::Sender<Option<TransferStatus>>,
+    },
+}
+
+/// A request of a batch, once its records are known.
+enum Pending {
+    Write {
+        records: Vec<(Command, bool)>,
+        reply: WriteReply,
+    },
+    Read(Request),
+}
+
+enum WriteReply {
+    Execute(oneshot::Sender<Result<Vec<Outcome>>>),
+    Deliver(oneshot::Sender<Result<DeliverResponse>>),
+}
+
+/// Outbox entries to (re-)send, with the source's latest checkpoint id read at the same moment.
+#[derive(Debug, Clone)]
+pub struct OutboxBatch {
+    pub entries: Vec<(String, OutgoingTransfer)>,
+    pub latest_checkpoint_id: u64,
 }
 
 #[derive(Clone)]
 pub struct PartitionHandle {
     partition_id: u32,
     tx: mpsc::Sender<Request>,
+    outbox_notify: Arc<Notify>,
 }
 
 impl PartitionHandle {
@@ -125,6 +160,25 @@ impl PartitionHandle {
         self.ask(|reply| Request::Summary { reply }).await
     }
 
+    /// Appends inter-partition commands (credits, acknowledgements), creating the carried
+    /// checkpoint first where this partition is behind it.
+    pub async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<DeliverResponse> {
+        self.ask(|reply| Request::Deliver { deliveries, reply }).await?
+    }
+
+    pub async fn outbox(&self, limit: usize) -> Result<OutboxBatch> {
+        self.ask(|reply| Request::Outbox { limit, reply }).await
+    }
+
+    pub async fn transfer(&self, transfer_id: String) -> Result<Option<TransferStatus>> {
+        self.ask(|reply| Request::Transfer { transfer_id, reply }).await
+    }
+
+    /// Signalled when the outbox gains an entry.
+    pub fn outbox_notify(&self) -> Arc<Notify> {
+        self.outbox_notify.clone()
+    }
+
     pub fn is_running(&self) -> bool {
         !self.tx.is_closed()
     }
@@ -139,6 +193,7 @@ pub struct PartitionService {
     reservations: Reservations,
     backups: Option<BackupHandle>,
     rx: mpsc::Receiver<Request>,
+    outbox_notify: Arc<Notify>,
 }
 
 impl PartitionService {
@@ -213,9 +268,11 @@ impl PartitionService {
             "partition recovered"
         );
         let (tx, rx) = mpsc::channel(options.request_queue_capacity);
+        let outbox_notify = Arc::new(Notify::new());
         let handle = PartitionHandle {
             partition_id: options.partition_id,
             tx,
+            outbox_notify: outbox_notify.clone(),
         };
         Ok((
             PartitionService {
@@ -227,6 +284,7 @@ impl PartitionService {
                 reservations: Arc::new(DashMap::new()),
                 backups,
                 rx,
+                outbox_notify,
             },
             handle,
         ))
@@ -279,7 +337,14 @@ impl PartitionService {
                 Request::Execute { reply, .. } => {
                     let _ = reply.send(Err(BrokerError::ShuttingDown));
                 }
-                Request::Balance { .. } | Request::Summary { .. } => {}
+                Request::Deliver { reply, .. } => {
+                    let _ = reply.send(Err(BrokerError::ShuttingDown));
+                }
+                // Dropping the reply tells the asker the partition stopped.
+                Request::Balance { .. }
+                | Request::Summary { .. }
+                | Request::Outbox { .. }
+                | Request::Transfer { .. } => {}
             }
         }
         tracing::info!(partition = self.options.partition_id, "partition stopped");
@@ -299,65 +364,147 @@ impl PartitionService {
             }
         }
 
-        let mut appended: Vec<Vec<Appended>> = Vec::with_capacity(batch.len());
-        let mut append_error = None;
-        for request in &batch {
+        // What each request appends. Deliveries may insert a CHECKPOINT record before a message
+        // (the consistent cut); `latest` follows what applying the batch will make of it.
+        let mut latest = self.state.latest_checkpoint_id;
+        let mut pending = Vec::with_capacity(batch.len());
+        for request in batch {
+            pending.push(match request {
+                Request::Execute { commands, reply } => {
+                    for command in &commands {
+                        if let Command::Checkpoint { checkpoint_id } = command {
+                            latest = latest.max(*checkpoint_id);
+                        }
+                    }
+                    let records = commands.into_iter().map(|c| (c, true)).collect();
+                    Pending::Write { records, reply: WriteReply::Execute(reply) }
+                }
+                Request::Deliver { deliveries, reply } => Pending::Write {
+                    records: delivery_records(&mut latest, deliveries),
+                    reply: WriteReply::Deliver(reply),
+                },
+                read => Pending::Read(read),
+            });
+        }
+
+        let mut appended: Vec<Vec<Appended>> = Vec::with_capacity(pending.len());
+        let mut result = Ok(());
+        'append: for item in &pending {
             let mut positions = Vec::new();
-            if let Request::Execute { commands, .. } = request {
-                for command in commands {
+            if let Pending::Write { records, .. } = item {
+                for (command, _) in records {
                     match self.log.append(&command.encode()) {
                         Ok(position) => positions.push(position),
                         Err(error) => {
-                            append_error = Some(error);
-                            break;
+                            result = Err(error);
+                            break 'append;
                         }
                     }
                 }
             }
             appended.push(positions);
-            if append_error.is_some() {
-                break;
-            }
         }
-        let flushed = match append_error {
-            Some(error) => Err(error),
-            None => tokio::task::block_in_place(|| self.log.flush()),
-        };
-        if let Err(error) = flushed {
-            let message = error.to_string();
-            for request in batch {
-                if let Request::Execute { reply, .. } = request {
-                    let _ = reply.send(Err(BrokerError::PartitionUnavailable {
-                        partition_id: self.options.partition_id,
-                        reason: message.clone(),
-                    }));
+        if result.is_ok() {
+            result = tokio::task::block_in_place(|| self.log.flush());
+        }
+        if let Err(error) = result {
+            let reason = error.to_string();
+            let unavailable = || BrokerError::PartitionUnavailable {
+                partition_id: self.options.partition_id,
+                reason: reason.clone(),
+            };
+            for item in pending {
+                match item {
+                    Pending::Write { reply: WriteReply::Execute(reply), .. } => {
+                        let _ = reply.send(Err(unavailable()));
+                    }
+                    Pending::Write { reply: WriteReply::Deliver(reply), .. } => {
+                        let _ = reply.send(Err(unavailable()));
+                    }
+                    Pending::Read(_) => {}
                 }
             }
             return Err(error);
         }
 
-        for (request, positions) in batch.into_iter().zip(appended) {
-            match request {
-                Request::Execute { commands, reply } => {
-                    let mut outcomes = Vec::with_capacity(commands.len());
-                    for (command, appended) in commands.iter().zip(positions) {
+        let mut outbox_grew = false;
+        for (item, positions) in pending.into_iter().zip(appended) {
+            match item {
+                Pending::Write { records, reply } => {
+                    let mut outcomes = Vec::with_capacity(records.len());
+                    for ((command, answers), appended) in records.iter().zip(positions) {
                         let outcome = self.state.apply(appended.position, command);
-                        if let Outcome::CheckpointCreated { checkpoint_id, .. } = &outcome {
-                            self.start_backup(*checkpoint_id, appended).await;
+                        match &outcome {
+                            Outcome::CheckpointCreated { checkpoint_id, .. } => {
+                                self.start_backup(*checkpoint_id, appended).await;
+                            }
+                            Outcome::TransferPending { .. } => outbox_grew = true,
+                            _ => {}
                         }
-                        outcomes.push(outcome);
+                        if *answers {
+                            outcomes.push(outcome);
+                        }
                     }
-                    let _ = reply.send(Ok(outcomes));
+                    match reply {
+                        WriteReply::Execute(reply) => {
+                            let _ = reply.send(Ok(outcomes));
+                        }
+                        WriteReply::Deliver(reply) => {
+                            let _ = reply.send(Ok(DeliverResponse {
+                                outcomes,
+                                latest_checkpoint_id: self.state.latest_checkpoint_id,
+                            }));
+                        }
+                    }
                 }
-                Request::Balance { account, reply } => {
-                    let _ = reply.send(self.state.accounts.get(&account).copied());
-                }
-                Request::Summary { reply } => {
-                    let _ = reply.send(self.state.summary());
-                }
+                Pending::Read(request) => self.answer(request),
             }
         }
+        if outbox_grew {
+            self.outbox_notify.notify_one();
+        }
         Ok(())
+    }
+
+    /// Answers a read-only request from the current state.
+    fn answer(&self, request: Request) {
+        match request {
+            Request::Balance { account, reply } => {
+                let _ = reply.send(self.state.accounts.get(&account).copied());
+            }
+            Request::Summary { reply } => {
+                let _ = reply.send(self.state.summary());
+            }
+            Request::Outbox { limit, reply } => {
+                let _ = reply.send(OutboxBatch {
+                    entries: self
+                        .state
+                        .outbox
+                        .iter()
+                        .take(limit)
+                        .map(|(id, entry)| (id.clone(), entry.clone()))
+                        .collect(),
+                    latest_checkpoint_id: self.state.latest_checkpoint_id,
+                });
+            }
+            Request::Transfer { transfer_id, reply } => {
+                let status = self.state.transfers.get(&transfer_id).map(|entry| TransferStatus {
+                    transfer_id: transfer_id.clone(),
+                    from: entry.from.clone(),
+                    to: entry.to.clone(),
+                    amount: entry.amount,
+                    status: if self.state.outbox.contains_key(&transfer_id) {
+                        TransferState::Pending
+                    } else {
+                        TransferState::Completed
+                    },
+                });
+                let _ = reply.send(status);
+            }
+            Request::Execute { .. } | Request::Deliver { .. } => {
+                unreachable!("writes are appended, not answered from state")
+            }
+        }
     }
 
     /// Reserves what the backup of `checkpoint_id` needs and hands it to the backup service.
@@ -482,6 +629,10 @@ impl PartitionService {
 fn count_commands(request: &Request) -> usize {
     match request {
         Request::Execute { commands, .. } => commands.len().max(1),
-        Request::Balance { .. } | Request::Summary { .. } => 1,
+        Request::Deliver { deliveries, .. } => deliveries.len().max(1),
+        Request::Balance { .. }
+        | Request::Summary { .. }
+        | Request::Outbox { .. }
+        | Request::Transfer { .. } => 1,
     }
 }

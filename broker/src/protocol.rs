@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Command, Outcome};
+use crate::record::{Command, Delivery, Outcome};
 
 pub const API_PREFIX: &str = "/internal/v1";
 
@@ -30,6 +30,38 @@ pub struct ExecuteResponse {
     pub outcomes: Vec<Outcome>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverRequest {
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliverResponse {
+    /// One per delivery, in order.
+    pub outcomes: Vec<Outcome>,
+    /// The receiver's latest checkpoint id after applying them: carried by the acknowledgements.
+    pub latest_checkpoint_id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferState {
+    Pending,
+    Completed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferStatus {
+    pub transfer_id: String,
+    pub from: String,
+    pub to: String,
+    pub amount: u64,
+    pub status: TransferState,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountBalance {
     pub account: String,
@@ -41,7 +73,10 @@ pub struct AccountBalance {
 pub struct CheckpointCreated {
     pub partition_id: u32,
     pub checkpoint_id: u64,
-    pub position: u64,
+    /// `None` when the partition already held this checkpoint (`created` false).
+    pub position: Option<u64>,
+    /// False when the checkpoint existed already (created earlier through propagation).
+    pub created: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +139,7 @@ pub enum ErrorKind {
     InvalidRequest,
     UnknownPartition,
     AccountNotFound,
+    TransferNotFound,
     BackupStoreNotConfigured,
     BackupInProgress,
     BackupNotFound,

@@ -29,6 +29,18 @@ pub enum Command {
     Checkpoint {
         checkpoint_id: u64,
     },
+    /// Inter-partition: the target side of a cross-partition transfer. Applied at most once per
+    /// `transfer_id`.
+    #[serde(rename_all = "camelCase")]
+    Credit {
+        transfer_id: String,
+        from_partition: u32,
+        to: String,
+        amount: u64,
+    },
+    /// Inter-partition: the target applied the credit; the source drops its outbox entry.
+    #[serde(rename_all = "camelCase")]
+    CreditAck { transfer_id: String },
 }
 
 impl Command {
@@ -41,6 +53,36 @@ impl Command {
     }
 }
 
+/// An inter-partition command (`Credit` or `CreditAck`) with the sender's latest checkpoint id
+/// at the time it was sent: the carrier of the consistent cut (see ARCHITECTURE.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub command: Command,
+    pub checkpoint_id: u64,
+}
+
+/// The records a receiver appends for `deliveries`, in order: before a message whose carried
+/// checkpoint id is greater than the receiver's latest (`latest_checkpoint`, updated here), the
+/// CHECKPOINT record of that id. The flag says whether the record answers a message (`true`) or
+/// is such an inserted checkpoint (`false`).
+pub fn delivery_records(latest_checkpoint: &mut u64, deliveries: Vec<Delivery>) -> Vec<(Command, bool)> {
+    let mut records = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        if delivery.checkpoint_id > *latest_checkpoint {
+            *latest_checkpoint = delivery.checkpoint_id;
+            records.push((
+                Command::Checkpoint {
+                    checkpoint_id: delivery.checkpoint_id,
+                },
+                false,
+            ));
+        }
+        records.push((delivery.command, true));
+    }
+    records
+}
+
 /// What processing one command produced. Deterministic: a function of the command and the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
@@ -50,14 +92,19 @@ pub enum Outcome {
         balance: u64,
     },
     #[serde(rename_all = "camelCase")]
-    TransferCompleted {
-        transfer_id: String,
-    },
+    TransferCompleted { transfer_id: String },
+    /// Debited; the credit travels to another partition.
     #[serde(rename_all = "camelCase")]
-    CheckpointCreated {
-        checkpoint_id: u64,
-        position: u64,
-    },
+    TransferPending { transfer_id: String },
+    #[serde(rename_all = "camelCase")]
+    Credited { transfer_id: String, duplicate: bool },
+    #[serde(rename_all = "camelCase")]
+    CreditAcked { transfer_id: String },
+    #[serde(rename_all = "camelCase")]
+    CheckpointCreated { checkpoint_id: u64, position: u64 },
+    /// The partition already holds this checkpoint (created earlier, e.g. by propagation).
+    #[serde(rename_all = "camelCase")]
+    CheckpointExists { checkpoint_id: u64 },
     Rejected {
         rejection: Rejection,
     },
@@ -80,11 +127,6 @@ pub enum Rejection {
     CheckpointNotNewer {
         requested: u64,
         latest: u64,
-    },
-    #[serde(rename_all = "camelCase")]
-    CrossPartitionTransfer {
-        from_partition: u32,
-        to_partition: u32,
     },
     #[serde(rename_all = "camelCase")]
     TransferIdReused {
@@ -114,12 +156,6 @@ impl Rejection {
             }
             Rejection::CheckpointNotNewer { requested, latest } => format!(
                 "backup id must be greater than the latest backup id: requested={requested} latest={latest}; use an id greater than {latest}"
-            ),
-            Rejection::CrossPartitionTransfer {
-                from_partition,
-                to_partition,
-            } => format!(
-                "cross-partition transfers are not supported yet: from is on partition {from_partition}, to is on partition {to_partition}"
             ),
             Rejection::TransferIdReused { transfer_id } => format!(
                 "transferId={transfer_id} was already used for a different transfer; use a new transferId"
@@ -155,6 +191,10 @@ mod tests {
                 }
             ),
             any::<u64>().prop_map(|checkpoint_id| Command::Checkpoint { checkpoint_id }),
+            (account, any::<u32>(), any::<u64>(), "[a-f0-9-]{36}").prop_map(|(to, from_partition, amount, transfer_id)| {
+                Command::Credit { transfer_id, from_partition, to, amount }
+            }),
+            "[a-f0-9-]{36}".prop_map(|transfer_id| Command::CreditAck { transfer_id }),
         ]
     }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
 use sluice_config::{BackupConfig, BackupStoreKind, BrokerConfig};
@@ -10,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
 use crate::backup::{BackupOptions, BackupService};
+use crate::client::BrokerClient;
+use crate::outbox::{OutboxOptions, OutboxSender};
 use crate::error::{BrokerError, Result};
 use crate::partition::{partition_directory, PartitionOptions, PartitionService};
 use crate::protocol::Topology;
@@ -141,6 +144,28 @@ impl BrokerService {
 
         let backup_cancel = CancellationToken::new();
         let partitions_cancel = CancellationToken::new();
+        let senders_cancel = CancellationToken::new();
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .build()
+            .expect("http client builds");
+        let brokers: Vec<BrokerClient> = cluster
+            .brokers
+            .iter()
+            .map(|address| BrokerClient::new(http.clone(), address.clone(), Duration::from_secs(10)))
+            .collect();
+        let mut sender_tasks = Vec::new();
+        for handle in handles.values() {
+            let sender = OutboxSender::new(
+                OutboxOptions {
+                    cluster_size: cluster.cluster_size,
+                    ..OutboxOptions::default()
+                },
+                handle.clone(),
+                brokers.clone(),
+            );
+            sender_tasks.push(tokio::spawn(sender.run(senders_cancel.clone())));
+        }
         let backup_task =
             backup_service.map(|service| tokio::spawn(service.run(backup_cancel.clone())));
         let mut partition_tasks = Vec::new();
@@ -178,7 +203,11 @@ impl BrokerService {
             .with_graceful_shutdown(async move { server_cancel.cancelled().await });
         let served = server.await;
 
-        // Shutdown in order: the API is closed; partitions drain; then backups end.
+        // Shutdown in order: the API is closed; senders stop; partitions drain; then backups end.
+        senders_cancel.cancel();
+        for task in sender_tasks {
+            let _ = task.await;
+        }
         partitions_cancel.cancel();
         for task in partition_tasks {
             let _ = task.await;

@@ -17,6 +17,15 @@ pub struct TransferEntry {
     pub amount: u64,
 }
 
+/// The source side of a cross-partition transfer: debited here, not yet acknowledged by the
+/// target. Re-sent until acknowledged, also after a restart or a restore.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OutgoingTransfer {
+    pub to_partition: u32,
+    pub to: String,
+    pub amount: u64,
+}
+
 #[derive(
     Debug, Clone, PartialEq, Eq, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
 )]
@@ -27,6 +36,10 @@ pub struct LedgerState {
     pub processed_position: u64,
     pub accounts: BTreeMap<String, u64>,
     pub transfers: BTreeMap<String, TransferEntry>,
+    /// Outgoing cross-partition transfers awaiting the target's acknowledgement, by transfer id.
+    pub outbox: BTreeMap<String, OutgoingTransfer>,
+    /// Credits applied here, by transfer id (with the amount): the at-most-once guard.
+    pub credited: BTreeMap<String, u64>,
     /// 0 while no checkpoint was taken.
     pub latest_checkpoint_id: u64,
     pub latest_checkpoint_position: u64,
@@ -39,6 +52,9 @@ pub struct PartitionSummary {
     pub partition_id: u32,
     pub accounts: u64,
     pub balance_total: u128,
+    /// Sum of the outbox: debited here, not yet credited elsewhere (as far as this partition knows).
+    pub in_flight: u128,
+    pub outbox_entries: u64,
     pub processed_position: u64,
     pub latest_checkpoint_id: u64,
     pub latest_checkpoint_position: u64,
@@ -58,6 +74,8 @@ impl LedgerState {
             partition_id: self.partition_id,
             accounts: self.accounts.len() as u64,
             balance_total: self.accounts.values().map(|b| u128::from(*b)).sum(),
+            in_flight: self.outbox.values().map(|o| u128::from(o.amount)).sum(),
+            outbox_entries: self.outbox.len() as u64,
             processed_position: self.processed_position,
             latest_checkpoint_id: self.latest_checkpoint_id,
             latest_checkpoint_position: self.latest_checkpoint_position,
@@ -131,21 +149,40 @@ impl LedgerState {
                     });
                 }
                 if let Some(done) = self.transfers.get(transfer_id) {
-                    return if done.from == *from && done.to == *to && done.amount == *amount {
-                        Ok(Outcome::TransferCompleted {
+                    if !(done.from == *from && done.to == *to && done.amount == *amount) {
+                        return Err(Rejection::TransferIdReused {
                             transfer_id: transfer_id.clone(),
-                        })
+                        });
+                    }
+                    let transfer_id = transfer_id.clone();
+                    return Ok(if self.outbox.contains_key(&transfer_id) {
+                        Outcome::TransferPending { transfer_id }
                     } else {
-                        Err(Rejection::TransferIdReused {
-                            transfer_id: transfer_id.clone(),
-                        })
-                    };
+                        Outcome::TransferCompleted { transfer_id }
+                    });
                 }
                 let to_partition = partition_for_account(to, self.partitions_count);
                 if to_partition != self.partition_id {
-                    return Err(Rejection::CrossPartitionTransfer {
-                        from_partition: self.partition_id,
-                        to_partition,
+                    // Debit here; the credit travels to the target as an inter-partition command.
+                    self.debit(from, *amount)?;
+                    self.outbox.insert(
+                        transfer_id.clone(),
+                        OutgoingTransfer {
+                            to_partition,
+                            to: to.clone(),
+                            amount: *amount,
+                        },
+                    );
+                    self.transfers.insert(
+                        transfer_id.clone(),
+                        TransferEntry {
+                            from: from.clone(),
+                            to: to.clone(),
+                            amount: *amount,
+                        },
+                    );
+                    return Ok(Outcome::TransferPending {
+                        transfer_id: transfer_id.clone(),
                     });
                 }
                 let to_balance = self.accounts.get(to).copied().unwrap_or(0);
@@ -169,7 +206,43 @@ impl LedgerState {
                     transfer_id: transfer_id.clone(),
                 })
             }
+            Command::Credit {
+                transfer_id,
+                to,
+                amount,
+                ..
+            } => {
+                self.owns(to)?;
+                if self.credited.contains_key(transfer_id) {
+                    return Ok(Outcome::Credited {
+                        transfer_id: transfer_id.clone(),
+                        duplicate: true,
+                    });
+                }
+                let balance = self.accounts.get(to).copied().unwrap_or(0);
+                let balance = balance
+                    .checked_add(*amount)
+                    .ok_or_else(|| Rejection::BalanceOverflow { account: to.clone() })?;
+                self.accounts.insert(to.clone(), balance);
+                self.credited.insert(transfer_id.clone(), *amount);
+                Ok(Outcome::Credited {
+                    transfer_id: transfer_id.clone(),
+                    duplicate: false,
+                })
+            }
+            Command::CreditAck { transfer_id } => {
+                // Idempotent: an acknowledgement may arrive twice (re-sent credits).
+                self.outbox.remove(transfer_id);
+                Ok(Outcome::CreditAcked {
+                    transfer_id: transfer_id.clone(),
+                })
+            }
             Command::Checkpoint { checkpoint_id } => {
+                if *checkpoint_id == self.latest_checkpoint_id && *checkpoint_id > 0 {
+                    return Ok(Outcome::CheckpointExists {
+                        checkpoint_id: *checkpoint_id,
+                    });
+                }
                 if *checkpoint_id <= self.latest_checkpoint_id {
                     return Err(Rejection::CheckpointNotNewer {
                         requested: *checkpoint_id,
@@ -333,11 +406,8 @@ mod tests {
                     to: remote.clone(),
                     amount: 1,
                 },
-                Outcome::Rejected {
-                    rejection: Rejection::CrossPartitionTransfer {
-                        from_partition: 1,
-                        to_partition: partition_for_account(&remote, 3),
-                    },
+                Outcome::TransferPending {
+                    transfer_id: "t2".into(),
                 },
             ),
             (
@@ -361,12 +431,7 @@ mod tests {
             ),
             (
                 Command::Checkpoint { checkpoint_id: 5 },
-                Outcome::Rejected {
-                    rejection: Rejection::CheckpointNotNewer {
-                        requested: 5,
-                        latest: 5,
-                    },
-                },
+                Outcome::CheckpointExists { checkpoint_id: 5 },
             ),
             (
                 Command::Checkpoint { checkpoint_id: 3 },
@@ -383,11 +448,24 @@ mod tests {
             let outcome = state.apply(index as u64 + 1, &command);
             assert_eq!(outcome, expected, "case {index}: {command:?}");
         }
-        assert_eq!(state.accounts[&a], 1);
+        assert_eq!(state.accounts[&a], 0);
         assert_eq!(state.accounts[&b], 5);
         assert_eq!(state.latest_checkpoint_id, 5);
         assert_eq!(state.latest_checkpoint_position, 11);
-        assert_eq!(state.summary().balance_total, 6);
+        assert_eq!(state.summary().balance_total, 5);
+        assert_eq!(state.summary().in_flight, 1);
+        // The target credits once per transfer id; the acknowledgement empties the outbox.
+        let mut target = LedgerState::new(partition_for_account(&remote, 3), 3);
+        let credit = Command::Credit { transfer_id: "t2".into(), from_partition: 1, to: remote.clone(), amount: 1 };
+        assert_eq!(target.apply(1, &credit), Outcome::Credited { transfer_id: "t2".into(), duplicate: false });
+        assert_eq!(target.apply(2, &credit), Outcome::Credited { transfer_id: "t2".into(), duplicate: true });
+        assert_eq!(target.accounts[&remote], 1);
+        state.apply(14, &Command::CreditAck { transfer_id: "t2".into() });
+        assert_eq!(state.summary().in_flight, 0);
+        assert_eq!(
+            state.apply(15, &Command::Transfer { transfer_id: "t2".into(), from: a.clone(), to: remote.clone(), amount: 1 }),
+            Outcome::TransferCompleted { transfer_id: "t2".into() }
+        );
     }
 
     #[test]

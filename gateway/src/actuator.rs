@@ -124,9 +124,10 @@ async fn take_backup(
     // The most telling error wins: a conflict names the latest id, which is what the operator needs.
     let mut latest = None;
     let mut first_error = None;
+    let mut created = 0;
     for result in results {
         match result {
-            Ok(_) => {}
+            Ok(answer) => created += usize::from(answer.created),
             Err(ClientError::Remote { body, .. }) if body.kind == ErrorKind::CheckpointNotNewer => {
                 latest = latest.max(body.latest).or(body.latest);
             }
@@ -142,6 +143,13 @@ async fn take_backup(
     }
     if let Some(error) = first_error {
         return Err(error);
+    }
+    // Partitions may hold the checkpoint already through propagation (a transfer carried it);
+    // that counts as success. Only when no partition created it now was it taken before.
+    if created == 0 {
+        return Err(GatewayError::Conflict(format!(
+            "backup {id} was already taken: requested={id} latest={id}; use an id greater than {id}"
+        )));
     }
     Ok(Json(json!({ "id": id })).into_response())
 }

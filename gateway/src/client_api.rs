@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -11,6 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
 use serde_json::{json, Value};
+use sluice_broker::client::ClientError;
+use sluice_broker::protocol::{ErrorKind, TransferState};
 use sluice_broker::record::{Command, Outcome};
 use sluice_broker::routing::validate_account;
 
@@ -27,6 +30,7 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/v1/accounts/{account}/deposit", post(deposit))
         .route("/v1/accounts/{account}/withdraw", post(withdraw))
         .route("/v1/transfers", post(transfer))
+        .route("/v1/transfers/{transfer_id}", get(transfer_status))
         .route("/v1/ledger", get(ledger))
         .route("/v1/commands", post(commands))
         .fallback(not_found)
@@ -146,7 +150,9 @@ fn routing_account(command: &Command) -> &str {
     match command {
         Command::Deposit { account, .. } | Command::Withdraw { account, .. } => account,
         Command::Transfer { from, .. } => from,
-        Command::Checkpoint { .. } => unreachable!("clients cannot send checkpoints"),
+        Command::Checkpoint { .. } | Command::Credit { .. } | Command::CreditAck { .. } => {
+            unreachable!("clients send only deposits, withdrawals and transfers")
+        }
     }
 }
 
@@ -158,10 +164,16 @@ fn outcome_body(outcome: Outcome) -> Result<Value, GatewayError> {
         Outcome::TransferCompleted { transfer_id } => {
             Ok(json!({"transferId": transfer_id, "status": "COMPLETED"}))
         }
+        Outcome::TransferPending { transfer_id } => {
+            Ok(json!({"transferId": transfer_id, "status": "PENDING"}))
+        }
         Outcome::Rejected { rejection } => Err(rejection_error(&rejection)),
-        Outcome::CheckpointCreated { .. } => Err(GatewayError::Internal(
-            "unexpected checkpoint outcome".into(),
-        )),
+        other @ (Outcome::CheckpointCreated { .. }
+        | Outcome::CheckpointExists { .. }
+        | Outcome::Credited { .. }
+        | Outcome::CreditAcked { .. }) => Err(GatewayError::Internal(format!(
+            "unexpected outcome for a client command: {other:?}"
+        ))),
     }
 }
 
@@ -198,21 +210,57 @@ async fn withdraw(
     execute_one(&cluster, Command::Withdraw { account, amount }).await
 }
 
+/// How long `POST /v1/transfers` waits for a cross-partition credit before answering PENDING.
+pub const TRANSFER_WAIT: Duration = Duration::from_secs(2);
+
 async fn transfer(
     State(cluster): State<Arc<Cluster>>,
     body: Bytes,
 ) -> Result<Json<Value>, GatewayError> {
     let command = transfer_command(&parse_json(&body)?)?;
-    if let Command::Transfer { from, to, .. } = &command {
-        let routing = cluster.routing().await?;
-        let (source, target) = (routing.partition_of(from), routing.partition_of(to));
-        if source != target {
-            return Err(GatewayError::Unprocessable(format!(
-                "cross-partition transfers are not supported yet: from={from} is on partition {source}, to={to} is on partition {target}"
-            )));
+    let Json(answer) = execute_one(&cluster, command.clone()).await?;
+    if answer["status"] != "PENDING" {
+        return Ok(Json(answer));
+    }
+    // Cross-partition: the credit travels on; wait a little for it, then tell the truth.
+    let Command::Transfer { transfer_id, from, .. } = command else {
+        unreachable!("a transfer command")
+    };
+    let routing = cluster.routing().await?;
+    let source = routing.partition_of(&from);
+    let broker = cluster.owner(&routing, source);
+    let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
+    let mut delay = Duration::from_millis(2);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(100));
+        if broker.transfer(source, &transfer_id).await?.status == TransferState::Completed {
+            return Ok(Json(json!({"transferId": transfer_id, "status": "COMPLETED"})));
         }
     }
-    execute_one(&cluster, command).await
+    Ok(Json(json!({"transferId": transfer_id, "status": "PENDING"})))
+}
+
+/// `GET /v1/transfers/{transferId}`: asks every partition; the source one knows the transfer.
+async fn transfer_status(
+    State(cluster): State<Arc<Cluster>>,
+    Path(transfer_id): Path<String>,
+) -> Result<Json<Value>, GatewayError> {
+    let routing = cluster.routing().await?;
+    let answers = join_all(
+        routing
+            .partitions()
+            .map(|partition| cluster.owner(&routing, partition).transfer(partition, &transfer_id)),
+    )
+    .await;
+    for answer in answers {
+        match answer {
+            Ok(status) => return Ok(Json(serde_json::to_value(status).expect("serializes"))),
+            Err(ClientError::Remote { body, .. }) if body.kind == ErrorKind::TransferNotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(GatewayError::NotFound(format!("transfer not found: transferId={transfer_id}")))
 }
 
 async fn account(
@@ -239,15 +287,17 @@ async fn ledger(State(cluster): State<Arc<Cluster>>) -> Result<Json<Value>, Gate
             .map(|partition| cluster.owner(&routing, partition).summary(partition)),
     )
     .await;
+    // total = Σ balances + Σ in flight: money is neither created nor lost.
     let mut total: u128 = 0;
     let mut partitions = Vec::new();
     for summary in summaries {
         let summary = summary?;
-        total += summary.balance_total;
+        total += summary.balance_total + summary.in_flight;
         partitions.push(json!({
             "partitionId": summary.partition_id,
             "accounts": summary.accounts,
             "balanceTotal": summary.balance_total,
+            "inFlight": summary.in_flight,
         }));
     }
     Ok(Json(json!({"total": total, "partitions": partitions})))
@@ -289,15 +339,6 @@ async fn commands(
             .and_then(|value| command_from_json(&value));
         match parsed {
             Ok(command) => {
-                if let Command::Transfer { from, to, .. } = &command {
-                    let (source, target) = (routing.partition_of(from), routing.partition_of(to));
-                    if source != target {
-                        results[index] = Some(error_line(&GatewayError::Unprocessable(format!(
-                            "cross-partition transfers are not supported yet: from={from} is on partition {source}, to={to} is on partition {target}"
-                        ))));
-                        continue;
-                    }
-                }
                 let partition = routing.partition_of(routing_account(&command));
                 let group = groups.entry(partition).or_default();
                 group.0.push(index);

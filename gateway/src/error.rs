@@ -90,7 +90,9 @@ impl From<ClientError> for GatewayError {
             },
             ClientError::Remote { address, body, .. } => match body.kind {
                 ErrorKind::InvalidRequest => GatewayError::InvalidRequest(body.message),
-                ErrorKind::AccountNotFound | ErrorKind::BackupNotFound => {
+                ErrorKind::AccountNotFound
+                | ErrorKind::TransferNotFound
+                | ErrorKind::BackupNotFound => {
                     GatewayError::NotFound(body.message)
                 }
                 ErrorKind::BackupStoreNotConfigured => GatewayError::BackupStoreNotConfigured,
@@ -119,9 +121,7 @@ pub fn rejection_error(rejection: &Rejection) -> GatewayError {
         Rejection::InsufficientFunds { .. }
         | Rejection::TransferIdReused { .. }
         | Rejection::CheckpointNotNewer { .. } => GatewayError::Conflict(message),
-        Rejection::BalanceOverflow { .. } | Rejection::CrossPartitionTransfer { .. } => {
-            GatewayError::Unprocessable(message)
-        }
+        Rejection::BalanceOverflow { .. } => GatewayError::Unprocessable(message),
         Rejection::InvalidCommand { .. } => GatewayError::InvalidRequest(message),
         Rejection::WrongPartition { .. } => GatewayError::Internal(message),
     }

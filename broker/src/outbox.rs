@@ -1,0 +1,148 @@
+//! The outbox sender of one partition: delivers the credits of cross-partition transfers to their
+//! target partitions and feeds the acknowledgements back, until the outbox is empty.
+//!
+//! Shape: `OutboxSender::new(options, partition, brokers)` → `run(cancel)`. Every credit carries
+//! the source's latest checkpoint id read together with the outbox (after the debit), and every
+//! acknowledgement carries the target's latest checkpoint id after the credit: the two halves of
+//! the consistent cut (ARCHITECTURE.md). The outbox lives in the partition state, so after a
+//! restart or a restore the sender simply finds it and sends again; targets apply a credit at
+//! most once per transfer id.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::BrokerClient;
+use crate::partition::PartitionHandle;
+use crate::record::{Command, Delivery, Outcome};
+use crate::routing::node_for_partition;
+
+#[derive(Debug, Clone)]
+pub struct OutboxOptions {
+    pub cluster_size: u32,
+    /// Outbox entries read and sent per round.
+    pub batch_entries_max: usize,
+    pub retry_delay_min: Duration,
+    pub retry_delay_max: Duration,
+    /// A round also runs this often without a signal (a safety net, e.g. after a restore).
+    pub idle_poll: Duration,
+}
+
+impl Default for OutboxOptions {
+    fn default() -> Self {
+        OutboxOptions {
+            cluster_size: 1,
+            batch_entries_max: 1000,
+            retry_delay_min: Duration::from_millis(50),
+            retry_delay_max: Duration::from_secs(5),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+pub struct OutboxSender {
+    options: OutboxOptions,
+    partition: PartitionHandle,
+    /// One client per broker, in node-id order.
+    brokers: Vec<BrokerClient>,
+}
+
+impl OutboxSender {
+    pub fn new(options: OutboxOptions, partition: PartitionHandle, brokers: Vec<BrokerClient>) -> OutboxSender {
+        OutboxSender {
+            options,
+            partition,
+            brokers,
+        }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        let notify = self.partition.outbox_notify();
+        let mut delay = self.options.retry_delay_min;
+        loop {
+            let wait = match self.round().await {
+                Ok(sent) if sent >= self.options.batch_entries_max => Duration::ZERO,
+                Ok(_) => {
+                    delay = self.options.retry_delay_min;
+                    self.options.idle_poll
+                }
+                Err(error) => {
+                    tracing::warn!(partition = self.partition.partition_id(), %error, retry_ms = delay.as_millis() as u64,
+                        "could not deliver cross-partition credits; retrying");
+                    let wait = delay;
+                    delay = (delay * 2).min(self.options.retry_delay_max);
+                    wait
+                }
+            };
+            if wait.is_zero() {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = notify.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Sends one batch of outbox entries; returns how many were sent.
+    async fn round(&self) -> Result<usize, String> {
+        let source = self.partition.partition_id();
+        let batch = self.partition.outbox(self.options.batch_entries_max).await.map_err(|e| e.to_string())?;
+        let sent = batch.entries.len();
+        if sent == 0 {
+            return Ok(0);
+        }
+        let mut by_target: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
+        for (transfer_id, entry) in batch.entries {
+            by_target.entry(entry.to_partition).or_default().push(Delivery {
+                command: Command::Credit {
+                    transfer_id,
+                    from_partition: source,
+                    to: entry.to,
+                    amount: entry.amount,
+                },
+                checkpoint_id: batch.latest_checkpoint_id,
+            });
+        }
+        let answers = join_all(by_target.into_iter().map(|(target, deliveries)| {
+            let broker = &self.brokers[node_for_partition(target, self.options.cluster_size) as usize];
+            async move { (target, broker.deliver(target, deliveries).await) }
+        }))
+        .await;
+        let mut acks = Vec::new();
+        let mut first_error = None;
+        for (target, answer) in answers {
+            match answer {
+                Ok(response) => {
+                    for outcome in response.outcomes {
+                        match outcome {
+                            Outcome::Credited { transfer_id, .. } => acks.push(Delivery {
+                                command: Command::CreditAck { transfer_id },
+                                checkpoint_id: response.latest_checkpoint_id,
+                            }),
+                            other => tracing::error!(partition = source, target, ?other,
+                                "a credit was refused by its target; it stays in the outbox"),
+                        }
+                    }
+                }
+                Err(error) => {
+                    first_error.get_or_insert(format!("target partition {target}: {error}"));
+                }
+            }
+        }
+        if !acks.is_empty() {
+            self.partition.deliver(acks).await.map_err(|e| e.to_string())?;
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(sent),
+        }
+    }
+}
