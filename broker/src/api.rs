@@ -75,7 +75,9 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
             (StatusCode::NOT_FOUND, ErrorKind::UnknownPartition)
         }
         BrokerError::AccountNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::AccountNotFound),
-        BrokerError::TransferNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::TransferNotFound),
+        BrokerError::TransferNotFound { .. } => {
+            (StatusCode::NOT_FOUND, ErrorKind::TransferNotFound)
+        }
         BrokerError::BackupStoreNotConfigured => {
             (StatusCode::BAD_REQUEST, ErrorKind::BackupStoreNotConfigured)
         }
@@ -267,7 +269,8 @@ async fn deliver(
             Command::CreditAck { .. } => Ok(()),
             other => Err(format!("{other:?} is not an inter-partition command")),
         };
-        valid.map_err(|reason| BrokerError::InvalidRequest(format!("delivery {index}: {reason}")))?;
+        valid
+            .map_err(|reason| BrokerError::InvalidRequest(format!("delivery {index}: {reason}")))?;
     }
     Ok(Json(handle.deliver(request.deliveries).await?))
 }

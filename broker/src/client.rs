@@ -177,11 +177,14 @@ impl BrokerClient {
         .await
     }
 
-    pub async fn transfer(&self, partition_id: u32, transfer_id: &str) -> Result<TransferStatus, ClientError> {
-        self.send(
-            self.http
-                .get(self.url(&format!("/partitions/{partition_id}/transfers/{transfer_id}"))),
-        )
+    pub async fn transfer(
+        &self,
+        partition_id: u32,
+        transfer_id: &str,
+    ) -> Result<TransferStatus, ClientError> {
+        self.send(self.http.get(self.url(&format!(
+            "/partitions/{partition_id}/transfers/{transfer_id}"
+        ))))
         .await
     }
 

@@ -50,7 +50,11 @@ pub struct OutboxSender {
 }
 
 impl OutboxSender {
-    pub fn new(options: OutboxOptions, partition: PartitionHandle, brokers: Vec<BrokerClient>) -> OutboxSender {
+    pub fn new(
+        options: OutboxOptions,
+        partition: PartitionHandle,
+        brokers: Vec<BrokerClient>,
+    ) -> OutboxSender {
         OutboxSender {
             options,
             partition,
@@ -94,25 +98,33 @@ impl OutboxSender {
     /// Sends one batch of outbox entries; returns how many were sent.
     async fn round(&self) -> Result<usize, String> {
         let source = self.partition.partition_id();
-        let batch = self.partition.outbox(self.options.batch_entries_max).await.map_err(|e| e.to_string())?;
+        let batch = self
+            .partition
+            .outbox(self.options.batch_entries_max)
+            .await
+            .map_err(|e| e.to_string())?;
         let sent = batch.entries.len();
         if sent == 0 {
             return Ok(0);
         }
         let mut by_target: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
         for (transfer_id, entry) in batch.entries {
-            by_target.entry(entry.to_partition).or_default().push(Delivery {
-                command: Command::Credit {
-                    transfer_id,
-                    from_partition: source,
-                    to: entry.to,
-                    amount: entry.amount,
-                },
-                checkpoint_id: batch.latest_checkpoint_id,
-            });
+            by_target
+                .entry(entry.to_partition)
+                .or_default()
+                .push(Delivery {
+                    command: Command::Credit {
+                        transfer_id,
+                        from_partition: source,
+                        to: entry.to,
+                        amount: entry.amount,
+                    },
+                    checkpoint_id: batch.latest_checkpoint_id,
+                });
         }
         let answers = join_all(by_target.into_iter().map(|(target, deliveries)| {
-            let broker = &self.brokers[node_for_partition(target, self.options.cluster_size) as usize];
+            let broker =
+                &self.brokers[node_for_partition(target, self.options.cluster_size) as usize];
             async move { (target, broker.deliver(target, deliveries).await) }
         }))
         .await;
@@ -127,8 +139,12 @@ impl OutboxSender {
                                 command: Command::CreditAck { transfer_id },
                                 checkpoint_id: response.latest_checkpoint_id,
                             }),
-                            other => tracing::error!(partition = source, target, ?other,
-                                "a credit was refused by its target; it stays in the outbox"),
+                            other => tracing::error!(
+                                partition = source,
+                                target,
+                                ?other,
+                                "a credit was refused by its target; it stays in the outbox"
+                            ),
                         }
                     }
                 }
@@ -138,7 +154,10 @@ impl OutboxSender {
             }
         }
         if !acks.is_empty() {
-            self.partition.deliver(acks).await.map_err(|e| e.to_string())?;
+            self.partition
+                .deliver(acks)
+                .await
+                .map_err(|e| e.to_string())?;
         }
         match first_error {
             Some(error) => Err(error),

@@ -163,7 +163,8 @@ impl PartitionHandle {
     /// Appends inter-partition commands (credits, acknowledgements), creating the carried
     /// checkpoint first where this partition is behind it.
     pub async fn deliver(&self, deliveries: Vec<Delivery>) -> Result<DeliverResponse> {
-        self.ask(|reply| Request::Deliver { deliveries, reply }).await?
+        self.ask(|reply| Request::Deliver { deliveries, reply })
+            .await?
     }
 
     pub async fn outbox(&self, limit: usize) -> Result<OutboxBatch> {
@@ -171,7 +172,8 @@ impl PartitionHandle {
     }
 
     pub async fn transfer(&self, transfer_id: String) -> Result<Option<TransferStatus>> {
-        self.ask(|reply| Request::Transfer { transfer_id, reply }).await
+        self.ask(|reply| Request::Transfer { transfer_id, reply })
+            .await
     }
 
     /// Signalled when the outbox gains an entry.
@@ -377,7 +379,10 @@ impl PartitionService {
                         }
                     }
                     let records = commands.into_iter().map(|c| (c, true)).collect();
-                    Pending::Write { records, reply: WriteReply::Execute(reply) }
+                    Pending::Write {
+                        records,
+                        reply: WriteReply::Execute(reply),
+                    }
                 }
                 Request::Deliver { deliveries, reply } => Pending::Write {
                     records: delivery_records(&mut latest, deliveries),
@@ -415,10 +420,16 @@ impl PartitionService {
             };
             for item in pending {
                 match item {
-                    Pending::Write { reply: WriteReply::Execute(reply), .. } => {
+                    Pending::Write {
+                        reply: WriteReply::Execute(reply),
+                        ..
+                    } => {
                         let _ = reply.send(Err(unavailable()));
                     }
-                    Pending::Write { reply: WriteReply::Deliver(reply), .. } => {
+                    Pending::Write {
+                        reply: WriteReply::Deliver(reply),
+                        ..
+                    } => {
                         let _ = reply.send(Err(unavailable()));
                     }
                     Pending::Read(_) => {}
@@ -488,17 +499,21 @@ impl PartitionService {
                 });
             }
             Request::Transfer { transfer_id, reply } => {
-                let status = self.state.transfers.get(&transfer_id).map(|entry| TransferStatus {
-                    transfer_id: transfer_id.clone(),
-                    from: entry.from.clone(),
-                    to: entry.to.clone(),
-                    amount: entry.amount,
-                    status: if self.state.outbox.contains_key(&transfer_id) {
-                        TransferState::Pending
-                    } else {
-                        TransferState::Completed
-                    },
-                });
+                let status = self
+                    .state
+                    .transfers
+                    .get(&transfer_id)
+                    .map(|entry| TransferStatus {
+                        transfer_id: transfer_id.clone(),
+                        from: entry.from.clone(),
+                        to: entry.to.clone(),
+                        amount: entry.amount,
+                        status: if self.state.outbox.contains_key(&transfer_id) {
+                            TransferState::Pending
+                        } else {
+                            TransferState::Completed
+                        },
+                    });
                 let _ = reply.send(status);
             }
             Request::Execute { .. } | Request::Deliver { .. } => {

@@ -40,7 +40,9 @@ pub enum Command {
     },
     /// Inter-partition: the target applied the credit; the source drops its outbox entry.
     #[serde(rename_all = "camelCase")]
-    CreditAck { transfer_id: String },
+    CreditAck {
+        transfer_id: String,
+    },
 }
 
 impl Command {
@@ -66,7 +68,10 @@ pub struct Delivery {
 /// checkpoint id is greater than the receiver's latest (`latest_checkpoint`, updated here), the
 /// CHECKPOINT record of that id. The flag says whether the record answers a message (`true`) or
 /// is such an inserted checkpoint (`false`).
-pub fn delivery_records(latest_checkpoint: &mut u64, deliveries: Vec<Delivery>) -> Vec<(Command, bool)> {
+pub fn delivery_records(
+    latest_checkpoint: &mut u64,
+    deliveries: Vec<Delivery>,
+) -> Vec<(Command, bool)> {
     let mut records = Vec::with_capacity(deliveries.len());
     for delivery in deliveries {
         if delivery.checkpoint_id > *latest_checkpoint {
@@ -92,19 +97,33 @@ pub enum Outcome {
         balance: u64,
     },
     #[serde(rename_all = "camelCase")]
-    TransferCompleted { transfer_id: String },
+    TransferCompleted {
+        transfer_id: String,
+    },
     /// Debited; the credit travels to another partition.
     #[serde(rename_all = "camelCase")]
-    TransferPending { transfer_id: String },
+    TransferPending {
+        transfer_id: String,
+    },
     #[serde(rename_all = "camelCase")]
-    Credited { transfer_id: String, duplicate: bool },
+    Credited {
+        transfer_id: String,
+        duplicate: bool,
+    },
     #[serde(rename_all = "camelCase")]
-    CreditAcked { transfer_id: String },
+    CreditAcked {
+        transfer_id: String,
+    },
     #[serde(rename_all = "camelCase")]
-    CheckpointCreated { checkpoint_id: u64, position: u64 },
+    CheckpointCreated {
+        checkpoint_id: u64,
+        position: u64,
+    },
     /// The partition already holds this checkpoint (created earlier, e.g. by propagation).
     #[serde(rename_all = "camelCase")]
-    CheckpointExists { checkpoint_id: u64 },
+    CheckpointExists {
+        checkpoint_id: u64,
+    },
     Rejected {
         rejection: Rejection,
     },
@@ -191,9 +210,16 @@ mod tests {
                 }
             ),
             any::<u64>().prop_map(|checkpoint_id| Command::Checkpoint { checkpoint_id }),
-            (account, any::<u32>(), any::<u64>(), "[a-f0-9-]{36}").prop_map(|(to, from_partition, amount, transfer_id)| {
-                Command::Credit { transfer_id, from_partition, to, amount }
-            }),
+            (account, any::<u32>(), any::<u64>(), "[a-f0-9-]{36}").prop_map(
+                |(to, from_partition, amount, transfer_id)| {
+                    Command::Credit {
+                        transfer_id,
+                        from_partition,
+                        to,
+                        amount,
+                    }
+                }
+            ),
             "[a-f0-9-]{36}".prop_map(|transfer_id| Command::CreditAck { transfer_id }),
         ]
     }

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{self, ApiState};
 use crate::backup::{BackupOptions, BackupService};
 use crate::client::BrokerClient;
-use crate::outbox::{OutboxOptions, OutboxSender};
 use crate::error::{BrokerError, Result};
+use crate::outbox::{OutboxOptions, OutboxSender};
 use crate::partition::{partition_directory, PartitionOptions, PartitionService};
 use crate::protocol::Topology;
 use crate::routing::partitions_for_node;
@@ -152,7 +152,9 @@ impl BrokerService {
         let brokers: Vec<BrokerClient> = cluster
             .brokers
             .iter()
-            .map(|address| BrokerClient::new(http.clone(), address.clone(), Duration::from_secs(10)))
+            .map(|address| {
+                BrokerClient::new(http.clone(), address.clone(), Duration::from_secs(10))
+            })
             .collect();
         let mut sender_tasks = Vec::new();
         for handle in handles.values() {

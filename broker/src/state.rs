@@ -220,9 +220,12 @@ impl LedgerState {
                     });
                 }
                 let balance = self.accounts.get(to).copied().unwrap_or(0);
-                let balance = balance
-                    .checked_add(*amount)
-                    .ok_or_else(|| Rejection::BalanceOverflow { account: to.clone() })?;
+                let balance =
+                    balance
+                        .checked_add(*amount)
+                        .ok_or_else(|| Rejection::BalanceOverflow {
+                            account: to.clone(),
+                        })?;
                 self.accounts.insert(to.clone(), balance);
                 self.credited.insert(transfer_id.clone(), *amount);
                 Ok(Outcome::Credited {
@@ -456,15 +459,47 @@ mod tests {
         assert_eq!(state.summary().in_flight, 1);
         // The target credits once per transfer id; the acknowledgement empties the outbox.
         let mut target = LedgerState::new(partition_for_account(&remote, 3), 3);
-        let credit = Command::Credit { transfer_id: "t2".into(), from_partition: 1, to: remote.clone(), amount: 1 };
-        assert_eq!(target.apply(1, &credit), Outcome::Credited { transfer_id: "t2".into(), duplicate: false });
-        assert_eq!(target.apply(2, &credit), Outcome::Credited { transfer_id: "t2".into(), duplicate: true });
+        let credit = Command::Credit {
+            transfer_id: "t2".into(),
+            from_partition: 1,
+            to: remote.clone(),
+            amount: 1,
+        };
+        assert_eq!(
+            target.apply(1, &credit),
+            Outcome::Credited {
+                transfer_id: "t2".into(),
+                duplicate: false
+            }
+        );
+        assert_eq!(
+            target.apply(2, &credit),
+            Outcome::Credited {
+                transfer_id: "t2".into(),
+                duplicate: true
+            }
+        );
         assert_eq!(target.accounts[&remote], 1);
-        state.apply(14, &Command::CreditAck { transfer_id: "t2".into() });
+        state.apply(
+            14,
+            &Command::CreditAck {
+                transfer_id: "t2".into(),
+            },
+        );
         assert_eq!(state.summary().in_flight, 0);
         assert_eq!(
-            state.apply(15, &Command::Transfer { transfer_id: "t2".into(), from: a.clone(), to: remote.clone(), amount: 1 }),
-            Outcome::TransferCompleted { transfer_id: "t2".into() }
+            state.apply(
+                15,
+                &Command::Transfer {
+                    transfer_id: "t2".into(),
+                    from: a.clone(),
+                    to: remote.clone(),
+                    amount: 1
+                }
+            ),
+            Outcome::TransferCompleted {
+                transfer_id: "t2".into()
+            }
         );
     }
 

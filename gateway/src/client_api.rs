@@ -223,7 +223,10 @@ async fn transfer(
         return Ok(Json(answer));
     }
     // Cross-partition: the credit travels on; wait a little for it, then tell the truth.
-    let Command::Transfer { transfer_id, from, .. } = command else {
+    let Command::Transfer {
+        transfer_id, from, ..
+    } = command
+    else {
         unreachable!("a transfer command")
     };
     let routing = cluster.routing().await?;
@@ -235,10 +238,14 @@ async fn transfer(
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(100));
         if broker.transfer(source, &transfer_id).await?.status == TransferState::Completed {
-            return Ok(Json(json!({"transferId": transfer_id, "status": "COMPLETED"})));
+            return Ok(Json(
+                json!({"transferId": transfer_id, "status": "COMPLETED"}),
+            ));
         }
     }
-    Ok(Json(json!({"transferId": transfer_id, "status": "PENDING"})))
+    Ok(Json(
+        json!({"transferId": transfer_id, "status": "PENDING"}),
+    ))
 }
 
 /// `GET /v1/transfers/{transferId}`: asks every partition; the source one knows the transfer.
@@ -247,11 +254,11 @@ async fn transfer_status(
     Path(transfer_id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
     let routing = cluster.routing().await?;
-    let answers = join_all(
-        routing
-            .partitions()
-            .map(|partition| cluster.owner(&routing, partition).transfer(partition, &transfer_id)),
-    )
+    let answers = join_all(routing.partitions().map(|partition| {
+        cluster
+            .owner(&routing, partition)
+            .transfer(partition, &transfer_id)
+    }))
     .await;
     for answer in answers {
         match answer {
@@ -260,7 +267,9 @@ async fn transfer_status(
             Err(error) => return Err(error.into()),
         }
     }
-    Err(GatewayError::NotFound(format!("transfer not found: transferId={transfer_id}")))
+    Err(GatewayError::NotFound(format!(
+        "transfer not found: transferId={transfer_id}"
+    )))
 }
 
 async fn account(

@@ -92,9 +92,7 @@ impl From<ClientError> for GatewayError {
                 ErrorKind::InvalidRequest => GatewayError::InvalidRequest(body.message),
                 ErrorKind::AccountNotFound
                 | ErrorKind::TransferNotFound
-                | ErrorKind::BackupNotFound => {
-                    GatewayError::NotFound(body.message)
-                }
+                | ErrorKind::BackupNotFound => GatewayError::NotFound(body.message),
                 ErrorKind::BackupStoreNotConfigured => GatewayError::BackupStoreNotConfigured,
                 ErrorKind::BackupInProgress | ErrorKind::CheckpointNotNewer => {
                     GatewayError::Conflict(body.message)
