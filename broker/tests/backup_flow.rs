@@ -327,3 +327,133 @@ async fn a_restart_fails_every_unfinished_backup_of_this_node() {
     assert!(latest.failure_reason.unwrap().contains("before the upload"));
     fixture.cancel.cancel();
 }
+
+/// A transfer debited after the source's checkpoint 7 reaches the target before the gateway's
+/// checkpoint 7 does: the target writes checkpoint 7 first, so its backup 7, restored, holds no
+/// credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
+    let store = BackupStore::from_object_store(Arc::new(InMemory::new()), None);
+    let (service, backups) = BackupService::new(
+        store.clone(),
+        BackupOptions {
+            node_id: 0,
+            max_concurrent_uploads: 2,
+            upload_rate_limit_bytes_per_second: 0,
+            queue_capacity: 8,
+        },
+    );
+    let cancel = CancellationToken::new();
+    tokio::spawn(service.run(cancel.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let options = |partition_id: u32| PartitionOptions {
+        partition_id,
+        partitions_count: 2,
+        node_id: 0,
+        directory: dir.path().join(format!("partition-{partition_id:05}")),
+        segment_bytes_max: 1 << 20,
+        snapshot_period: Duration::from_secs(3600),
+        request_queue_capacity: 16,
+        batch_commands_max: 64,
+    };
+    let (source_service, source) =
+        PartitionService::open(options(1), Some(backups.clone())).unwrap();
+    let (target_service, target) =
+        PartitionService::open(options(2), Some(backups.clone())).unwrap();
+    tokio::spawn(source_service.run(cancel.clone()));
+    tokio::spawn(target_service.run(cancel.clone()));
+    let on = |p: u32| {
+        (0..)
+            .map(|i| format!("acct-{i}"))
+            .find(|a| sluice_broker::routing::partition_for_account(a, 2) == p)
+            .unwrap()
+    };
+    let (alice, bob) = (on(1), on(2));
+
+    source
+        .execute(vec![Command::Deposit {
+            account: alice.clone(),
+            amount: 100,
+        }])
+        .await
+        .unwrap();
+    checkpoint(&source, 7).await;
+    let outcome = source
+        .execute(vec![Command::Transfer {
+            transfer_id: "t-1".into(),
+            from: alice,
+            to: bob.clone(),
+            amount: 40,
+        }])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome.as_slice(), [Outcome::TransferPending { .. }]),
+        "{outcome:?}"
+    );
+    // What the outbox sender sends: the credit with the source's latest checkpoint id.
+    let batch = source.outbox(10).await.unwrap();
+    assert_eq!(batch.latest_checkpoint_id, 7);
+    let (transfer_id, entry) = batch.entries[0].clone();
+    let delivered = target
+        .deliver(vec![sluice_broker::record::Delivery {
+            command: Command::Credit {
+                transfer_id,
+                from_partition: 1,
+                to: entry.to,
+                amount: entry.amount,
+            },
+            checkpoint_id: batch.latest_checkpoint_id,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        delivered.latest_checkpoint_id, 7,
+        "the target created checkpoint 7 first"
+    );
+    assert_eq!(target.balance(bob.clone()).await.unwrap(), Some(40));
+    // The gateway's checkpoint 7 arrives late: a no-op that counts as success.
+    let late = target
+        .execute(vec![Command::Checkpoint { checkpoint_id: 7 }])
+        .await
+        .unwrap();
+    assert_eq!(late, vec![Outcome::CheckpointExists { checkpoint_id: 7 }]);
+
+    // The target's backup 7 completes; restored, it holds the state before the credit.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let manifest = loop {
+        let found = store.find_manifests(2, 7).await.unwrap();
+        if let Some(m) = found
+            .into_iter()
+            .find(|m| m.status == BackupStatus::Completed)
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "target backup 7 never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let restored = tempfile::tempdir().unwrap();
+    let log_dir = restored.path().join("log");
+    for file in &manifest.files {
+        assert_eq!(file.kind, FileKind::Segment, "no snapshot was taken");
+        store
+            .download_file(&manifest.id, file, &log_dir.join(&file.name))
+            .await
+            .unwrap();
+    }
+    sluice_broker::log::truncate_after(&log_dir, manifest.descriptor.checkpoint_position).unwrap();
+    let mut restored_options = options(2);
+    restored_options.directory = restored.path().to_path_buf();
+    let (recovered, _handle) = PartitionService::open(restored_options, None).unwrap();
+    assert_eq!(
+        recovered.latest_checkpoint(),
+        Some((7, manifest.descriptor.checkpoint_position))
+    );
+    let summary = recovered.summary();
+    assert_eq!(
+        (summary.accounts, summary.balance_total),
+        (0, 0),
+        "the credit must not be in backup 7"
+    );
+    cancel.cancel();
+}
