@@ -75,15 +75,14 @@ pub fn free_port() -> u16 {
 
 /// The last `lines` lines of a file (for failure messages).
 pub fn tail(path: &Path, lines: usize) -> String {
-    let mut text = String::new();
-    match fs::File::open(path) {
+    let text = match fs::File::open(path) {
         Ok(mut file) => {
             let mut bytes = Vec::new();
             let _ = file.read_to_end(&mut bytes);
-            text = String::from_utf8_lossy(&bytes).into_owned();
+            String::from_utf8_lossy(&bytes).into_owned()
         }
         Err(error) => return format!("<cannot read {}: {error}>", path.display()),
-    }
+    };
     let all: Vec<&str> = text.lines().collect();
     let start = all.len().saturating_sub(lines);
     all[start..].join("\n")
@@ -151,7 +150,13 @@ impl Proc {
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} ({}): {e}", self.name, self.program.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({}): {e}",
+                    self.name,
+                    self.program.display()
+                )
+            });
         self.child = Some(child);
     }
 
@@ -183,7 +188,9 @@ impl Proc {
 
     /// Whether the process exited, and how.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Polls `url` until it answers 200, for at most [`READY_TIMEOUT`]; panics with the log tail
@@ -283,6 +290,28 @@ pub fn run_restore_in(env: &Env, cwd: &Path, args: &[&str]) -> Output {
     run_bounded(command, Duration::from_secs(120), "sluice-restore")
 }
 
+/// Runs `program` (e.g. a `bin/` launcher) with exactly `env` and `args` in `cwd`, bounded to
+/// two minutes, and returns its output.
+pub fn run_program_in(program: &Path, env: &Env, cwd: &Path, args: &[&str]) -> Output {
+    let mut command = command(program, env, cwd);
+    command.args(args);
+    run_bounded(
+        command,
+        Duration::from_secs(120),
+        &program.display().to_string(),
+    )
+}
+
+/// The `bin/<name>` launcher of the repository when the binaries are the workspace's own
+/// (`SLUICE_BIN_DIR` unset), else the binary `sluice-<name>` of [`bin_dir`] itself.
+pub fn launcher(name: &str) -> PathBuf {
+    let binary = bin(&format!("sluice-{name}"));
+    match std::env::var_os("SLUICE_BIN_DIR") {
+        Some(dir) if !dir.is_empty() => binary,
+        _ => workspace_root().join("bin").join(name),
+    }
+}
+
 /// Runs `sluice-restore` with `env` and `args` in a fresh temporary directory.
 pub fn run_restore(env: &Env, args: &[&str]) -> Output {
     let cwd = tempfile::tempdir().expect("create a temporary directory");
@@ -364,9 +393,12 @@ impl Garage {
         }
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-            let (key, value) = line
-                .split_once('=')
-                .unwrap_or_else(|| panic!("unexpected line from garage-start.sh: {line:?}\n{}", describe(&output)));
+            let (key, value) = line.split_once('=').unwrap_or_else(|| {
+                panic!(
+                    "unexpected line from garage-start.sh: {line:?}\n{}",
+                    describe(&output)
+                )
+            });
             garage.settings.insert(key.to_string(), value.to_string());
         }
         for key in [
@@ -494,7 +526,8 @@ impl ClusterSpec {
 
     /// Adds (or replaces) a setting of every broker.
     pub fn with(mut self, key: &str, value: &str) -> ClusterSpec {
-        self.broker_common.insert(key.to_string(), value.to_string());
+        self.broker_common
+            .insert(key.to_string(), value.to_string());
         self
     }
 
@@ -508,7 +541,10 @@ impl ClusterSpec {
     pub fn with_filesystem_store(self) -> ClusterSpec {
         let path = self.backup_path();
         self.with("SLUICE_BROKER_DATA_BACKUP_STORE", "FILESYSTEM")
-            .with("SLUICE_BROKER_DATA_BACKUP_FILESYSTEM_BASEPATH", path.to_str().expect("UTF-8 path"))
+            .with(
+                "SLUICE_BROKER_DATA_BACKUP_FILESYSTEM_BASEPATH",
+                path.to_str().expect("UTF-8 path"),
+            )
     }
 
     /// Where [`ClusterSpec::with_filesystem_store`] writes backups.
@@ -536,8 +572,14 @@ impl ClusterSpec {
             env.insert(k.to_string(), v);
         };
         set("SLUICE_BROKER_CLUSTER_NODEID", node_id.to_string());
-        set("SLUICE_BROKER_CLUSTER_CLUSTERSIZE", self.brokers.len().to_string());
-        set("SLUICE_BROKER_CLUSTER_PARTITIONSCOUNT", self.partitions_count.to_string());
+        set(
+            "SLUICE_BROKER_CLUSTER_CLUSTERSIZE",
+            self.brokers.len().to_string(),
+        );
+        set(
+            "SLUICE_BROKER_CLUSTER_PARTITIONSCOUNT",
+            self.partitions_count.to_string(),
+        );
         set("SLUICE_BROKER_CLUSTER_BROKERS", self.broker_addresses());
         set("SLUICE_BROKER_NETWORK_HOST", "127.0.0.1".into());
         set("SLUICE_BROKER_NETWORK_PORT", broker.port.to_string());
@@ -551,11 +593,20 @@ impl ClusterSpec {
     /// The whole configuration of the gateway.
     pub fn gateway_env(&self) -> Env {
         let mut env = Env::new();
-        env.insert("SLUICE_GATEWAY_CLUSTER_BROKERS".into(), self.broker_addresses());
+        env.insert(
+            "SLUICE_GATEWAY_CLUSTER_BROKERS".into(),
+            self.broker_addresses(),
+        );
         env.insert("SLUICE_GATEWAY_NETWORK_HOST".into(), "127.0.0.1".into());
-        env.insert("SLUICE_GATEWAY_NETWORK_PORT".into(), self.gateway_port.to_string());
+        env.insert(
+            "SLUICE_GATEWAY_NETWORK_PORT".into(),
+            self.gateway_port.to_string(),
+        );
         env.insert("SLUICE_GATEWAY_MANAGEMENT_HOST".into(), "127.0.0.1".into());
-        env.insert("SLUICE_GATEWAY_MANAGEMENT_PORT".into(), self.management_port.to_string());
+        env.insert(
+            "SLUICE_GATEWAY_MANAGEMENT_PORT".into(),
+            self.management_port.to_string(),
+        );
         env
     }
 
@@ -581,7 +632,8 @@ impl ClusterSpec {
             &dir,
             &dir.join("broker.log"),
         );
-        proc.wait_ready(&self.brokers[node_id as usize].health_url()).await;
+        proc.wait_ready(&self.brokers[node_id as usize].health_url())
+            .await;
         proc
     }
 
@@ -589,8 +641,15 @@ impl ClusterSpec {
     pub async fn start_gateway(&self) -> Proc {
         let dir = self.root.path().join("gateway");
         fs::create_dir_all(&dir).expect("create the gateway directory");
-        let mut proc = Proc::spawn("gateway", "sluice-gateway", self.gateway_env(), &dir, &dir.join("gateway.log"));
-        proc.wait_ready(&format!("{}/actuator/health", self.endpoints().mgmt)).await;
+        let mut proc = Proc::spawn(
+            "gateway",
+            "sluice-gateway",
+            self.gateway_env(),
+            &dir,
+            &dir.join("gateway.log"),
+        );
+        proc.wait_ready(&format!("{}/actuator/health", self.endpoints().mgmt))
+            .await;
         proc
     }
 
@@ -633,7 +692,12 @@ impl Cluster {
     pub fn logs(&self) -> String {
         let mut text = String::new();
         for proc in self.brokers.iter().chain(std::iter::once(&self.gateway)) {
-            text.push_str(&format!("---- {} ({}) ----\n{}\n", proc.name(), proc.log_path().display(), proc.log_tail()));
+            text.push_str(&format!(
+                "---- {} ({}) ----\n{}\n",
+                proc.name(),
+                proc.log_path().display(),
+                proc.log_tail()
+            ));
         }
         text
     }
@@ -704,9 +768,15 @@ pub async fn commands(api: &str, lines: &[Value]) -> Vec<Value> {
     let results: Vec<Value> = text
         .lines()
         .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("result line {l:?} is not JSON: {e}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("result line {l:?} is not JSON: {e}"))
+        })
         .collect();
-    assert_eq!(results.len(), lines.len(), "one result line per command: {text}");
+    assert_eq!(
+        results.len(),
+        lines.len(),
+        "one result line per command: {text}"
+    );
     results
 }
 
@@ -732,14 +802,20 @@ pub async fn deposit(api: &str, account: &str, amount: u64) -> u64 {
     )
     .await;
     assert_eq!(status, 200, "deposit of {amount} to {account}: {body}");
-    body["balance"].as_u64().unwrap_or_else(|| panic!("no balance in {body}"))
+    body["balance"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no balance in {body}"))
 }
 
 /// The balance of `account`; `None` when it does not exist (404). Panics on other answers.
 pub async fn balance(api: &str, account: &str) -> Option<u64> {
     let (status, body) = get(&format!("{api}/v1/accounts/{account}")).await;
     match status {
-        200 => Some(body["balance"].as_u64().unwrap_or_else(|| panic!("no balance in {body}"))),
+        200 => Some(
+            body["balance"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no balance in {body}")),
+        ),
         404 => None,
         _ => panic!("GET account {account} answered {status}: {body}"),
     }
@@ -762,7 +838,9 @@ pub async fn balances(api: &str, accounts: &[String]) -> BTreeMap<String, Option
 pub async fn ledger_total(api: &str) -> u64 {
     let (status, body) = get(&format!("{api}/v1/ledger")).await;
     assert_eq!(status, 200, "GET /v1/ledger: {body}");
-    body["total"].as_u64().unwrap_or_else(|| panic!("no total in {body}"))
+    body["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total in {body}"))
 }
 
 /// `POST /actuator/backups/{id}`.
@@ -779,7 +857,6 @@ pub async fn backup_status(mgmt: &str, id: u64) -> (u16, Value) {
 /// timeout, or when the backup ends in another final state (COMPLETED/FAILED), with the last JSON.
 pub async fn poll_backup(mgmt: &str, id: u64, want: &str, timeout: Duration) -> Value {
     let started = Instant::now();
-    let mut last = Value::Null;
     loop {
         let (status, body) = backup_status(mgmt, id).await;
         if status == 200 {
@@ -791,7 +868,7 @@ pub async fn poll_backup(mgmt: &str, id: u64, want: &str, timeout: Duration) -> 
                 panic!("backup {id} ended {state}, wanted {want}: {body}");
             }
         }
-        last = serde_json::json!({"httpStatus": status, "body": body});
+        let last = serde_json::json!({"httpStatus": status, "body": body});
         if started.elapsed() > timeout {
             panic!("backup {id} not {want} within {timeout:?}; last answer: {last}");
         }
@@ -883,7 +960,8 @@ pub fn copy_dir(from: &Path, to: &Path) {
         if entry.file_type().expect("file type").is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+            fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
         }
     }
 }

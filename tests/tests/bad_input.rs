@@ -63,7 +63,11 @@ async fn invalid_requests_are_refused() {
     .await;
     assert_eq!(status, 409, "withdraw more than the balance: {body}");
     message(&body);
-    assert_eq!(balance(&ep.api, "shorty").await, Some(10), "a refused withdrawal changes nothing");
+    assert_eq!(
+        balance(&ep.api, "shorty").await,
+        Some(10),
+        "a refused withdrawal changes nothing"
+    );
 
     let (status, body) = get(&format!("{}/v1/accounts/nobody-here", ep.api)).await;
     assert_eq!(status, 404, "unknown account: {body}");
@@ -79,7 +83,10 @@ async fn backup_without_a_store_is_refused() {
     let (status, body) = take_backup(&ep.mgmt, "1").await;
     assert_eq!(status, 400, "POST backup without a store: {body}");
     let text = message(&body);
-    assert!(text.to_lowercase().contains("store"), "the message must mention the backup store: {text}");
+    assert!(
+        text.to_lowercase().contains("store"),
+        "the message must mention the backup store: {text}"
+    );
     cluster.stop();
 }
 
@@ -87,7 +94,11 @@ async fn backup_without_a_store_is_refused() {
 fn assert_refused(spec: &ClusterSpec, overrides: &Env, args: &[&str], data_dir: &Path, hint: &str) {
     let before = dir_fingerprint(data_dir);
     let output = spec.restore(0, overrides, args);
-    assert!(!output.status.success(), "restore {args:?} must fail:\n{}", describe(&output));
+    assert!(
+        !output.status.success(),
+        "restore {args:?} must fail:\n{}",
+        describe(&output)
+    );
     let stderr = String::from_utf8_lossy(&output.stderr).to_lowercase();
     assert!(
         stderr.contains(&hint.to_lowercase()),
@@ -115,7 +126,9 @@ fn data_dir_override(dir: &Path) -> Env {
 async fn restore_refuses_what_it_cannot_restore() {
     let (spec, mut cluster) = single_node().await;
     let ep = spec.endpoints();
-    let deposits: Vec<(String, u64)> = (0..3_000).map(|i| (format!("user-{i}"), i as u64 + 1)).collect();
+    let deposits: Vec<(String, u64)> = (0..3_000)
+        .map(|i| (format!("user-{i}"), i as u64 + 1))
+        .collect();
     deposit_all(&ep.api, &deposits).await;
     let (status, body) = take_backup(&ep.mgmt, "1").await;
     assert_eq!(status, 200, "POST backup 1: {body}");
@@ -137,11 +150,26 @@ async fn restore_refuses_what_it_cannot_restore() {
 
     // An unknown backup id, into an absent and into an existing empty directory.
     let absent = scratch.join("absent");
-    assert_refused(&spec, &data_dir_override(&absent), &["424242"], &absent, "does not exist");
-    assert!(!absent.exists(), "a refused restore must not create the data directory");
+    assert_refused(
+        &spec,
+        &data_dir_override(&absent),
+        &["424242"],
+        &absent,
+        "does not exist",
+    );
+    assert!(
+        !absent.exists(),
+        "a refused restore must not create the data directory"
+    );
     let empty = scratch.join("empty");
     fs::create_dir_all(&empty).unwrap();
-    assert_refused(&spec, &data_dir_override(&empty), &["--backup-id", "424242"], &empty, "does not exist");
+    assert_refused(
+        &spec,
+        &data_dir_override(&empty),
+        &["--backup-id", "424242"],
+        &empty,
+        "does not exist",
+    );
 
     // Another partition count than the backup's.
     for count in ["2", "4"] {
@@ -151,20 +179,34 @@ async fn restore_refuses_what_it_cannot_restore() {
     }
 
     // An invalid backup id.
-    assert_refused(&spec, &data_dir_override(&absent), &["0"], &absent, "backup");
+    assert_refused(
+        &spec,
+        &data_dir_override(&absent),
+        &["0"],
+        &absent,
+        "backup",
+    );
 
     // A corrupted segment file, in a copy of the store: the directory must stay absent.
     let corrupt_store = scratch.join("corrupt-backups");
     copy_dir(&spec.backup_path(), &corrupt_store);
     let segments = find_files(&corrupt_store, |p| p.contains("/segments/"));
-    assert!(!segments.is_empty(), "the backup holds no segment file: {:?}", dir_fingerprint(&corrupt_store));
+    assert!(
+        !segments.is_empty(),
+        "the backup holds no segment file: {:?}",
+        dir_fingerprint(&corrupt_store)
+    );
     let victim = segments
         .iter()
         .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .unwrap()
         .clone();
     let mut bytes = fs::read(&victim).unwrap();
-    assert!(bytes.len() > 64, "segment {} is too small to corrupt", victim.display());
+    assert!(
+        bytes.len() > 64,
+        "segment {} is too small to corrupt",
+        victim.display()
+    );
     let middle = bytes.len() / 2;
     for byte in &mut bytes[middle..middle + 16] {
         *byte ^= 0xA5;
@@ -176,27 +218,59 @@ async fn restore_refuses_what_it_cannot_restore() {
         corrupt_store.to_str().unwrap().to_string(),
     );
     assert_refused(&spec, &overrides, &["1"], &absent, "corrupt");
-    assert!(!absent.exists(), "a failed restore must leave an absent data directory absent");
+    assert!(
+        !absent.exists(),
+        "a failed restore must leave an absent data directory absent"
+    );
     // Same with an existing empty directory: it stays, empty.
-    assert_refused(&spec, &{
-        let mut o = overrides.clone();
-        o.extend(data_dir_override(&empty));
-        o
-    }, &["1"], &empty, "corrupt");
+    assert_refused(
+        &spec,
+        &{
+            let mut o = overrides.clone();
+            o.extend(data_dir_override(&empty));
+            o
+        },
+        &["1"],
+        &empty,
+        "corrupt",
+    );
 
     // An existing empty directory is fine.
     let output = spec.restore(0, &data_dir_override(&empty), &["1"]);
-    assert!(output.status.success(), "restore into an empty directory:\n{}", describe(&output));
-    let lines = String::from_utf8_lossy(&output.stdout).lines().filter(|l| !l.trim().is_empty()).count();
-    assert_eq!(lines, 3, "one line per restored partition:\n{}", describe(&output));
-    assert_ne!(dir_fingerprint(&empty), Some(vec![]), "the restore wrote nothing");
+    assert!(
+        output.status.success(),
+        "restore into an empty directory:\n{}",
+        describe(&output)
+    );
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    assert_eq!(
+        lines,
+        3,
+        "one line per restored partition:\n{}",
+        describe(&output)
+    );
+    assert_ne!(
+        dir_fingerprint(&empty),
+        Some(vec![]),
+        "the restore wrote nothing"
+    );
 
     // A directory holding only lost+found counts as empty; lost+found is kept.
     let mounted = scratch.join("mounted");
     fs::create_dir_all(mounted.join("lost+found")).unwrap();
     let output = spec.restore(0, &data_dir_override(&mounted), &["1"]);
-    assert!(output.status.success(), "restore into a directory with lost+found:\n{}", describe(&output));
-    assert!(mounted.join("lost+found").is_dir(), "lost+found must be kept");
+    assert!(
+        output.status.success(),
+        "restore into a directory with lost+found:\n{}",
+        describe(&output)
+    );
+    assert!(
+        mounted.join("lost+found").is_dir(),
+        "lost+found must be kept"
+    );
     assert!(dir_size(&mounted) > 0, "the restore wrote nothing");
 
     // The restored directory holds the backed-up state.
@@ -207,7 +281,13 @@ async fn restore_refuses_what_it_cannot_restore() {
     env.extend(overrides);
     let dir = check.root().join("node-0");
     fs::create_dir_all(&dir).unwrap();
-    let mut broker = Proc::spawn("restored broker", "sluice-broker", env, &dir, &dir.join("broker.log"));
+    let mut broker = Proc::spawn(
+        "restored broker",
+        "sluice-broker",
+        env,
+        &dir,
+        &dir.join("broker.log"),
+    );
     broker.wait_ready(&check.brokers[0].health_url()).await;
     let mut gateway = check.start_gateway().await;
     let api = check.endpoints().api;

@@ -24,7 +24,11 @@ async fn a_backup_interrupted_by_a_crash_is_failed_after_the_restart() {
     let mut rounds = 0;
     while dir_size(&data_dir) < 2_500_000 {
         rounds += 1;
-        assert!(rounds <= 20, "the log did not grow to 2.5 MB: {} bytes", dir_size(&data_dir));
+        assert!(
+            rounds <= 20,
+            "the log did not grow to 2.5 MB: {} bytes",
+            dir_size(&data_dir)
+        );
         let deposits: Vec<(String, u64)> = (0..5_000)
             .map(|i| (format!("{prefix}-{rounds:02}-{i:05}"), (i % 13 + 1) as u64))
             .collect();
@@ -47,24 +51,35 @@ async fn a_backup_interrupted_by_a_crash_is_failed_after_the_restart() {
             ),
             _ => {}
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "backup 1 never IN_PROGRESS: {body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "backup 1 never IN_PROGRESS: {body}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     cluster.brokers[0].kill();
 
     // Restart on the same data directory; the gateway stays up.
     cluster.brokers[0].restart();
-    cluster.brokers[0].wait_ready(&spec.brokers[0].health_url()).await;
+    cluster.brokers[0]
+        .wait_ready(&spec.brokers[0].health_url())
+        .await;
 
     let failed = poll_backup(&ep.mgmt, 1, "FAILED", Duration::from_secs(30)).await;
     let reason = failed["failureReason"].as_str().unwrap_or_default();
-    assert!(!reason.trim().is_empty(), "a FAILED backup needs a failureReason: {failed}");
+    assert!(
+        !reason.trim().is_empty(),
+        "a FAILED backup needs a failureReason: {failed}"
+    );
     // It stays FAILED.
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (status, body) = backup_status(&ep.mgmt, 1).await;
         assert_eq!(status, 200, "GET backup 1: {body}");
-        assert_eq!(body["status"], "FAILED", "backup 1 must stay FAILED after the restart: {body}");
+        assert_eq!(
+            body["status"], "FAILED",
+            "backup 1 must stay FAILED after the restart: {body}"
+        );
     }
     let (status, list) = get(&format!("{}/actuator/backups", ep.mgmt)).await;
     assert_eq!(status, 200, "GET /actuator/backups: {list}");
@@ -78,7 +93,11 @@ async fn a_backup_interrupted_by_a_crash_is_failed_after_the_restart() {
     let (status, body) = take_backup(&ep.mgmt, "2").await;
     assert_eq!(status, 200, "POST backup 2: {body}\n{}", cluster.logs());
     let completed = poll_backup(&ep.mgmt, 2, "COMPLETED", Duration::from_secs(120)).await;
-    assert_eq!(completed["partitions"].as_array().map(Vec::len), Some(3), "{completed}");
+    assert_eq!(
+        completed["partitions"].as_array().map(Vec::len),
+        Some(3),
+        "{completed}"
+    );
 
     cluster.stop();
 }

@@ -37,7 +37,12 @@ async fn backup_and_restore_a_two_node_cluster() {
         }
     }
     let total_at_backup: u64 = expected.values().sum();
-    assert_eq!(ledger_total(&ep.api).await, total_at_backup, "ledger before the backup\n{}", cluster.logs());
+    assert_eq!(
+        ledger_total(&ep.api).await,
+        total_at_backup,
+        "ledger before the backup\n{}",
+        cluster.logs()
+    );
 
     // Backup 1.
     let (status, body) = take_backup(&ep.mgmt, "1").await;
@@ -45,7 +50,9 @@ async fn backup_and_restore_a_two_node_cluster() {
     assert_eq!(body, serde_json::json!({"id": 1}));
     let completed = poll_backup(&ep.mgmt, 1, "COMPLETED", Duration::from_secs(60)).await;
     assert_eq!(completed["backupId"], 1, "{completed}");
-    let partitions = completed["partitions"].as_array().expect("partitions array");
+    let partitions = completed["partitions"]
+        .as_array()
+        .expect("partitions array");
     assert_eq!(partitions.len(), 3, "{completed}");
     for (index, partition) in partitions.iter().enumerate() {
         let partition_id = partition["partitionId"].as_u64().expect("partitionId");
@@ -63,12 +70,30 @@ async fn backup_and_restore_a_two_node_cluster() {
         );
     }
 
+    // Rounds were paused for longer than the snapshot period: the backup has a snapshot.
+    assert!(
+        partitions
+            .iter()
+            .any(|p| p["description"]["snapshotId"].is_string()),
+        "no partition backup holds a snapshot (snapshotPeriod 1s): {completed}"
+    );
+
     // Later writes: to existing accounts and to new ones. None may survive the restore.
     let later: Vec<(String, u64)> = (0..ACCOUNTS).map(|i| (account(i), 7)).collect();
     deposit_all(&ep.api, &later).await;
     let new_accounts: Vec<String> = (0..50).map(|i| format!("late-{i:02}")).collect();
-    deposit_all(&ep.api, &new_accounts.iter().map(|a| (a.clone(), 11)).collect::<Vec<_>>()).await;
-    assert_eq!(balance(&ep.api, &account(0)).await, Some(expected[&account(0)] + 7));
+    deposit_all(
+        &ep.api,
+        &new_accounts
+            .iter()
+            .map(|a| (a.clone(), 11))
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(
+        balance(&ep.api, &account(0)).await,
+        Some(expected[&account(0)] + 7)
+    );
     assert_eq!(balance(&ep.api, &new_accounts[0]).await, Some(11));
 
     // Lose everything.
@@ -82,12 +107,26 @@ async fn backup_and_restore_a_two_node_cluster() {
     // Restore every node.
     for broker in &spec.brokers {
         let output = spec.restore(broker.node_id, &Env::new(), &["1"]);
-        assert!(output.status.success(), "restore of node {}:\n{}", broker.node_id, describe(&output));
+        assert!(
+            output.status.success(),
+            "restore of node {}:\n{}",
+            broker.node_id,
+            describe(&output)
+        );
         let hosted = (1..=3u32).filter(|p| (p - 1) % 2 == broker.node_id).count();
         let stdout = String::from_utf8_lossy(&output.stdout);
         let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-        assert_eq!(lines.len(), hosted, "one line per restored partition:\n{}", describe(&output));
-        assert!(broker.data_dir.is_dir(), "node {} has no data directory after restore", broker.node_id);
+        assert_eq!(
+            lines.len(),
+            hosted,
+            "one line per restored partition:\n{}",
+            describe(&output)
+        );
+        assert!(
+            broker.data_dir.is_dir(),
+            "node {} has no data directory after restore",
+            broker.node_id
+        );
     }
 
     // Start again: exactly the state at the backup.
@@ -98,13 +137,27 @@ async fn backup_and_restore_a_two_node_cluster() {
         .iter()
         .filter(|(account, balance)| found[*account] != Some(**balance))
         .take(10)
-        .map(|(account, balance)| format!("{account}: expected {balance}, found {:?}", found[account]))
+        .map(|(account, balance)| {
+            format!("{account}: expected {balance}, found {:?}", found[account])
+        })
         .collect();
-    assert!(wrong.is_empty(), "balances differ from the backup (first 10): {wrong:#?}\n{}", cluster.logs());
+    assert!(
+        wrong.is_empty(),
+        "balances differ from the backup (first 10): {wrong:#?}\n{}",
+        cluster.logs()
+    );
     for account in &new_accounts {
-        assert_eq!(balance(&ep.api, account).await, None, "{account} was created after the backup");
+        assert_eq!(
+            balance(&ep.api, account).await,
+            None,
+            "{account} was created after the backup"
+        );
     }
-    assert_eq!(ledger_total(&ep.api).await, total_at_backup, "ledger total after the restore");
+    assert_eq!(
+        ledger_total(&ep.api).await,
+        total_at_backup,
+        "ledger total after the restore"
+    );
 
     // Backup ids keep increasing across the restore.
     let (status, body) = take_backup(&ep.mgmt, "1").await;
@@ -122,9 +175,15 @@ async fn backup_and_restore_a_two_node_cluster() {
 
     let (status, list) = get(&format!("{}/actuator/backups", ep.mgmt)).await;
     assert_eq!(status, 200, "GET /actuator/backups: {list}");
-    let entries = list.as_array().unwrap_or_else(|| panic!("a JSON array: {list}"));
+    let entries = list
+        .as_array()
+        .unwrap_or_else(|| panic!("a JSON array: {list}"));
     let ids: Vec<Value> = entries.iter().map(|b| b["backupId"].clone()).collect();
-    assert_eq!(ids, vec![serde_json::json!(2), serde_json::json!(1)], "{list}");
+    assert_eq!(
+        ids,
+        vec![serde_json::json!(2), serde_json::json!(1)],
+        "{list}"
+    );
     for entry in entries {
         assert_eq!(entry["status"], "COMPLETED", "{list}");
     }

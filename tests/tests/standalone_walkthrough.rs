@@ -25,7 +25,10 @@ async fn readme_walkthrough() {
     let (api_port, mgmt_port) = (free_port(), free_port());
     let mut env = Env::new();
     env.insert("SLUICE_GATEWAY_NETWORK_PORT".into(), api_port.to_string());
-    env.insert("SLUICE_GATEWAY_MANAGEMENT_PORT".into(), mgmt_port.to_string());
+    env.insert(
+        "SLUICE_GATEWAY_MANAGEMENT_PORT".into(),
+        mgmt_port.to_string(),
+    );
     env.insert("SLUICE_BROKER_NETWORK_PORT".into(), free_port().to_string());
     let api = format!("http://127.0.0.1:{api_port}");
     let mgmt = format!("http://127.0.0.1:{mgmt_port}");
@@ -35,10 +38,28 @@ async fn readme_walkthrough() {
     let mut standalone = Proc::spawn("standalone", "sluice-standalone", env.clone(), cwd, &log);
     standalone.wait_ready(&health).await;
 
-    assert_eq!(deposit(&api, "alice", 100).await, 100);
+    // As `curl -XPOST .../deposit -d '{"amount": 100}'` sends it (form content type).
+    let answer = http_client()
+        .post(format!("{api}/v1/accounts/alice/deposit"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"amount": 100}"#)
+        .send()
+        .await
+        .expect("POST deposit");
+    assert_eq!(answer.status().as_u16(), 200, "curl-style deposit");
+    let body: serde_json::Value = answer.json().await.expect("JSON answer");
+    assert_eq!(
+        body,
+        serde_json::json!({"account": "alice", "balance": 100})
+    );
     assert_eq!(deposit(&api, "bob", 50).await, 50);
     let (status, body) = take_backup(&mgmt, "1").await;
-    assert_eq!(status, 200, "POST backup 1: {body}\n{}", standalone.log_tail());
+    assert_eq!(
+        status,
+        200,
+        "POST backup 1: {body}\n{}",
+        standalone.log_tail()
+    );
     poll_backup(&mgmt, 1, "COMPLETED", Duration::from_secs(60)).await;
     assert!(
         cwd.join("data").join("backups").is_dir(),
@@ -48,17 +69,63 @@ async fn readme_walkthrough() {
 
     standalone.stop_ok();
     let data = cwd.join("data").join("broker");
-    assert!(data.is_dir(), "data must be written to data/broker relative to the current directory");
+    assert!(
+        data.is_dir(),
+        "data must be written to data/broker relative to the current directory"
+    );
     fs::remove_dir_all(&data).unwrap();
 
-    let output = run_restore_in(&env, cwd, &["1"]);
-    assert!(output.status.success(), "sluice-restore 1:\n{}", describe(&output));
-    let lines = String::from_utf8_lossy(&output.stdout).lines().filter(|l| !l.trim().is_empty()).count();
-    assert_eq!(lines, 3, "one line per restored partition:\n{}", describe(&output));
+    // `./bin/restore 1` as in the README: the launcher must keep the current directory, or the
+    // restore would not find data/backups nor write data/broker here.
+    let restore = launcher("restore");
+    let output = run_program_in(&restore, &env, cwd, &["1"]);
+    assert!(
+        output.status.success(),
+        "{} 1:\n{}",
+        restore.display(),
+        describe(&output)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        3,
+        "one line per restored partition:\n{}",
+        describe(&output)
+    );
+    for partition in 1..=3 {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("partition {partition} "))),
+            "no line for partition {partition}:\n{}",
+            describe(&output)
+        );
+    }
+    assert!(
+        data.is_dir(),
+        "the restore must rebuild data/broker in the current directory"
+    );
 
     standalone.restart();
     standalone.wait_ready(&health).await;
-    assert_eq!(balance(&api, "alice").await, Some(100), "alice after the restore");
-    assert_eq!(balance(&api, "bob").await, Some(50), "bob after the restore");
+    assert_eq!(
+        balance(&api, "alice").await,
+        Some(100),
+        "alice after the restore"
+    );
+    assert_eq!(
+        balance(&api, "bob").await,
+        Some(50),
+        "bob after the restore"
+    );
+    // Backup ids only grow, also after a restore.
+    let (status, body) = take_backup(&mgmt, "1").await;
+    assert_eq!(status, 409, "POST backup 1 after the restore: {body}");
+    let text = message(&body);
+    assert!(
+        text.contains("latest") && mentions_number(&text, 1),
+        "the refusal must name the latest id 1: {text}"
+    );
     standalone.stop_ok();
 }

@@ -1,0 +1,185 @@
+//! Three brokers, six partitions, Garage: a load generator runs cross-partition transfers while
+//! backups 1..N are taken every fraction of a second, with a round of deposits after each backup.
+//! Then, for several backups: wipe every node, restore every node, start, wait until the outboxes
+//! drained, and check that the ledger holds exactly the money deposited before that checkpoint:
+//! a credit without its debit would create money, a transfer applied twice too, a lost in-flight
+//! transfer would destroy it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sluice_tests::*;
+
+/// Backups taken under load; `SLUICE_CHAOS_BACKUPS` raises it (the benchmark does).
+fn backups_count() -> u64 {
+    std::env::var("SLUICE_CHAOS_BACKUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+        .max(10)
+}
+
+/// xorshift64*: deterministic, dependency-free randomness for the load.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[derive(Debug, Default)]
+struct LoadStats {
+    batches: u64,
+    completed: u64,
+    pending: u64,
+    refused: u64,
+}
+
+async fn load_generator(api: String, accounts: Vec<String>, stop: Arc<AtomicBool>) -> LoadStats {
+    let mut random = Random(0x5eed_cafe_f00d_d00d);
+    let mut stats = LoadStats::default();
+    while !stop.load(Ordering::SeqCst) {
+        let lines: Vec<Value> = (0..100)
+            .map(|_| {
+                let from = random.below(accounts.len() as u64) as usize;
+                let to = (from + 1 + random.below(accounts.len() as u64 - 1) as usize) % accounts.len();
+                json!({"type": "transfer", "from": accounts[from], "to": accounts[to], "amount": 1 + random.below(40)})
+            })
+            .collect();
+        for result in commands(&api, &lines).await {
+            match (result["code"].as_u64(), result["status"].as_str()) {
+                (Some(200), Some("COMPLETED")) => stats.completed += 1,
+                (Some(200), Some("PENDING")) => stats.pending += 1,
+                (Some(409), _) => stats.refused += 1,
+                _ => panic!("unexpected transfer result {result}"),
+            }
+        }
+        stats.batches += 1;
+    }
+    stats
+}
+
+/// Polls the ledger until no partition has money in flight; returns the ledger.
+async fn drained_ledger(api: &str, context: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, ledger) = get(&format!("{api}/v1/ledger")).await;
+        assert_eq!(status, 200, "{context}: GET /v1/ledger: {ledger}");
+        let partitions = ledger["partitions"].as_array().expect("partitions");
+        if partitions.iter().all(|p| p["inFlight"] == 0) {
+            return ledger;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{context}: outboxes never drained: {ledger}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn balance_sum(ledger: &Value) -> u64 {
+    ledger["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p["balanceTotal"].as_u64().expect("balanceTotal"))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backups_under_cross_partition_load_are_consistent_cuts() {
+    let garage = Garage::start();
+    let spec = ClusterSpec::new(3, 6).with_env(&garage.env());
+    let mut cluster = spec.start().await;
+    let ep = spec.endpoints();
+
+    let accounts: Vec<String> = (0..60).map(|i| format!("chaos-{i:02}")).collect();
+    let funding: Vec<(String, u64)> = accounts.iter().map(|a| (a.clone(), 10_000)).collect();
+    deposit_all(&ep.api, &funding).await;
+    let mut deposited: u64 = funding.iter().map(|(_, amount)| amount).sum();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(load_generator(
+        ep.api.clone(),
+        accounts.clone(),
+        stop.clone(),
+    ));
+
+    // Money deposited before each checkpoint: deposits of a round are acknowledged before the next
+    // backup is requested, and sent only after the previous POST returned (every partition then
+    // holds that checkpoint).
+    let backups = backups_count();
+    let mut expected: BTreeMap<u64, u64> = BTreeMap::new();
+    for id in 1..=backups {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (status, body) = take_backup(&ep.mgmt, &id.to_string()).await;
+        assert_eq!(status, 200, "POST backup {id}: {body}\n{}", cluster.logs());
+        expected.insert(id, deposited);
+        let round: Vec<(String, u64)> = accounts
+            .iter()
+            .step_by(6)
+            .map(|a| (a.clone(), id * 3 + 1))
+            .collect();
+        deposit_all(&ep.api, &round).await;
+        deposited += round.iter().map(|(_, amount)| amount).sum::<u64>();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let stats = load.await.expect("the load generator failed");
+    assert!(
+        stats.pending + stats.completed > 500,
+        "too little transfer traffic to test anything: {stats:?}"
+    );
+
+    for id in 1..=backups {
+        poll_backup(&ep.mgmt, id, "COMPLETED", Duration::from_secs(120)).await;
+    }
+    // The live cluster conserves money too.
+    let ledger = drained_ledger(&ep.api, "live cluster").await;
+    assert_eq!(balance_sum(&ledger), deposited, "live cluster: {ledger}");
+    cluster.stop();
+    drop(cluster);
+
+    let samples = [2, backups / 2 + 1, backups];
+    for id in samples {
+        for broker in &spec.brokers {
+            if broker.data_dir.exists() {
+                std::fs::remove_dir_all(&broker.data_dir).expect("wipe the data directory");
+            }
+        }
+        for broker in &spec.brokers {
+            let output = spec.restore(broker.node_id, &Env::new(), &[&id.to_string()]);
+            assert!(
+                output.status.success(),
+                "restore {id} on node {}:\n{}",
+                broker.node_id,
+                describe(&output)
+            );
+        }
+        let mut cluster = spec.start().await;
+        let context = format!("restored backup {id}");
+        let ledger = drained_ledger(&ep.api, &context).await;
+        assert_eq!(
+            balance_sum(&ledger),
+            expected[&id],
+            "{context}: the ledger must hold exactly the money deposited before checkpoint {id}: {ledger}\n{}",
+            cluster.logs()
+        );
+        assert_eq!(
+            ledger["total"].as_u64(),
+            Some(expected[&id]),
+            "{context}: {ledger}"
+        );
+        cluster.stop();
+    }
+    eprintln!("load: {stats:?}; backups: {backups}; restored: {samples:?}");
+}
