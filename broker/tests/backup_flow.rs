@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use sluice_backup_store::object_store::memory::InMemory;
 use sluice_backup_store::object_store::path::Path;
 use sluice_backup_store::object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOpts,
-    PutOptions, PutPayload, PutResult, Result as StoreResult,
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result as StoreResult,
 };
 use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileKind, Manifest,
@@ -63,7 +63,7 @@ impl ObjectStore for Faulty {
     async fn put_multipart_opts(
         &self,
         location: &Path,
-        opts: PutMultipartOpts,
+        opts: PutMultipartOptions,
     ) -> StoreResult<Box<dyn MultipartUpload>> {
         self.check(location)?;
         self.inner.put_multipart_opts(location, opts).await

@@ -253,6 +253,14 @@ async fn transfer_status(
     State(cluster): State<Arc<Cluster>>,
     Path(transfer_id): Path<String>,
 ) -> Result<Json<Value>, GatewayError> {
+    let transfer_id = uuid::Uuid::parse_str(&transfer_id)
+        .map_err(|error| {
+            GatewayError::InvalidRequest(format!(
+                "transferId must be a UUID, got {transfer_id:?}: {error}"
+            ))
+        })?
+        .hyphenated()
+        .to_string();
     let routing = cluster.routing().await?;
     let answers = join_all(routing.partitions().map(|partition| {
         cluster

@@ -139,7 +139,10 @@ async fn backups_under_cross_partition_load_are_consistent_cuts() {
                     broker.port
                 );
                 let (status, body) = post(&url, None).await;
-                assert_eq!(status, 200, "checkpoint {id} on partition {partition}: {body}");
+                assert_eq!(
+                    status, 200,
+                    "checkpoint {id} on partition {partition}: {body}"
+                );
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
         }
