@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -301,13 +301,26 @@ async fn backup_status(
     }))
 }
 
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    prefix: Option<String>,
+}
+
 async fn list_backups(
     State(state): State<Arc<ApiState>>,
+    Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<BrokerBackup>>, ApiError> {
     let backups = backups(&state)?;
+    if let Some(prefix) = &query.prefix {
+        if !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError(BrokerError::InvalidRequest(format!(
+                "prefix must be decimal digits, got {prefix:?}"
+            ))));
+        }
+    }
     let mut by_id: BTreeMap<u64, Vec<_>> = BTreeMap::new();
     for partition_id in state.partitions.keys() {
-        for status in backups.list(*partition_id).await? {
+        for status in backups.list(*partition_id, query.prefix.as_deref()).await? {
             by_id.entry(status.backup_id).or_default().push(status);
         }
     }

@@ -105,6 +105,8 @@ pub struct BackupService {
 }
 
 const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Manifests read at the same time when listing backups.
+const LIST_MANIFEST_READS: usize = 16;
 
 impl BackupService {
     pub fn new(store: BackupStore, options: BackupOptions) -> (BackupService, BackupHandle) {
@@ -388,25 +390,35 @@ impl BackupHandle {
         })
     }
 
-    /// Every backup of the partition, ascending by id.
-    pub async fn list(&self, partition_id: u32) -> Result<Vec<PartitionBackupStatus>> {
-        let mut by_id: std::collections::BTreeMap<u64, Manifest> =
-            std::collections::BTreeMap::new();
-        for manifest in self.store.list_manifests(partition_id).await? {
-            let id = manifest.id.checkpoint_id;
-            let keep = match by_id.get(&id) {
-                Some(existing) => newest(vec![existing.clone(), manifest]),
-                None => Some(manifest),
-            };
-            if let Some(keep) = keep {
-                by_id.insert(id, keep);
-            }
-        }
-        let mut statuses: std::collections::BTreeMap<u64, PartitionBackupStatus> = by_id
+    /// Every backup of the partition whose id starts with `id_prefix` (decimal digits; all when
+    /// `None`), ascending by id. Ids come from one prefix listing; only the matching manifests
+    /// are read, at most `LIST_MANIFEST_READS` at a time.
+    pub async fn list(
+        &self,
+        partition_id: u32,
+        id_prefix: Option<&str>,
+    ) -> Result<Vec<PartitionBackupStatus>> {
+        let ids: Vec<u64> = self
+            .store
+            .list_checkpoints(partition_id)
+            .await?
             .into_iter()
-            .map(|(id, manifest)| (id, status_from_manifest(&manifest)))
+            .filter(|id| id_prefix.is_none_or(|prefix| id.to_string().starts_with(prefix)))
             .collect();
-        for running in self.running.iter().filter(|r| r.key().0 == partition_id) {
+        let manifests: Vec<Vec<Manifest>> = futures::stream::iter(ids)
+            .map(|id| self.store.find_manifests(partition_id, id))
+            .buffer_unordered(LIST_MANIFEST_READS)
+            .try_collect()
+            .await?;
+        let mut statuses: std::collections::BTreeMap<u64, PartitionBackupStatus> = manifests
+            .into_iter()
+            .filter_map(newest)
+            .map(|manifest| (manifest.id.checkpoint_id, status_from_manifest(&manifest)))
+            .collect();
+        for running in self.running.iter().filter(|r| {
+            r.key().0 == partition_id
+                && id_prefix.is_none_or(|prefix| r.key().1.to_string().starts_with(prefix))
+        }) {
             statuses
                 .entry(running.key().1)
                 .and_modify(|s| s.status = BackupState::InProgress)

@@ -193,8 +193,16 @@ impl BrokerClient {
             .await
     }
 
-    pub async fn list_backups(&self) -> Result<Vec<BrokerBackup>, ClientError> {
-        self.send(self.http.get(self.url("/backups"))).await
+    /// Backups whose id starts with `id_prefix` (all when `None`).
+    pub async fn list_backups(
+        &self,
+        id_prefix: Option<&str>,
+    ) -> Result<Vec<BrokerBackup>, ClientError> {
+        let mut request = self.http.get(self.url("/backups"));
+        if let Some(prefix) = id_prefix {
+            request = request.query(&[("prefix", prefix)]);
+        }
+        self.send(request).await
     }
 
     pub async fn delete_backup(&self, backup_id: u64) -> Result<serde_json::Value, ClientError> {

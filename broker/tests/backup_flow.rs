@@ -241,7 +241,7 @@ async fn checkpoints_become_backups_and_failures_are_reported() {
     wait_for(&fixture.backups, 3, BackupState::Completed).await;
     let listed: Vec<(u64, BackupState)> = fixture
         .backups
-        .list(1)
+        .list(1, None)
         .await
         .unwrap()
         .into_iter()
@@ -255,6 +255,16 @@ async fn checkpoints_become_backups_and_failures_are_reported() {
             (3, BackupState::Completed)
         ]
     );
+    // An id prefix reads only the matching backups.
+    let filtered: Vec<u64> = fixture
+        .backups
+        .list(1, Some("3"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.backup_id)
+        .collect();
+    assert_eq!(filtered, vec![3]);
 
     // Delete removes one backup and leaves the others.
     assert!(fixture.backups.delete(1, 2).await.unwrap() > 0);

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sluice_broker::client::ClientError;
 use sluice_broker::protocol::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
@@ -174,15 +175,32 @@ async fn backup_status(
     Ok(Json(collect_status(&cluster, id).await?))
 }
 
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Only backups whose id starts with these digits, e.g. `?prefix=10`.
+    prefix: Option<String>,
+}
+
 async fn list_backups(
     State(cluster): State<Arc<Cluster>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Vec<BackupResponse>>, GatewayError> {
+    let Query(query) =
+        query.map_err(|rejection| GatewayError::InvalidRequest(rejection.body_text()))?;
+    if let Some(prefix) = &query.prefix {
+        if prefix.is_empty() || prefix.len() > 19 || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(GatewayError::InvalidRequest(format!(
+                "prefix must be 1 to 19 decimal digits (the start of backup ids), got {prefix:?}"
+            )));
+        }
+    }
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
         return Err(GatewayError::BackupStoreNotConfigured);
     }
     let mut by_id: BTreeMap<u64, Vec<PartitionBackupStatus>> = BTreeMap::new();
-    for answer in join_all(cluster.brokers().iter().map(|b| b.list_backups())).await {
+    let prefix = query.prefix.as_deref();
+    for answer in join_all(cluster.brokers().iter().map(|b| b.list_backups(prefix))).await {
         for BrokerBackup {
             backup_id,
             partitions,

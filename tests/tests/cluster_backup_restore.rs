@@ -188,5 +188,19 @@ async fn backup_and_restore_a_two_node_cluster() {
         assert_eq!(entry["status"], "COMPLETED", "{list}");
     }
 
+    // An id prefix filters the list; a prefix that is not digits is refused.
+    let (status, list) = get(&format!("{}/actuator/backups?prefix=2", ep.mgmt)).await;
+    assert_eq!(status, 200, "GET /actuator/backups?prefix=2: {list}");
+    let ids: Vec<Value> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|b| b["backupId"].clone())
+        .collect();
+    assert_eq!(ids, vec![serde_json::json!(2)], "{list}");
+    let (status, body) = get(&format!("{}/actuator/backups?prefix=x", ep.mgmt)).await;
+    assert_eq!(status, 400, "GET /actuator/backups?prefix=x: {body}");
+    assert!(message(&body).contains("prefix"), "{body}");
+
     cluster.stop();
 }
