@@ -42,6 +42,24 @@ pub struct BackupOptions {
     /// 0 means unlimited.
     pub upload_rate_limit_bytes_per_second: u64,
     pub queue_capacity: usize,
+    /// Fixed part of the deadline of every store call (a manifest write, a file upload): a
+    /// backend that hangs ends the backup FAILED instead of leaving it IN_PROGRESS.
+    pub store_call_timeout: Duration,
+}
+
+impl BackupOptions {
+    /// Deadline of one file upload: the fixed part plus the time the file needs at a floor rate
+    /// (a quarter of its share of the rate limit, or 256 KiB/s without one).
+    pub fn upload_deadline(&self, len_bytes: u64) -> Duration {
+        let concurrency = self.max_concurrent_uploads.max(1) as u64;
+        let floor_bytes_per_second = if self.upload_rate_limit_bytes_per_second > 0 {
+            (self.upload_rate_limit_bytes_per_second / (4 * concurrency)).max(1)
+        } else {
+            256 * 1024
+        };
+        self.store_call_timeout
+            + Duration::from_secs_f64(len_bytes as f64 / floor_bytes_per_second as f64)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +83,9 @@ pub struct BackupJob {
 struct Running {
     id: BackupIdentifier,
     descriptor: BackupDescriptor,
+    /// Set when the backup failed but its FAILED manifest has not landed yet (the store may be
+    /// down): status answers FAILED from here.
+    failure: Option<String>,
 }
 
 type RunningMap = Arc<DashMap<(u32, u64), Running>>;
@@ -105,6 +126,8 @@ pub struct BackupService {
 }
 
 const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Attempts to write a final manifest: with the backoff capped at 30 s, about 15 minutes.
+const FINAL_MANIFEST_ATTEMPTS: u32 = 36;
 /// Manifests read at the same time when listing backups.
 const LIST_MANIFEST_READS: usize = 16;
 
@@ -145,8 +168,8 @@ impl BackupService {
                     let store = self.store.clone();
                     let uploads = self.uploads.clone();
                     let throttle = self.throttle.clone();
-                    let concurrency = self.options.max_concurrent_uploads.max(1);
-                    tasks.spawn(execute(store, queued, uploads, throttle, concurrency));
+                    let running = self.running.clone();
+                    tasks.spawn(execute(store, queued, uploads, throttle, self.options.clone(), running));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -160,10 +183,12 @@ impl BackupService {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         for running in unfinished {
-            let reason = format!(
-                "broker node {} shut down while the backup was uploading; take a new backup",
-                running.id.node_id
-            );
+            let reason = running.failure.clone().unwrap_or_else(|| {
+                format!(
+                    "broker node {} shut down while the backup was uploading; take a new backup",
+                    running.id.node_id
+                )
+            });
             let write = mark_failed(&self.store, &running.id, &running.descriptor, &reason);
             match tokio::time::timeout(SHUTDOWN_MANIFEST_TIMEOUT, write).await {
                 Ok(Ok(())) => {}
@@ -186,7 +211,8 @@ async fn execute(
     queued: Queued,
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
-    concurrency: usize,
+    options: BackupOptions,
+    running: RunningMap,
 ) {
     let Queued {
         job:
@@ -200,34 +226,44 @@ async fn execute(
     } = queued;
     let manifest = Manifest::in_progress(id, descriptor.clone());
     let started = std::time::Instant::now();
+    let call_timeout = options.store_call_timeout;
     let result = async {
-        store.write_manifest(&manifest).await?;
+        tokio::time::timeout(call_timeout, store.write_manifest(&manifest))
+            .await
+            .map_err(|_| format!("writing the IN_PROGRESS manifest timed out after {call_timeout:?}"))?
+            .map_err(|error| error.to_string())?;
         let entries: Vec<FileEntry> = futures::stream::iter(files)
             .map(|file| {
                 let store = store.clone();
                 let uploads = uploads.clone();
                 let throttle = throttle.clone();
+                let deadline = options.upload_deadline(file.len_bytes);
                 async move {
                     let _permit = uploads
                         .acquire_owned()
                         .await
                         .expect("semaphore never closed");
-                    store
-                        .upload_file(
-                            &id,
-                            file.kind,
-                            &file.name,
-                            &file.path,
-                            file.len_bytes,
-                            throttle.as_ref(),
-                        )
-                        .await
+                    let upload = store.upload_file(
+                        &id,
+                        file.kind,
+                        &file.name,
+                        &file.path,
+                        file.len_bytes,
+                        throttle.as_ref(),
+                    );
+                    match tokio::time::timeout(deadline, upload).await {
+                        Ok(result) => result.map_err(|error| error.to_string()),
+                        Err(_) => Err(format!(
+                            "upload of {} ({} bytes) did not finish within {deadline:?}; is the backup store reachable?",
+                            file.name, file.len_bytes
+                        )),
+                    }
                 }
             })
-            .buffered(concurrency)
+            .buffered(options.max_concurrent_uploads.max(1))
             .try_collect()
             .await?;
-        Ok::<_, sluice_backup_store::BackupStoreError>(entries)
+        Ok::<_, String>(entries)
     }
     .await;
     drop(reservation);
@@ -246,21 +282,36 @@ async fn execute(
         }
         Err(error) => {
             tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
-            manifest.fail(format!("upload failed: {error}"))
+            let reason = format!("upload failed: {error}");
+            if let Some(mut entry) = running.get_mut(&(id.partition_id, id.checkpoint_id)) {
+                entry.failure = Some(reason.clone());
+            }
+            manifest.fail(reason)
         }
     };
-    // The final status must land, or the backup would look IN_PROGRESS: retry with backoff.
+    // The final status is the commit point and must land, or the backup would look IN_PROGRESS
+    // in the store: retry with capped backoff for a bounded time (the store may be down for a
+    // while); until then this broker answers the status from memory.
     let mut delay = Duration::from_millis(200);
-    for attempt in 1..=8 {
-        match store.write_manifest(&final_manifest).await {
-            Ok(()) => return,
-            Err(error) => {
+    for attempt in 1..=FINAL_MANIFEST_ATTEMPTS {
+        let write = tokio::time::timeout(call_timeout, store.write_manifest(&final_manifest)).await;
+        match write {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => {
                 tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id, attempt, %error,
                     "could not write the final manifest; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(_) => {
+                tracing::warn!(
+                    partition = id.partition_id,
+                    backup = id.checkpoint_id,
+                    attempt,
+                    "writing the final manifest timed out; retrying"
+                );
             }
         }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
     }
     tracing::error!(
         partition = id.partition_id,
@@ -310,14 +361,18 @@ fn status_of_running(running: &Running) -> PartitionBackupStatus {
     PartitionBackupStatus {
         partition_id: running.id.partition_id,
         backup_id: running.id.checkpoint_id,
-        status: BackupState::InProgress,
+        status: if running.failure.is_some() {
+            BackupState::Failed
+        } else {
+            BackupState::InProgress
+        },
         description: Some(BackupDescription {
             snapshot_id: running.descriptor.snapshot_id.clone(),
             checkpoint_position: running.descriptor.checkpoint_position,
             broker_id: running.id.node_id,
             broker_version: running.descriptor.broker_version.clone(),
         }),
-        failure_reason: None,
+        failure_reason: running.failure.clone(),
         created_at: None,
         last_updated_at: None,
     }
@@ -345,6 +400,7 @@ impl BackupHandle {
             Running {
                 id: job.id,
                 descriptor: job.descriptor.clone(),
+                failure: None,
             },
         );
         let guard = RunningGuard {
@@ -373,6 +429,9 @@ impl BackupHandle {
     pub async fn status(&self, partition_id: u32, backup_id: u64) -> Result<PartitionBackupStatus> {
         if let Some(running) = self.running.get(&(partition_id, backup_id)) {
             let running = running.clone();
+            if running.failure.is_some() {
+                return Ok(status_of_running(&running));
+            }
             if let Some(manifest) = self
                 .store
                 .read_manifest(&running.id)
@@ -419,10 +478,7 @@ impl BackupHandle {
             r.key().0 == partition_id
                 && id_prefix.is_none_or(|prefix| r.key().1.to_string().starts_with(prefix))
         }) {
-            statuses
-                .entry(running.key().1)
-                .and_modify(|s| s.status = BackupState::InProgress)
-                .or_insert_with(|| status_of_running(running.value()));
+            statuses.insert(running.key().1, status_of_running(running.value()));
         }
         Ok(statuses.into_values().collect())
     }

@@ -100,6 +100,7 @@ impl BrokerService {
                             .backup
                             .upload_rate_limit_bytes_per_second,
                         queue_capacity: 256,
+                        store_call_timeout: Duration::from_secs(120),
                     },
                 );
                 (Some(service), Some(handle))

@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,11 +24,15 @@ use sluice_broker::protocol::{BackupState, PartitionBackupStatus};
 use sluice_broker::record::{Command, Outcome};
 use tokio_util::sync::CancellationToken;
 
-/// Fails every write of a segment object while `fail_segments` is set.
+/// Fault injection around an in-memory store: while `fail_segments` is set every write of a
+/// segment object fails; while `hang_segments` is set it never answers; `delay_ms` slows down
+/// every write.
 #[derive(Debug)]
 struct Faulty {
     inner: InMemory,
     fail_segments: AtomicBool,
+    hang_segments: AtomicBool,
+    delay_ms: AtomicU64,
 }
 
 impl fmt::Display for Faulty {
@@ -38,8 +42,16 @@ impl fmt::Display for Faulty {
 }
 
 impl Faulty {
-    fn check(&self, location: &Path) -> StoreResult<()> {
-        if self.fail_segments.load(Ordering::SeqCst) && location.as_ref().contains("/segments/") {
+    async fn check(&self, location: &Path) -> StoreResult<()> {
+        let delay = self.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        let segment = location.as_ref().contains("/segments/");
+        if segment && self.hang_segments.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if segment && self.fail_segments.load(Ordering::SeqCst) {
             return Err(sluice_backup_store::object_store::Error::Generic {
                 store: "faulty",
                 source: "injected upload failure".into(),
@@ -57,7 +69,7 @@ impl ObjectStore for Faulty {
         payload: PutPayload,
         opts: PutOptions,
     ) -> StoreResult<PutResult> {
-        self.check(location)?;
+        self.check(location).await?;
         self.inner.put_opts(location, payload, opts).await
     }
     async fn put_multipart_opts(
@@ -65,7 +77,7 @@ impl ObjectStore for Faulty {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> StoreResult<Box<dyn MultipartUpload>> {
-        self.check(location)?;
+        self.check(location).await?;
         self.inner.put_multipart_opts(location, opts).await
     }
     async fn get_opts(&self, location: &Path, options: GetOptions) -> StoreResult<GetResult> {
@@ -107,6 +119,8 @@ fn start() -> Fixture {
     let faulty = Arc::new(Faulty {
         inner: InMemory::new(),
         fail_segments: AtomicBool::new(false),
+        hang_segments: AtomicBool::new(false),
+        delay_ms: AtomicU64::new(0),
     });
     let store = BackupStore::from_object_store(faulty.clone(), None);
     let (service, backups) = BackupService::new(
@@ -116,6 +130,7 @@ fn start() -> Fixture {
             max_concurrent_uploads: 2,
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
+            store_call_timeout: Duration::from_secs(2),
         },
     );
     let dir = tempfile::tempdir().unwrap();
@@ -266,6 +281,39 @@ async fn checkpoints_become_backups_and_failures_are_reported() {
         .collect();
     assert_eq!(filtered, vec![3]);
 
+    // A slow store: the backup still completes.
+    fixture.faulty.delay_ms.store(50, Ordering::SeqCst);
+    deposits(&fixture.partition, 5).await;
+    checkpoint(&fixture.partition, 4).await;
+    wait_for(&fixture.backups, 4, BackupState::Completed).await;
+    fixture.faulty.delay_ms.store(0, Ordering::SeqCst);
+
+    // A store that never answers: the upload deadline ends the backup FAILED, never stuck.
+    fixture.faulty.hang_segments.store(true, Ordering::SeqCst);
+    deposits(&fixture.partition, 6).await;
+    checkpoint(&fixture.partition, 5).await;
+    let hung = wait_for(&fixture.backups, 5, BackupState::Failed).await;
+    let reason = hung.failure_reason.expect("a reason");
+    assert!(reason.contains("did not finish within"), "{reason}");
+    fixture.faulty.hang_segments.store(false, Ordering::SeqCst);
+    let stored = fixture
+        .store
+        .read_manifest(&BackupIdentifier {
+            partition_id: 1,
+            checkpoint_id: 5,
+            node_id: 0,
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stored.status,
+        BackupStatus::Failed,
+        "the FAILED manifest landed"
+    );
+    checkpoint(&fixture.partition, 6).await;
+    wait_for(&fixture.backups, 6, BackupState::Completed).await;
+
     // Delete removes one backup and leaves the others.
     assert!(fixture.backups.delete(1, 2).await.unwrap() > 0);
     assert_eq!(
@@ -351,6 +399,7 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
             max_concurrent_uploads: 2,
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
+            store_call_timeout: Duration::from_secs(30),
         },
     );
     let cancel = CancellationToken::new();
