@@ -8,10 +8,16 @@
 //! # }
 //! ```
 //!
-//! The suite panics on the first failed check. It uses partitions 1 to 6 and 30
+//! The suite panics on the first failed check. It uses partitions 1 to 8 and 30
 //! below the store's base path, which must not hold backups of these
 //! partitions (use a fresh base path per run); it deletes everything it wrote.
 //! It also writes below `<base path>/conformance-nested/`.
+//!
+//! Besides the plain store it checks, on the same object store, zstd
+//! compression (through [`BackupStore::with_compression`]), conditional
+//! manifest writes (through a second [`BackupStore`] that plays another
+//! writer), and that an upload to a store that truncates what it is given is
+//! detected (through a truncating wrapper).
 
 use std::fmt;
 use std::future::Future;
@@ -32,13 +38,14 @@ use rand::RngCore;
 
 use crate::{
     format_checksum, BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore,
-    BackupStoreError, FileEntry, FileKind, Manifest, Throttle,
+    BackupStoreError, Compression, FileEntry, FileKind, Manifest, Throttle,
+    MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED, ZSTD_COMPRESSION,
 };
 
 const MIB: usize = 1024 * 1024;
 
 /// The partitions the suite uses.
-const PARTITIONS: [u32; 7] = [1, 2, 3, 4, 5, 6, 30];
+const PARTITIONS: [u32; 9] = [1, 2, 3, 4, 5, 6, 7, 8, 30];
 
 /// The folder below the base path used to check base-path isolation.
 const NESTED: &str = "conformance-nested";
@@ -67,6 +74,10 @@ pub async fn conformance(store: BackupStore) {
     listing(&store).await;
     delete_backup_manifest_first(&store, dir).await;
     base_path_respected(&store, dir).await;
+    conditional_manifest_writes(&store).await;
+    compression_round_trip(&store, dir).await;
+    compressed_corruption_detected(&store, dir).await;
+    truncating_store_detected(&store, dir).await;
 
     for partition in PARTITIONS {
         assert_eq!(
@@ -140,37 +151,54 @@ async fn manifest_round_trip(store: &BackupStore) {
             kind: FileKind::Segment,
             size_bytes: 10,
             checksum: format_checksum(0xdead_beef),
+            compression: None,
+            stored_bytes: 10,
         },
         FileEntry {
             name: "CURRENT".to_string(),
             kind: FileKind::Snapshot,
             size_bytes: 0,
             checksum: format_checksum(0),
+            compression: None,
+            stored_bytes: 0,
         },
     ];
     let completed = manifest.clone().complete(files);
     assert_eq!(completed.status, BackupStatus::Completed);
+    assert_eq!(completed.format_version, MANIFEST_FORMAT_VERSION);
     store.write_manifest(&completed).await.unwrap();
     assert_eq!(
         store.read_manifest(&id).await.unwrap(),
         Some(completed.clone())
     );
+    // Writing the same final manifest again is accepted (a retried write).
+    store.write_manifest(&completed).await.unwrap();
 
-    let failed = manifest.clone().fail("disk on fire");
+    // Another backup of the same checkpoint fails.
+    let failed_id = BackupIdentifier::new(1, 7, 2);
+    let failed_first = Manifest::in_progress(failed_id, descriptor(100));
+    store.write_manifest(&failed_first).await.unwrap();
+    let failed = failed_first.fail("disk on fire");
     store.write_manifest(&failed).await.unwrap();
-    let read = store.read_manifest(&id).await.unwrap().unwrap();
+    let read = store.read_manifest(&failed_id).await.unwrap().unwrap();
     assert_eq!(read.status, BackupStatus::Failed);
     assert_eq!(read.failure_reason.as_deref(), Some("disk on fire"));
 
     // The JSON format is part of the contract.
     let json: serde_json::Value =
-        serde_json::from_slice(&read_raw(store, &store.manifest_path(&id)).await).unwrap();
+        serde_json::from_slice(&read_raw(store, &store.manifest_path(&failed_id)).await).unwrap();
     assert_eq!(json["formatVersion"], 1);
     assert_eq!(json["id"]["partitionId"], 1);
     assert_eq!(json["id"]["checkpointId"], 7);
+    assert_eq!(json["id"]["nodeId"], 2);
     assert_eq!(json["status"], "FAILED");
     assert_eq!(json["failureReason"], "disk on fire");
     assert_eq!(json["descriptor"]["checkpointPosition"], 100);
+    let json: serde_json::Value =
+        serde_json::from_slice(&read_raw(store, &store.manifest_path(&id)).await).unwrap();
+    assert_eq!(json["files"][0]["sizeBytes"], 10);
+    assert_eq!(json["files"][0]["storedBytes"], 10);
+    assert!(json["files"][0].get("compression").is_none(), "{json}");
 
     // Invariants are asserted before writing; nothing is written.
     let mut bad = completed.clone();
@@ -190,9 +218,30 @@ async fn manifest_round_trip(store: &BackupStore) {
     let mut bad = completed.clone();
     bad.files[0].name = "../escape".to_string();
     assert!(store.write_manifest(&bad).await.is_err());
+    let mut bad = completed.clone();
+    bad.files[0].stored_bytes = 3;
+    let error = store.write_manifest(&bad).await.unwrap_err();
+    assert!(error.to_string().contains("storedBytes=3"), "{error}");
+    let mut bad = completed.clone();
+    bad.files[0].compression = Some("lz4".to_string());
+    let error = store.write_manifest(&bad).await.unwrap_err();
+    assert!(error.to_string().contains("lz4"), "{error}");
     assert_eq!(
         store.read_manifest(&id).await.unwrap().unwrap().status,
-        BackupStatus::Failed
+        BackupStatus::Completed
+    );
+    // A final status is final: writing another manifest over it is refused.
+    let error = store
+        .write_manifest(&manifest.clone().fail("too late"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::BackupExists { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        store.read_manifest(&id).await.unwrap(),
+        Some(completed.clone())
     );
 
     // Corrupt JSON: an error naming the object path.
@@ -225,7 +274,38 @@ async fn manifest_round_trip(store: &BackupStore) {
 
     assert_eq!(store.delete_backup(&id).await.unwrap(), 1);
     assert_eq!(store.delete_backup(&other).await.unwrap(), 1);
+    assert_eq!(store.delete_backup(&failed_id).await.unwrap(), 1);
     assert_eq!(store.read_manifest(&id).await.unwrap(), None);
+
+    // A manifest of the format before compression existed (no storedBytes)
+    // still reads: uncompressed, stored_bytes = size_bytes.
+    let old = serde_json::json!({
+        "formatVersion": 1,
+        "id": {"partitionId": 1, "checkpointId": 7, "nodeId": 0},
+        "descriptor": {
+            "snapshotId": null,
+            "checkpointPosition": 100,
+            "numberOfPartitions": 3,
+            "brokerVersion": "0.1.0"
+        },
+        "status": "COMPLETED",
+        "files": [{"name": "1.log", "kind": "SEGMENT", "sizeBytes": 10, "checksum": "crc32c:deadbeef"}],
+        "failureReason": null,
+        "createdAt": "2024-05-01T12:00:00.000Z",
+        "lastUpdatedAt": "2024-05-01T12:00:01.000Z"
+    });
+    store
+        .object_store()
+        .put(
+            &store.manifest_path(&id),
+            PutPayload::from(serde_json::to_vec(&old).unwrap()),
+        )
+        .await
+        .unwrap();
+    let read = store.read_manifest(&id).await.unwrap().unwrap();
+    assert_eq!(read.files[0].compression, None);
+    assert_eq!(read.files[0].stored_bytes, 10);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 1);
 }
 
 async fn absent_manifest(store: &BackupStore) {
@@ -259,6 +339,8 @@ async fn upload_download_round_trip(store: &BackupStore, dir: &LocalPath) {
                 kind,
                 size_bytes: len as u64,
                 checksum: format!("crc32c:{:08x}", crc32c::crc32c(&data)),
+                compression: None,
+                stored_bytes: len as u64,
             }
         );
         let path = store.file_path(&id, kind, name).unwrap();
@@ -723,6 +805,555 @@ async fn base_path_respected(store: &BackupStore, dir: &LocalPath) {
         raw_listing(store, &Path::from(nested_base.as_str())).await,
         Vec::<String>::new()
     );
+}
+
+/// Another writer of the same backups: a second store on the same objects,
+/// with its own memory of manifest versions.
+fn other_writer(store: &BackupStore) -> BackupStore {
+    BackupStore::from_object_store(
+        store.object_store().clone(),
+        store.base_path().map(str::to_string),
+    )
+}
+
+async fn conditional_manifest_writes(store: &BackupStore) {
+    let other = other_writer(store);
+
+    // Only the first IN_PROGRESS manifest of a backup id is created.
+    let id = BackupIdentifier::new(7, 1, 0);
+    let first = Manifest::in_progress(id, descriptor(10));
+    store.write_manifest(&first).await.unwrap();
+    let mut second = Manifest::in_progress(id, descriptor(11));
+    second.created_at = "2000-01-01T00:00:00.000Z".to_string();
+    let error = other.write_manifest(&second).await.unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::BackupExists { .. }),
+        "{error}"
+    );
+    let message = error.to_string();
+    assert!(
+        message
+            .contains("a backup with this id already exists for partition=7 checkpoint=1 node=0"),
+        "{message}"
+    );
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(first.clone()));
+    // A writer that did not create it cannot finish it either.
+    let error = other
+        .write_manifest(&second.clone().fail("not mine"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, BackupStoreError::BackupExists { .. }),
+        "{error}"
+    );
+    // The creator may repeat its write (a retry after a lost answer).
+    store.write_manifest(&first).await.unwrap();
+
+    // A writer that read the IN_PROGRESS manifest may replace that version
+    // only: once the creator completed it, the stale FAILED write is refused.
+    let read = other.read_manifest(&id).await.unwrap().unwrap();
+    assert_eq!(read, first);
+    let completed = first.clone().complete(vec![]);
+    store.write_manifest(&completed).await.unwrap();
+    let error = other
+        .write_manifest(&read.fail("restarted"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BackupStoreError::Conflict { .. } | BackupStoreError::BackupExists { .. }
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        store.read_manifest(&id).await.unwrap(),
+        Some(completed.clone())
+    );
+
+    // The other way round: the reader fails it first, the creator's COMPLETED
+    // is refused and the FAILED manifest stays.
+    let id = BackupIdentifier::new(7, 2, 0);
+    let first = Manifest::in_progress(id, descriptor(20));
+    store.write_manifest(&first).await.unwrap();
+    let read = other.read_manifest(&id).await.unwrap().unwrap();
+    let failed = read.fail("broker restarted");
+    other.write_manifest(&failed).await.unwrap();
+    let error = store
+        .write_manifest(&first.clone().complete(vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            BackupStoreError::Conflict { stored, .. } if stored == "FAILED"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("changed by another writer"),
+        "{error}"
+    );
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(failed));
+
+    // A write that landed although its answer was lost is recognized.
+    let id = BackupIdentifier::new(7, 3, 0);
+    let first = Manifest::in_progress(id, descriptor(30));
+    store.write_manifest(&first).await.unwrap();
+    let completed = first.clone().complete(vec![]);
+    store
+        .object_store()
+        .put(
+            &store.manifest_path(&id),
+            PutPayload::from(serde_json::to_vec_pretty(&completed).unwrap()),
+        )
+        .await
+        .unwrap();
+    store.write_manifest(&completed).await.unwrap();
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(completed));
+
+    // A writer whose create answer was lost (here: a fresh store without its
+    // version) still finishes its own manifest (same createdAt and descriptor).
+    let id = BackupIdentifier::new(7, 5, 0);
+    let first = Manifest::in_progress(id, descriptor(50));
+    store.write_manifest(&first).await.unwrap();
+    let failed = first.fail("upload failed");
+    other_writer(store).write_manifest(&failed).await.unwrap();
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(failed));
+
+    // A backup deleted while in progress is not resurrected by its final write.
+    let id = BackupIdentifier::new(7, 4, 0);
+    let first = Manifest::in_progress(id, descriptor(40));
+    store.write_manifest(&first).await.unwrap();
+    assert_eq!(other.delete_backup(&id).await.unwrap(), 1);
+    let error = store
+        .write_manifest(&first.complete(vec![]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BackupStoreError::Conflict { stored, .. } if stored == "absent"),
+        "{error}"
+    );
+    assert_eq!(store.read_manifest(&id).await.unwrap(), None);
+
+    for checkpoint in 1..=5 {
+        store
+            .delete_backup(&BackupIdentifier::new(7, checkpoint, 0))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.list_checkpoints(7).await.unwrap(), Vec::<u64>::new());
+}
+
+/// Text-like data that zstd compresses well.
+fn compressible_bytes(len: usize) -> Vec<u8> {
+    let mut block = Vec::with_capacity(256 * 1024 + 64);
+    let mut i = 0u64;
+    while block.len() < 256 * 1024 {
+        block.extend_from_slice(
+            format!(
+                "{{\"deposit\":{{\"account\":\"acct-{}\",\"amount\":{}}}}}\n",
+                i % 977,
+                i * 7
+            )
+            .as_bytes(),
+        );
+        i += 1;
+    }
+    block.iter().copied().cycle().take(len).collect()
+}
+
+fn zstd_store(store: &BackupStore) -> BackupStore {
+    other_writer(store).with_compression(Compression::Zstd)
+}
+
+async fn compression_round_trip(store: &BackupStore, dir: &LocalPath) {
+    let zstd = zstd_store(store);
+    assert_eq!(zstd.compression(), Compression::Zstd);
+    let id = BackupIdentifier::new(8, 1, 0);
+    let manifest = Manifest::in_progress(id, descriptor(1));
+    zstd.write_manifest(&manifest).await.unwrap();
+    // (name, data, uploaded length)
+    let text = compressible_bytes(20 * MIB + 5);
+    let random = random_bytes(12 * MIB);
+    let cases: Vec<(&str, Vec<u8>, usize)> = vec![
+        ("text.log", text.clone(), text.len()),
+        ("random.log", random.clone(), random.len()), // multipart
+        ("EMPTY", Vec::new(), 0),
+        ("prefix.log", text.clone(), 3 * MIB + 1),
+    ];
+    let mut entries = Vec::new();
+    for (name, data, length) in &cases {
+        let local = write_local(dir, &format!("zstd-{name}"), data).await;
+        let entry = zstd
+            .upload_file(&id, FileKind::Segment, name, &local, *length as u64, None)
+            .await
+            .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+        assert_eq!(
+            entry.compression.as_deref(),
+            Some(ZSTD_COMPRESSION),
+            "{name}"
+        );
+        assert_eq!(entry.size_bytes, *length as u64, "{name}");
+        assert_eq!(
+            entry.checksum,
+            format_checksum(crc32c::crc32c(&data[..*length])),
+            "{name}: the checksum is of the original bytes"
+        );
+        let path = store.file_path(&id, FileKind::Segment, name).unwrap();
+        let meta = store.object_store().head(&path).await.unwrap();
+        assert_eq!(meta.size, entry.stored_bytes, "{name}: stored size");
+        let stored = read_raw(store, &path).await;
+        assert_eq!(
+            &stored[..4],
+            &[0x28, 0xb5, 0x2f, 0xfd],
+            "{name}: a zstd frame"
+        );
+
+        // Downloads follow the entry, whatever the downloading store's setting.
+        for (who, downloader) in [("zstd", &zstd), ("plain", store)] {
+            let destination = dir.join("zstd-down").join(name);
+            downloader
+                .download_file(&id, &entry, &destination)
+                .await
+                .unwrap_or_else(|e| panic!("download {name} by the {who} store: {e}"));
+            let downloaded = tokio::fs::read(&destination).await.unwrap();
+            assert!(downloaded == data[..*length], "{name} differs ({who})");
+        }
+        entries.push(entry);
+    }
+    assert!(
+        entries[0].stored_bytes * 4 < entries[0].size_bytes,
+        "compressible data: {} stored for {} bytes",
+        entries[0].stored_bytes,
+        entries[0].size_bytes
+    );
+    assert!(
+        entries[2].stored_bytes > 0,
+        "an empty file is an empty frame"
+    );
+
+    // The manifest records the compression per file, in format version 2.
+    let completed = manifest.complete(entries.clone());
+    assert_eq!(completed.format_version, MANIFEST_FORMAT_VERSION_COMPRESSED);
+    zstd.write_manifest(&completed).await.unwrap();
+    assert_eq!(store.read_manifest(&id).await.unwrap(), Some(completed));
+    let json: serde_json::Value =
+        serde_json::from_slice(&read_raw(store, &store.manifest_path(&id)).await).unwrap();
+    assert_eq!(json["formatVersion"], 2);
+    assert_eq!(json["files"][0]["compression"], "zstd");
+    assert_eq!(json["files"][0]["storedBytes"], entries[0].stored_bytes);
+
+    // A plain store uploads plainly to the same backup.
+    let local = write_local(dir, "plain-next-to-zstd.log", b"plain").await;
+    let plain = store
+        .upload_file(&id, FileKind::Snapshot, "plain", &local, 5, None)
+        .await
+        .unwrap();
+    assert_eq!((plain.compression, plain.stored_bytes), (None, 5));
+
+    // Throttling limits the bytes sent, which are fewer when compressed.
+    let throttle = Throttle::new(4 * MIB as u64);
+    let local = write_local(dir, "zstd-throttled.log", &text[..8 * MIB]).await;
+    let started = std::time::Instant::now();
+    let entry = zstd
+        .upload_file(
+            &id,
+            FileKind::Segment,
+            "throttled.log",
+            &local,
+            8 * MIB as u64,
+            Some(&throttle),
+        )
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    let floor = entry.stored_bytes as f64 / (4 * MIB) as f64 - 0.15;
+    assert!(
+        elapsed.as_secs_f64() >= floor,
+        "{} bytes at 4 MiB/s took only {elapsed:?}",
+        entry.stored_bytes
+    );
+
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 7);
+}
+
+async fn compressed_corruption_detected(store: &BackupStore, dir: &LocalPath) {
+    let zstd = zstd_store(store);
+    let id = BackupIdentifier::new(8, 2, 0);
+    let data = compressible_bytes(3 * MIB);
+    let local = write_local(dir, "zstd-victim.log", &data).await;
+    let entry = zstd
+        .upload_file(
+            &id,
+            FileKind::Segment,
+            "victim.log",
+            &local,
+            data.len() as u64,
+            None,
+        )
+        .await
+        .unwrap();
+    let path = store
+        .file_path(&id, FileKind::Segment, "victim.log")
+        .unwrap();
+    let original = read_raw(store, &path).await.to_vec();
+    let destination = dir.join("zstd-restored").join("victim.log");
+
+    let mut flipped = original.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x10;
+    let garbage = random_bytes(original.len());
+    let bomb = zstd::bulk::compress(&vec![b'x'; 64 * MIB], crate::ZSTD_LEVEL).unwrap();
+    let half = original[..original.len() / 2].to_vec();
+    let mut longer = original.clone();
+    longer.extend_from_slice(&original);
+    // (what, object, entry)
+    let cases: Vec<(&str, Vec<u8>, FileEntry)> = vec![
+        ("a flipped bit", flipped, entry.clone()),
+        ("not zstd at all", garbage, entry.clone()),
+        (
+            "a frame that decompresses to more than the entry says",
+            bomb.clone(),
+            FileEntry {
+                stored_bytes: bomb.len() as u64,
+                ..entry.clone()
+            },
+        ),
+        (
+            "a frame cut in half",
+            half.clone(),
+            FileEntry {
+                stored_bytes: half.len() as u64,
+                ..entry.clone()
+            },
+        ),
+        (
+            "two frames",
+            longer.clone(),
+            FileEntry {
+                stored_bytes: longer.len() as u64,
+                ..entry.clone()
+            },
+        ),
+        ("a shorter object", half, entry.clone()),
+    ];
+    for (what, object, entry) in cases {
+        store
+            .object_store()
+            .put(&path, PutPayload::from(object))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let error = store
+            .download_file(&id, &entry, &destination)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, BackupStoreError::Corrupt { path: p, .. } if *p == path.to_string()),
+            "{what}: {error}"
+        );
+        assert!(error.to_string().contains("take a new backup"), "{error}");
+        assert!(
+            !destination.exists(),
+            "{what}: the partial download must be removed"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{what}: took {:?}",
+            started.elapsed()
+        );
+    }
+    // The intact object still restores.
+    store
+        .object_store()
+        .put(&path, PutPayload::from(original))
+        .await
+        .unwrap();
+    store
+        .download_file(&id, &entry, &destination)
+        .await
+        .unwrap();
+    assert!(tokio::fs::read(&destination).await.unwrap() == data);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 1);
+}
+
+async fn truncating_store_detected(store: &BackupStore, dir: &LocalPath) {
+    let truncating = BackupStore::from_object_store(
+        Arc::new(Truncating {
+            inner: store.object_store().clone(),
+        }),
+        store.base_path().map(str::to_string),
+    );
+    let id = BackupIdentifier::new(8, 3, 0);
+    for (name, len) in [("small.log", 1000), ("multipart.log", 20 * MIB)] {
+        let local = write_local(dir, &format!("truncated-{name}"), &random_bytes(len)).await;
+        for (how, uploader) in [
+            ("plain", truncating.clone()),
+            (
+                "zstd",
+                truncating.clone().with_compression(Compression::Zstd),
+            ),
+        ] {
+            let error = uploader
+                .upload_file(&id, FileKind::Segment, name, &local, len as u64, None)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, BackupStoreError::Corrupt { .. }),
+                "{name} ({how}): {error}"
+            );
+            assert!(
+                error.to_string().contains("did not keep the upload"),
+                "{name} ({how}): {error}"
+            );
+        }
+    }
+    store.delete_backup(&id).await.unwrap();
+    assert_eq!(store.list_checkpoints(8).await.unwrap(), Vec::<u64>::new());
+}
+
+/// An object store that keeps all but the last byte of every put and of every
+/// part of a multipart upload.
+#[derive(Debug)]
+struct Truncating {
+    inner: Arc<dyn ObjectStore>,
+}
+
+fn truncated(payload: PutPayload) -> PutPayload {
+    let mut bytes: Vec<u8> = Vec::with_capacity(payload.content_length());
+    for chunk in payload.iter() {
+        bytes.extend_from_slice(chunk);
+    }
+    bytes.pop();
+    PutPayload::from(bytes)
+}
+
+impl fmt::Display for Truncating {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Truncating({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct TruncatingUpload {
+    inner: Box<dyn MultipartUpload>,
+}
+
+impl MultipartUpload for TruncatingUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        self.inner.put_part(truncated(data))
+    }
+
+    fn complete<'a, 'b>(&'a mut self) -> BoxFuture<'b, PutResult>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.complete()
+    }
+
+    fn abort<'a, 'b>(&'a mut self) -> BoxFuture<'b, ()>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.abort()
+    }
+}
+
+impl ObjectStore for Truncating {
+    fn put_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> BoxFuture<'c, PutResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.put_opts(location, truncated(payload), opts)
+    }
+
+    fn put_multipart_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        opts: PutMultipartOptions,
+    ) -> BoxFuture<'c, Box<dyn MultipartUpload>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let inner = self.inner.put_multipart_opts(location, opts).await?;
+            Ok(Box::new(TruncatingUpload { inner }) as Box<dyn MultipartUpload>)
+        })
+    }
+
+    fn get_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        options: GetOptions,
+    ) -> BoxFuture<'c, GetResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.get_opts(location, options)
+    }
+
+    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> BoxFuture<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.delete(location)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_delimiter<'a, 'b, 'c>(
+        &'a self,
+        prefix: Option<&'b Path>,
+    ) -> BoxFuture<'c, ListResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.list_with_delimiter(prefix)
+    }
+
+    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> BoxFuture<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.inner.copy(from, to)
+    }
+
+    fn copy_if_not_exists<'a, 'b, 'c, 'd>(
+        &'a self,
+        from: &'b Path,
+        to: &'c Path,
+    ) -> BoxFuture<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.inner.copy_if_not_exists(from, to)
+    }
 }
 
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;

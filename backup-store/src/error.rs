@@ -29,9 +29,15 @@ pub enum BackupStoreError {
     },
 
     /// The object store could not be reached at all (see [`crate::BackupStore::check_reachable`]).
-    #[error("backup store is not reachable: store={store} prefix={prefix} reason={reason}; check that the bucket exists, the endpoint, region and credentials are right and the network allows the connection")]
+    #[error(
+        "backup store is not reachable: {hint}: store={store} prefix={prefix} reason={reason}"
+    )]
     Unreachable {
-        /// A description of the store (never credentials), e.g. `AmazonS3(my-bucket)`.
+        /// What is most likely wrong and which setting to fix, e.g. `bucket
+        /// sluice does not exist (broker.data.backup.s3.bucketName); create it
+        /// or correct the setting`.
+        hint: String,
+        /// A description of the store (never credentials), e.g. `S3(bucket=my-bucket …)`.
         store: String,
         /// The base prefix that was listed.
         prefix: String,
@@ -57,6 +63,45 @@ pub enum BackupStoreError {
         expected: String,
         /// What was downloaded.
         actual: String,
+    },
+
+    /// The first manifest of a backup could not be created because a manifest
+    /// for the same backup id exists already (conditional create).
+    #[error("a backup with this id already exists for partition={partition} checkpoint={checkpoint} node={node}: path={path} status={status}; another broker with the same node id, or an earlier run, wrote it; it was left unchanged; take a backup with a new id")]
+    BackupExists {
+        /// The partition of the backup.
+        partition: u32,
+        /// The checkpoint (backup) id.
+        checkpoint: u64,
+        /// The node that takes the backup.
+        node: u32,
+        /// The manifest object path in the bucket.
+        path: String,
+        /// The status of the existing manifest, or `unreadable`.
+        status: String,
+    },
+
+    /// A manifest changed (or disappeared) since this store last wrote or read
+    /// it (conditional update).
+    #[error("backup manifest was changed by another writer: path={path} id={id} expected_status={expected} stored_status={stored}; two writers worked on this backup (e.g. two brokers with the same node id), or it was deleted meanwhile; it was left unchanged; take a new backup")]
+    Conflict {
+        /// The manifest object path in the bucket.
+        path: String,
+        /// The backup, as `partition=… checkpoint=… node=…`.
+        id: String,
+        /// The status this store tried to write.
+        expected: String,
+        /// The status found in the store, or `absent`/`unreadable`.
+        stored: String,
+    },
+
+    /// Compressing a file for upload failed.
+    #[error("compression failed: path={path} error={reason}")]
+    Compression {
+        /// The object path in the bucket.
+        path: String,
+        /// What went wrong.
+        reason: String,
     },
 
     /// A manifest cannot be parsed or violates an invariant.

@@ -1,10 +1,14 @@
 //! The backup store of Sluice: the in-bucket layout of backups, the manifest
 //! (the commit point of a backup), streaming uploads of local files and
-//! verified downloads, on top of [`object_store`].
+//! verified downloads, on top of [`object_store`]: the local file system, S3
+//! (and S3-compatible stores), Google Cloud Storage and Azure Blob Storage.
 //!
 //! This is the only crate of the workspace that talks to the object store;
-//! see [`BackupStore`] for the layout and its invariants.
+//! see [`BackupStore`] for the layout, the conditional manifest writes and
+//! their guarantees per backend.
 
+mod backend;
+mod codec;
 mod error;
 mod manifest;
 mod store;
@@ -12,15 +16,18 @@ mod throttle;
 
 pub mod conformance;
 
+pub use codec::{MAX_DECODED_PER_STEP, ZSTD_LEVEL, ZSTD_WINDOW_LOG, ZSTD_WINDOW_LOG_MAX};
 pub use error::BackupStoreError;
 pub use manifest::{
     format_checksum, now_rfc3339, parse_checksum, validate_file_name, BackupDescriptor,
     BackupIdentifier, BackupStatus, FileEntry, FileKind, Manifest, MANIFEST_FORMAT_VERSION,
-    MAX_FILE_NAME_LEN,
+    MANIFEST_FORMAT_VERSION_COMPRESSED, MAX_FILE_NAME_LEN, ZSTD_COMPRESSION,
 };
 pub use store::{
-    BackupStore, BackupStoreOptions, StoreKind, LIST_CONCURRENCY, MANIFEST_FILE_NAME,
-    MAX_CONCURRENT_PARTS, MULTIPART_PART_BYTES, SINGLE_PUT_MAX_BYTES, THROTTLED_READ_BYTES,
+    BackupStore, BackupStoreOptions, Compression, StoreKind, DEFAULT_API_CALL_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_CONNECTIONS, DOWNLOAD_RANGE_BYTES, LIST_CONCURRENCY, MANIFEST_FILE_NAME,
+    MAX_CONCURRENT_PARTS, MAX_CONCURRENT_RANGES, MAX_RETRIES, MULTIPART_PART_BYTES, RETRY_TIMEOUT,
+    SINGLE_PUT_MAX_BYTES, THROTTLED_READ_BYTES,
 };
 pub use throttle::Throttle;
 

@@ -9,8 +9,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::BackupStoreError;
 
-/// The manifest format version this crate writes and understands.
+/// The manifest format version written for backups without compressed files;
+/// every release reads it.
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+/// The manifest format version written when a file of the backup is
+/// compressed (see [`FileEntry::compression`]). Releases that understand only
+/// version 1 refuse it ("use a newer release") instead of reporting the
+/// compressed objects as corrupt. The newest version this crate understands.
+pub const MANIFEST_FORMAT_VERSION_COMPRESSED: u32 = 2;
+
+/// The value of [`FileEntry::compression`] for zstd-compressed files.
+pub const ZSTD_COMPRESSION: &str = "zstd";
 
 /// The longest file name accepted by [`validate_file_name`].
 pub const MAX_FILE_NAME_LEN: usize = 255;
@@ -116,24 +126,83 @@ impl fmt::Display for FileKind {
 }
 
 /// One uploaded file of a backup.
+///
+/// `size_bytes` and `checksum` always describe the original content of the
+/// file (what a restore writes to disk); `stored_bytes` is the size of the
+/// object in the store, which differs from `size_bytes` only when the file is
+/// compressed. Manifests written before compression existed have neither
+/// `compression` nor `storedBytes`; they read as uncompressed with
+/// `stored_bytes == size_bytes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "FileEntryWire")]
 pub struct FileEntry {
     /// The file name: a single path segment of `[A-Za-z0-9._-]`.
     pub name: String,
     /// Snapshot file or log segment.
     pub kind: FileKind,
-    /// The number of bytes uploaded.
+    /// The number of bytes of the original file that were backed up.
     pub size_bytes: u64,
-    /// `crc32c:<8 lowercase hex digits>` of the uploaded bytes.
+    /// `crc32c:<8 lowercase hex digits>` of the original (uncompressed) bytes.
     pub checksum: String,
+    /// How the object is compressed: `None` (stored as is) or
+    /// [`ZSTD_COMPRESSION`]. Omitted from the JSON when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// The size of the object in the store; equals `size_bytes` when the file
+    /// is not compressed.
+    pub stored_bytes: u64,
+}
+
+/// The JSON form of a [`FileEntry`] as read: `storedBytes` defaults to
+/// `sizeBytes` for manifests written before it existed.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileEntryWire {
+    name: String,
+    kind: FileKind,
+    size_bytes: u64,
+    checksum: String,
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    stored_bytes: Option<u64>,
+}
+
+impl From<FileEntryWire> for FileEntry {
+    fn from(wire: FileEntryWire) -> Self {
+        Self {
+            stored_bytes: wire.stored_bytes.unwrap_or(wire.size_bytes),
+            name: wire.name,
+            kind: wire.kind,
+            size_bytes: wire.size_bytes,
+            checksum: wire.checksum,
+            compression: wire.compression,
+        }
+    }
+}
+
+impl FileEntry {
+    /// Whether the stored object is compressed.
+    pub fn is_compressed(&self) -> bool {
+        self.compression.is_some()
+    }
+}
+
+/// The lowest manifest format version that can describe `files`.
+fn required_format_version(files: &[FileEntry]) -> u32 {
+    if files.iter().any(FileEntry::is_compressed) {
+        MANIFEST_FORMAT_VERSION_COMPRESSED
+    } else {
+        MANIFEST_FORMAT_VERSION
+    }
 }
 
 /// The manifest of one backup (see [`crate::BackupStore`] for where it lives).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// Always [`MANIFEST_FORMAT_VERSION`] when written by this crate.
+    /// [`MANIFEST_FORMAT_VERSION`], or [`MANIFEST_FORMAT_VERSION_COMPRESSED`]
+    /// when a file is compressed.
     pub format_version: u32,
     /// Which backup this is.
     pub id: BackupIdentifier,
@@ -172,9 +241,11 @@ impl Manifest {
         }
     }
 
-    /// This manifest as `COMPLETED` with the given files.
+    /// This manifest as `COMPLETED` with the given files (the format version
+    /// becomes [`MANIFEST_FORMAT_VERSION_COMPRESSED`] if one is compressed).
     pub fn complete(self, files: Vec<FileEntry>) -> Self {
         Self {
+            format_version: self.format_version.max(required_format_version(&files)),
             status: BackupStatus::Completed,
             files,
             failure_reason: None,
@@ -196,18 +267,25 @@ impl Manifest {
 
     /// Checks the invariants of a manifest; returns the violated one.
     ///
-    /// - the format version is [`MANIFEST_FORMAT_VERSION`];
+    /// - the format version is [`MANIFEST_FORMAT_VERSION`] or
+    ///   [`MANIFEST_FORMAT_VERSION_COMPRESSED`], and the latter if a file is
+    ///   compressed;
     /// - `COMPLETED` ⇒ no `failure_reason`; `FAILED` ⇒ `failure_reason` set;
     ///   `IN_PROGRESS` ⇒ no `failure_reason`;
     /// - every file name is valid and appears at most once per kind;
-    /// - every checksum has the form `crc32c:<8 lowercase hex digits>`.
+    /// - every checksum has the form `crc32c:<8 lowercase hex digits>`;
+    /// - every compression is absent or [`ZSTD_COMPRESSION`]; an uncompressed
+    ///   file has `stored_bytes == size_bytes`.
     pub fn validate(&self) -> Result<(), String> {
-        if self.format_version != MANIFEST_FORMAT_VERSION {
+        if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_COMPRESSED)
+            .contains(&self.format_version)
+        {
             return Err(format!(
-                "unsupported formatVersion={} (this version understands {}); use a newer release to read this backup",
-                self.format_version, MANIFEST_FORMAT_VERSION
+                "unsupported formatVersion={} (this version understands {} to {}); use a newer release to read this backup",
+                self.format_version, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED
             ));
         }
+
         match (self.status, &self.failure_reason) {
             (BackupStatus::Failed, None) => {
                 return Err("status=FAILED requires a failureReason".to_string())
@@ -235,6 +313,28 @@ impl Manifest {
                     file.name, file.checksum
                 ));
             }
+            match file.compression.as_deref() {
+                None if file.stored_bytes != file.size_bytes => {
+                    return Err(format!(
+                        "uncompressed file with storedBytes={} different from sizeBytes={}: name={}",
+                        file.stored_bytes, file.size_bytes, file.name
+                    ))
+                }
+                None | Some(ZSTD_COMPRESSION) => {}
+                Some(other) => {
+                    return Err(format!(
+                        "unsupported compression={other:?} of file name={} (this version understands {ZSTD_COMPRESSION:?}); use a newer release to read this backup",
+                        file.name
+                    ))
+                }
+            }
+        }
+        let required = required_format_version(&self.files);
+        if self.format_version < required {
+            return Err(format!(
+                "formatVersion={} cannot describe compressed files (formatVersion={required} is needed)",
+                self.format_version
+            ));
         }
         Ok(())
     }

@@ -1,26 +1,29 @@
 //! [`BackupStore`]: the in-bucket layout, manifests, streaming uploads and
 //! verified downloads on top of `object_store`.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path as LocalPath, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
-use object_store::local::LocalFileSystem;
-use object_store::memory::InMemory;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutPayload, PutPayloadMut, RetryConfig, WriteMultipart};
+use object_store::{
+    GetOptions, GetRange, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion,
+    WriteMultipart,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, warn};
 
+use crate::backend::{self, Hints};
+use crate::codec::{Compressor, Decompressor};
 use crate::error::error_chain;
 use crate::manifest::{
-    format_checksum, parse_checksum, validate_file_name, BackupIdentifier, FileEntry, FileKind,
-    Manifest,
+    format_checksum, parse_checksum, validate_file_name, BackupIdentifier, BackupStatus, FileEntry,
+    FileKind, Manifest, ZSTD_COMPRESSION,
 };
 use crate::{BackupStoreError, Throttle};
 
@@ -29,8 +32,8 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 /// The name of the manifest object in a backup folder.
 pub const MANIFEST_FILE_NAME: &str = "manifest.json";
 
-/// Files up to this size are uploaded with a single `put`; larger ones with a
-/// multipart upload.
+/// Uploads that end up at most this size are done with a single `put`;
+/// larger ones with a multipart upload.
 pub const SINGLE_PUT_MAX_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The part size of multipart uploads.
@@ -39,13 +42,57 @@ pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
 /// The maximum number of parts of one multipart upload in flight at once.
 pub const MAX_CONCURRENT_PARTS: usize = 4;
 
-/// The read size when uploads are throttled, for smooth progress at low rates.
+/// The read size when uploads are throttled or compressed, for smooth
+/// progress at low rates and bounded compression steps.
 pub const THROTTLED_READ_BYTES: usize = 1024 * 1024;
+
+/// Downloads fetch objects in ranges of this size, each one request (so that
+/// each is bounded by the per-request timeout, whatever the object's size).
+pub const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The maximum number of ranges of one download in flight at once.
+pub const MAX_CONCURRENT_RANGES: usize = 4;
 
 /// The maximum number of concurrent requests of listing operations.
 pub const LIST_CONCURRENCY: usize = 16;
 
+/// The default time limit of one request to a remote store.
+pub const DEFAULT_API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default number of requests in flight at once per [`BackupStore`].
+pub const DEFAULT_MAX_CONCURRENT_CONNECTIONS: usize = 32;
+
+/// The maximum number of retries of one request to a remote store.
+pub const MAX_RETRIES: usize = 8;
+
+/// No request to a remote store is retried once this long has passed since
+/// its first attempt.
+pub const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How backup files are compressed before upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as they are.
+    #[default]
+    None,
+    /// zstd, streaming, one frame per file (see the `codec` module docs).
+    Zstd,
+}
+
+impl Compression {
+    /// The value recorded in [`FileEntry::compression`].
+    pub fn manifest_name(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Zstd => Some(ZSTD_COMPRESSION),
+        }
+    }
+}
+
 /// How to open a [`BackupStore`].
+///
+/// Build one with [`BackupStoreOptions::new`] (or struct update syntax from
+/// [`BackupStoreOptions::default`]) to get the defaults of the tuning fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupStoreOptions {
     /// Which object store to use.
@@ -53,11 +100,41 @@ pub struct BackupStoreOptions {
     /// An optional prefix inside the store (e.g. `cluster-a/backups`) under
     /// which all backups live. Leading and trailing `/` are ignored.
     pub base_path: Option<String>,
+    /// The time limit of one request (each retry has its own); remote stores
+    /// only. Default [`DEFAULT_API_CALL_TIMEOUT`].
+    pub api_call_timeout: Duration,
+    /// The maximum number of requests in flight at once, shared by every
+    /// clone of the store (so by every partition of a broker). Default
+    /// [`DEFAULT_MAX_CONCURRENT_CONNECTIONS`].
+    pub max_concurrent_connections: usize,
+    /// How uploaded files are compressed. Default [`Compression::None`].
+    /// Downloads follow what each file's manifest entry says.
+    pub compression: Compression,
+}
+
+impl BackupStoreOptions {
+    /// Options for `kind` below `base_path`, with the default tuning.
+    pub fn new(kind: StoreKind, base_path: Option<String>) -> Self {
+        Self {
+            kind,
+            base_path,
+            api_call_timeout: DEFAULT_API_CALL_TIMEOUT,
+            max_concurrent_connections: DEFAULT_MAX_CONCURRENT_CONNECTIONS,
+            compression: Compression::None,
+        }
+    }
+}
+
+impl Default for BackupStoreOptions {
+    /// An in-memory store with the default tuning.
+    fn default() -> Self {
+        Self::new(StoreKind::InMemory, None)
+    }
 }
 
 /// The kind of object store backing a [`BackupStore`].
 ///
-/// `Debug` redacts the secret key.
+/// `Debug` redacts every secret (S3 secret key, Azure key and SAS token).
 #[derive(Clone, PartialEq, Eq)]
 pub enum StoreKind {
     /// A process-local in-memory store (tests, development).
@@ -88,10 +165,42 @@ pub enum StoreKind {
         /// endpoint starts with `http://`.
         allow_http: bool,
     },
+    /// Google Cloud Storage.
+    Gcs {
+        /// The bucket; must exist.
+        bucket: String,
+        /// The URL of the GCS API, for emulators (e.g. `http://127.0.0.1:4443`);
+        /// `None` means Google's. Without `credentials`, requests to it carry
+        /// no OAuth token.
+        host: Option<String>,
+        /// A service-account JSON key file; when absent the application
+        /// default credentials are used (`GOOGLE_*` variables,
+        /// `GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, the metadata server).
+        credentials: Option<PathBuf>,
+    },
+    /// Azure Blob Storage.
+    Azure {
+        /// The storage account.
+        account: String,
+        /// The container; must exist.
+        container: String,
+        /// The account access key; exclusive with `sas_token`. When both are
+        /// absent the Azure credential chain is used (`AZURE_*` variables,
+        /// workload identity, managed identity).
+        access_key: Option<String>,
+        /// A shared access signature (query string, `?` optional).
+        sas_token: Option<String>,
+        /// The blob service URL, e.g. Azurite's
+        /// `http://127.0.0.1:10000/devstoreaccount1`; `None` means
+        /// `https://<account>.blob.core.windows.net`. Plain HTTP is allowed
+        /// when it starts with `http://`.
+        endpoint: Option<String>,
+    },
 }
 
 impl fmt::Debug for StoreKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |secret: &Option<String>| secret.as_ref().map(|_| "<redacted>");
         match self {
             Self::InMemory => f.write_str("InMemory"),
             Self::Filesystem { root } => f.debug_struct("Filesystem").field("root", root).finish(),
@@ -109,9 +218,33 @@ impl fmt::Debug for StoreKind {
                 .field("endpoint", endpoint)
                 .field("region", region)
                 .field("access_key", access_key)
-                .field("secret_key", &secret_key.as_ref().map(|_| "<redacted>"))
+                .field("secret_key", &redacted(secret_key))
                 .field("force_path_style", force_path_style)
                 .field("allow_http", allow_http)
+                .finish(),
+            Self::Gcs {
+                bucket,
+                host,
+                credentials,
+            } => f
+                .debug_struct("Gcs")
+                .field("bucket", bucket)
+                .field("host", host)
+                .field("credentials", credentials)
+                .finish(),
+            Self::Azure {
+                account,
+                container,
+                access_key,
+                sas_token,
+                endpoint,
+            } => f
+                .debug_struct("Azure")
+                .field("account", account)
+                .field("container", container)
+                .field("access_key", &redacted(access_key))
+                .field("sas_token", &redacted(sas_token))
+                .field("endpoint", endpoint)
                 .finish(),
         }
     }
@@ -144,6 +277,23 @@ impl fmt::Debug for StoreKind {
 /// Deletion runs in the opposite order (manifest first, see
 /// [`BackupStore::delete_backup`]), so a half-deleted backup is never seen as
 /// complete.
+///
+/// # One writer per backup: conditional manifest writes
+///
+/// See [`BackupStore::write_manifest`]: the first manifest of a backup is
+/// created only if none exists, and later ones replace only the version this
+/// store wrote or read, so two writers of the same backup id (e.g. two brokers
+/// started with the same node id) cannot both win.
+///
+/// # Requests
+///
+/// Every clone shares one limit of requests in flight
+/// ([`BackupStoreOptions::max_concurrent_connections`], an
+/// `object_store::limit::LimitStore`), so all partitions of a broker share it.
+/// Remote stores time out each request after
+/// [`BackupStoreOptions::api_call_timeout`] and retry failed ones with
+/// randomized exponential backoff, at most [`MAX_RETRIES`] times and not after
+/// [`RETRY_TIMEOUT`].
 #[derive(Clone)]
 pub struct BackupStore {
     store: Arc<dyn ObjectStore>,
@@ -151,6 +301,11 @@ pub struct BackupStore {
     probe: Arc<dyn ObjectStore>,
     base: Path,
     description: Arc<str>,
+    hints: Arc<Hints>,
+    compression: Compression,
+    /// The version of each `IN_PROGRESS` manifest this store wrote or read,
+    /// by manifest path (see [`BackupStore::write_manifest`]).
+    versions: Arc<Mutex<HashMap<Path, UpdateVersion>>>,
 }
 
 impl fmt::Debug for BackupStore {
@@ -158,118 +313,42 @@ impl fmt::Debug for BackupStore {
         f.debug_struct("BackupStore")
             .field("store", &self.description)
             .field("base_path", &self.base_path())
+            .field("compression", &self.compression)
             .finish()
     }
 }
 
 impl BackupStore {
-    /// Opens the store described by `options`.
+    /// Opens the store described by `options`. No request is made; use
+    /// [`Self::check_reachable`].
     ///
     /// - `Filesystem`: the root directory is created if missing.
     /// - `S3`: settings from the environment (`AWS_*`, including the credential
     ///   chain) are read first; explicit options override them. Without
     ///   `force_path_style`, requests are virtual-hosted style; a custom endpoint
     ///   then gets the bucket prepended to its host unless it already starts
-    ///   with `<bucket>.`. No request is made; use [`Self::check_reachable`].
+    ///   with `<bucket>.`. Conditional puts use `If-None-Match`/`If-Match`.
+    /// - `Gcs`: without `host` and `credentials`, the environment (`GOOGLE_*`)
+    ///   and the application default credentials; with either, only the
+    ///   explicit settings.
+    /// - `Azure`: without a key or SAS token, the environment (`AZURE_*`) and
+    ///   the Azure credential chain; with either, only the explicit settings.
     pub fn open(options: BackupStoreOptions) -> Result<Self> {
         let base = parse_base_path(options.base_path.as_deref())?;
-        let (store, probe, description): (Arc<dyn ObjectStore>, Arc<dyn ObjectStore>, String) =
-            match options.kind {
-                StoreKind::InMemory => {
-                    let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-                    (store.clone(), store, "InMemory".to_string())
-                }
-                StoreKind::Filesystem { root } => {
-                    std::fs::create_dir_all(&root)
-                        .map_err(|source| BackupStoreError::io(&root, source))?;
-                    let fs = LocalFileSystem::new_with_prefix(&root)
-                        .map_err(|e| BackupStoreError::Config {
-                            reason: format!(
-                                "cannot use directory as backup store: root={} error={}",
-                                root.display(),
-                                error_chain(&e)
-                            ),
-                        })?
-                        .with_automatic_cleanup(true);
-                    let store: Arc<dyn ObjectStore> = Arc::new(fs);
-                    let description = format!("Filesystem(root={})", root.display());
-                    (store.clone(), store, description)
-                }
-                StoreKind::S3 {
-                    bucket,
-                    endpoint,
-                    region,
-                    access_key,
-                    secret_key,
-                    force_path_style,
-                    allow_http,
-                } => {
-                    let bucket = bucket.trim().to_string();
-                    if bucket.is_empty() {
-                        return Err(BackupStoreError::Config {
-                            reason: "the S3 bucket name is empty; set the bucket".to_string(),
-                        });
-                    }
-                    let allow_http = allow_http
-                        || endpoint
-                            .as_deref()
-                            .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://"));
-                    let mut builder = AmazonS3Builder::from_env()
-                        .with_bucket_name(&bucket)
-                        .with_virtual_hosted_style_request(!force_path_style)
-                        .with_allow_http(allow_http);
-                    if !region.trim().is_empty() {
-                        builder = builder.with_region(region.trim());
-                    }
-                    let mut endpoint_description = String::from("default");
-                    if let Some(endpoint) = endpoint.as_deref().map(str::trim) {
-                        if !endpoint.is_empty() {
-                            let endpoint = if force_path_style {
-                                check_endpoint(endpoint)?;
-                                endpoint.to_string()
-                            } else {
-                                virtual_hosted_endpoint(endpoint, &bucket)?
-                            };
-                            endpoint_description = endpoint.clone();
-                            builder = builder.with_endpoint(endpoint);
-                        }
-                    }
-                    if let Some(access_key) = access_key {
-                        builder = builder.with_access_key_id(access_key);
-                    }
-                    if let Some(secret_key) = secret_key {
-                        builder = builder.with_secret_access_key(secret_key);
-                    }
-                    let probe_builder = builder.clone().with_retry(RetryConfig {
-                        max_retries: 1,
-                        retry_timeout: Duration::from_secs(15),
-                        ..RetryConfig::default()
-                    });
-                    let build_error = |e: object_store::Error| {
-                        BackupStoreError::Config {
-                        reason: format!(
-                            "cannot build the S3 client: bucket={bucket} endpoint={endpoint_description} error={}",
-                            error_chain(&e)
-                        ),
-                    }
-                    };
-                    let store = builder.build().map_err(build_error)?;
-                    let probe = probe_builder.build().map_err(build_error)?;
-                    let description = format!(
-                        "S3(bucket={bucket} endpoint={endpoint_description} path_style={force_path_style})"
-                    );
-                    (Arc::new(store), Arc::new(probe), description)
-                }
-            };
+        let backend = backend::build(&options)?;
         Ok(Self {
-            store,
-            probe,
+            store: backend.store,
+            probe: backend.probe,
             base,
-            description: description.into(),
+            description: backend.description.into(),
+            hints: Arc::new(backend.hints),
+            compression: options.compression,
+            versions: Arc::default(),
         })
     }
 
-    /// Wraps an existing object store (tests, fault-injection wrappers).
+    /// Wraps an existing object store (tests, fault-injection wrappers),
+    /// without compression and without a request limit of its own.
     ///
     /// `base_path` is split on `/`; empty segments are ignored and characters
     /// that are not allowed in object paths are percent-encoded.
@@ -281,7 +360,31 @@ impl BackupStore {
             store,
             base,
             description: description.into(),
+            hints: Arc::new(Hints {
+                missing: "the store location does not exist".to_string(),
+                connect: "the store cannot be reached".to_string(),
+                credentials: "access to the store was denied".to_string(),
+            }),
+            compression: Compression::None,
+            versions: Arc::default(),
         }
+    }
+
+    /// This store, compressing the files it uploads from now on as given
+    /// (downloads always follow the manifest entry).
+    pub fn with_compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// How uploaded files are compressed.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// A description of the store without credentials, e.g. `S3(bucket=… endpoint=…)`.
+    pub fn description(&self) -> &str {
+        &self.description
     }
 
     /// The underlying object store (for tests and tools; backups should only
@@ -325,12 +428,16 @@ impl BackupStore {
     }
 
     /// Checks that the store answers a list request on the base prefix. The
-    /// error says what failed (bucket missing, connection refused, access
-    /// denied, …). For S3 this uses few retries so that it fails fast.
+    /// error ([`BackupStoreError::Unreachable`]) starts with what is most
+    /// likely wrong and the setting to fix: a bucket or container that does
+    /// not exist (naming it), an endpoint that refuses connections (naming
+    /// it), or credentials that are missing or denied. For remote stores this
+    /// uses few retries so that it fails fast.
     pub async fn check_reachable(&self) -> Result<()> {
         match self.probe.list_with_delimiter(self.base_option()).await {
             Ok(_) => Ok(()),
             Err(source) => Err(BackupStoreError::Unreachable {
+                hint: self.hints.for_error(&source),
                 store: self.description.to_string(),
                 prefix: self.base_path().unwrap_or("/").to_string(),
                 reason: error_chain(&source),
@@ -339,8 +446,47 @@ impl BackupStore {
         }
     }
 
-    /// Writes (creates or replaces) the manifest of `manifest.id`, after
-    /// checking its invariants (see [`Manifest::validate`]).
+    /// Writes the manifest of `manifest.id`, after checking its invariants
+    /// (see [`Manifest::validate`]), so that two writers of the same backup
+    /// cannot both win:
+    ///
+    /// - **Create.** When this store holds no version of the manifest (the
+    ///   first write of a backup, or a `FAILED` manifest for a backup whose
+    ///   upload never began), the manifest is created only if none exists;
+    ///   otherwise [`BackupStoreError::BackupExists`], and the existing one is
+    ///   left alone.
+    /// - **Update.** When this store wrote the manifest `IN_PROGRESS`, or read
+    ///   it `IN_PROGRESS` ([`Self::read_manifest`], [`Self::list_manifests`],
+    ///   …), it is replaced only if it is still the version written or read;
+    ///   otherwise (changed or deleted meanwhile) [`BackupStoreError::Conflict`].
+    ///
+    /// So the status moves `IN_PROGRESS` → `COMPLETED` | `FAILED` once:
+    /// `COMPLETED` and `FAILED` are final, a manifest written over them is
+    /// refused. A write whose earlier attempt landed although it reported an
+    /// error or was cancelled (a lost answer) is recognized by reading the
+    /// manifest back: if it is exactly the manifest being written, the write
+    /// succeeds; and a final manifest whose `IN_PROGRESS` predecessor's create
+    /// answer was lost (the stored manifest is `IN_PROGRESS` with the same
+    /// `createdAt` and descriptor, so the same writer's) updates it.
+    ///
+    /// # Guarantees per backend
+    ///
+    /// The create and update are conditional puts (`PutMode::Create`,
+    /// `PutMode::Update`) where the store enforces them; before each one the
+    /// manifest is also looked at (`head`), which catches a second writer that
+    /// comes after the first on every store, but not one racing it.
+    ///
+    /// | store | create | update |
+    /// |---|---|---|
+    /// | in-memory | atomic | atomic |
+    /// | file system | atomic (hard link) | checked, then replaced (object_store has no conditional update on files: a writer between the check and the rename wins) |
+    /// | S3 (AWS, MinIO, R2, …) | atomic (`If-None-Match: *`) | atomic (`If-Match: <etag>`) |
+    /// | Garage 2.5 (S3 API) | checked only: Garage ignores `If-None-Match` on `PutObject` (verified) | checked only: Garage ignores `If-Match` |
+    /// | GCS | atomic (`ifGenerationMatch=0`) | atomic (generation match) |
+    /// | Azure Blob Storage, Azurite | atomic (`If-None-Match: *`) | atomic (`If-Match: <etag>`) |
+    ///
+    /// A store answering `NotImplemented`/`NotSupported` to a conditional put
+    /// gets a plain put after the check.
     pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
         let path = self.manifest_path(&manifest.id);
         manifest
@@ -349,17 +495,213 @@ impl BackupStore {
                 path: path.to_string(),
                 reason,
             })?;
-        let json =
-            serde_json::to_vec_pretty(manifest).map_err(|e| BackupStoreError::InvalidManifest {
+        let json: Bytes = serde_json::to_vec_pretty(manifest)
+            .map_err(|e| BackupStoreError::InvalidManifest {
                 path: path.to_string(),
                 reason: format!("cannot serialize: {e}"),
-            })?;
-        self.store
-            .put(&path, PutPayload::from(json))
-            .await
-            .map_err(|e| BackupStoreError::object_store("put", &path, e))?;
+            })?
+            .into();
+        let tracked = self.tracked_version(&path);
+        let version = match tracked {
+            Some(version) => self.update_manifest(&path, manifest, json, version).await?,
+            None => self.create_manifest(&path, manifest, json).await?,
+        };
+        if manifest.status == BackupStatus::InProgress {
+            self.track_version(&path, version);
+        } else {
+            self.forget_version(&path);
+        }
         debug!(%path, id = %manifest.id, status = %manifest.status, "wrote backup manifest");
         Ok(())
+    }
+
+    async fn create_manifest(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        json: Bytes,
+    ) -> Result<UpdateVersion> {
+        // Stores that ignore `If-None-Match` (Garage) would overwrite: look first.
+        if self.head_optional(path).await?.is_some() {
+            return self.settle_existing(path, manifest, json).await;
+        }
+        let options = PutOptions::from(PutMode::Create);
+        match self
+            .store
+            .put_opts(path, PutPayload::from(json.clone()), options)
+            .await
+        {
+            Ok(result) => Ok(result.into()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                self.settle_existing(path, manifest, json).await
+            }
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                self.put_unconditionally(path, json).await
+            }
+            Err(e) => Err(BackupStoreError::object_store("put", path, e)),
+        }
+    }
+
+    async fn update_manifest(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        json: Bytes,
+        version: UpdateVersion,
+    ) -> Result<UpdateVersion> {
+        // Stores without conditional updates (files) or that ignore `If-Match`
+        // (Garage) would overwrite: compare first.
+        match self.head_optional(path).await? {
+            None => return Err(self.conflict(path, manifest, "absent")),
+            Some(meta) if !same_version(&version, &meta) => {
+                return self.settle_manifest(path, manifest, false).await
+            }
+            Some(_) => {}
+        }
+        let options = PutOptions::from(PutMode::Update(version));
+        match self
+            .store
+            .put_opts(path, PutPayload::from(json.clone()), options)
+            .await
+        {
+            Ok(result) => Ok(result.into()),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. }
+                | object_store::Error::NotFound { .. },
+            ) => self.settle_manifest(path, manifest, false).await,
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                self.put_unconditionally(path, json).await
+            }
+            Err(e) => Err(BackupStoreError::object_store("put", path, e)),
+        }
+    }
+
+    /// A create found a manifest: it is this very manifest (a retried write),
+    /// or the `IN_PROGRESS` manifest this one finishes (same `createdAt` and
+    /// descriptor: this writer's own create, whose answer was lost, e.g. to a
+    /// timeout), which is then updated; anything else is refused.
+    async fn settle_existing(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        json: Bytes,
+    ) -> Result<UpdateVersion> {
+        match self.settle_manifest(path, manifest, true).await {
+            Err(BackupStoreError::BackupExists { .. })
+                if manifest.status != BackupStatus::InProgress =>
+            {
+                let Some((stored, version)) = self.stored_manifest(path).await? else {
+                    return Err(self.conflict(path, manifest, "absent"));
+                };
+                let own = stored.as_ref().is_some_and(|stored| {
+                    stored.status == BackupStatus::InProgress
+                        && stored.id == manifest.id
+                        && stored.created_at == manifest.created_at
+                        && stored.descriptor == manifest.descriptor
+                });
+                if own {
+                    self.update_manifest(path, manifest, json, version).await
+                } else {
+                    self.settle_manifest(path, manifest, true).await
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// The stored manifest (`None` inside if unreadable) and its version;
+    /// `None` if absent.
+    async fn stored_manifest(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(Option<Manifest>, UpdateVersion)>> {
+        match self.store.get(path).await {
+            Ok(result) => {
+                let version = version_of(&result.meta);
+                let bytes = result
+                    .bytes()
+                    .await
+                    .map_err(|e| BackupStoreError::object_store("get", path, e))?;
+                Ok(Some((
+                    serde_json::from_slice::<Manifest>(&bytes).ok(),
+                    version,
+                )))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(BackupStoreError::object_store("get", path, e)),
+        }
+    }
+
+    async fn put_unconditionally(&self, path: &Path, json: Bytes) -> Result<UpdateVersion> {
+        self.store
+            .put(path, PutPayload::from(json))
+            .await
+            .map(UpdateVersion::from)
+            .map_err(|e| BackupStoreError::object_store("put", path, e))
+    }
+
+    /// After a conditional write was refused: succeeds if the stored manifest
+    /// is exactly `manifest` (an earlier attempt of this write landed), fails
+    /// with `BackupExists` (`creating`) or `Conflict` otherwise.
+    async fn settle_manifest(
+        &self,
+        path: &Path,
+        manifest: &Manifest,
+        creating: bool,
+    ) -> Result<UpdateVersion> {
+        let stored = self.stored_manifest(path).await?;
+        let status = match &stored {
+            Some((Some(stored), version)) if stored == manifest => return Ok(version.clone()),
+            Some((Some(stored), _)) => stored.status.to_string(),
+            Some((None, _)) => "unreadable".to_string(),
+            None => "absent".to_string(),
+        };
+        if creating && stored.is_some() {
+            Err(BackupStoreError::BackupExists {
+                partition: manifest.id.partition_id,
+                checkpoint: manifest.id.checkpoint_id,
+                node: manifest.id.node_id,
+                path: path.to_string(),
+                status,
+            })
+        } else {
+            Err(self.conflict(path, manifest, &status))
+        }
+    }
+
+    fn conflict(&self, path: &Path, manifest: &Manifest, stored: &str) -> BackupStoreError {
+        BackupStoreError::Conflict {
+            path: path.to_string(),
+            id: manifest.id.to_string(),
+            expected: manifest.status.to_string(),
+            stored: stored.to_string(),
+        }
+    }
+
+    /// The metadata of an object, `None` if it does not exist.
+    async fn head_optional(&self, path: &Path) -> Result<Option<ObjectMeta>> {
+        match self.store.head(path).await {
+            Ok(meta) => Ok(Some(meta)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(BackupStoreError::object_store("head", path, e)),
+        }
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<Path, UpdateVersion>> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn tracked_version(&self, path: &Path) -> Option<UpdateVersion> {
+        self.versions().get(path).cloned()
+    }
+
+    fn track_version(&self, path: &Path, version: UpdateVersion) {
+        self.versions().insert(path.clone(), version);
+    }
+
+    fn forget_version(&self, path: &Path) {
+        self.versions().remove(path);
     }
 
     /// Reads the manifest of a backup; `None` if it does not exist.
@@ -367,6 +709,12 @@ impl BackupStore {
     /// Fails with [`BackupStoreError::InvalidManifest`] (naming the object
     /// path) if it is not valid JSON, violates an invariant, or describes
     /// another backup than its location says.
+    ///
+    /// Reading an `IN_PROGRESS` manifest remembers its version (unless this
+    /// store already holds one), so that [`Self::write_manifest`] later
+    /// replaces only what was read; reading a final one forgets it. Only
+    /// `IN_PROGRESS` manifests are remembered, so the memory this takes is
+    /// bounded by the backups in progress.
     pub async fn read_manifest(&self, id: &BackupIdentifier) -> Result<Option<Manifest>> {
         let path = self.manifest_path(id);
         let result = match self.store.get(&path).await {
@@ -374,6 +722,7 @@ impl BackupStore {
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(BackupStoreError::object_store("get", &path, e)),
         };
+        let meta = result.meta.clone();
         let bytes = result
             .bytes()
             .await
@@ -391,6 +740,13 @@ impl BackupStore {
                 manifest.id
             )));
         }
+        if manifest.status == BackupStatus::InProgress {
+            self.versions()
+                .entry(path)
+                .or_insert_with(|| version_of(&meta));
+        } else {
+            self.forget_version(&path);
+        }
         Ok(Some(manifest))
     }
 
@@ -398,12 +754,21 @@ impl BackupStore {
     /// `kind` of backup `id`, streaming: the file is never loaded in memory.
     ///
     /// The file may be longer than `length` and may still grow (an
-    /// append-only log segment): only the prefix is uploaded. Files of up to
-    /// [`SINGLE_PUT_MAX_BYTES`] are uploaded with one `put`, larger ones with a
-    /// multipart upload of [`MULTIPART_PART_BYTES`] parts, at most
-    /// [`MAX_CONCURRENT_PARTS`] in flight; a failed multipart upload is
-    /// aborted. With a `throttle`, reads are [`THROTTLED_READ_BYTES`] and each
-    /// one waits for the throttle.
+    /// append-only log segment): only the prefix is uploaded. With
+    /// [`Compression::Zstd`] the bytes are compressed while they stream (one
+    /// zstd frame; see the `codec` module for why in blocking tasks). What is
+    /// sent goes with one `put` while it totals at most
+    /// [`SINGLE_PUT_MAX_BYTES`], else as a multipart upload of
+    /// [`MULTIPART_PART_BYTES`] parts, at most [`MAX_CONCURRENT_PARTS`] in
+    /// flight; a failed multipart upload is aborted. With a `throttle`, every
+    /// piece sent waits for it (so the rate limits bytes sent, compressed or
+    /// not). Memory per upload stays below about
+    /// `(2 + MAX_CONCURRENT_PARTS) × 8 MiB`.
+    ///
+    /// Afterwards the object's size in the store is compared with what was
+    /// sent: a store that kept less (or more) gives [`BackupStoreError::Corrupt`].
+    /// The entry's `size_bytes` and `checksum` (CRC32C) are those of the
+    /// original bytes; `stored_bytes` is the object's size.
     pub async fn upload_file(
         &self,
         id: &BackupIdentifier,
@@ -429,7 +794,8 @@ impl BackupStore {
                 actual,
             });
         }
-        let read_size = if throttle.is_some() {
+        let compression = self.compression;
+        let read_size = if throttle.is_some() || compression != Compression::None {
             THROTTLED_READ_BYTES
         } else {
             MULTIPART_PART_BYTES
@@ -440,38 +806,70 @@ impl BackupStore {
             length,
             read: 0,
             read_size,
-            throttle,
             crc: 0,
         };
-
-        if length <= SINGLE_PUT_MAX_BYTES {
-            let mut payload = PutPayloadMut::new();
+        let compression_error = |e: std::io::Error| BackupStoreError::Compression {
+            path: path.to_string(),
+            reason: e.to_string(),
+        };
+        let mut upload = Upload {
+            store: &self.store,
+            path: &path,
+            throttle,
+            sink: Sink::Buffer(Vec::new(), 0),
+            sent: 0,
+        };
+        let streamed = async {
+            let mut compressor = match compression {
+                Compression::None => None,
+                Compression::Zstd => Some(Compressor::new(length).map_err(compression_error)?),
+            };
             while let Some(chunk) = reader.next_chunk().await? {
-                payload.push(chunk);
-            }
-            self.store
-                .put(&path, payload.freeze())
-                .await
-                .map_err(|e| BackupStoreError::object_store("put", &path, e))?;
-        } else {
-            let upload = self
-                .store
-                .put_multipart(&path)
-                .await
-                .map_err(|e| BackupStoreError::object_store("put_multipart", &path, e))?;
-            let mut writer = WriteMultipart::new_with_chunk_size(upload, MULTIPART_PART_BYTES);
-            match feed_multipart(&mut reader, &mut writer, &path).await {
-                Ok(()) => {
-                    writer.finish().await.map_err(|e| {
-                        BackupStoreError::object_store("complete_multipart", &path, e)
-                    })?;
-                }
-                Err(error) => {
-                    if let Err(abort_error) = writer.abort().await {
-                        warn!(%path, error = %abort_error, "cannot abort multipart upload; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
+                match compressor.as_mut() {
+                    None => upload.push(chunk).await?,
+                    Some(compressor) => {
+                        for piece in compressor
+                            .compress(chunk)
+                            .await
+                            .map_err(compression_error)?
+                        {
+                            upload.push(piece).await?;
+                        }
                     }
-                    return Err(error);
                 }
+            }
+            if let Some(mut compressor) = compressor {
+                for piece in compressor.finish().await.map_err(compression_error)? {
+                    upload.push(piece).await?;
+                }
+            }
+            Ok::<_, BackupStoreError>(())
+        }
+        .await;
+        if let Err(error) = streamed {
+            upload.abort().await;
+            return Err(error);
+        }
+        let stored_bytes = upload.finish().await?;
+
+        // A store that truncates (or pads) what it was given is caught here,
+        // not at restore time.
+        match self.head_optional(&path).await? {
+            Some(meta) if meta.size == stored_bytes => {}
+            Some(meta) => {
+                return Err(BackupStoreError::Corrupt {
+                    path: path.to_string(),
+                    expected: format!("{stored_bytes} bytes uploaded"),
+                    actual: format!(
+                        "{} bytes stored (the store did not keep the upload as sent)",
+                        meta.size
+                    ),
+                })
+            }
+            None => {
+                return Err(BackupStoreError::MissingObject {
+                    path: path.to_string(),
+                })
             }
         }
 
@@ -480,18 +878,27 @@ impl BackupStore {
             kind,
             size_bytes: length,
             checksum: format_checksum(reader.crc),
+            compression: compression.manifest_name().map(str::to_string),
+            stored_bytes,
         };
-        debug!(%path, size = length, checksum = %entry.checksum, "uploaded backup file");
+        debug!(%path, size = length, stored = stored_bytes, checksum = %entry.checksum, "uploaded backup file");
         Ok(entry)
     }
 
     /// Downloads a backed-up file to `destination` (created or truncated; its
-    /// parent directories are created), streaming, verifying size and CRC32C,
-    /// and fsyncing the file at the end.
+    /// parent directories are created), streaming, and fsyncs it at the end.
     ///
-    /// A size or checksum mismatch gives [`BackupStoreError::Corrupt`], a
-    /// missing object [`BackupStoreError::MissingObject`]; on any error after
-    /// the destination was created, it is removed.
+    /// The object's size must be the entry's `stored_bytes`; it is fetched in
+    /// ranges of [`DOWNLOAD_RANGE_BYTES`] (at most [`MAX_CONCURRENT_RANGES`] in
+    /// flight, each one request bounded by the request timeout, all pinned to
+    /// the object version seen first), decompressed while streaming when the
+    /// entry says so, and the result must have the entry's `size_bytes` and
+    /// CRC32C. Decompression stops as soon as the output exceeds `size_bytes`.
+    ///
+    /// A size, checksum or decompression mismatch gives
+    /// [`BackupStoreError::Corrupt`], a missing object
+    /// [`BackupStoreError::MissingObject`]; on any error after the destination
+    /// was created, it is removed.
     pub async fn download_file(
         &self,
         id: &BackupIdentifier,
@@ -499,23 +906,41 @@ impl BackupStore {
         destination: &LocalPath,
     ) -> Result<()> {
         let path = self.file_path(id, entry.kind, &entry.name)?;
-        let expected_crc =
-            parse_checksum(&entry.checksum).ok_or_else(|| BackupStoreError::InvalidManifest {
-                path: self.manifest_path(id).to_string(),
-                reason: format!(
-                    "invalid checksum: name={} checksum={:?} (expected crc32c:<8 lowercase hex digits>)",
-                    entry.name, entry.checksum
-                ),
-            })?;
-        let result = match self.store.get(&path).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => {
+        let invalid_entry = |reason: String| BackupStoreError::InvalidManifest {
+            path: self.manifest_path(id).to_string(),
+            reason,
+        };
+        let expected_crc = parse_checksum(&entry.checksum).ok_or_else(|| {
+            invalid_entry(format!(
+                "invalid checksum: name={} checksum={:?} (expected crc32c:<8 lowercase hex digits>)",
+                entry.name, entry.checksum
+            ))
+        })?;
+        let compressed = match entry.compression.as_deref() {
+            None => false,
+            Some(ZSTD_COMPRESSION) => true,
+            Some(other) => {
+                return Err(invalid_entry(format!(
+                    "unsupported compression={other:?} of file name={}",
+                    entry.name
+                )))
+            }
+        };
+        let meta = match self.head_optional(&path).await? {
+            Some(meta) => meta,
+            None => {
                 return Err(BackupStoreError::MissingObject {
                     path: path.to_string(),
                 })
             }
-            Err(e) => return Err(BackupStoreError::object_store("get", &path, e)),
         };
+        if meta.size != entry.stored_bytes {
+            return Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: format!("{} bytes in the store", entry.stored_bytes),
+                actual: format!("{} bytes", meta.size),
+            });
+        }
         if let Some(parent) = destination.parent() {
             if !parent.as_os_str().is_empty() {
                 tokio::fs::create_dir_all(parent)
@@ -523,60 +948,76 @@ impl BackupStore {
                     .map_err(|e| BackupStoreError::io(parent, e))?;
             }
         }
-        let mut file = tokio::fs::File::create(destination)
+        let file = tokio::fs::File::create(destination)
             .await
             .map_err(|e| BackupStoreError::io(destination, e))?;
+        let mut output = VerifiedFile {
+            file,
+            destination,
+            path: &path,
+            expected_size: entry.size_bytes,
+            size: 0,
+            crc: 0,
+        };
 
         let outcome = async {
-            let mut stream = result.into_stream();
-            let mut crc = 0u32;
-            let mut size = 0u64;
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| match e {
-                    object_store::Error::NotFound { .. } => BackupStoreError::MissingObject {
+            let corrupt_stream = |e: std::io::Error| BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: "a zstd-compressed object".to_string(),
+                actual: format!("undecodable data ({e})"),
+            };
+            let mut decompressor = if compressed {
+                Some(
+                    Decompressor::new().map_err(|e| BackupStoreError::Compression {
                         path: path.to_string(),
-                    },
-                    e => BackupStoreError::object_store("get", &path, e),
-                })?;
-                size += chunk.len() as u64;
-                if size > entry.size_bytes {
-                    return Err(BackupStoreError::Corrupt {
-                        path: path.to_string(),
-                        expected: format!("{} bytes", entry.size_bytes),
-                        actual: format!("more than {} bytes", entry.size_bytes),
-                    });
+                        reason: e.to_string(),
+                    })?,
+                )
+            } else {
+                None
+            };
+            let size = meta.size;
+            let ranges = (0..size)
+                .step_by(DOWNLOAD_RANGE_BYTES as usize)
+                .map(|start| start..(start + DOWNLOAD_RANGE_BYTES).min(size));
+            let mut chunks = futures::stream::iter(ranges)
+                .map(|range| self.get_range(&path, range, meta.e_tag.clone()))
+                .buffered(MAX_CONCURRENT_RANGES);
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                match decompressor.as_mut() {
+                    None => output.write(&chunk).await?,
+                    Some(decompressor) => {
+                        let mut start = 0;
+                        loop {
+                            let decoded = decompressor
+                                .step(chunk.clone(), start)
+                                .await
+                                .map_err(corrupt_stream)?;
+                            for piece in &decoded.pieces {
+                                output.write(piece).await?;
+                            }
+                            start = decoded.consumed;
+                            if !decoded.more {
+                                break;
+                            }
+                        }
+                    }
                 }
-                crc = crc32c::crc32c_append(crc, &chunk);
-                file.write_all(&chunk)
-                    .await
-                    .map_err(|e| BackupStoreError::io(destination, e))?;
             }
-            if size != entry.size_bytes {
+            if decompressor.is_some_and(|d| !d.frame_complete()) {
                 return Err(BackupStoreError::Corrupt {
                     path: path.to_string(),
-                    expected: format!("{} bytes", entry.size_bytes),
-                    actual: format!("{size} bytes"),
+                    expected: "a complete zstd frame".to_string(),
+                    actual: "the compressed data ends inside the frame".to_string(),
                 });
             }
-            if crc != expected_crc {
-                return Err(BackupStoreError::Corrupt {
-                    path: path.to_string(),
-                    expected: entry.checksum.clone(),
-                    actual: format_checksum(crc),
-                });
-            }
-            file.flush()
-                .await
-                .map_err(|e| BackupStoreError::io(destination, e))?;
-            file.sync_all()
-                .await
-                .map_err(|e| BackupStoreError::io(destination, e))?;
-            Ok(())
+            output.finish(&entry.checksum, expected_crc).await
         }
         .await;
 
         if let Err(error) = outcome {
-            drop(file);
+            drop(output);
             if let Err(remove_error) = tokio::fs::remove_file(destination).await {
                 if remove_error.kind() != std::io::ErrorKind::NotFound {
                     warn!(path = %destination.display(), error = %remove_error, "cannot remove partially downloaded file");
@@ -584,8 +1025,51 @@ impl BackupStore {
             }
             return Err(error);
         }
-        debug!(%path, destination = %destination.display(), size = entry.size_bytes, "downloaded backup file");
+        debug!(%path, destination = %destination.display(), size = entry.size_bytes, stored = entry.stored_bytes, "downloaded backup file");
         Ok(())
+    }
+
+    /// One range of an object, which must not have changed since `e_tag`.
+    async fn get_range(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+        e_tag: Option<String>,
+    ) -> Result<Bytes> {
+        let expected = range.end - range.start;
+        let start = range.start;
+        let options = GetOptions {
+            if_match: e_tag,
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let error = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => BackupStoreError::MissingObject {
+                path: path.to_string(),
+            },
+            object_store::Error::Precondition { .. } => BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: "an object that does not change".to_string(),
+                actual: "the object was replaced during the download".to_string(),
+            },
+            e => BackupStoreError::object_store("get", path, e),
+        };
+        let bytes = self
+            .store
+            .get_opts(path, options)
+            .await
+            .map_err(error)?
+            .bytes()
+            .await
+            .map_err(error)?;
+        if bytes.len() as u64 != expected {
+            return Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: format!("{expected} bytes at offset {start}"),
+                actual: format!("{} bytes", bytes.len()),
+            });
+        }
+        Ok(bytes)
     }
 
     /// The checkpoint ids that have any object under the partition's prefix,
@@ -629,6 +1113,7 @@ impl BackupStore {
     /// returns 0.
     pub async fn delete_backup(&self, id: &BackupIdentifier) -> Result<usize> {
         let manifest_path = self.manifest_path(id);
+        self.forget_version(&manifest_path);
         let mut deleted = 0;
         let manifest_exists = match self.store.head(&manifest_path).await {
             Ok(_) => true,
@@ -717,7 +1202,6 @@ struct ChunkReader<'a> {
     length: u64,
     read: u64,
     read_size: usize,
-    throttle: Option<&'a Throttle>,
     crc: u32,
 }
 
@@ -730,9 +1214,6 @@ impl ChunkReader<'_> {
             return Ok(None);
         }
         let size = remaining.min(self.read_size as u64) as usize;
-        if let Some(throttle) = self.throttle {
-            throttle.acquire(size as u64).await;
-        }
         let mut buffer = vec![0u8; size];
         let mut filled = 0;
         while filled < size {
@@ -757,24 +1238,179 @@ impl ChunkReader<'_> {
     }
 }
 
-/// Feeds all chunks into a multipart upload and waits for every full part, so
-/// that a failure can still be handled by aborting the upload.
-async fn feed_multipart(
-    reader: &mut ChunkReader<'_>,
-    writer: &mut WriteMultipart,
-    path: &Path,
-) -> Result<()> {
-    while let Some(chunk) = reader.next_chunk().await? {
+/// Where the bytes of an upload go: buffered for a single put while they
+/// total at most [`SINGLE_PUT_MAX_BYTES`], then a multipart upload.
+enum Sink {
+    Buffer(Vec<Bytes>, u64),
+    Multipart(WriteMultipart),
+}
+
+/// One streaming upload of bytes whose total is not known in advance.
+struct Upload<'a> {
+    store: &'a Arc<dyn ObjectStore>,
+    path: &'a Path,
+    throttle: Option<&'a Throttle>,
+    sink: Sink,
+    sent: u64,
+}
+
+impl Upload<'_> {
+    /// Sends `bytes` (after waiting for the throttle).
+    async fn push(&mut self, bytes: Bytes) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let len = bytes.len() as u64;
+        if let Some(throttle) = self.throttle {
+            throttle.acquire(len).await;
+        }
+        self.sent += len;
+        if let Sink::Buffer(chunks, buffered) = &mut self.sink {
+            if *buffered + len <= SINGLE_PUT_MAX_BYTES {
+                chunks.push(bytes);
+                *buffered += len;
+                return Ok(());
+            }
+            let chunks = std::mem::take(chunks);
+            let upload = self
+                .store
+                .put_multipart(self.path)
+                .await
+                .map_err(|e| BackupStoreError::object_store("put_multipart", self.path, e))?;
+            self.sink = Sink::Multipart(WriteMultipart::new_with_chunk_size(
+                upload,
+                MULTIPART_PART_BYTES,
+            ));
+            for chunk in chunks {
+                self.feed(chunk).await?;
+            }
+        }
+        self.feed(bytes).await
+    }
+
+    /// Hands `bytes` to the multipart upload once fewer than
+    /// [`MAX_CONCURRENT_PARTS`] parts are in flight.
+    async fn feed(&mut self, bytes: Bytes) -> Result<()> {
+        let Sink::Multipart(writer) = &mut self.sink else {
+            unreachable!("feed is only called on a multipart upload");
+        };
         writer
             .wait_for_capacity(MAX_CONCURRENT_PARTS)
             .await
-            .map_err(|e| BackupStoreError::object_store("put_part", path, e))?;
-        writer.put(chunk);
+            .map_err(|e| BackupStoreError::object_store("put_part", self.path, e))?;
+        writer.put(bytes);
+        Ok(())
     }
-    writer
-        .wait_for_capacity(0)
-        .await
-        .map_err(|e| BackupStoreError::object_store("put_part", path, e))
+
+    /// Completes the upload; returns the number of bytes sent.
+    async fn finish(self) -> Result<u64> {
+        match self.sink {
+            Sink::Buffer(chunks, _) => {
+                self.store
+                    .put(self.path, chunks.into_iter().collect::<PutPayload>())
+                    .await
+                    .map_err(|e| BackupStoreError::object_store("put", self.path, e))?;
+            }
+            Sink::Multipart(mut writer) => {
+                // Wait for every part first, so that a failure can still abort.
+                if let Err(e) = writer.wait_for_capacity(0).await {
+                    abort(writer, self.path).await;
+                    return Err(BackupStoreError::object_store("put_part", self.path, e));
+                }
+                writer.finish().await.map_err(|e| {
+                    BackupStoreError::object_store("complete_multipart", self.path, e)
+                })?;
+            }
+        }
+        Ok(self.sent)
+    }
+
+    /// Abandons the upload (aborting a multipart upload).
+    async fn abort(self) {
+        if let Sink::Multipart(writer) = self.sink {
+            abort(writer, self.path).await;
+        }
+    }
+}
+
+async fn abort(writer: WriteMultipart, path: &Path) {
+    if let Err(error) = writer.abort().await {
+        warn!(%path, %error, "cannot abort multipart upload; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
+    }
+}
+
+/// The destination of a download: counts and checksums what is written.
+struct VerifiedFile<'a> {
+    file: tokio::fs::File,
+    destination: &'a LocalPath,
+    path: &'a Path,
+    expected_size: u64,
+    size: u64,
+    crc: u32,
+}
+
+impl VerifiedFile<'_> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.size += bytes.len() as u64;
+        if self.size > self.expected_size {
+            return Err(BackupStoreError::Corrupt {
+                path: self.path.to_string(),
+                expected: format!("{} bytes", self.expected_size),
+                actual: format!("more than {} bytes", self.expected_size),
+            });
+        }
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| BackupStoreError::io(self.destination, e))
+    }
+
+    /// Checks size and checksum, then flushes and fsyncs.
+    async fn finish(&mut self, checksum: &str, expected_crc: u32) -> Result<()> {
+        if self.size != self.expected_size {
+            return Err(BackupStoreError::Corrupt {
+                path: self.path.to_string(),
+                expected: format!("{} bytes", self.expected_size),
+                actual: format!("{} bytes", self.size),
+            });
+        }
+        if self.crc != expected_crc {
+            return Err(BackupStoreError::Corrupt {
+                path: self.path.to_string(),
+                expected: checksum.to_string(),
+                actual: format_checksum(self.crc),
+            });
+        }
+        self.file
+            .flush()
+            .await
+            .map_err(|e| BackupStoreError::io(self.destination, e))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|e| BackupStoreError::io(self.destination, e))
+    }
+}
+
+/// The version of an object as seen by `head`/`get`.
+fn version_of(meta: &ObjectMeta) -> UpdateVersion {
+    UpdateVersion {
+        e_tag: meta.e_tag.clone(),
+        version: meta.version.clone(),
+    }
+}
+
+/// Whether `meta` is still `version` (versions first, then ETags; unknown
+/// counts as the same: the conditional put decides).
+fn same_version(version: &UpdateVersion, meta: &ObjectMeta) -> bool {
+    match (&version.version, &meta.version) {
+        (Some(a), Some(b)) => a == b,
+        _ => match (&version.e_tag, &meta.e_tag) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        },
+    }
 }
 
 /// Parses a zero-padded id folder name; only ASCII digits are accepted.
@@ -799,47 +1435,9 @@ fn parse_base_path(base_path: Option<&str>) -> Result<Path> {
     })
 }
 
-fn check_endpoint(endpoint: &str) -> Result<(&str, &str)> {
-    endpoint
-        .split_once("://")
-        .filter(|(scheme, rest)| {
-            (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
-                && !rest.is_empty()
-        })
-        .ok_or_else(|| BackupStoreError::Config {
-            reason: format!(
-                "invalid S3 endpoint: endpoint={endpoint:?}; it must start with http:// or https://"
-            ),
-        })
-}
-
-/// object_store uses a custom endpoint as-is for virtual-hosted style
-/// requests, so the bucket must be part of its host.
-fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String> {
-    let (scheme, rest) = check_endpoint(endpoint)?;
-    if rest.starts_with(&format!("{bucket}.")) {
-        Ok(endpoint.to_string())
-    } else {
-        Ok(format!("{scheme}://{bucket}.{rest}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn virtual_hosted_endpoint_prepends_bucket_once() {
-        assert_eq!(
-            virtual_hosted_endpoint("https://s3.example.com", "b").unwrap(),
-            "https://b.s3.example.com"
-        );
-        assert_eq!(
-            virtual_hosted_endpoint("https://b.s3.example.com", "b").unwrap(),
-            "https://b.s3.example.com"
-        );
-        assert!(virtual_hosted_endpoint("s3.example.com", "b").is_err());
-    }
 
     #[test]
     fn padded_ids_parse_only_digits() {
@@ -856,5 +1454,28 @@ mod tests {
         assert_eq!(parse_base_path(Some("/a/b/")).unwrap().as_ref(), "a/b");
         assert!(parse_base_path(Some("a//b")).is_err());
         assert!(parse_base_path(Some("a/../b")).is_err());
+    }
+
+    #[test]
+    fn versions_compare_by_version_then_etag() {
+        let meta = |e_tag: Option<&str>, version: Option<&str>| ObjectMeta {
+            location: Path::from("x"),
+            last_modified: Default::default(),
+            size: 0,
+            e_tag: e_tag.map(str::to_string),
+            version: version.map(str::to_string),
+        };
+        let v = |e_tag: Option<&str>, version: Option<&str>| UpdateVersion {
+            e_tag: e_tag.map(str::to_string),
+            version: version.map(str::to_string),
+        };
+        assert!(same_version(&v(Some("a"), None), &meta(Some("a"), None)));
+        assert!(!same_version(&v(Some("a"), None), &meta(Some("b"), None)));
+        assert!(same_version(
+            &v(Some("a"), Some("1")),
+            &meta(Some("b"), Some("1"))
+        ));
+        assert!(!same_version(&v(None, Some("1")), &meta(None, Some("2"))));
+        assert!(same_version(&v(None, None), &meta(Some("b"), None)));
     }
 }

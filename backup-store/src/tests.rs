@@ -3,11 +3,7 @@ use std::time::{Duration, Instant};
 use super::*;
 
 fn open(kind: StoreKind, base_path: Option<&str>) -> BackupStore {
-    BackupStore::open(BackupStoreOptions {
-        kind,
-        base_path: base_path.map(str::to_string),
-    })
-    .unwrap()
+    BackupStore::open(BackupStoreOptions::new(kind, base_path.map(str::to_string))).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +113,8 @@ fn manifest_json_format() {
         kind: FileKind::Segment,
         size_bytes: 5,
         checksum: "crc32c:0000abcd".to_string(),
+        compression: None,
+        stored_bytes: 5,
     }]);
     let json = serde_json::to_value(&manifest).unwrap();
     assert_eq!(
@@ -131,7 +129,7 @@ fn manifest_json_format() {
                 "brokerVersion": "1.2.3"
             },
             "status": "COMPLETED",
-            "files": [{"name": "1.log", "kind": "SEGMENT", "sizeBytes": 5, "checksum": "crc32c:0000abcd"}],
+            "files": [{"name": "1.log", "kind": "SEGMENT", "sizeBytes": 5, "checksum": "crc32c:0000abcd", "storedBytes": 5}],
             "failureReason": null,
             "createdAt": manifest.created_at,
             "lastUpdatedAt": manifest.last_updated_at,
@@ -157,8 +155,44 @@ fn manifest_json_format() {
     assert_eq!(failed.failure_reason.as_deref(), Some("boom"));
     assert!(failed.validate().is_ok());
     let mut bad = failed.clone();
-    bad.format_version = 2;
-    assert!(bad.validate().unwrap_err().contains("formatVersion=2"));
+    bad.format_version = 3;
+    assert!(bad.validate().unwrap_err().contains("formatVersion=3"));
+    assert!(bad.validate().unwrap_err().contains("use a newer release"));
+}
+
+#[test]
+fn compressed_entries_need_format_version_2() {
+    let id = BackupIdentifier::new(1, 42, 2);
+    let descriptor = BackupDescriptor {
+        snapshot_id: None,
+        checkpoint_position: 7,
+        number_of_partitions: 3,
+        broker_version: "1.2.3".to_string(),
+    };
+    let entry = FileEntry {
+        name: "1.log".to_string(),
+        kind: FileKind::Segment,
+        size_bytes: 5000,
+        checksum: "crc32c:0000abcd".to_string(),
+        compression: Some(ZSTD_COMPRESSION.to_string()),
+        stored_bytes: 120,
+    };
+    let manifest = Manifest::in_progress(id, descriptor).complete(vec![entry.clone()]);
+    assert_eq!(manifest.format_version, MANIFEST_FORMAT_VERSION_COMPRESSED);
+    manifest.validate().unwrap();
+    let json = serde_json::to_value(&manifest).unwrap();
+    assert_eq!(
+        json["files"][0],
+        serde_json::json!({"name": "1.log", "kind": "SEGMENT", "sizeBytes": 5000,
+            "checksum": "crc32c:0000abcd", "compression": "zstd", "storedBytes": 120})
+    );
+    assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), manifest);
+    let mut old = manifest.clone();
+    old.format_version = MANIFEST_FORMAT_VERSION;
+    assert!(old.validate().unwrap_err().contains("compressed"));
+    let mut unknown = manifest;
+    unknown.files[0].compression = Some("brotli".to_string());
+    assert!(unknown.validate().unwrap_err().contains("brotli"));
 }
 
 #[test]
@@ -175,6 +209,175 @@ fn file_names_and_checksums() {
     assert_eq!(parse_checksum("crc32c:000000AB"), None);
     assert_eq!(parse_checksum("crc32:000000ab"), None);
     assert_eq!(parse_checksum("crc32c:00ab"), None);
+}
+
+#[tokio::test]
+async fn requests_share_one_limit_across_clones() {
+    let store = BackupStore::open(BackupStoreOptions {
+        max_concurrent_connections: 1,
+        ..BackupStoreOptions::default()
+    })
+    .unwrap();
+    assert!(
+        store
+            .object_store()
+            .to_string()
+            .starts_with("LimitStore(1,"),
+        "{}",
+        store.object_store()
+    );
+    let path = object_store::path::Path::from("x");
+    store
+        .object_store()
+        .put(&path, object_store::PutPayload::from_static(b"data"))
+        .await
+        .unwrap();
+    // An unfinished download holds the only permit ...
+    let download = store.object_store().get(&path).await.unwrap();
+    let clone = store.clone();
+    let blocked =
+        tokio::time::timeout(Duration::from_millis(200), clone.object_store().head(&path)).await;
+    assert!(blocked.is_err(), "a second request must wait for the first");
+    // ... until it is done.
+    assert_eq!(download.bytes().await.unwrap().as_ref(), b"data");
+    clone.object_store().head(&path).await.unwrap();
+
+    let error = BackupStore::open(BackupStoreOptions {
+        max_concurrent_connections: 0,
+        ..BackupStoreOptions::default()
+    })
+    .unwrap_err();
+    assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
+}
+
+#[test]
+fn options_have_production_defaults() {
+    let options = BackupStoreOptions::new(StoreKind::InMemory, Some("b".to_string()));
+    assert_eq!(options.api_call_timeout, DEFAULT_API_CALL_TIMEOUT);
+    assert_eq!(options.api_call_timeout, Duration::from_secs(30));
+    assert_eq!(options.max_concurrent_connections, 32);
+    assert_eq!(options.compression, Compression::None);
+    assert_eq!(BackupStoreOptions::default().kind, StoreKind::InMemory);
+    assert_eq!(Compression::Zstd.manifest_name(), Some("zstd"));
+    assert_eq!(Compression::None.manifest_name(), None);
+}
+
+fn gcs(host: Option<&str>, credentials: Option<std::path::PathBuf>) -> StoreKind {
+    StoreKind::Gcs {
+        bucket: "sluice-gcs".to_string(),
+        host: host.map(str::to_string),
+        credentials,
+    }
+}
+
+fn azure(key: Option<&str>, sas: Option<&str>, endpoint: Option<&str>) -> StoreKind {
+    StoreKind::Azure {
+        account: "devstoreaccount1".to_string(),
+        container: "sluice".to_string(),
+        access_key: key.map(str::to_string),
+        sas_token: sas.map(str::to_string),
+        endpoint: endpoint.map(str::to_string),
+    }
+}
+
+#[test]
+fn gcs_and_azure_open_without_requests_and_never_print_secrets() {
+    let store = open(gcs(Some("http://127.0.0.1:4443"), None), Some("/gcs/"));
+    assert_eq!(store.base_path(), Some("gcs"));
+    assert!(format!("{store:?}").contains("sluice-gcs"));
+
+    // Azurite's well-known development key.
+    let key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let kind = azure(
+        Some(key),
+        None,
+        Some("http://127.0.0.1:10000/devstoreaccount1"),
+    );
+    let debug = format!("{kind:?}");
+    assert!(!debug.contains(key), "{debug}");
+    let store = open(kind, None);
+    assert!(!format!("{store:?}").contains(key));
+    let kind = azure(None, Some("sv=2024&sig=very-secret-signature"), None);
+    assert!(!format!("{kind:?}").contains("very-secret-signature"));
+    open(kind, None);
+}
+
+#[test]
+fn gcs_and_azure_configuration_errors_name_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let error = BackupStore::open(BackupStoreOptions::new(
+        gcs(None, Some(dir.path().join("missing.json"))),
+        None,
+    ))
+    .unwrap_err();
+    assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("broker.data.backup.gcs.credentials"),
+        "{error}"
+    );
+    let error =
+        BackupStore::open(BackupStoreOptions::new(gcs(Some("localhost"), None), None)).unwrap_err();
+    assert!(
+        error.to_string().contains("broker.data.backup.gcs.host"),
+        "{error}"
+    );
+    let error = BackupStore::open(BackupStoreOptions::new(
+        azure(Some("a2V5"), Some("sv=1&sig=2"), None),
+        None,
+    ))
+    .unwrap_err();
+    assert!(error.to_string().contains("mutually exclusive"), "{error}");
+    let error = BackupStore::open(BackupStoreOptions::new(
+        azure(Some("not base64!"), None, None),
+        None,
+    ))
+    .unwrap_err();
+    assert!(
+        error.to_string().contains("broker.data.backup.azure.key"),
+        "{error}"
+    );
+    assert!(!error.to_string().contains("not base64!"), "{error}");
+    let mut kind = azure(None, None, None);
+    if let StoreKind::Azure { container, .. } = &mut kind {
+        container.clear();
+    }
+    let error = BackupStore::open(BackupStoreOptions::new(kind, None)).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("broker.data.backup.azure.container"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_gcs_and_azure_name_the_endpoint() {
+    for (kind, key) in [
+        (
+            gcs(Some("http://127.0.0.1:1"), None),
+            "broker.data.backup.gcs.host",
+        ),
+        (
+            azure(
+                Some("a2V5"),
+                None,
+                Some("http://127.0.0.1:1/devstoreaccount1"),
+            ),
+            "broker.data.backup.azure.endpoint",
+        ),
+    ] {
+        let store = open(kind, None);
+        let error = store.check_reachable().await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("cannot connect to http://127.0.0.1:1"),
+            "{message}"
+        );
+        assert!(message.contains(key), "{message}");
+    }
 }
 
 fn s3(endpoint: Option<&str>, force_path_style: bool) -> StoreKind {
@@ -203,26 +406,22 @@ fn s3_options_never_print_the_secret() {
 
 #[test]
 fn invalid_options_are_config_errors() {
-    let error = BackupStore::open(BackupStoreOptions {
-        kind: StoreKind::InMemory,
-        base_path: Some("a/../b".to_string()),
-    })
+    let error = BackupStore::open(BackupStoreOptions::new(
+        StoreKind::InMemory,
+        Some("a/../b".to_string()),
+    ))
     .unwrap_err();
     assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
     let mut kind = s3(None, false);
     if let StoreKind::S3 { bucket, .. } = &mut kind {
         bucket.clear();
     }
-    let error = BackupStore::open(BackupStoreOptions {
-        kind,
-        base_path: None,
-    })
-    .unwrap_err();
+    let error = BackupStore::open(BackupStoreOptions::new(kind, None)).unwrap_err();
     assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
-    let error = BackupStore::open(BackupStoreOptions {
-        kind: s3(Some("localhost:9000"), true),
-        base_path: None,
-    })
+    let error = BackupStore::open(BackupStoreOptions::new(
+        s3(Some("localhost:9000"), true),
+        None,
+    ))
     .unwrap_err();
     assert!(error.to_string().contains("http://"), "{error}");
 }
@@ -240,6 +439,10 @@ async fn unreachable_s3_endpoint_is_reported_quickly() {
     );
     assert!(message.contains("sluice-backups"), "{message}");
     assert!(!message.contains("very-secret-key"), "{message}");
+    assert!(
+        message.contains("cannot connect to http://127.0.0.1:1 (broker.data.backup.s3.endpoint)"),
+        "{message}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(60),
         "took {:?}",

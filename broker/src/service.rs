@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
-use sluice_config::{BackupConfig, BackupStoreKind, BrokerConfig};
+use sluice_backup_store::{BackupStore, BackupStoreOptions, Compression, StoreKind};
+use sluice_config::{BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
@@ -19,59 +19,89 @@ use crate::protocol::Topology;
 use crate::routing::partitions_for_node;
 
 /// The backup store settings of the configuration, as the backup store takes them; `None` when
-/// no store is configured.
+/// no store is configured. A required setting that is missing (the configuration was not
+/// validated) becomes an empty value, which [`BackupStore::open`] refuses naming the key.
 pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
     match config.store {
         BackupStoreKind::None => None,
-        BackupStoreKind::Filesystem => Some(BackupStoreOptions {
-            kind: StoreKind::Filesystem {
-                root: config
-                    .filesystem
-                    .base_path
-                    .clone()
-                    .expect("validated: basePath is set for FILESYSTEM"),
+        BackupStoreKind::Filesystem => Some(BackupStoreOptions::new(
+            StoreKind::Filesystem {
+                root: config.filesystem.base_path.clone().unwrap_or_default(),
             },
-            base_path: None,
-        }),
+            None,
+        )),
         BackupStoreKind::S3 => {
             let s3 = &config.s3;
             Some(BackupStoreOptions {
-                kind: StoreKind::S3 {
-                    bucket: s3
-                        .bucket_name
-                        .clone()
-                        .expect("validated: bucketName is set for S3"),
-                    endpoint: s3.endpoint.clone(),
-                    region: s3.region.clone(),
-                    access_key: s3.access_key.clone(),
-                    secret_key: s3.secret_key.as_ref().map(|s| s.expose().to_string()),
-                    force_path_style: s3.force_path_style_access,
-                    allow_http: s3
-                        .endpoint
-                        .as_deref()
-                        .is_some_and(|e| e.starts_with("http://")),
+                api_call_timeout: s3.api_call_timeout,
+                max_concurrent_connections: s3.max_concurrent_connections,
+                compression: match s3.compression {
+                    BackupCompression::None => Compression::None,
+                    BackupCompression::Zstd => Compression::Zstd,
                 },
-                base_path: s3.base_path.clone(),
+                ..BackupStoreOptions::new(
+                    StoreKind::S3 {
+                        bucket: s3.bucket_name.clone().unwrap_or_default(),
+                        endpoint: s3.endpoint.clone(),
+                        region: s3.region.clone(),
+                        access_key: s3.access_key.clone(),
+                        secret_key: s3.secret_key.as_ref().map(|s| s.expose().to_string()),
+                        force_path_style: s3.force_path_style_access,
+                        allow_http: s3
+                            .endpoint
+                            .as_deref()
+                            .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://")),
+                    },
+                    s3.base_path.clone(),
+                )
             })
+        }
+        BackupStoreKind::Gcs => {
+            let gcs = &config.gcs;
+            Some(BackupStoreOptions::new(
+                StoreKind::Gcs {
+                    bucket: gcs.bucket_name.clone().unwrap_or_default(),
+                    host: gcs.host.clone(),
+                    credentials: gcs.credentials.clone(),
+                },
+                gcs.base_path.clone(),
+            ))
+        }
+        BackupStoreKind::Azure => {
+            let azure = &config.azure;
+            Some(BackupStoreOptions::new(
+                StoreKind::Azure {
+                    account: azure.account.clone().unwrap_or_default(),
+                    container: azure.container.clone().unwrap_or_default(),
+                    access_key: azure.key.as_ref().map(|k| k.expose().to_string()),
+                    sas_token: azure.sas_token.as_ref().map(|t| t.expose().to_string()),
+                    endpoint: azure.endpoint.clone(),
+                },
+                azure.base_path.clone(),
+            ))
         }
     }
 }
 
 pub fn store_kind_name(kind: BackupStoreKind) -> &'static str {
-    match kind {
-        BackupStoreKind::None => "NONE",
-        BackupStoreKind::Filesystem => "FILESYSTEM",
-        BackupStoreKind::S3 => "S3",
-    }
+    kind.as_str()
 }
 
-/// Opens the configured backup store and checks that it answers.
+/// Opens the configured backup store and checks that it answers: a store that cannot be
+/// reached, or whose bucket or container does not exist, is refused with a message naming the
+/// setting to fix.
 pub async fn open_store(config: &BackupConfig) -> Result<Option<BackupStore>> {
     let Some(options) = store_options(config) else {
         return Ok(None);
     };
     let store = BackupStore::open(options)?;
     store.check_reachable().await?;
+    tracing::info!(
+        store = store.description(),
+        base_path = store.base_path().unwrap_or("/"),
+        compression = ?store.compression(),
+        "backup store reachable"
+    );
     Ok(Some(store))
 }
 

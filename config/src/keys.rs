@@ -114,7 +114,7 @@ pub const KEYS: &[KeyDoc] = &[
         "broker.data.backup.store",
         "SLUICE_BROKER_DATA_BACKUP_STORE",
         "NONE",
-        "Where backups are written: `NONE` (backups disabled), `FILESYSTEM` or `S3` (case-insensitive).",
+        "Where backups are written: `NONE` (backups disabled), `FILESYSTEM`, `S3`, `GCS` or `AZURE` (case-insensitive).",
     ),
     key(
         "broker.data.backup.filesystem.basePath",
@@ -163,6 +163,90 @@ pub const KEYS: &[KeyDoc] = &[
         "SLUICE_BROKER_DATA_BACKUP_S3_FORCEPATHSTYLEACCESS",
         "false",
         "Use path-style URLs (`endpoint/bucket/key`) instead of virtual-hosted style; usually needed for MinIO. `true` or `false`.",
+    ),
+    key(
+        "broker.data.backup.s3.apiCallTimeout",
+        "SLUICE_BROKER_DATA_BACKUP_S3_APICALLTIMEOUT",
+        "30s",
+        "Time limit of one request to the store (each retry has its own); at least 100ms. Failed requests are retried with \
+         randomized exponential backoff, at most 8 times and not after 2 minutes.",
+    ),
+    key(
+        "broker.data.backup.s3.maxConcurrentConnections",
+        "SLUICE_BROKER_DATA_BACKUP_S3_MAXCONCURRENTCONNECTIONS",
+        "32",
+        "Maximum number of requests to the store in flight at once for this broker, shared by all partitions (1..=1024).",
+    ),
+    key(
+        "broker.data.backup.s3.compression",
+        "SLUICE_BROKER_DATA_BACKUP_S3_COMPRESSION",
+        "NONE",
+        "Compression of uploaded backup files: `NONE` or `ZSTD` (case-insensitive); recorded per file in the manifest, \
+         so backups of either kind can be restored whatever this is set to.",
+    ),
+    key(
+        "broker.data.backup.gcs.bucketName",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_BUCKETNAME",
+        "",
+        "Google Cloud Storage bucket receiving the backups; required when `store` is `GCS`.",
+    ),
+    key(
+        "broker.data.backup.gcs.basePath",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_BASEPATH",
+        "",
+        "Prefix inside the bucket under which backups are written; leading and trailing `/` are removed.",
+    ),
+    key(
+        "broker.data.backup.gcs.host",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_HOST",
+        "",
+        "URL of the GCS API starting with `http://` or `https://`, for emulators; unset means Google. Without \
+         `credentials`, requests to it are not authenticated.",
+    ),
+    key(
+        "broker.data.backup.gcs.credentials",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_CREDENTIALS",
+        "",
+        "Path of a service-account JSON key file; unset means application default credentials \
+         (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, then the metadata server).",
+    ),
+    key(
+        "broker.data.backup.azure.account",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_ACCOUNT",
+        "",
+        "Azure storage account name; required when `store` is `AZURE`.",
+    ),
+    secret(
+        "broker.data.backup.azure.key",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_KEY",
+        "",
+        "Storage account access key; not together with `sasToken`. When both are unset the Azure credential chain is \
+         used (`AZURE_*` variables, workload identity, managed identity). Never printed.",
+    ),
+    secret(
+        "broker.data.backup.azure.sasToken",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN",
+        "",
+        "Shared access signature (the query string, with or without the leading `?`); not together with `key`. Never printed.",
+    ),
+    key(
+        "broker.data.backup.azure.container",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_CONTAINER",
+        "",
+        "Blob container receiving the backups; required when `store` is `AZURE`.",
+    ),
+    key(
+        "broker.data.backup.azure.endpoint",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_ENDPOINT",
+        "",
+        "Blob service URL starting with `http://` or `https://` (e.g. Azurite's `http://127.0.0.1:10000/devstoreaccount1`); \
+         unset means `https://<account>.blob.core.windows.net`.",
+    ),
+    key(
+        "broker.data.backup.azure.basePath",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_BASEPATH",
+        "",
+        "Prefix inside the container under which backups are written; leading and trailing `/` are removed.",
     ),
     key(
         "broker.data.backup.maxConcurrentUploads",

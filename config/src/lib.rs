@@ -120,6 +120,8 @@ pub struct BackupConfig {
     pub store: BackupStoreKind,
     pub filesystem: FilesystemBackupConfig,
     pub s3: S3BackupConfig,
+    pub gcs: GcsBackupConfig,
+    pub azure: AzureBackupConfig,
     pub max_concurrent_uploads: usize,
     /// `broker.data.backup.uploadRateLimit` in bytes per second; 0 = unlimited.
     pub upload_rate_limit_bytes_per_second: u64,
@@ -131,15 +133,21 @@ pub enum BackupStoreKind {
     None,
     Filesystem,
     S3,
+    /// Google Cloud Storage.
+    Gcs,
+    /// Azure Blob Storage.
+    Azure,
 }
 
 impl BackupStoreKind {
-    /// The documented spelling: `NONE`, `FILESYSTEM` or `S3`.
+    /// The documented spelling: `NONE`, `FILESYSTEM`, `S3`, `GCS` or `AZURE`.
     pub fn as_str(self) -> &'static str {
         match self {
             BackupStoreKind::None => "NONE",
             BackupStoreKind::Filesystem => "FILESYSTEM",
             BackupStoreKind::S3 => "S3",
+            BackupStoreKind::Gcs => "GCS",
+            BackupStoreKind::Azure => "AZURE",
         }
     }
 }
@@ -153,13 +161,53 @@ impl fmt::Display for BackupStoreKind {
 impl std::str::FromStr for BackupStoreKind {
     type Err = String;
 
-    /// Parses `NONE`, `FILESYSTEM` or `S3`, case-insensitively.
+    /// Parses `NONE`, `FILESYSTEM`, `S3`, `GCS` or `AZURE`, case-insensitively.
     fn from_str(s: &str) -> Result<Self, String> {
         match s.trim().to_ascii_uppercase().as_str() {
             "NONE" => Ok(BackupStoreKind::None),
             "FILESYSTEM" => Ok(BackupStoreKind::Filesystem),
             "S3" => Ok(BackupStoreKind::S3),
-            _ => Err("not a backup store (NONE, FILESYSTEM or S3)".to_string()),
+            "GCS" => Ok(BackupStoreKind::Gcs),
+            "AZURE" => Ok(BackupStoreKind::Azure),
+            _ => Err("not a backup store (NONE, FILESYSTEM, S3, GCS or AZURE)".to_string()),
+        }
+    }
+}
+
+/// `broker.data.backup.s3.compression`: how backup files are compressed before upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupCompression {
+    /// Files are stored as they are.
+    None,
+    /// Files are compressed with zstd (streaming, per file).
+    Zstd,
+}
+
+impl BackupCompression {
+    /// The documented spelling: `NONE` or `ZSTD`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupCompression::None => "NONE",
+            BackupCompression::Zstd => "ZSTD",
+        }
+    }
+}
+
+impl fmt::Display for BackupCompression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for BackupCompression {
+    type Err = String;
+
+    /// Parses `NONE` or `ZSTD`, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "NONE" => Ok(BackupCompression::None),
+            "ZSTD" => Ok(BackupCompression::Zstd),
+            _ => Err("not a compression (NONE or ZSTD)".to_string()),
         }
     }
 }
@@ -181,6 +229,11 @@ pub struct S3BackupConfig {
     /// Without leading or trailing `/`; `None` when empty.
     pub base_path: Option<String>,
     pub force_path_style_access: bool,
+    /// `broker.data.backup.s3.apiCallTimeout`: the time limit of one request.
+    pub api_call_timeout: Duration,
+    /// `broker.data.backup.s3.maxConcurrentConnections`: requests in flight per broker.
+    pub max_concurrent_connections: usize,
+    pub compression: BackupCompression,
 }
 
 impl fmt::Debug for S3BackupConfig {
@@ -196,8 +249,41 @@ impl fmt::Debug for S3BackupConfig {
             .field("secret_key", &self.secret_key)
             .field("base_path", &self.base_path)
             .field("force_path_style_access", &self.force_path_style_access)
+            .field("api_call_timeout", &self.api_call_timeout)
+            .field(
+                "max_concurrent_connections",
+                &self.max_concurrent_connections,
+            )
+            .field("compression", &self.compression)
             .finish()
     }
+}
+
+/// `broker.data.backup.gcs.*`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcsBackupConfig {
+    pub bucket_name: Option<String>,
+    /// Without leading or trailing `/`; `None` when empty.
+    pub base_path: Option<String>,
+    /// URL of the GCS API (emulators); `None` means Google's.
+    pub host: Option<String>,
+    /// Path of a service-account JSON key file; `None` means application default credentials.
+    pub credentials: Option<PathBuf>,
+}
+
+/// `broker.data.backup.azure.*`. `key` and `sas_token` are [`Secret`]s: `Debug` redacts them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureBackupConfig {
+    pub account: Option<String>,
+    /// The storage account access key; exclusive with `sas_token`.
+    pub key: Option<Secret>,
+    /// A shared access signature (query string); exclusive with `key`.
+    pub sas_token: Option<Secret>,
+    pub container: Option<String>,
+    /// Blob service URL; `None` means `https://<account>.blob.core.windows.net`.
+    pub endpoint: Option<String>,
+    /// Without leading or trailing `/`; `None` when empty.
+    pub base_path: Option<String>,
 }
 
 /// Placeholder printed instead of a secret.
@@ -338,8 +424,10 @@ fn suggestion_text(key: &str) -> String {
 
 impl SluiceConfig {
     /// Cross-field rules for a broker process: `nodeId < clusterSize`; `brokers` lists exactly
-    /// `clusterSize` addresses; the selected backup store has its required settings; S3
-    /// `accessKey` and `secretKey` are both set or both unset.
+    /// `clusterSize` addresses; the selected backup store has its required settings
+    /// (FILESYSTEM: `basePath`; S3 and GCS: `bucketName`; AZURE: `account` and `container`);
+    /// S3 `accessKey` and `secretKey` are both set or both unset; Azure `key` and `sasToken` are
+    /// not both set. Secret values never appear in the errors.
     pub fn validate_broker(&self) -> Result<(), ConfigError> {
         let cluster = &self.broker.cluster;
         if cluster.node_id >= cluster.cluster_size {
@@ -379,21 +467,50 @@ impl SluiceConfig {
                     "required when broker.data.backup.store=S3",
                 ));
             }
+            BackupStoreKind::Gcs if backup.gcs.bucket_name.is_none() => {
+                return Err(ConfigError::invalid(
+                    "broker.data.backup.gcs.bucketName",
+                    "",
+                    "required when broker.data.backup.store=GCS",
+                ));
+            }
+            BackupStoreKind::Azure if backup.azure.account.is_none() => {
+                return Err(ConfigError::invalid(
+                    "broker.data.backup.azure.account",
+                    "",
+                    "required when broker.data.backup.store=AZURE",
+                ));
+            }
+            BackupStoreKind::Azure if backup.azure.container.is_none() => {
+                return Err(ConfigError::invalid(
+                    "broker.data.backup.azure.container",
+                    "",
+                    "required when broker.data.backup.store=AZURE",
+                ));
+            }
             _ => {}
         }
         match (&backup.s3.access_key, &backup.s3.secret_key) {
-            (Some(_), None) => Err(ConfigError::invalid(
+            (Some(_), None) => return Err(ConfigError::invalid(
                 "broker.data.backup.s3.secretKey",
                 "",
                 "accessKey and secretKey must be set together (accessKey is set, secretKey is not)",
             )),
-            (None, Some(_)) => Err(ConfigError::invalid(
+            (None, Some(_)) => return Err(ConfigError::invalid(
                 "broker.data.backup.s3.accessKey",
                 "",
                 "accessKey and secretKey must be set together (secretKey is set, accessKey is not)",
             )),
-            _ => Ok(()),
+            _ => {}
         }
+        if backup.azure.key.is_some() && backup.azure.sas_token.is_some() {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.azure.sasToken",
+                REDACTED,
+                "key and sasToken are mutually exclusive: set one of them, or neither to use the Azure credential chain",
+            ));
+        }
+        Ok(())
     }
 
     /// Cross-field rules for a gateway process: at least one broker address; the client API

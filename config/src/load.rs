@@ -15,9 +15,10 @@ use crate::values::{
     parse_port, parse_rate, parse_uint, size_in, uint_in,
 };
 use crate::{
-    BackupConfig, BackupStoreKind, BrokerConfig, ClusterConfig, ConfigError, DataConfig,
-    FilesystemBackupConfig, GatewayClusterConfig, GatewayConfig, ManagementConfig, NetworkConfig,
-    S3BackupConfig, Secret, SluiceConfig,
+    AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
+    ClusterConfig, ConfigError, DataConfig, FilesystemBackupConfig, GatewayClusterConfig,
+    GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig, S3BackupConfig, Secret,
+    SluiceConfig,
 };
 
 /// Loads the configuration of this process: defaults, then the YAML file named by
@@ -281,6 +282,30 @@ impl Raw {
         (!value.trim().is_empty()).then(|| value.to_string())
     }
 
+    /// An optional `http://` or `https://` URL; blank means unset.
+    fn optional_url(&self, key: &'static str) -> Result<Option<String>, ConfigError> {
+        self.parse(key, |s| {
+            let Some(url) = optional(s) else {
+                return Ok(None);
+            };
+            let lower = url.to_ascii_lowercase();
+            let rest = lower
+                .strip_prefix("http://")
+                .or_else(|| lower.strip_prefix("https://"));
+            match rest {
+                Some(rest) if !rest.is_empty() => Ok(Some(url)),
+                _ => Err("must be a URL starting with http:// or https://".to_string()),
+            }
+        })
+    }
+
+    /// An optional prefix inside a bucket: leading and trailing `/` removed; blank means unset.
+    fn optional_base_path(&self, key: &'static str) -> Option<String> {
+        self.optional(key)
+            .map(|p| p.trim_matches('/').to_string())
+            .filter(|p| !p.is_empty())
+    }
+
     fn into_config(self) -> Result<SluiceConfig, ConfigError> {
         let cluster = ClusterConfig {
             node_id: self.u32_in("broker.cluster.nodeId", 0, u32::MAX)?,
@@ -300,30 +325,49 @@ impl Raw {
         };
         let s3 = S3BackupConfig {
             bucket_name: self.optional("broker.data.backup.s3.bucketName"),
-            endpoint: self.parse("broker.data.backup.s3.endpoint", |s| {
-                let Some(endpoint) = optional(s) else {
-                    return Ok(None);
-                };
-                let lower = endpoint.to_ascii_lowercase();
-                let rest = lower
-                    .strip_prefix("http://")
-                    .or_else(|| lower.strip_prefix("https://"));
-                match rest {
-                    Some(rest) if !rest.is_empty() => Ok(Some(endpoint)),
-                    _ => Err("must be a URL starting with http:// or https://".to_string()),
-                }
-            })?,
+            endpoint: self.optional_url("broker.data.backup.s3.endpoint")?,
             region: self.parse("broker.data.backup.s3.region", non_empty)?,
             access_key: self.optional_verbatim("broker.data.backup.s3.accessKey"),
             secret_key: self
                 .optional_verbatim("broker.data.backup.s3.secretKey")
                 .map(Secret::from),
-            base_path: self
-                .optional("broker.data.backup.s3.basePath")
-                .map(|p| p.trim_matches('/').to_string())
-                .filter(|p| !p.is_empty()),
+            base_path: self.optional_base_path("broker.data.backup.s3.basePath"),
             force_path_style_access: self
                 .parse("broker.data.backup.s3.forcePathStyleAccess", parse_bool)?,
+            api_call_timeout: self.parse(
+                "broker.data.backup.s3.apiCallTimeout",
+                duration_at_least_100ms,
+            )?,
+            max_concurrent_connections: self.parse(
+                "broker.data.backup.s3.maxConcurrentConnections",
+                |s| {
+                    let n = uint_in(s, 1, 1024)?;
+                    usize::try_from(n).map_err(|_| "must be between 1 and 1024".to_string())
+                },
+            )?,
+            compression: self.parse("broker.data.backup.s3.compression", |s| {
+                s.parse::<BackupCompression>()
+            })?,
+        };
+        let gcs = GcsBackupConfig {
+            bucket_name: self.optional("broker.data.backup.gcs.bucketName"),
+            base_path: self.optional_base_path("broker.data.backup.gcs.basePath"),
+            host: self.optional_url("broker.data.backup.gcs.host")?,
+            credentials: self
+                .optional("broker.data.backup.gcs.credentials")
+                .map(PathBuf::from),
+        };
+        let azure = AzureBackupConfig {
+            account: self.optional("broker.data.backup.azure.account"),
+            key: self
+                .optional_verbatim("broker.data.backup.azure.key")
+                .map(Secret::from),
+            sas_token: self
+                .optional_verbatim("broker.data.backup.azure.sasToken")
+                .map(Secret::from),
+            container: self.optional("broker.data.backup.azure.container"),
+            endpoint: self.optional_url("broker.data.backup.azure.endpoint")?,
+            base_path: self.optional_base_path("broker.data.backup.azure.basePath"),
         };
         let backup = BackupConfig {
             store: self.parse("broker.data.backup.store", |s| s.parse::<BackupStoreKind>())?,
@@ -333,6 +377,8 @@ impl Raw {
                     .map(PathBuf::from),
             },
             s3,
+            gcs,
+            azure,
             max_concurrent_uploads: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
                 let n = uint_in(s, 1, 64)?;
                 usize::try_from(n).map_err(|_| "must be between 1 and 64".to_string())

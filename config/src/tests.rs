@@ -62,6 +62,29 @@ fn defaults_match_the_table() {
     assert_eq!(b.s3.secret_key, None);
     assert_eq!(b.s3.base_path, None);
     assert!(!b.s3.force_path_style_access);
+    assert_eq!(b.s3.api_call_timeout, Duration::from_secs(30));
+    assert_eq!(b.s3.max_concurrent_connections, 32);
+    assert_eq!(b.s3.compression, BackupCompression::None);
+    assert_eq!(
+        b.gcs,
+        GcsBackupConfig {
+            bucket_name: None,
+            base_path: None,
+            host: None,
+            credentials: None,
+        }
+    );
+    assert_eq!(
+        b.azure,
+        AzureBackupConfig {
+            account: None,
+            key: None,
+            sas_token: None,
+            container: None,
+            endpoint: None,
+            base_path: None,
+        }
+    );
     assert_eq!(b.max_concurrent_uploads, 4);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 0);
     assert_eq!(
@@ -212,6 +235,22 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.data.backup.s3.secretKey", "s3cr3t"),
         ("broker.data.backup.s3.basePath", "/cluster-a/"),
         ("broker.data.backup.s3.forcePathStyleAccess", "TRUE"),
+        ("broker.data.backup.s3.apiCallTimeout", "1m 30s"),
+        ("broker.data.backup.s3.maxConcurrentConnections", "1024"),
+        ("broker.data.backup.s3.compression", "zstd"),
+        ("broker.data.backup.gcs.bucketName", "gcs-bucket"),
+        ("broker.data.backup.gcs.basePath", "/gcs/base/"),
+        ("broker.data.backup.gcs.host", "http://127.0.0.1:4443"),
+        ("broker.data.backup.gcs.credentials", "/etc/sluice/gcs.json"),
+        ("broker.data.backup.azure.account", "acct"),
+        ("broker.data.backup.azure.key", "azure-key=="),
+        ("broker.data.backup.azure.sasToken", "?sv=2024&sig=abc"),
+        ("broker.data.backup.azure.container", "backups"),
+        (
+            "broker.data.backup.azure.endpoint",
+            "http://127.0.0.1:10000/devstoreaccount1",
+        ),
+        ("broker.data.backup.azure.basePath", "azure/base"),
         ("broker.data.backup.maxConcurrentUploads", "8"),
         ("broker.data.backup.uploadRateLimit", "10MB/s"),
         ("gateway.cluster.brokers", "a:1"),
@@ -252,10 +291,42 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(b.s3.secret_key.as_ref().map(Secret::expose), Some("s3cr3t"));
     assert_eq!(b.s3.base_path.as_deref(), Some("cluster-a"));
     assert!(b.s3.force_path_style_access);
+    assert_eq!(b.s3.api_call_timeout, Duration::from_secs(90));
+    assert_eq!(b.s3.max_concurrent_connections, 1024);
+    assert_eq!(b.s3.compression, BackupCompression::Zstd);
+    assert_eq!(
+        b.gcs,
+        GcsBackupConfig {
+            bucket_name: Some("gcs-bucket".into()),
+            base_path: Some("gcs/base".into()),
+            host: Some("http://127.0.0.1:4443".into()),
+            credentials: Some("/etc/sluice/gcs.json".into()),
+        }
+    );
+    assert_eq!(b.azure.account.as_deref(), Some("acct"));
+    assert_eq!(
+        b.azure.key.as_ref().map(Secret::expose),
+        Some("azure-key==")
+    );
+    assert_eq!(
+        b.azure.sas_token.as_ref().map(Secret::expose),
+        Some("?sv=2024&sig=abc")
+    );
+    assert_eq!(b.azure.container.as_deref(), Some("backups"));
+    assert_eq!(
+        b.azure.endpoint.as_deref(),
+        Some("http://127.0.0.1:10000/devstoreaccount1")
+    );
+    assert_eq!(b.azure.base_path.as_deref(), Some("azure/base"));
     assert_eq!(b.max_concurrent_uploads, 8);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 10 << 20);
     assert_eq!(c.gateway.cluster.brokers, vec!["a:1"]);
     assert_eq!(c.gateway.management.host, "localhost");
+    // Every key set at once sets both Azure key and sasToken, which exclude each other.
+    let err = c.validate_broker().expect_err("key and sasToken");
+    assert_eq!(err.key(), Some("broker.data.backup.azure.sasToken"));
+    let mut c = c;
+    c.broker.data.backup.azure.sas_token = None;
     c.validate_broker().expect("valid broker");
     c.validate_gateway().expect("valid gateway");
 }
@@ -415,8 +486,8 @@ fn invalid_values_name_their_key() {
         ("broker.data.snapshotPeriod", "soon", "not a duration"),
         (
             "broker.data.backup.store",
-            "azure",
-            "NONE, FILESYSTEM or S3",
+            "hdfs",
+            "NONE, FILESYSTEM, S3, GCS or AZURE",
         ),
         (
             "broker.data.backup.s3.endpoint",
@@ -433,6 +504,37 @@ fn invalid_values_name_their_key() {
             "broker.data.backup.s3.forcePathStyleAccess",
             "yes",
             "true or false",
+        ),
+        (
+            "broker.data.backup.s3.apiCallTimeout",
+            "50ms",
+            "at least 100ms",
+        ),
+        (
+            "broker.data.backup.s3.apiCallTimeout",
+            "forever",
+            "not a duration",
+        ),
+        (
+            "broker.data.backup.s3.maxConcurrentConnections",
+            "0",
+            "between 1 and 1024",
+        ),
+        (
+            "broker.data.backup.s3.maxConcurrentConnections",
+            "1025",
+            "between 1 and 1024",
+        ),
+        ("broker.data.backup.s3.compression", "gzip", "NONE or ZSTD"),
+        (
+            "broker.data.backup.gcs.host",
+            "localhost:4443",
+            "http:// or https://",
+        ),
+        (
+            "broker.data.backup.azure.endpoint",
+            "devstoreaccount1.blob.core.windows.net",
+            "http:// or https://",
         ),
         (
             "broker.data.backup.maxConcurrentUploads",
@@ -492,6 +594,8 @@ fn invalid_display_format() {
 fn secrets_are_redacted() {
     let secret = "hunter2-very-secret";
     let access = "AKIA-ACCESS-ID";
+    let azure_key = "azure-account-key-value";
+    let sas = "sv=2024-01-01&sig=very-secret-signature";
     // Errors about secret keys never show the value, neither in Display nor in Debug.
     let errors = [
         ConfigError::invalid("broker.data.backup.s3.secretKey", secret, "some reason"),
@@ -514,13 +618,27 @@ fn secrets_are_redacted() {
         .expect("loads")
         .validate_broker()
         .expect_err("secretKey missing"),
+        ConfigError::invalid("broker.data.backup.azure.key", azure_key, "some reason"),
+        ConfigError::invalid("broker.data.backup.azure.sasToken", sas, "some reason"),
+        load_from(
+            None,
+            env(&[
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_KEY", azure_key),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN", sas),
+            ]),
+        )
+        .expect("loads")
+        .validate_broker()
+        .expect_err("key and sasToken"),
     ];
     for err in &errors {
         let display = err.to_string();
         let debug = format!("{err:?}");
         assert!(display.contains("value=<redacted>"), "{display}");
         for text in [&display, &debug] {
-            assert!(!text.contains(secret) && !text.contains(access), "{text}");
+            for value in [secret, access, azure_key, sas] {
+                assert!(!text.contains(value), "{text}");
+            }
         }
     }
 
@@ -530,14 +648,15 @@ fn secrets_are_redacted() {
         env(&[
             ("SLUICE_BROKER_DATA_BACKUP_S3_SECRETKEY", secret),
             ("SLUICE_BROKER_DATA_BACKUP_S3_ACCESSKEY", access),
+            ("SLUICE_BROKER_DATA_BACKUP_AZURE_KEY", azure_key),
+            ("SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN", sas),
         ]),
     )
     .expect("loads");
     let debug = format!("{c:?} {:#?}", c);
-    assert!(
-        !debug.contains(secret) && !debug.contains(access),
-        "{debug}"
-    );
+    for value in [secret, access, azure_key, sas] {
+        assert!(!debug.contains(value), "{debug}");
+    }
     assert!(debug.contains("<redacted>"));
     let s = Secret::new(secret);
     assert_eq!(format!("{s}"), "<redacted>");
@@ -636,6 +755,73 @@ fn validate_broker_rules() {
             ],
             None,
         ),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_STORE", "gcs")],
+            Some((
+                "broker.data.backup.gcs.bucketName",
+                "required when broker.data.backup.store=GCS",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "GCS"),
+                ("SLUICE_BROKER_DATA_BACKUP_GCS_BUCKETNAME", "b"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "Azure"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_CONTAINER", "c"),
+            ],
+            Some((
+                "broker.data.backup.azure.account",
+                "required when broker.data.backup.store=AZURE",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "AZURE"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_ACCOUNT", "a"),
+            ],
+            Some((
+                "broker.data.backup.azure.container",
+                "required when broker.data.backup.store=AZURE",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "AZURE"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_ACCOUNT", "a"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_CONTAINER", "c"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "AZURE"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_ACCOUNT", "a"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_CONTAINER", "c"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_KEY", "k"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "AZURE"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_ACCOUNT", "a"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_CONTAINER", "c"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN", "sv=1&sig=2"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_KEY", "k"),
+                ("SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN", "sv=1&sig=2"),
+            ],
+            Some(("broker.data.backup.azure.sasToken", "mutually exclusive")),
+        ),
     ];
     for (vars, expected) in cases {
         let c = load_from(None, env(vars)).expect("loads");
@@ -717,19 +903,27 @@ fn derived_broker_lists() {
     assert_eq!(c.broker.cluster.brokers, vec!["127.0.0.1:26501"]);
     assert_eq!(c.gateway.cluster.brokers, vec!["x:1"]);
 
-    // Optional keys: empty means unset; s3 basePath slashes stripped.
+    // Optional keys: empty means unset; basePath slashes stripped.
     let c = load_from(
         None,
         env(&[
             ("SLUICE_BROKER_DATA_BACKUP_S3_BUCKETNAME", ""),
             ("SLUICE_BROKER_DATA_BACKUP_S3_BASEPATH", "///"),
             ("SLUICE_BROKER_DATA_BACKUP_S3_ENDPOINT", " "),
+            ("SLUICE_BROKER_DATA_BACKUP_GCS_BASEPATH", "/"),
+            ("SLUICE_BROKER_DATA_BACKUP_GCS_HOST", ""),
+            ("SLUICE_BROKER_DATA_BACKUP_AZURE_BASEPATH", "//a/b//"),
+            ("SLUICE_BROKER_DATA_BACKUP_AZURE_KEY", " "),
         ]),
     )
     .expect("loads");
     assert_eq!(c.broker.data.backup.s3.bucket_name, None);
     assert_eq!(c.broker.data.backup.s3.base_path, None);
     assert_eq!(c.broker.data.backup.s3.endpoint, None);
+    assert_eq!(c.broker.data.backup.gcs.base_path, None);
+    assert_eq!(c.broker.data.backup.gcs.host, None);
+    assert_eq!(c.broker.data.backup.azure.base_path.as_deref(), Some("a/b"));
+    assert_eq!(c.broker.data.backup.azure.key, None);
 }
 
 #[test]

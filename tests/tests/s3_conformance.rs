@@ -9,8 +9,8 @@ fn store_on(garage: &Garage, base_path: Option<String>) -> BackupStore {
     let endpoint = garage
         .setting("SLUICE_BROKER_DATA_BACKUP_S3_ENDPOINT")
         .to_string();
-    BackupStore::open(BackupStoreOptions {
-        kind: StoreKind::S3 {
+    BackupStore::open(BackupStoreOptions::new(
+        StoreKind::S3 {
             bucket: garage
                 .setting("SLUICE_BROKER_DATA_BACKUP_S3_BUCKETNAME")
                 .to_string(),
@@ -33,7 +33,7 @@ fn store_on(garage: &Garage, base_path: Option<String>) -> BackupStore {
                 == "true",
         },
         base_path,
-    })
+    ))
     .expect("open the S3 backup store")
 }
 

@@ -1,0 +1,636 @@
+//! Building the `object_store` client of each [`StoreKind`]: credentials,
+//! per-request timeout, retries, the per-broker request limit, and the hints
+//! that turn a failed reachability check into a message naming the setting to
+//! fix.
+
+use std::path::Path as LocalPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, S3ConditionalPut};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::client::{HttpError, HttpErrorKind};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+use object_store::limit::LimitStore;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
+
+use crate::error::error_chain;
+use crate::store::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
+use crate::BackupStoreError;
+
+type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
+
+/// The connect phase's time limit (object_store's default), capped by the
+/// request timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The retries of requests: bounded in count ([`MAX_RETRIES`]) and time
+/// ([`RETRY_TIMEOUT`]).
+///
+/// The backoff is object_store's "exponential backoff with decorrelated
+/// jitter" (`object_store::client::backoff`, checked in 0.12.5): the first wait
+/// is `init_backoff`, each next one is drawn uniformly at random between
+/// `init_backoff` and `base` × the previous wait, capped at `max_backoff`. So
+/// retries of many clients that failed together spread out. Retried: 5xx, 429,
+/// 408, connection errors, and timeouts of idempotent requests (plain puts,
+/// gets, heads, lists, deletes; not conditional puts, whose outcome the
+/// manifest writer checks by reading back). A request gives up after
+/// `MAX_RETRIES` retries or once `RETRY_TIMEOUT` has passed since its first
+/// attempt, so it fails after at most about `RETRY_TIMEOUT + max_backoff +
+/// api_call_timeout`.
+pub(crate) fn retry_config() -> RetryConfig {
+    RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            base: 2.0,
+        },
+        max_retries: MAX_RETRIES,
+        retry_timeout: RETRY_TIMEOUT,
+    }
+}
+
+/// Few retries for the reachability check, so that start-up fails fast.
+fn probe_retry_config() -> RetryConfig {
+    RetryConfig {
+        max_retries: 1,
+        retry_timeout: Duration::from_secs(15),
+        ..retry_config()
+    }
+}
+
+/// What to tell the operator when the reachability check fails, by cause.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Hints {
+    /// The bucket or container does not exist.
+    pub(crate) missing: String,
+    /// No connection to the endpoint.
+    pub(crate) connect: String,
+    /// Credentials missing, wrong or without access.
+    pub(crate) credentials: String,
+}
+
+impl Hints {
+    fn generic() -> Self {
+        Self {
+            missing: "the store location does not exist".to_string(),
+            connect: "the store cannot be reached".to_string(),
+            credentials: "access to the store was denied".to_string(),
+        }
+    }
+
+    /// The hint for a failed reachability check.
+    pub(crate) fn for_error(&self, error: &object_store::Error) -> String {
+        let text = error_chain(error);
+        // object_store hides its HTTP error kind behind private types; look for
+        // it, for the I/O error underneath, and for reqwest/hyper's wording.
+        let mut http_kind = None;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+        while let Some(current) = cause {
+            if let Some(http) = current.downcast_ref::<HttpError>() {
+                http_kind = http_kind.or(Some(http.kind()));
+            }
+            if let Some(io) = current.downcast_ref::<std::io::Error>() {
+                use std::io::ErrorKind::*;
+                match io.kind() {
+                    ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected
+                    | AddrNotAvailable | HostUnreachable | NetworkUnreachable => {
+                        http_kind = http_kind.or(Some(HttpErrorKind::Connect))
+                    }
+                    TimedOut => http_kind = http_kind.or(Some(HttpErrorKind::Timeout)),
+                    _ => {}
+                }
+            }
+            cause = current.source();
+        }
+        if http_kind.is_none() {
+            if [
+                "(Connect)",
+                "tcp connect error",
+                "dns error",
+                "Connection refused",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle))
+            {
+                http_kind = Some(HttpErrorKind::Connect);
+            } else if text.contains("timed out") || text.contains("(Timeout)") {
+                http_kind = Some(HttpErrorKind::Timeout);
+            }
+        }
+        let credentials_source = text.contains("169.254.169.254")
+            || text.contains("metadata")
+            || text.contains("credential")
+            || text.contains("Credential");
+        let missing = matches!(error, object_store::Error::NotFound { .. })
+            || [
+                "NoSuchBucket",
+                "ContainerNotFound",
+                "status code: 404",
+                "bucket does not exist",
+            ]
+            .iter()
+            .any(|needle| text.contains(needle));
+        let denied = matches!(
+            error,
+            object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. }
+        ) || [
+            "status code: 401",
+            "status code: 403",
+            "AccessDenied",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AuthenticationFailed",
+            "AuthorizationFailure",
+        ]
+        .iter()
+        .any(|needle| text.contains(needle));
+        if missing {
+            self.missing.clone()
+        } else if denied {
+            self.credentials.clone()
+        } else if matches!(
+            http_kind,
+            Some(HttpErrorKind::Connect | HttpErrorKind::Timeout)
+        ) && credentials_source
+        {
+            format!("{} (no credentials could be obtained)", self.credentials)
+        } else if matches!(http_kind, Some(HttpErrorKind::Connect)) {
+            self.connect.clone()
+        } else if matches!(http_kind, Some(HttpErrorKind::Timeout)) {
+            format!("{} (the request timed out)", self.connect)
+        } else {
+            "the store answered with an unexpected error (see reason)".to_string()
+        }
+    }
+}
+
+/// The clients of one store.
+pub(crate) struct Backend {
+    /// The client for every operation, behind the per-broker request limit.
+    pub(crate) store: Arc<dyn ObjectStore>,
+    /// A client with few retries for the reachability check.
+    pub(crate) probe: Arc<dyn ObjectStore>,
+    /// A description without credentials, e.g. `S3(bucket=… endpoint=…)`.
+    pub(crate) description: String,
+    pub(crate) hints: Hints,
+}
+
+/// Builds the clients of `options.kind`.
+pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
+    if options.api_call_timeout.is_zero() {
+        return Err(BackupStoreError::Config {
+            reason: "api_call_timeout must be positive".to_string(),
+        });
+    }
+    if options.max_concurrent_connections == 0 {
+        return Err(BackupStoreError::Config {
+            reason: "max_concurrent_connections must be at least 1".to_string(),
+        });
+    }
+    let limit = options.max_concurrent_connections;
+    let timeout = humantime::format_duration(options.api_call_timeout).to_string();
+    let connect_timeout =
+        humantime::format_duration(CONNECT_TIMEOUT.min(options.api_call_timeout)).to_string();
+    match &options.kind {
+        StoreKind::InMemory => {
+            let memory = InMemory::new();
+            let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(memory, limit));
+            Ok(Backend {
+                probe: store.clone(),
+                store,
+                description: "InMemory".to_string(),
+                hints: Hints::generic(),
+            })
+        }
+        StoreKind::Filesystem { root } => {
+            if root.as_os_str().is_empty() {
+                return Err(BackupStoreError::Config {
+                    reason: "the backup directory is empty; set it (broker.data.backup.filesystem.basePath)".to_string(),
+                });
+            }
+            std::fs::create_dir_all(root).map_err(|source| BackupStoreError::io(root, source))?;
+            let local = || {
+                LocalFileSystem::new_with_prefix(root)
+                    .map(|fs| fs.with_automatic_cleanup(true))
+                    .map_err(|e| BackupStoreError::Config {
+                        reason: format!(
+                            "cannot use directory as backup store: root={} error={}",
+                            root.display(),
+                            error_chain(&e)
+                        ),
+                    })
+            };
+            let key = "broker.data.backup.filesystem.basePath";
+            Ok(Backend {
+                store: Arc::new(LimitStore::new(local()?, limit)),
+                probe: Arc::new(local()?),
+                description: format!("Filesystem(root={})", root.display()),
+                hints: Hints {
+                    missing: format!("directory {} does not exist ({key})", root.display()),
+                    connect: format!("directory {} cannot be read ({key})", root.display()),
+                    credentials: format!(
+                        "directory {} cannot be accessed by this process ({key})",
+                        root.display()
+                    ),
+                },
+            })
+        }
+        StoreKind::S3 {
+            bucket,
+            endpoint,
+            region,
+            access_key,
+            secret_key,
+            force_path_style,
+            allow_http,
+        } => {
+            let bucket = bucket.trim().to_string();
+            if bucket.is_empty() {
+                return Err(BackupStoreError::Config {
+                    reason: "the S3 bucket name is empty; set the bucket (broker.data.backup.s3.bucketName)".to_string(),
+                });
+            }
+            let allow_http = *allow_http
+                || endpoint
+                    .as_deref()
+                    .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://"));
+            // The environment (AWS_*, including the credential chain) first, explicit settings over it.
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(&bucket)
+                .with_virtual_hosted_style_request(!force_path_style)
+                .with_allow_http(allow_http)
+                .with_conditional_put(S3ConditionalPut::ETagMatch)
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    timeout.as_str(),
+                )
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    connect_timeout.as_str(),
+                );
+            if !region.trim().is_empty() {
+                builder = builder.with_region(region.trim());
+            }
+            let mut endpoint_description = String::from("default");
+            if let Some(endpoint) = endpoint.as_deref().map(str::trim) {
+                if !endpoint.is_empty() {
+                    let endpoint = if *force_path_style {
+                        check_endpoint(endpoint, "broker.data.backup.s3.endpoint")?;
+                        endpoint.to_string()
+                    } else {
+                        virtual_hosted_endpoint(endpoint, &bucket)?
+                    };
+                    endpoint_description = endpoint.clone();
+                    builder = builder.with_endpoint(endpoint);
+                }
+            }
+            if let Some(access_key) = access_key {
+                builder = builder.with_access_key_id(access_key);
+            }
+            if let Some(secret_key) = secret_key {
+                builder = builder.with_secret_access_key(secret_key);
+            }
+            let build_error = |e: object_store::Error| {
+                BackupStoreError::Config {
+                reason: format!(
+                    "cannot build the S3 client: bucket={bucket} endpoint={endpoint_description} error={}",
+                    error_chain(&e)
+                ),
+            }
+            };
+            let probe = builder
+                .clone()
+                .with_retry(probe_retry_config())
+                .build()
+                .map_err(build_error)?;
+            let store = builder
+                .with_retry(retry_config())
+                .build()
+                .map_err(build_error)?;
+            let connect = if endpoint_description == "default" {
+                format!(
+                    "cannot connect to the S3 service of region {} (broker.data.backup.s3.region, broker.data.backup.s3.endpoint)",
+                    region.trim()
+                )
+            } else {
+                format!("cannot connect to {endpoint_description} (broker.data.backup.s3.endpoint)")
+            };
+            Ok(Backend {
+                store: Arc::new(LimitStore::new(store, limit)),
+                probe: Arc::new(probe),
+                description: format!(
+                    "S3(bucket={bucket} endpoint={endpoint_description} path_style={force_path_style})"
+                ),
+                hints: Hints {
+                    missing: format!(
+                        "bucket {bucket} does not exist (broker.data.backup.s3.bucketName); create it or correct the setting"
+                    ),
+                    connect,
+                    credentials: "access denied or no credentials; check broker.data.backup.s3.accessKey and secretKey, or the AWS credential chain (AWS_* variables, web identity, instance profile), and the bucket's permissions".to_string(),
+                },
+            })
+        }
+        StoreKind::Gcs {
+            bucket,
+            host,
+            credentials,
+        } => {
+            let bucket = bucket.trim().to_string();
+            if bucket.is_empty() {
+                return Err(BackupStoreError::Config {
+                    reason: "the GCS bucket name is empty; set the bucket (broker.data.backup.gcs.bucketName)".to_string(),
+                });
+            }
+            let host = host.as_deref().map(str::trim).filter(|h| !h.is_empty());
+            if let Some(host) = host {
+                check_endpoint(host, "broker.data.backup.gcs.host")?;
+            }
+            // Explicit credentials or host replace the credential chain; otherwise
+            // the environment (GOOGLE_*) and application default credentials apply.
+            let mut builder = match (host, credentials) {
+                (None, None) => GoogleCloudStorageBuilder::from_env(),
+                (None, Some(path)) => {
+                    check_readable(path, "broker.data.backup.gcs.credentials")?;
+                    GoogleCloudStorageBuilder::new()
+                        .with_service_account_path(path.to_string_lossy())
+                }
+                (Some(host), credentials) => GoogleCloudStorageBuilder::new()
+                    .with_service_account_key(gcs_key_for_host(host, credentials.as_deref())?),
+            };
+            builder = builder
+                .with_bucket_name(&bucket)
+                .with_config(
+                    GoogleConfigKey::Client(ClientConfigKey::Timeout),
+                    timeout.as_str(),
+                )
+                .with_config(
+                    GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    connect_timeout.as_str(),
+                );
+            let host_description = host.unwrap_or("https://storage.googleapis.com").to_string();
+            let build_error = |e: object_store::Error| {
+                BackupStoreError::Config {
+                reason: format!(
+                    "cannot build the GCS client: bucket={bucket} host={host_description} error={} (broker.data.backup.gcs.credentials)",
+                    error_chain(&e)
+                ),
+            }
+            };
+            let probe = builder
+                .clone()
+                .with_retry(probe_retry_config())
+                .build()
+                .map_err(build_error)?;
+            let store = builder
+                .with_retry(retry_config())
+                .build()
+                .map_err(build_error)?;
+            Ok(Backend {
+                store: Arc::new(LimitStore::new(store, limit)),
+                probe: Arc::new(probe),
+                description: format!("GCS(bucket={bucket} host={host_description})"),
+                hints: Hints {
+                    missing: format!(
+                        "bucket {bucket} does not exist (broker.data.backup.gcs.bucketName); create it or correct the setting"
+                    ),
+                    connect: format!(
+                        "cannot connect to {host_description} (broker.data.backup.gcs.host)"
+                    ),
+                    credentials: "access denied or no credentials; check broker.data.backup.gcs.credentials, or the application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server), and the bucket's permissions".to_string(),
+                },
+            })
+        }
+        StoreKind::Azure {
+            account,
+            container,
+            access_key,
+            sas_token,
+            endpoint,
+        } => {
+            let account = account.trim().to_string();
+            let container = container.trim().to_string();
+            if account.is_empty() {
+                return Err(BackupStoreError::Config {
+                    reason: "the Azure storage account is empty; set it (broker.data.backup.azure.account)".to_string(),
+                });
+            }
+            if container.is_empty() {
+                return Err(BackupStoreError::Config {
+                    reason:
+                        "the Azure container is empty; set it (broker.data.backup.azure.container)"
+                            .to_string(),
+                });
+            }
+            // Explicit credentials replace the chain (an AZURE_STORAGE_ACCOUNT_KEY in the
+            // environment would otherwise win over an explicit SAS token).
+            let mut builder = match (access_key, sas_token) {
+                (Some(_), Some(_)) => {
+                    return Err(BackupStoreError::Config {
+                        reason: "an Azure access key and a SAS token are mutually exclusive (broker.data.backup.azure.key, broker.data.backup.azure.sasToken)".to_string(),
+                    })
+                }
+                (Some(key), None) => MicrosoftAzureBuilder::new().with_access_key(key),
+                (None, Some(sas)) => {
+                    MicrosoftAzureBuilder::new().with_config(AzureConfigKey::SasKey, sas)
+                }
+                (None, None) => MicrosoftAzureBuilder::from_env(),
+            };
+            builder = builder
+                .with_account(&account)
+                .with_container_name(&container)
+                .with_config(
+                    AzureConfigKey::Client(ClientConfigKey::Timeout),
+                    timeout.as_str(),
+                )
+                .with_config(
+                    AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    connect_timeout.as_str(),
+                );
+            let endpoint = endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
+            let endpoint_description = match endpoint {
+                Some(endpoint) => {
+                    check_endpoint(endpoint, "broker.data.backup.azure.endpoint")?;
+                    builder = builder
+                        .with_endpoint(endpoint.trim_end_matches('/').to_string())
+                        .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
+                    endpoint.to_string()
+                }
+                None => format!("https://{account}.blob.core.windows.net"),
+            };
+            let build_error = |e: object_store::Error| {
+                BackupStoreError::Config {
+                reason: format!(
+                    "cannot build the Azure client: account={account} container={container} endpoint={endpoint_description} error={} (broker.data.backup.azure.key, broker.data.backup.azure.sasToken)",
+                    error_chain(&e)
+                ),
+            }
+            };
+            let probe = builder
+                .clone()
+                .with_retry(probe_retry_config())
+                .build()
+                .map_err(build_error)?;
+            let store = builder
+                .with_retry(retry_config())
+                .build()
+                .map_err(build_error)?;
+            Ok(Backend {
+                store: Arc::new(LimitStore::new(store, limit)),
+                probe: Arc::new(probe),
+                description: format!(
+                    "Azure(account={account} container={container} endpoint={endpoint_description})"
+                ),
+                hints: Hints {
+                    missing: format!(
+                        "container {container} does not exist in account {account} (broker.data.backup.azure.container); create it or correct the setting"
+                    ),
+                    connect: format!(
+                        "cannot connect to {endpoint_description} (broker.data.backup.azure.endpoint, broker.data.backup.azure.account)"
+                    ),
+                    credentials: "access denied or no credentials; check broker.data.backup.azure.key or sasToken, or the Azure credential chain (AZURE_* variables, workload or managed identity), and the container's permissions".to_string(),
+                },
+            })
+        }
+    }
+}
+
+/// The service-account key for a GCS API at `host` (an emulator): the given
+/// credentials file with its `gcs_base_url` replaced, or, without credentials,
+/// an anonymous key (`disable_oauth`).
+fn gcs_key_for_host(host: &str, credentials: Option<&LocalPath>) -> Result<String> {
+    let key = "broker.data.backup.gcs.credentials";
+    let mut document = match credentials {
+        None => serde_json::json!({
+            "private_key": "",
+            "private_key_id": "",
+            "client_email": "",
+            "disable_oauth": true,
+        }),
+        Some(path) => {
+            check_readable(path, key)?;
+            let text = std::fs::read_to_string(path).map_err(|e| BackupStoreError::Config {
+                reason: format!(
+                    "cannot read the GCS credentials file: path={} error={e} ({key})",
+                    path.display()
+                ),
+            })?;
+            serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
+                BackupStoreError::Config {
+                    reason: format!(
+                        "the GCS credentials file is not JSON: path={} error={e} ({key})",
+                        path.display()
+                    ),
+                }
+            })?
+        }
+    };
+    let Some(object) = document.as_object_mut() else {
+        return Err(BackupStoreError::Config {
+            reason: format!("the GCS credentials file is not a JSON object ({key})"),
+        });
+    };
+    object.insert(
+        "gcs_base_url".to_string(),
+        serde_json::Value::String(host.trim_end_matches('/').to_string()),
+    );
+    Ok(document.to_string())
+}
+
+fn check_readable(path: &LocalPath, key: &str) -> Result<()> {
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| BackupStoreError::Config {
+            reason: format!(
+                "cannot read the credentials file: path={} error={e} ({key})",
+                path.display()
+            ),
+        })
+}
+
+pub(crate) fn check_endpoint<'a>(endpoint: &'a str, key: &str) -> Result<(&'a str, &'a str)> {
+    endpoint
+        .split_once("://")
+        .filter(|(scheme, rest)| {
+            (scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https"))
+                && !rest.is_empty()
+        })
+        .ok_or_else(|| BackupStoreError::Config {
+            reason: format!(
+                "invalid endpoint: endpoint={endpoint:?}; it must start with http:// or https:// ({key})"
+            ),
+        })
+}
+
+/// object_store uses a custom endpoint as-is for virtual-hosted style
+/// requests, so the bucket must be part of its host.
+pub(crate) fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String> {
+    let (scheme, rest) = check_endpoint(endpoint, "broker.data.backup.s3.endpoint")?;
+    if rest.starts_with(&format!("{bucket}.")) {
+        Ok(endpoint.to_string())
+    } else {
+        Ok(format!("{scheme}://{bucket}.{rest}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_hosted_endpoint_prepends_bucket_once() {
+        assert_eq!(
+            virtual_hosted_endpoint("https://s3.example.com", "b").unwrap(),
+            "https://b.s3.example.com"
+        );
+        assert_eq!(
+            virtual_hosted_endpoint("https://b.s3.example.com", "b").unwrap(),
+            "https://b.s3.example.com"
+        );
+        assert!(virtual_hosted_endpoint("s3.example.com", "b").is_err());
+    }
+
+    #[test]
+    fn gcs_emulator_key_is_anonymous_with_the_host() {
+        let key: serde_json::Value =
+            serde_json::from_str(&gcs_key_for_host("http://127.0.0.1:4443/", None).unwrap())
+                .unwrap();
+        assert_eq!(key["gcs_base_url"], "http://127.0.0.1:4443");
+        assert_eq!(key["disable_oauth"], true);
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sa.json");
+        std::fs::write(
+            &file,
+            r#"{"client_email":"a@b","private_key":"k","private_key_id":"i"}"#,
+        )
+        .unwrap();
+        let key: serde_json::Value = serde_json::from_str(
+            &gcs_key_for_host("https://gcs.example.com", Some(&file)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(key["gcs_base_url"], "https://gcs.example.com");
+        assert_eq!(key["client_email"], "a@b");
+        assert!(key.get("disable_oauth").is_none());
+
+        let error = gcs_key_for_host("http://h", Some(&dir.path().join("missing.json")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("broker.data.backup.gcs.credentials"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn the_backoff_is_bounded() {
+        let retry = retry_config();
+        assert_eq!(retry.max_retries, MAX_RETRIES);
+        assert_eq!(retry.retry_timeout, RETRY_TIMEOUT);
+        assert!(retry.backoff.max_backoff <= Duration::from_secs(10));
+        assert!(retry.backoff.base > 1.0);
+    }
+}
