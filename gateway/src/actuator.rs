@@ -112,6 +112,12 @@ async fn take_backup(
     Path(raw): Path<String>,
 ) -> Result<Response, GatewayError> {
     let id = parse_backup_id(&raw)?;
+    take(&cluster, id).await?;
+    Ok(Json(json!({ "id": id })).into_response())
+}
+
+/// Creates checkpoint `id` on every partition (the backups upload in the background).
+pub async fn take(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
         return Err(GatewayError::BackupStoreNotConfigured);
@@ -152,10 +158,10 @@ async fn take_backup(
             "backup {id} was already taken: requested={id} latest={id}; use an id greater than {id}"
         )));
     }
-    Ok(Json(json!({ "id": id })).into_response())
+    Ok(())
 }
 
-async fn collect_status(cluster: &Cluster, id: u64) -> Result<BackupResponse, GatewayError> {
+pub async fn collect_status(cluster: &Cluster, id: u64) -> Result<BackupResponse, GatewayError> {
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
         return Err(GatewayError::BackupStoreNotConfigured);
@@ -194,12 +200,19 @@ async fn list_backups(
             )));
         }
     }
+    Ok(Json(list(&cluster, query.prefix.as_deref()).await?))
+}
+
+/// Every backup (whose id starts with `prefix`), newest first, aggregated over partitions.
+pub async fn list(
+    cluster: &Cluster,
+    prefix: Option<&str>,
+) -> Result<Vec<BackupResponse>, GatewayError> {
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
         return Err(GatewayError::BackupStoreNotConfigured);
     }
     let mut by_id: BTreeMap<u64, Vec<PartitionBackupStatus>> = BTreeMap::new();
-    let prefix = query.prefix.as_deref();
     for answer in join_all(cluster.brokers().iter().map(|b| b.list_backups(prefix))).await {
         for BrokerBackup {
             backup_id,
@@ -209,13 +222,11 @@ async fn list_backups(
             by_id.entry(backup_id).or_default().extend(partitions);
         }
     }
-    Ok(Json(
-        by_id
-            .into_iter()
-            .rev()
-            .map(|(id, partitions)| aggregate(id, routing.partitions_count, partitions))
-            .collect(),
-    ))
+    Ok(by_id
+        .into_iter()
+        .rev()
+        .map(|(id, partitions)| aggregate(id, routing.partitions_count, partitions))
+        .collect())
 }
 
 async fn delete_backup(
@@ -223,7 +234,13 @@ async fn delete_backup(
     Path(raw): Path<String>,
 ) -> Result<Response, GatewayError> {
     let id = parse_backup_id(&raw)?;
-    let status = collect_status(&cluster, id).await?;
+    delete(&cluster, id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Deletes every object of backup `id`; refuses an unknown or running backup.
+pub async fn delete(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
+    let status = collect_status(cluster, id).await?;
     if status
         .partitions
         .iter()
@@ -245,7 +262,7 @@ async fn delete_backup(
     for answer in join_all(cluster.brokers().iter().map(|b| b.delete_backup(id))).await {
         answer?;
     }
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 async fn health(State(cluster): State<Arc<Cluster>>) -> Response {

@@ -6,6 +6,7 @@ pub mod actuator;
 pub mod client_api;
 pub mod cluster;
 pub mod error;
+pub mod schedule;
 pub mod service;
 
 pub use error::GatewayError;

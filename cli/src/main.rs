@@ -1,0 +1,505 @@
+//! `sluice`: the operator's command line.
+//!
+//! - `sluice backup take|status|list|delete` talk to a gateway's actuator (`--address`).
+//! - `sluice backup inspect|verify` read the backup store directly, configured like a broker
+//!   (`SLUICE_*` variables, `SLUICE_CONFIG` or `config/application.yaml`): no cluster needed.
+//!
+//! Exit codes: 0 ok; 1 error; 2 usage; for `verify`: 3 corrupt, 4 missing or incomplete,
+//! 5 store unreachable.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use sluice_backup_store::{BackupStatus, BackupStore, BackupStoreError, FileKind, Manifest};
+use sluice_broker::record::Command;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Operate Sluice backups")]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Backups: take, watch, list, delete (through a gateway); inspect, verify (from the store).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(clap::Args, Clone)]
+struct Remote {
+    /// The gateway's management address.
+    #[arg(long, env = "SLUICE_ADDRESS", default_value = "http://127.0.0.1:9600")]
+    address: String,
+    /// Bearer token for the actuator.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Take backup <id>; with --wait, until it is COMPLETED or FAILED.
+    Take {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits, e.g. 10m.
+        #[arg(long, default_value = "30m", value_parser = humantime_duration)]
+        timeout: Duration,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Status of backup <id>.
+    Status {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Every backup, newest first.
+    List {
+        /// Only ids that start with these digits.
+        #[arg(long)]
+        prefix: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Delete backup <id> from the store.
+    Delete {
+        id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Describe backup <id> from its manifests in the store.
+    Inspect {
+        id: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Download every file of backup <id>, check every checksum and the checkpoint record.
+    Verify { id: u64 },
+}
+
+fn humantime_duration(text: &str) -> Result<Duration, String> {
+    sluice_config::parse_duration(text)
+}
+
+/// A failure with its exit code.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(error: E) -> Self {
+        Failure {
+            code: 1,
+            error: error.into(),
+        }
+    }
+}
+
+const EXIT_CORRUPT: u8 = 3;
+const EXIT_MISSING: u8 = 4;
+const EXIT_UNREACHABLE: u8 = 5;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Top::Backup(command) = cli.command;
+    match run(command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(command: BackupCommand) -> Result<(), Failure> {
+    match command {
+        BackupCommand::Take {
+            id,
+            wait,
+            timeout,
+            remote,
+        } => take(&remote, &id, wait, timeout).await,
+        BackupCommand::Status { id, remote } => {
+            let body = call(
+                &remote,
+                reqwest::Method::GET,
+                &format!("/actuator/backups/{id}"),
+            )
+            .await?;
+            print_backups(&remote, &[body], false);
+            Ok(())
+        }
+        BackupCommand::List { prefix, remote } => {
+            let path = match prefix {
+                Some(prefix) => format!("/actuator/backups?prefix={prefix}"),
+                None => "/actuator/backups".to_string(),
+            };
+            let body = call(&remote, reqwest::Method::GET, &path).await?;
+            let list = body.as_array().cloned().unwrap_or_default();
+            print_backups(&remote, &list, true);
+            Ok(())
+        }
+        BackupCommand::Delete { id, remote } => {
+            call(
+                &remote,
+                reqwest::Method::DELETE,
+                &format!("/actuator/backups/{id}"),
+            )
+            .await?;
+            if remote.json {
+                println!("{}", serde_json::json!({"deleted": id}));
+            } else {
+                println!("deleted backup {id}");
+            }
+            Ok(())
+        }
+        BackupCommand::Inspect { id, json } => inspect(id, json).await,
+        BackupCommand::Verify { id } => verify(id).await,
+    }
+}
+
+/// One actuator call; a non-2xx answer becomes an error carrying the gateway's message.
+async fn call(remote: &Remote, method: reqwest::Method, path: &str) -> Result<Value, Failure> {
+    let url = format!("{}{path}", remote.address.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .context("cannot build an HTTP client")?;
+    let mut request = client.request(method.clone(), &url);
+    if let Some(token) = &remote.token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|error| Failure {
+        code: EXIT_UNREACHABLE,
+        error: anyhow!("cannot reach the gateway at {url}: {error}; check --address"),
+    })?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let body: Value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    if !status.is_success() {
+        let message = body["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string());
+        return Err(Failure {
+            code: 1,
+            error: anyhow!("{method} {url} answered {status}: {message}"),
+        });
+    }
+    Ok(body)
+}
+
+async fn take(remote: &Remote, id: &str, wait: bool, timeout: Duration) -> Result<(), Failure> {
+    call(
+        remote,
+        reqwest::Method::POST,
+        &format!("/actuator/backups/{id}"),
+    )
+    .await?;
+    if !wait {
+        if remote.json {
+            println!("{}", serde_json::json!({"id": id}));
+        } else {
+            println!(
+                "backup {id} taken; its upload runs in the background (sluice backup status {id})"
+            );
+        }
+        return Ok(());
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let spinner = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let started = Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let body = call(
+            remote,
+            reqwest::Method::GET,
+            &format!("/actuator/backups/{id}"),
+        )
+        .await?;
+        let status = body["status"].as_str().unwrap_or("UNKNOWN").to_string();
+        let done = body["partitions"]
+            .as_array()
+            .map(|ps| ps.iter().filter(|p| p["status"] == "COMPLETED").count())
+            .unwrap_or(0);
+        let total = body["partitions"].as_array().map(Vec::len).unwrap_or(0);
+        let line = format!(
+            "backup {id}: {status}, {done}/{total} partitions completed, {:.0?} elapsed",
+            started.elapsed()
+        );
+        match &spinner {
+            Some(bar) => bar.set_message(line.clone()),
+            None if line != last_line => eprintln!("{line}"),
+            None => {}
+        }
+        last_line = line;
+        match status.as_str() {
+            "COMPLETED" => {
+                if let Some(bar) = &spinner {
+                    bar.finish_and_clear();
+                }
+                print_backups(remote, &[body], false);
+                return Ok(());
+            }
+            "FAILED" => {
+                if let Some(bar) = &spinner {
+                    bar.finish_and_clear();
+                }
+                print_backups(remote, std::slice::from_ref(&body), false);
+                return Err(Failure {
+                    code: 1,
+                    error: anyhow!(
+                        "backup {id} FAILED: {}",
+                        body["failureReason"].as_str().unwrap_or("no reason")
+                    ),
+                });
+            }
+            _ => {}
+        }
+        if started.elapsed() > timeout {
+            return Err(Failure {
+                code: 1,
+                error: anyhow!("backup {id} is still {status} after {timeout:?}"),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_backups(remote: &Remote, backups: &[Value], as_list: bool) {
+    if remote.json {
+        let value = if as_list || backups.len() != 1 {
+            Value::Array(backups.to_vec())
+        } else {
+            backups[0].clone()
+        };
+        println!("{value}");
+        return;
+    }
+    println!(
+        "{:<20} {:<15} {:>10}  FAILURE",
+        "BACKUP", "STATUS", "PARTITIONS"
+    );
+    for backup in backups {
+        let partitions = backup["partitions"].as_array().map(Vec::len).unwrap_or(0);
+        println!(
+            "{:<20} {:<15} {:>10}  {}",
+            backup["backupId"].to_string(),
+            backup["status"].as_str().unwrap_or("?"),
+            partitions,
+            backup["failureReason"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// The store and partition count from the broker configuration.
+async fn open_store() -> Result<(BackupStore, u32), Failure> {
+    let config = sluice_config::load().context("invalid configuration")?;
+    config.validate_broker().context("invalid configuration")?;
+    let store = sluice_broker::service::open_store(&config.broker.data.backup)
+        .await
+        .map_err(|error| Failure {
+            code: EXIT_UNREACHABLE,
+            error: anyhow!("cannot open the backup store: {error}"),
+        })?
+        .ok_or_else(|| anyhow!("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) as on the brokers"))?;
+    Ok((store, config.broker.cluster.partitions_count))
+}
+
+/// The manifest that speaks for each partition (a COMPLETED one if any, else the newest).
+async fn manifests(
+    store: &BackupStore,
+    partitions_count: u32,
+    id: u64,
+) -> Result<Vec<(u32, Option<Manifest>)>, Failure> {
+    let mut out = Vec::new();
+    for partition in 1..=partitions_count {
+        let found = store
+            .find_manifests(partition, id)
+            .await
+            .map_err(|error| Failure {
+                code: EXIT_UNREACHABLE,
+                error: anyhow!("cannot read the manifests of partition {partition}: {error}"),
+            })?;
+        let chosen = found
+            .iter()
+            .find(|m| m.status == BackupStatus::Completed)
+            .cloned()
+            .or_else(|| {
+                found
+                    .into_iter()
+                    .max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at))
+            });
+        out.push((partition, chosen));
+    }
+    Ok(out)
+}
+
+async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
+    let (store, partitions_count) = open_store().await?;
+    let found = manifests(&store, partitions_count, id).await?;
+    if found.iter().all(|(_, m)| m.is_none()) {
+        return Err(Failure {
+            code: EXIT_MISSING,
+            error: anyhow!("backup {id} does not exist in the store"),
+        });
+    }
+    if json {
+        let value: Vec<Value> = found
+            .iter()
+            .map(|(partition, manifest)| match manifest {
+                Some(m) => serde_json::to_value(m).expect("manifest serializes"),
+                None => serde_json::json!({"partitionId": partition, "status": "DOES_NOT_EXIST"}),
+            })
+            .collect();
+        println!("{}", Value::Array(value));
+        return Ok(());
+    }
+    println!(
+        "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14}  CREATED",
+        "PARTITION", "STATUS", "NODE", "CHECKPOINT", "SNAPSHOT", "FILES", "BYTES"
+    );
+    for (partition, manifest) in found {
+        match manifest {
+            Some(m) => println!(
+                "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14}  {}",
+                partition,
+                format!("{:?}", m.status).to_uppercase(),
+                m.id.node_id,
+                m.descriptor.checkpoint_position,
+                m.descriptor.snapshot_id.as_deref().unwrap_or("-"),
+                m.files.len(),
+                m.files.iter().map(|f| f.size_bytes).sum::<u64>(),
+                m.created_at
+            ),
+            None => println!("{partition:<9} DOES_NOT_EXIST"),
+        }
+    }
+    Ok(())
+}
+
+async fn verify(id: u64) -> Result<(), Failure> {
+    let (store, partitions_count) = open_store().await?;
+    let found = manifests(&store, partitions_count, id).await?;
+    let mut missing = Vec::new();
+    for (partition, manifest) in &found {
+        match manifest {
+            None => missing.push(format!("partition {partition} has no backup {id}")),
+            Some(m) if m.status != BackupStatus::Completed => missing.push(format!(
+                "partition {partition} is {:?}{}",
+                m.status,
+                m.failure_reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )),
+            Some(_) => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Failure {
+            code: EXIT_MISSING,
+            error: anyhow!("backup {id} is not complete: {}", missing.join("; ")),
+        });
+    }
+    let total_bytes: u64 = found
+        .iter()
+        .flat_map(|(_, m)| m.iter())
+        .flat_map(|m| &m.files)
+        .map(|f| f.size_bytes)
+        .sum();
+    let progress = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(total_bytes);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        Some(bar)
+    } else {
+        None
+    };
+    let started = Instant::now();
+    let mut verified_bytes = 0u64;
+    for (partition, manifest) in found {
+        let manifest = manifest.expect("checked above");
+        let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+        let log_dir = scratch.path().join("log");
+        for file in &manifest.files {
+            let destination = match file.kind {
+                FileKind::Segment => log_dir.join(&file.name),
+                FileKind::Snapshot => scratch.path().join("snapshot").join(&file.name),
+            };
+            if let Some(bar) = &progress {
+                bar.set_message(format!("partition {partition} {}", file.name));
+            }
+            store
+                .download_file(&manifest.id, file, &destination)
+                .await
+                .map_err(|error| download_failure(partition, &file.name, error))?;
+            verified_bytes += file.size_bytes;
+            match &progress {
+                Some(bar) => bar.set_position(verified_bytes),
+                None => eprintln!(
+                    "verified partition {partition} {} ({} bytes)",
+                    file.name, file.size_bytes
+                ),
+            }
+        }
+        let position = manifest.descriptor.checkpoint_position;
+        let payload = sluice_broker::log::truncate_after(&log_dir, position).map_err(|error| Failure {
+            code: EXIT_CORRUPT,
+            error: anyhow!("partition {partition}: the segments do not hold the checkpoint record at position {position}: {error}"),
+        })?;
+        match Command::decode(&payload) {
+            Ok(Command::Checkpoint { checkpoint_id }) if checkpoint_id == id => {}
+            other => {
+                return Err(Failure {
+                    code: EXIT_CORRUPT,
+                    error: anyhow!("partition {partition}: the record at position {position} is {other:?}, not checkpoint {id}"),
+                })
+            }
+        }
+    }
+    if let Some(bar) = &progress {
+        bar.finish_and_clear();
+    }
+    println!(
+        "verified: backup {id}, {partitions_count} partitions, {verified_bytes} bytes in {:.1?}",
+        started.elapsed()
+    );
+    Ok(())
+}
+
+fn download_failure(partition: u32, name: &str, error: BackupStoreError) -> Failure {
+    let code = match &error {
+        BackupStoreError::Corrupt { .. } => EXIT_CORRUPT,
+        BackupStoreError::MissingObject { .. } => EXIT_MISSING,
+        _ => EXIT_UNREACHABLE,
+    };
+    Failure {
+        code,
+        error: anyhow!("partition {partition}: file {name} is bad: {error}"),
+    }
+}

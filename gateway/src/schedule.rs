@@ -1,0 +1,417 @@
+//! Scheduled backups with retention, built into the gateway (no external cron).
+//!
+//! Shape: `BackupScheduler::new(options, cluster)` → `run(cancel)`, and a cheap
+//! [`ScheduleHandle`] that `GET /actuator/backups/schedule` reads. Each run takes a backup whose id
+//! is the current time in epoch milliseconds (kept strictly increasing), then applies retention.
+//!
+//! Retention ([`Retention::to_delete`]) deletes only what it may: never a backup IN_PROGRESS,
+//! never the newest COMPLETED one; it keeps the last `keepLast` backups and/or those younger than
+//! `keepWithin`, and logs every backup it removes.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use sluice_broker::protocol::BackupState;
+use tokio_util::sync::CancellationToken;
+
+use crate::actuator::{self, BackupResponse};
+use crate::cluster::Cluster;
+
+/// When backups are taken.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// Every `Duration` from the gateway's start.
+    Interval(Duration),
+    /// A cron expression (5 fields, minute first, UTC), e.g. `0 */6 * * *`.
+    Cron(Box<croner::Cron>, String),
+}
+
+impl Schedule {
+    /// Parses `15m`-style intervals or cron expressions.
+    pub fn parse(text: &str) -> Result<Schedule, String> {
+        let text = text.trim();
+        if let Ok(interval) = humantime::parse_duration(text) {
+            if interval < Duration::from_secs(1) {
+                return Err(format!("interval {text:?} is shorter than 1s"));
+            }
+            return Ok(Schedule::Interval(interval));
+        }
+        croner::Cron::from_str(text)
+            .map(|cron| Schedule::Cron(Box::new(cron), text.to_string()))
+            .map_err(|error| {
+                format!("{text:?} is neither a duration (e.g. 15m) nor a cron expression (e.g. \"0 */6 * * *\"): {error}")
+            })
+    }
+
+    /// The first run strictly after `after`.
+    pub fn next_after(&self, after: SystemTime) -> SystemTime {
+        match self {
+            Schedule::Interval(interval) => after + *interval,
+            Schedule::Cron(cron, _) => {
+                let after: chrono::DateTime<chrono::Utc> = after.into();
+                cron.find_next_occurrence(&after, false)
+                    .map(SystemTime::from)
+                    // A pattern that never matches again: never run.
+                    .unwrap_or_else(|_| SystemTime::now() + Duration::from_secs(365 * 24 * 3600))
+            }
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Schedule::Interval(interval) => {
+                format!("every {}", humantime::format_duration(*interval))
+            }
+            Schedule::Cron(_, text) => format!("cron {text}"),
+        }
+    }
+}
+
+/// What retention keeps; nothing set means nothing is deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Retention {
+    pub keep_last: Option<usize>,
+    #[serde(with = "humantime_option")]
+    pub keep_within: Option<Duration>,
+}
+
+mod humantime_option {
+    pub fn serialize<S: serde::Serializer>(
+        value: &Option<std::time::Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+/// A backup as retention sees it: id, aggregated status, and when it was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupAge {
+    pub id: u64,
+    pub status: BackupState,
+    pub created_at: Option<SystemTime>,
+}
+
+impl BackupAge {
+    pub fn from_response(backup: &BackupResponse) -> BackupAge {
+        let created_at = backup
+            .partitions
+            .iter()
+            .filter_map(|p| p.created_at.as_deref())
+            .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
+            .min();
+        BackupAge {
+            id: backup.backup_id,
+            status: backup.status,
+            created_at,
+        }
+    }
+}
+
+impl Retention {
+    pub fn is_enabled(&self) -> bool {
+        self.keep_last.is_some() || self.keep_within.is_some()
+    }
+
+    /// The ids retention deletes from `backups` at `now`.
+    pub fn to_delete(&self, backups: &[BackupAge], now: SystemTime) -> Vec<u64> {
+        if !self.is_enabled() {
+            return Vec::new();
+        }
+        let mut sorted: Vec<&BackupAge> = backups.iter().collect();
+        sorted.sort_by_key(|b| std::cmp::Reverse(b.id));
+        let newest_completed = sorted
+            .iter()
+            .find(|b| b.status == BackupState::Completed)
+            .map(|b| b.id);
+        sorted
+            .iter()
+            .enumerate()
+            .filter(|(rank, backup)| {
+                let deletable =
+                    matches!(backup.status, BackupState::Completed | BackupState::Failed);
+                let in_last = self.keep_last.is_some_and(|k| *rank < k);
+                let young = self.keep_within.is_some_and(|window| {
+                    // Unknown age: young (never delete on a guess).
+                    backup.created_at.is_none_or(|created| {
+                        now.duration_since(created).unwrap_or_default() <= window
+                    })
+                });
+                deletable && Some(backup.id) != newest_completed && !in_last && !young
+            })
+            .map(|(_, backup)| backup.id)
+            .collect()
+    }
+}
+
+/// What `GET /actuator/backups/schedule` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleStatus {
+    pub enabled: bool,
+    pub schedule: Option<String>,
+    pub retention: Retention,
+    pub next_run_at: Option<String>,
+    pub last_run: Option<LastRun>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastRun {
+    pub backup_id: u64,
+    pub at: String,
+    /// `TRIGGERED` or `FAILED`.
+    pub result: String,
+    pub message: Option<String>,
+    /// Backups deleted by retention after this run.
+    pub deleted: Vec<u64>,
+    pub retention_error: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct ScheduleHandle {
+    status: Arc<Mutex<ScheduleStatus>>,
+}
+
+impl ScheduleHandle {
+    pub fn status(&self) -> ScheduleStatus {
+        self.status.lock().expect("schedule status lock").clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut ScheduleStatus)) {
+        change(&mut self.status.lock().expect("schedule status lock"));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ScheduleOptions {
+    pub schedule: Schedule,
+    pub retention: Retention,
+}
+
+pub struct BackupScheduler {
+    options: ScheduleOptions,
+    cluster: Arc<Cluster>,
+    handle: ScheduleHandle,
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+fn epoch_millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl BackupScheduler {
+    pub fn new(
+        options: ScheduleOptions,
+        cluster: Arc<Cluster>,
+        handle: ScheduleHandle,
+    ) -> BackupScheduler {
+        handle.update(|status| {
+            status.enabled = true;
+            status.schedule = Some(options.schedule.describe());
+            status.retention = options.retention.clone();
+        });
+        BackupScheduler {
+            options,
+            cluster,
+            handle,
+        }
+    }
+
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut last_id = 0u64;
+        let mut next = self.options.schedule.next_after(SystemTime::now());
+        loop {
+            self.handle
+                .update(|status| status.next_run_at = Some(rfc3339(next)));
+            let wait = next.duration_since(SystemTime::now()).unwrap_or_default();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let now = SystemTime::now();
+            // Ids are epoch milliseconds, strictly increasing even if the clock steps back.
+            let id = epoch_millis(now).max(last_id + 1);
+            last_id = id;
+            let taken = actuator::take(&self.cluster, id).await;
+            let (result, message) = match &taken {
+                Ok(()) => {
+                    tracing::info!(backup = id, "scheduled backup taken");
+                    ("TRIGGERED", None)
+                }
+                Err(error) => {
+                    tracing::warn!(backup = id, %error, "scheduled backup failed");
+                    ("FAILED", Some(error.to_string()))
+                }
+            };
+            let (deleted, retention_error) = match self.apply_retention(now).await {
+                Ok(deleted) => (deleted, None),
+                Err(error) => {
+                    tracing::warn!(%error, "retention could not run");
+                    (Vec::new(), Some(error))
+                }
+            };
+            self.handle.update(|status| {
+                status.last_run = Some(LastRun {
+                    backup_id: id,
+                    at: rfc3339(now),
+                    result: result.to_string(),
+                    message,
+                    deleted,
+                    retention_error,
+                })
+            });
+            next = self
+                .options
+                .schedule
+                .next_after(SystemTime::now().max(next));
+        }
+    }
+
+    async fn apply_retention(&self, now: SystemTime) -> Result<Vec<u64>, String> {
+        if !self.options.retention.is_enabled() {
+            return Ok(Vec::new());
+        }
+        let backups = actuator::list(&self.cluster, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ages: Vec<BackupAge> = backups.iter().map(BackupAge::from_response).collect();
+        let mut deleted = Vec::new();
+        for id in self.options.retention.to_delete(&ages, now) {
+            match actuator::delete(&self.cluster, id).await {
+                Ok(()) => {
+                    tracing::info!(backup = id, "retention deleted backup");
+                    deleted.push(id);
+                }
+                Err(error) => {
+                    tracing::warn!(backup = id, %error, "retention could not delete backup")
+                }
+            }
+        }
+        Ok(deleted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use BackupState::*;
+
+    fn at(seconds_ago: u64) -> Option<SystemTime> {
+        Some(UNIX_EPOCH + Duration::from_secs(10_000 - seconds_ago))
+    }
+
+    fn backups(list: &[(u64, BackupState, u64)]) -> Vec<BackupAge> {
+        list.iter()
+            .map(|(id, status, age)| BackupAge {
+                id: *id,
+                status: *status,
+                created_at: at(*age),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn retention_deletes_only_what_it_may() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        let keep_last = |k| Retention {
+            keep_last: Some(k),
+            keep_within: None,
+        };
+        let within = |s| Retention {
+            keep_last: None,
+            keep_within: Some(Duration::from_secs(s)),
+        };
+        // (retention, backups (id, status, age seconds), expected deletions)
+        let cases: Vec<(Retention, Vec<BackupAge>, Vec<u64>)> = vec![
+            (
+                Retention::default(),
+                backups(&[(1, Completed, 900), (2, Completed, 10)]),
+                vec![],
+            ),
+            (
+                keep_last(2),
+                backups(&[(1, Completed, 900), (2, Completed, 500), (3, Completed, 10)]),
+                vec![1],
+            ),
+            // IN_PROGRESS is never deleted, and it counts among the last K.
+            (
+                keep_last(1),
+                backups(&[(1, Completed, 900), (2, InProgress, 10)]),
+                vec![],
+            ),
+            (
+                keep_last(1),
+                backups(&[(1, Completed, 900), (2, Failed, 500), (3, InProgress, 10)]),
+                vec![2],
+            ),
+            // The newest COMPLETED always stays, even when only failures are newer.
+            (
+                keep_last(1),
+                backups(&[(1, Completed, 900), (2, Failed, 500), (3, Failed, 10)]),
+                vec![2],
+            ),
+            (
+                within(600),
+                backups(&[(1, Completed, 900), (2, Completed, 500), (3, Failed, 700)]),
+                vec![1, 3],
+            ),
+            // Both: keep what either rule keeps.
+            (
+                Retention {
+                    keep_last: Some(1),
+                    keep_within: Some(Duration::from_secs(600)),
+                },
+                backups(&[(1, Completed, 900), (2, Completed, 500), (3, Completed, 10)]),
+                vec![1],
+            ),
+            // Unknown age counts as young.
+            (
+                within(60),
+                vec![
+                    BackupAge {
+                        id: 1,
+                        status: Completed,
+                        created_at: None,
+                    },
+                    BackupAge {
+                        id: 2,
+                        status: Completed,
+                        created_at: at(5),
+                    },
+                ],
+                vec![],
+            ),
+        ];
+        for (index, (retention, backups, expected)) in cases.into_iter().enumerate() {
+            let mut deleted = retention.to_delete(&backups, now);
+            deleted.sort();
+            assert_eq!(deleted, expected, "case {index}: {retention:?}");
+        }
+    }
+
+    #[test]
+    fn schedules_parse_intervals_and_cron() {
+        assert!(
+            matches!(Schedule::parse("15m"), Ok(Schedule::Interval(d)) if d == Duration::from_secs(900))
+        );
+        let cron = Schedule::parse("0 */6 * * *").expect("cron parses");
+        let start = UNIX_EPOCH + Duration::from_secs(3600); // 01:00 UTC
+        let next = cron.next_after(start);
+        assert_eq!(next.duration_since(UNIX_EPOCH).unwrap().as_secs(), 6 * 3600);
+        assert!(Schedule::parse("every tuesday").is_err());
+        assert!(Schedule::parse("100ms").is_err());
+    }
+}
