@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -83,7 +84,9 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         }
         BrokerError::BackupInProgress { .. } => (StatusCode::CONFLICT, ErrorKind::BackupInProgress),
         BrokerError::BackupNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::BackupNotFound),
-        BrokerError::BackupStore(_) => (StatusCode::BAD_GATEWAY, ErrorKind::BackupStore),
+        BrokerError::BackupStore(_) | BrokerError::BackupStoreTimeout { .. } => {
+            (StatusCode::BAD_GATEWAY, ErrorKind::BackupStore)
+        }
         BrokerError::PartitionUnavailable { .. } | BrokerError::ShuttingDown => {
             (StatusCode::SERVICE_UNAVAILABLE, ErrorKind::Unavailable)
         }
@@ -93,6 +96,24 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         | BrokerError::CorruptSnapshot { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
         }
+    }
+}
+
+/// How long a status or list request may wait for the backup store: shorter than the gateway's
+/// default request timeout, so that a hanging store is reported as the store's fault (502), not
+/// as a silent broker (504).
+const STORE_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn store_deadline<T>(
+    operation: &'static str,
+    work: impl std::future::Future<Output = crate::Result<T>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(STORE_READ_TIMEOUT, work).await {
+        Ok(result) => result.map_err(ApiError),
+        Err(_) => Err(ApiError(BrokerError::BackupStoreTimeout {
+            operation,
+            timeout_ms: STORE_READ_TIMEOUT.as_millis() as u64,
+        })),
     }
 }
 
@@ -291,10 +312,14 @@ async fn backup_status(
     Path(backup_id): Path<u64>,
 ) -> Result<Json<BrokerBackup>, ApiError> {
     let backups = backups(&state)?;
-    let mut partitions = Vec::new();
-    for partition_id in state.partitions.keys() {
-        partitions.push(backups.status(*partition_id, backup_id).await?);
-    }
+    let partitions = store_deadline("read backup status", async {
+        let mut partitions = Vec::new();
+        for partition_id in state.partitions.keys() {
+            partitions.push(backups.status(*partition_id, backup_id).await?);
+        }
+        Ok(partitions)
+    })
+    .await?;
     Ok(Json(BrokerBackup {
         backup_id,
         partitions,
@@ -318,12 +343,16 @@ async fn list_backups(
             ))));
         }
     }
-    let mut by_id: BTreeMap<u64, Vec<_>> = BTreeMap::new();
-    for partition_id in state.partitions.keys() {
-        for status in backups.list(*partition_id, query.prefix.as_deref()).await? {
-            by_id.entry(status.backup_id).or_default().push(status);
+    let by_id = store_deadline("list backups", async {
+        let mut by_id: BTreeMap<u64, Vec<_>> = BTreeMap::new();
+        for partition_id in state.partitions.keys() {
+            for status in backups.list(*partition_id, query.prefix.as_deref()).await? {
+                by_id.entry(status.backup_id).or_default().push(status);
+            }
         }
-    }
+        Ok(by_id)
+    })
+    .await?;
     Ok(Json(
         by_id
             .into_iter()

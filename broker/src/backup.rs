@@ -86,6 +86,8 @@ struct Running {
     /// Set when the backup failed but its FAILED manifest has not landed yet (the store may be
     /// down): status answers FAILED from here.
     failure: Option<String>,
+    /// `createdAt` of the IN_PROGRESS manifest, once it is built.
+    created_at: Option<String>,
 }
 
 type RunningMap = Arc<DashMap<(u32, u64), Running>>;
@@ -225,6 +227,9 @@ async fn execute(
         running: _running,
     } = queued;
     let manifest = Manifest::in_progress(id, descriptor.clone());
+    if let Some(mut entry) = running.get_mut(&(id.partition_id, id.checkpoint_id)) {
+        entry.created_at = Some(manifest.created_at.clone());
+    }
     let started = std::time::Instant::now();
     let call_timeout = options.store_call_timeout;
     let result = async {
@@ -373,8 +378,8 @@ fn status_of_running(running: &Running) -> PartitionBackupStatus {
             broker_version: running.descriptor.broker_version.clone(),
         }),
         failure_reason: running.failure.clone(),
-        created_at: None,
-        last_updated_at: None,
+        created_at: running.created_at.clone(),
+        last_updated_at: running.created_at.clone(),
     }
 }
 
@@ -401,6 +406,7 @@ impl BackupHandle {
                 id: job.id,
                 descriptor: job.descriptor.clone(),
                 failure: None,
+                created_at: None,
             },
         );
         let guard = RunningGuard {
@@ -427,19 +433,9 @@ impl BackupHandle {
     }
 
     pub async fn status(&self, partition_id: u32, backup_id: u64) -> Result<PartitionBackupStatus> {
+        // A backup this broker is running is answered from memory, never from the store: the
+        // store may be the thing that hangs, and the status must still say what is going on.
         if let Some(running) = self.running.get(&(partition_id, backup_id)) {
-            let running = running.clone();
-            if running.failure.is_some() {
-                return Ok(status_of_running(&running));
-            }
-            if let Some(manifest) = self
-                .store
-                .read_manifest(&running.id)
-                .await?
-                .filter(|m| m.status == BackupStatus::InProgress)
-            {
-                return Ok(status_from_manifest(&manifest));
-            }
             return Ok(status_of_running(&running));
         }
         let manifests = self.store.find_manifests(partition_id, backup_id).await?;

@@ -34,6 +34,11 @@ pub enum BrokerError {
     BackupNotFound { backup_id: u64 },
     #[error("backup store error: {0}")]
     BackupStore(#[from] sluice_backup_store::BackupStoreError),
+    #[error("backup store did not answer in time: operation={operation} timeout_ms={timeout_ms}; is the backup store reachable?")]
+    BackupStoreTimeout {
+        operation: &'static str,
+        timeout_ms: u64,
+    },
     #[error("partition unavailable: partition={partition_id}: {reason}")]
     PartitionUnavailable { partition_id: u32, reason: String },
     #[error("cannot listen: address={address}: {source}; is another process using the port? set broker.network.port (SLUICE_BROKER_NETWORK_PORT)")]

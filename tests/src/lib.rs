@@ -438,10 +438,50 @@ impl Garage {
     pub fn log_tail(&self) -> String {
         tail(&self.dir.path().join("garage.log"), 40)
     }
+
+    fn pid(&self) -> String {
+        fs::read_to_string(self.dir.path().join("garage.pid"))
+            .expect("garage.pid of a running Garage")
+            .trim()
+            .to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} garage failed: {status}");
+    }
+
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never answered,
+    /// the hardest outage for a client (no error, only silence).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Stops the server for good (SIGKILL): requests are refused from now on.
+    pub fn kill(&self) {
+        self.signal("-KILL");
+    }
 }
 
 impl Drop for Garage {
     fn drop(&mut self) {
+        // A paused server would ignore SIGTERM until resumed.
+        if let Ok(pid) = fs::read_to_string(self.dir.path().join("garage.pid")) {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.trim())
+                .stderr(Stdio::null())
+                .status();
+        }
         let script = workspace_root().join("scripts").join("garage-stop.sh");
         let stopped = Command::new(&script)
             .arg(self.dir.path())
