@@ -296,6 +296,48 @@ pub const KEYS: &[KeyDoc] = &[
         "9600",
         "Port the gateway's management endpoint listens on (1..=65535); must differ from `gateway.network.port` on the same host.",
     ),
+    secret(
+        "gateway.network.token",
+        "SLUICE_GATEWAY_NETWORK_TOKEN",
+        "",
+        "When set, every client API request needs `Authorization: Bearer <token>` (401 otherwise). Never printed.",
+    ),
+    secret(
+        "gateway.management.token",
+        "SLUICE_GATEWAY_MANAGEMENT_TOKEN",
+        "",
+        "When set, every actuator request needs `Authorization: Bearer <token>` (401 otherwise); the `sluice` CLI sends it with `--token`. Never printed.",
+    ),
+    key(
+        "gateway.tls.certificate",
+        "SLUICE_GATEWAY_TLS_CERTIFICATE",
+        "",
+        "PEM file with the certificate chain; when set (with `key`) both gateway ports serve HTTPS only.",
+    ),
+    key(
+        "gateway.tls.key",
+        "SLUICE_GATEWAY_TLS_KEY",
+        "",
+        "PEM file with the private key of `certificate`; set both or neither.",
+    ),
+    key(
+        "gateway.backup.schedule",
+        "SLUICE_GATEWAY_BACKUP_SCHEDULE",
+        "",
+        "Scheduled backups: an interval (`1h`, `15m`, at least 1s) or a cron expression (`0 */6 * * *`, 5 or 6 fields, UTC); ids are epoch milliseconds. Empty disables them.",
+    ),
+    key(
+        "gateway.backup.retention.keepLast",
+        "SLUICE_GATEWAY_BACKUP_RETENTION_KEEPLAST",
+        "0",
+        "Retention after each scheduled backup: keep at most this many newest backups (0 = no count limit). The newest COMPLETED backup is always kept.",
+    ),
+    key(
+        "gateway.backup.retention.keepWithin",
+        "SLUICE_GATEWAY_BACKUP_RETENTION_KEEPWITHIN",
+        "",
+        "Retention: also keep every backup younger than this (e.g. `7d`, `36h`); empty = no age rule. With both rules a backup is kept if either keeps it.",
+    ),
 ];
 
 /// The environment variable for a dotted key: `SLUICE_` + the upper-cased key with

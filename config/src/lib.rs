@@ -338,6 +338,31 @@ pub struct GatewayConfig {
     pub cluster: GatewayClusterConfig,
     pub network: NetworkConfig,
     pub management: ManagementConfig,
+    /// `gateway.network.token`: the bearer token of the client API, if any.
+    pub client_token: Option<Secret>,
+    /// `gateway.tls.*`: HTTPS on both ports when set.
+    pub tls: Option<TlsConfig>,
+    /// `gateway.backup.*`
+    pub backup: GatewayBackupConfig,
+}
+
+/// `gateway.tls.*`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `gateway.backup.*`: scheduled backups and their retention.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayBackupConfig {
+    /// The schedule text as configured (an interval or a cron expression); `None` = disabled.
+    /// The gateway parses it at start-up and refuses an invalid one naming the key.
+    pub schedule: Option<String>,
+    /// Keep at most this many newest backups; `None` = no count rule.
+    pub keep_last: Option<usize>,
+    /// Keep every backup younger than this; `None` = no age rule.
+    pub keep_within: Option<Duration>,
 }
 
 /// `gateway.cluster.*`
@@ -353,6 +378,8 @@ pub struct GatewayClusterConfig {
 pub struct ManagementConfig {
     pub host: String,
     pub port: u16,
+    /// `gateway.management.token`: the bearer token of the actuator API, if any.
+    pub token: Option<Secret>,
 }
 
 /// Why the configuration could not be loaded or is not valid.
@@ -537,6 +564,20 @@ impl SluiceConfig {
                     net.port, mgmt.host
                 ),
             ));
+        }
+        if let Some(tls) = &gateway.tls {
+            for (key, path) in [
+                ("gateway.tls.certificate", &tls.certificate),
+                ("gateway.tls.key", &tls.key),
+            ] {
+                if !path.is_file() {
+                    return Err(ConfigError::invalid(
+                        key,
+                        &path.display().to_string(),
+                        "is not a readable file (a PEM file is expected)",
+                    ));
+                }
+            }
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use crate::values::{
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
     ClusterConfig, ConfigError, DataConfig, FilesystemBackupConfig, GatewayClusterConfig,
-    GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig, S3BackupConfig, Secret,
+    GatewayBackupConfig, GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig, S3BackupConfig, Secret, TlsConfig,
     SluiceConfig,
 };
 
@@ -407,6 +407,49 @@ impl Raw {
             management: ManagementConfig {
                 host: self.host("gateway.management.host")?,
                 port: self.port("gateway.management.port")?,
+                token: self
+                    .optional_verbatim("gateway.management.token")
+                    .map(Secret::from),
+            },
+            client_token: self
+                .optional_verbatim("gateway.network.token")
+                .map(Secret::from),
+            tls: match (
+                self.optional("gateway.tls.certificate"),
+                self.optional("gateway.tls.key"),
+            ) {
+                (None, None) => None,
+                (Some(certificate), Some(key)) => Some(TlsConfig {
+                    certificate: PathBuf::from(certificate),
+                    key: PathBuf::from(key),
+                }),
+                (Some(_), None) => {
+                    return Err(ConfigError::invalid(
+                        "gateway.tls.key",
+                        "",
+                        "is required when gateway.tls.certificate is set",
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        "gateway.tls.certificate",
+                        "",
+                        "is required when gateway.tls.key is set",
+                    ))
+                }
+            },
+            backup: GatewayBackupConfig {
+                schedule: self.optional("gateway.backup.schedule"),
+                keep_last: self.parse("gateway.backup.retention.keepLast", |s| {
+                    let n = uint_in(s, 0, 1_000_000)?;
+                    Ok((n > 0).then_some(n as usize))
+                })?,
+                keep_within: self.parse("gateway.backup.retention.keepWithin", |s| {
+                    match optional(s) {
+                        None => Ok(None),
+                        Some(text) => duration_at_least_100ms(&text).map(Some),
+                    }
+                })?,
             },
         };
         Ok(SluiceConfig {

@@ -259,6 +259,13 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("gateway.network.port", "8081"),
         ("gateway.management.host", "localhost"),
         ("gateway.management.port", "9601"),
+        ("gateway.network.token", "client-token"),
+        ("gateway.management.token", "mgmt-token"),
+        ("gateway.tls.certificate", "Cargo.toml"),
+        ("gateway.tls.key", "KEYS.md"),
+        ("gateway.backup.schedule", "0 */6 * * *"),
+        ("gateway.backup.retention.keepLast", "7"),
+        ("gateway.backup.retention.keepWithin", "7d"),
     ];
     assert_eq!(values.len(), KEYS.len());
     let from_env = load_from(

@@ -19,8 +19,13 @@ use sluice_broker::protocol::{BackupState, BrokerBackup, ErrorKind, PartitionBac
 use crate::client_api::not_found;
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
+use crate::schedule::{ScheduleHandle, ScheduleStatus};
 
-pub fn router(cluster: Arc<Cluster>) -> Router {
+pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
+    // A static segment wins over `{id}`, so `/actuator/backups/schedule` is never read as an id.
+    let schedule_routes = Router::new()
+        .route("/actuator/backups/schedule", get(schedule_status))
+        .with_state(schedule);
     Router::new()
         .route("/actuator/backups", get(list_backups))
         .route(
@@ -28,8 +33,23 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
             post(take_backup).get(backup_status).delete(delete_backup),
         )
         .route("/actuator/health", get(health))
+        .route("/actuator/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(cluster)
+        .merge(schedule_routes)
+}
+
+async fn schedule_status(State(schedule): State<ScheduleHandle>) -> Json<ScheduleStatus> {
+    Json(schedule.status())
+}
+
+/// The OpenAPI description of the client and actuator APIs (`gateway/openapi.json`), served as
+/// written: a test runs it against the live gateway so the two cannot drift.
+async fn openapi() -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("../openapi.json"),
+    )
 }
 
 /// Backup ids are positive 64-bit signed integers (1 ..= 9223372036854775807), as in Zeebe.

@@ -34,6 +34,10 @@ pub enum GatewayError {
         address: String,
         source: std::io::Error,
     },
+    #[error("missing or wrong bearer token: send `Authorization: Bearer <token>` with the token configured in {key}")]
+    Unauthorized { key: &'static str },
+    #[error("invalid configuration: {0}")]
+    Config(#[from] sluice_config::ConfigError),
 }
 
 impl GatewayError {
@@ -50,7 +54,8 @@ impl GatewayError {
             }
             GatewayError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::Internal(_) | GatewayError::Bind { .. } => {
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Internal(_) | GatewayError::Bind { .. } | GatewayError::Config(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
         }
@@ -63,11 +68,18 @@ impl IntoResponse for GatewayError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        (
+        let mut response = (
             status,
             Json(serde_json::json!({ "message": self.to_string() })),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 

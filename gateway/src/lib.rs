@@ -3,6 +3,7 @@
 //! learns from the brokers.
 
 pub mod actuator;
+pub mod auth;
 pub mod client_api;
 pub mod cluster;
 pub mod error;

@@ -1,55 +1,199 @@
-//! The gateway process: the client API and the actuator API, each on its own port.
+//! The gateway process: the client API and the actuator API, each on its own port (HTTPS on both
+//! when `gateway.tls.*` is set), each with its optional bearer token, and the backup scheduler
+//! when `gateway.backup.schedule` is set.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_config::GatewayConfig;
+use axum::Router;
+use sluice_config::{ConfigError, GatewayConfig, TlsConfig};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{require_token, RequiredToken};
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
+use crate::schedule::{BackupScheduler, Retention, Schedule, ScheduleHandle, ScheduleOptions};
+
+/// How long in-flight requests may finish after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub struct GatewayService {
-    brokers: Vec<String>,
-    request_timeout: Duration,
-    client_address: String,
-    management_address: String,
+    config: GatewayConfig,
+    schedule: Option<ScheduleOptions>,
 }
 
 impl GatewayService {
-    pub fn new(config: &GatewayConfig) -> GatewayService {
-        GatewayService {
-            brokers: config.cluster.brokers.clone(),
-            request_timeout: config.cluster.request_timeout,
-            client_address: format!("{}:{}", config.network.host, config.network.port),
-            management_address: format!("{}:{}", config.management.host, config.management.port),
+    /// Checks what only the gateway can check (the schedule's syntax) and refuses an invalid
+    /// value naming its key.
+    pub fn new(config: &GatewayConfig) -> Result<GatewayService, GatewayError> {
+        let backup = &config.backup;
+        let schedule = match &backup.schedule {
+            None => None,
+            Some(text) => Some(ScheduleOptions {
+                schedule: Schedule::parse(text).map_err(|reason| {
+                    ConfigError::invalid("gateway.backup.schedule", text, reason)
+                })?,
+                retention: Retention {
+                    keep_last: backup.keep_last,
+                    keep_within: backup.keep_within,
+                },
+            }),
+        };
+        if schedule.is_none() && (backup.keep_last.is_some() || backup.keep_within.is_some()) {
+            tracing::warn!("gateway.backup.retention is set but gateway.backup.schedule is not: retention only runs after scheduled backups");
         }
+        Ok(GatewayService {
+            config: config.clone(),
+            schedule,
+        })
     }
 
     pub async fn run(self, cancel: CancellationToken) -> Result<(), GatewayError> {
-        let cluster = Arc::new(Cluster::new(&self.brokers, self.request_timeout));
-        let bind = |address: String| async move {
-            tokio::net::TcpListener::bind(&address)
-                .await
-                .map_err(|source| GatewayError::Bind { address, source })
+        let config = &self.config;
+        let cluster = Arc::new(Cluster::new(
+            &config.cluster.brokers,
+            config.cluster.request_timeout,
+        ));
+        let schedule_handle = ScheduleHandle::default();
+        let client_address = format!("{}:{}", config.network.host, config.network.port);
+        let management_address = format!("{}:{}", config.management.host, config.management.port);
+
+        let client_router = with_token(
+            crate::client_api::router(cluster.clone()),
+            config.client_token.as_ref(),
+            "gateway.network.token",
+        );
+        let management_router = with_token(
+            crate::actuator::router(cluster.clone(), schedule_handle.clone()),
+            config.management.token.as_ref(),
+            "gateway.management.token",
+        );
+
+        let tls = match &config.tls {
+            None => None,
+            Some(tls) => Some(rustls_config(tls).await?),
         };
-        let client_listener = bind(self.client_address.clone()).await?;
-        let management_listener = bind(self.management_address.clone()).await?;
-        tracing::info!(client = %self.client_address, management = %self.management_address,
-            brokers = ?self.brokers, "gateway ready");
-        let client = axum::serve(client_listener, crate::client_api::router(cluster.clone()))
-            .with_graceful_shutdown(cancel.clone().cancelled_owned());
-        let management = axum::serve(management_listener, crate::actuator::router(cluster))
-            .with_graceful_shutdown(cancel.clone().cancelled_owned());
+        let client_listener = bind(&client_address)?;
+        let management_listener = bind(&management_address)?;
+        tracing::info!(client = %client_address, management = %management_address,
+            brokers = ?config.cluster.brokers, tls = tls.is_some(),
+            client_token = config.client_token.is_some(),
+            management_token = config.management.token.is_some(),
+            schedule = self.schedule.as_ref().map(|s| s.schedule.describe()),
+            "gateway ready");
+
+        let scheduler = self.schedule.clone().map(|options| {
+            let scheduler = BackupScheduler::new(options, cluster.clone(), schedule_handle);
+            tokio::spawn(scheduler.run(cancel.clone()))
+        });
+        let client = serve(
+            client_listener,
+            client_router,
+            tls.clone(),
+            cancel.clone(),
+            &client_address,
+        );
+        let management = serve(
+            management_listener,
+            management_router,
+            tls,
+            cancel.clone(),
+            &management_address,
+        );
         let (client, management) = tokio::join!(client, management);
-        client.map_err(|source| GatewayError::Bind {
-            address: self.client_address,
-            source,
-        })?;
-        management.map_err(|source| GatewayError::Bind {
-            address: self.management_address,
-            source,
-        })?;
+        // Both servers end only on cancellation (or an error): stop the scheduler too.
+        cancel.cancel();
+        if let Some(scheduler) = scheduler {
+            let _ = scheduler.await;
+        }
+        client?;
+        management?;
         Ok(())
     }
+}
+
+fn with_token(router: Router, token: Option<&sluice_config::Secret>, key: &'static str) -> Router {
+    match token {
+        None => router,
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+            RequiredToken {
+                token: Arc::new(token.clone()),
+                key,
+            },
+            require_token,
+        )),
+    }
+}
+
+fn bind(address: &str) -> Result<std::net::TcpListener, GatewayError> {
+    let listener =
+        std::net::TcpListener::bind(address).map_err(|source| GatewayError::Bind {
+            address: address.to_string(),
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| GatewayError::Bind {
+            address: address.to_string(),
+            source,
+        })?;
+    Ok(listener)
+}
+
+async fn rustls_config(
+    tls: &TlsConfig,
+) -> Result<axum_server::tls_rustls::RustlsConfig, GatewayError> {
+    // One process-wide crypto provider (ring); installing it twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
+        .await
+        .map_err(|error| {
+            GatewayError::Config(ConfigError::invalid(
+                "gateway.tls.certificate",
+                &tls.certificate.display().to_string(),
+                format!(
+                    "cannot load the certificate and key {} as PEM: {error}",
+                    tls.key.display()
+                ),
+            ))
+        })
+}
+
+/// Serves `router` on `listener` until `cancel`, then lets in-flight requests finish for at
+/// most [`SHUTDOWN_GRACE`].
+async fn serve(
+    listener: std::net::TcpListener,
+    router: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    cancel: CancellationToken,
+    address: &str,
+) -> Result<(), GatewayError> {
+    let handle = axum_server::Handle::new();
+    let shutdown = handle.clone();
+    tokio::spawn(async move {
+        cancel.cancelled().await;
+        shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    let app = router.into_make_service();
+    let bind_error = |source| GatewayError::Bind {
+        address: address.to_string(),
+        source,
+    };
+    match tls {
+        None => {
+            axum_server::from_tcp(listener)
+                .map_err(bind_error)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+        Some(tls) => {
+            axum_server::from_tcp_rustls(listener, tls)
+                .map_err(bind_error)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    }
+    .map_err(bind_error)
 }

@@ -11,6 +11,7 @@ async fn main() -> anyhow::Result<()> {
     config
         .validate_gateway()
         .context("cannot start the gateway")?;
+    let service = GatewayService::new(&config.gateway).context("cannot start the gateway")?;
     let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
@@ -18,7 +19,7 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown requested");
         signal_cancel.cancel();
     });
-    GatewayService::new(&config.gateway)
+    service
         .run(cancel)
         .await
         .context("the gateway stopped with an error")

@@ -25,6 +25,8 @@ async fn main() -> anyhow::Result<()> {
             "backups go to a directory on the same disk as the data: fine for trying Sluice out, not a backup; use S3 in production"
         );
     }
+    let gateway_service =
+        GatewayService::new(&config.gateway).context("cannot start standalone Sluice")?;
     let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
@@ -33,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
         signal_cancel.cancel();
     });
     let broker = BrokerService::new(config.broker.clone()).run(cancel.clone());
-    let gateway = GatewayService::new(&config.gateway).run(cancel.clone());
+    let gateway = gateway_service.run(cancel.clone());
     let (broker, gateway) = tokio::join!(
         async {
             let result = broker.await;
