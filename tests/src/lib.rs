@@ -534,6 +534,8 @@ pub struct ClusterSpec {
     pub management_port: u16,
     /// Settings given to every broker (and to the restore tool).
     pub broker_common: Env,
+    /// Settings given to the gateway on top of its addresses.
+    pub gateway_common: Env,
 }
 
 impl ClusterSpec {
@@ -561,12 +563,20 @@ impl ClusterSpec {
             gateway_port: free_port(),
             management_port: free_port(),
             broker_common,
+            gateway_common: Env::new(),
         }
     }
 
     /// Adds (or replaces) a setting of every broker.
     pub fn with(mut self, key: &str, value: &str) -> ClusterSpec {
         self.broker_common
+            .insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Adds (or replaces) a setting of the gateway.
+    pub fn with_gateway(mut self, key: &str, value: &str) -> ClusterSpec {
+        self.gateway_common
             .insert(key.to_string(), value.to_string());
         self
     }
@@ -647,6 +657,7 @@ impl ClusterSpec {
             "SLUICE_GATEWAY_MANAGEMENT_PORT".into(),
             self.management_port.to_string(),
         );
+        env.extend(self.gateway_common.clone());
         env
     }
 
