@@ -8,6 +8,21 @@ cd "$ROOT"
 
 scripts/install-garage.sh
 export PATH="$HOME/.cargo/bin:$PATH"
+# awscli: the S3 baselines of the benchmark (tests/tests/bench_quick.rs runs sluice-bench --quick).
+# (pip may put it in ~/.local/bin.)
+export PATH="$PATH:$HOME/.local/bin"
+command -v aws >/dev/null 2>&1 || python3 -m pip install --quiet awscli
+# schemathesis: tests/tests/openapi.rs fuzzes the gateway against its OpenAPI description.
+if ! command -v schemathesis >/dev/null 2>&1; then
+    python3 -m pip install --quiet schemathesis
+    if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+fi
+# Node.js for Azurite (the Azure emulator), then the GCS and Azure emulators of the conformance
+# tests (tests/tests/{azure,gcs}_conformance.rs).
+if ! command -v npm >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+fi
+scripts/install-emulators.sh
 
 cargo build --release --workspace --bins
 

@@ -483,7 +483,8 @@ impl BackupStore {
     /// | S3 (AWS, MinIO, R2, …) | atomic (`If-None-Match: *`) | atomic (`If-Match: <etag>`) |
     /// | Garage 2.5 (S3 API) | checked only: Garage ignores `If-None-Match` on `PutObject` (verified) | checked only: Garage ignores `If-Match` |
     /// | GCS | atomic (`ifGenerationMatch=0`) | atomic (generation match) |
-    /// | Azure Blob Storage, Azurite | atomic (`If-None-Match: *`) | atomic (`If-Match: <etag>`) |
+    /// | fake-gcs-server 1.54 (GCS emulator) | checked only: ignores generation preconditions (verified) | checked only |
+    /// | Azure Blob Storage, Azurite | atomic (`If-None-Match: *`) | atomic (`If-Match: <etag>`) (Azurite 3.35: verified by `tests/tests/azure_conformance.rs`) |
     ///
     /// A store answering `NotImplemented`/`NotSupported` to a conditional put
     /// gets a plain put after the check.

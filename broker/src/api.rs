@@ -13,10 +13,12 @@ use axum::{Json, Router};
 
 use crate::backup::BackupHandle;
 use crate::error::BrokerError;
+use crate::metrics::{BackupMetrics, RestoreReport};
 use crate::partition::PartitionHandle;
 use crate::protocol::{
-    AccountBalance, BrokerBackup, CheckpointCreated, DeliverRequest, DeliverResponse, ErrorBody,
-    ErrorKind, ExecuteRequest, ExecuteResponse, Topology, TransferStatus, API_PREFIX,
+    AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, DeliverRequest,
+    DeliverResponse, ErrorBody, ErrorKind, ExecuteRequest, ExecuteResponse, Topology,
+    TransferStatus, API_PREFIX,
 };
 use crate::record::{Command, Outcome, Rejection};
 use crate::routing::validate_account;
@@ -28,12 +30,17 @@ pub struct ApiState {
     pub topology: Topology,
     pub partitions: BTreeMap<u32, PartitionHandle>,
     pub backups: Option<BackupHandle>,
+    /// Counted by the backup service (all zero without a backup store).
+    pub metrics: Arc<BackupMetrics>,
+    /// The restore report found in the data directory at start-up.
+    pub restore: Option<RestoreReport>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     let routes = Router::new()
         .route("/topology", get(topology))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .route("/partitions/{partition}/commands", post(execute))
         .route("/partitions/{partition}/accounts/{account}", get(balance))
         .route("/partitions/{partition}/summary", get(summary))
@@ -135,6 +142,14 @@ fn backups(state: &ApiState) -> Result<&BackupHandle, ApiError> {
 
 async fn topology(State(state): State<Arc<ApiState>>) -> Json<Topology> {
     Json(state.topology.clone())
+}
+
+async fn metrics(State(state): State<Arc<ApiState>>) -> Json<BrokerMetrics> {
+    Json(
+        state
+            .metrics
+            .snapshot(state.topology.node_id, state.restore.as_ref()),
+    )
 }
 
 async fn health(State(state): State<Arc<ApiState>>) -> Response {

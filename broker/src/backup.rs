@@ -4,7 +4,8 @@
 //! Shape: `BackupService::new(store, options)` gives the service and a cheap [`BackupHandle`];
 //! `run(cancel)` is the actor loop. Partitions hand jobs over a bounded channel; each job becomes a
 //! task; file uploads of all jobs share one semaphore (`maxConcurrentUploads`), so many large
-//! segments never open more connections than configured.
+//! segments never open more connections than configured. Starts, uploaded files and final
+//! statuses are counted into a shared [`BackupMetrics`] (`BackupService::with_metrics`).
 //!
 //! Lifecycle of one partition backup (the manifest is the commit point):
 //! 1. the job is registered as running (status answers IN_PROGRESS from here on);
@@ -32,6 +33,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BrokerError, Result};
+use crate::metrics::{BackupMetrics, InProgressGuard};
 use crate::partition::ReservationGuard;
 use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
 
@@ -110,12 +112,15 @@ pub struct BackupHandle {
     store: BackupStore,
     running: RunningMap,
     node_id: u32,
+    metrics: Arc<BackupMetrics>,
 }
 
-/// A job on its way to the service, with the guard that keeps it listed as running.
+/// A job on its way to the service, with the guards that keep it listed as running and counted
+/// as in progress.
 struct Queued {
     job: BackupJob,
     running: RunningGuard,
+    in_progress: InProgressGuard,
 }
 
 pub struct BackupService {
@@ -125,6 +130,7 @@ pub struct BackupService {
     running: RunningMap,
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
+    metrics: Arc<BackupMetrics>,
 }
 
 const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -135,6 +141,15 @@ const LIST_MANIFEST_READS: usize = 16;
 
 impl BackupService {
     pub fn new(store: BackupStore, options: BackupOptions) -> (BackupService, BackupHandle) {
+        BackupService::with_metrics(store, options, BackupMetrics::new())
+    }
+
+    /// [`BackupService::new`], counting into `metrics` (shared with the API that serves them).
+    pub fn with_metrics(
+        store: BackupStore,
+        options: BackupOptions,
+        metrics: Arc<BackupMetrics>,
+    ) -> (BackupService, BackupHandle) {
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let running: RunningMap = Arc::new(DashMap::new());
         let handle = BackupHandle {
@@ -142,6 +157,7 @@ impl BackupService {
             store: store.clone(),
             running: running.clone(),
             node_id: options.node_id,
+            metrics: metrics.clone(),
         };
         let throttle = (options.upload_rate_limit_bytes_per_second > 0)
             .then(|| Throttle::new(options.upload_rate_limit_bytes_per_second));
@@ -154,6 +170,7 @@ impl BackupService {
                 running,
                 uploads,
                 throttle,
+                metrics,
             },
             handle,
         )
@@ -171,7 +188,8 @@ impl BackupService {
                     let uploads = self.uploads.clone();
                     let throttle = self.throttle.clone();
                     let running = self.running.clone();
-                    tasks.spawn(execute(store, queued, uploads, throttle, self.options.clone(), running));
+                    let metrics = self.metrics.clone();
+                    tasks.spawn(execute(store, queued, uploads, throttle, self.options.clone(), running, metrics));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -215,6 +233,7 @@ async fn execute(
     throttle: Option<Throttle>,
     options: BackupOptions,
     running: RunningMap,
+    metrics: Arc<BackupMetrics>,
 ) {
     let Queued {
         job:
@@ -225,7 +244,10 @@ async fn execute(
                 reservation,
             },
         running: _running,
+        in_progress,
     } = queued;
+    // Counted as in progress until the final status is known (or the task is aborted).
+    let mut in_progress = Some(in_progress);
     let manifest = Manifest::in_progress(id, descriptor.clone());
     if let Some(mut entry) = running.get_mut(&(id.partition_id, id.checkpoint_id)) {
         entry.created_at = Some(manifest.created_at.clone());
@@ -242,6 +264,7 @@ async fn execute(
                 let store = store.clone();
                 let uploads = uploads.clone();
                 let throttle = throttle.clone();
+                let metrics = metrics.clone();
                 let deadline = options.upload_deadline(file.len_bytes);
                 async move {
                     let _permit = uploads
@@ -257,7 +280,11 @@ async fn execute(
                         throttle.as_ref(),
                     );
                     match tokio::time::timeout(deadline, upload).await {
-                        Ok(result) => result.map_err(|error| error.to_string()),
+                        Ok(Ok(entry)) => {
+                            metrics.file_uploaded(entry.stored_bytes);
+                            Ok(entry)
+                        }
+                        Ok(Err(error)) => Err(error.to_string()),
                         Err(_) => Err(format!(
                             "upload of {} ({} bytes) did not finish within {deadline:?}; is the backup store reachable?",
                             file.name, file.len_bytes
@@ -272,6 +299,7 @@ async fn execute(
     }
     .await;
     drop(reservation);
+    let completed = result.is_ok();
     let final_manifest = match result {
         Ok(entries) => {
             let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
@@ -288,6 +316,9 @@ async fn execute(
         Err(error) => {
             tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
             let reason = format!("upload failed: {error}");
+            // Counted before status answers FAILED (from the next line on).
+            metrics.backup_failed();
+            in_progress.take();
             if let Some(mut entry) = running.get_mut(&(id.partition_id, id.checkpoint_id)) {
                 entry.failure = Some(reason.clone());
             }
@@ -301,7 +332,12 @@ async fn execute(
     for attempt in 1..=FINAL_MANIFEST_ATTEMPTS {
         let write = tokio::time::timeout(call_timeout, store.write_manifest(&final_manifest)).await;
         match write {
-            Ok(Ok(())) => return,
+            Ok(Ok(())) => {
+                if completed {
+                    metrics.backup_completed(id.checkpoint_id, started.elapsed());
+                }
+                return;
+            }
             Ok(Err(error)) => {
                 tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id, attempt, %error,
                     "could not write the final manifest; retrying");
@@ -323,6 +359,10 @@ async fn execute(
         backup = id.checkpoint_id,
         "gave up writing the final manifest; the next start of this broker marks the backup FAILED"
     );
+    if completed {
+        metrics.backup_failed();
+    }
+    drop(in_progress);
 }
 
 /// Writes a FAILED manifest for `id`, keeping what an existing manifest recorded.
@@ -396,6 +436,11 @@ impl BackupHandle {
         &self.store
     }
 
+    /// The metrics this service counts into.
+    pub fn metrics(&self) -> &Arc<BackupMetrics> {
+        &self.metrics
+    }
+
     /// Hands a job to the service. Registers it as running first, so that a status query right
     /// after the checkpoint was acknowledged answers IN_PROGRESS, not DOES_NOT_EXIST.
     pub async fn start(&self, job: BackupJob) {
@@ -421,10 +466,12 @@ impl BackupHandle {
             .send(Queued {
                 job,
                 running: guard,
+                in_progress: self.metrics.started(),
             })
             .await
             .is_err()
         {
+            self.metrics.backup_failed();
             let reason = "the broker is shutting down; take a new backup";
             if let Err(error) = mark_failed(&self.store, &id, &descriptor, reason).await {
                 tracing::warn!(%error, "could not mark a refused backup FAILED");

@@ -5,8 +5,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::protocol::{
-    AccountBalance, BrokerBackup, CheckpointCreated, DeliverRequest, DeliverResponse, ErrorBody,
-    ExecuteRequest, ExecuteResponse, Topology, TransferStatus, API_PREFIX,
+    AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, DeliverRequest,
+    DeliverResponse, ErrorBody, ExecuteRequest, ExecuteResponse, Topology, TransferStatus,
+    API_PREFIX,
 };
 use crate::record::{Command, Delivery, Outcome};
 use crate::state::PartitionSummary;
@@ -115,6 +116,11 @@ impl BrokerClient {
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
         self.send(self.http.get(self.url("/health"))).await
+    }
+
+    /// Backup and restore metrics of the broker.
+    pub async fn metrics(&self) -> Result<BrokerMetrics, ClientError> {
+        self.send(self.http.get(self.url("/metrics"))).await
     }
 
     pub async fn execute(

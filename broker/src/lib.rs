@@ -7,6 +7,7 @@ pub mod backup;
 pub mod client;
 pub mod error;
 pub mod log;
+pub mod metrics;
 pub mod outbox;
 pub mod partition;
 pub mod protocol;

@@ -157,3 +157,60 @@ pub struct ErrorBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<u64>,
 }
+
+/// A broker's backup and restore metrics (`GET /metrics`), counted since the broker started;
+/// the gateway renders them in the Prometheus text format.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerMetrics {
+    pub node_id: u32,
+    /// Partition backups that ended COMPLETED (the COMPLETED manifest landed).
+    pub backups_completed: u64,
+    /// Partition backups that ended FAILED.
+    pub backups_failed: u64,
+    /// Partition backups accepted and not finished yet.
+    pub backups_in_progress: u64,
+    /// Bytes of backup files in the store (as stored, after compression).
+    pub uploaded_bytes: u64,
+    pub uploaded_files: u64,
+    /// Durations of completed partition backups, seconds.
+    pub backup_duration: Histogram,
+    pub last_completed: Option<LastCompletedBackup>,
+    /// From the restore report of the data directory, when the broker started from a restore.
+    pub restore: Option<RestoreMetrics>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Cumulative counts, ascending by upper bound; `+Inf` is `count`.
+    pub buckets: Vec<HistogramBucket>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HistogramBucket {
+    /// Upper bound (inclusive).
+    pub le: f64,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCompletedBackup {
+    /// The highest backup id of which a partition backup completed on this broker.
+    pub backup_id: u64,
+    /// When that partition backup completed, seconds since the Unix epoch.
+    pub timestamp_seconds: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreMetrics {
+    pub backup_id: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub duration_seconds: f64,
+    /// When the restore finished, seconds since the Unix epoch.
+    pub timestamp_seconds: f64,
+}

@@ -13,6 +13,7 @@ use crate::api::{self, ApiState};
 use crate::backup::{BackupOptions, BackupService};
 use crate::client::BrokerClient;
 use crate::error::{BrokerError, Result};
+use crate::metrics::{BackupMetrics, RestoreReport};
 use crate::outbox::{OutboxOptions, OutboxSender};
 use crate::partition::{partition_directory, PartitionOptions, PartitionService};
 use crate::protocol::Topology;
@@ -118,9 +119,24 @@ impl BrokerService {
         let config = self.config;
         let cluster = &config.cluster;
         let store = open_store(&config.data.backup).await?;
+        let metrics = BackupMetrics::new();
+        let restore = match RestoreReport::read(&config.data.directory) {
+            Ok(report) => report,
+            Err(error) => {
+                tracing::warn!(%error, "ignoring the restore report: no restore metrics");
+                None
+            }
+        };
+        if let Some(report) = &restore {
+            tracing::info!(
+                backup = report.backup_id,
+                finished_at = %report.finished_at,
+                "the data directory was restored from a backup"
+            );
+        }
         let (backup_service, backup_handle) = match store {
             Some(store) => {
-                let (service, handle) = BackupService::new(
+                let (service, handle) = BackupService::with_metrics(
                     store,
                     BackupOptions {
                         node_id: cluster.node_id,
@@ -132,6 +148,7 @@ impl BrokerService {
                         queue_capacity: 256,
                         store_call_timeout: Duration::from_secs(120),
                     },
+                    metrics.clone(),
                 );
                 (Some(service), Some(handle))
             }
@@ -228,6 +245,8 @@ impl BrokerService {
             },
             partitions: handles,
             backups: backup_handle,
+            metrics,
+            restore,
         });
         tracing::info!(node = cluster.node_id, %address, partitions = ?hosted,
             backup_store = store_kind_name(config.data.backup.store), "broker ready");

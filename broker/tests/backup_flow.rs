@@ -240,6 +240,22 @@ async fn checkpoints_become_backups_and_failures_are_reported() {
         2
     );
     assert!(manifest.files.iter().any(|f| f.kind == FileKind::Segment));
+    let metrics = fixture.backups.metrics().snapshot(0, None);
+    assert_eq!(
+        (
+            metrics.backups_completed,
+            metrics.backups_failed,
+            metrics.backups_in_progress
+        ),
+        (1, 0, 0)
+    );
+    assert_eq!(metrics.uploaded_files, manifest.files.len() as u64);
+    assert_eq!(
+        metrics.uploaded_bytes,
+        manifest.files.iter().map(|f| f.stored_bytes).sum::<u64>()
+    );
+    assert_eq!(metrics.backup_duration.count, 1);
+    assert_eq!(metrics.last_completed.map(|l| l.backup_id), Some(1));
 
     // A failing store: the backup ends FAILED with the cause, the partition keeps processing.
     fixture.faulty.fail_segments.store(true, Ordering::SeqCst);
@@ -248,6 +264,9 @@ async fn checkpoints_become_backups_and_failures_are_reported() {
     let failed = wait_for(&fixture.backups, 2, BackupState::Failed).await;
     let reason = failed.failure_reason.expect("a failed backup has a reason");
     assert!(reason.contains("injected upload failure"), "{reason}");
+    let metrics = fixture.backups.metrics().snapshot(0, None);
+    assert_eq!((metrics.backups_completed, metrics.backups_failed), (1, 1));
+    assert_eq!(metrics.last_completed.map(|l| l.backup_id), Some(1));
     deposits(&fixture.partition, 4).await;
 
     // The store recovers: the next id succeeds.
@@ -313,6 +332,17 @@ async fn checkpoints_become_backups_and_failures_are_reported() {
     );
     checkpoint(&fixture.partition, 6).await;
     wait_for(&fixture.backups, 6, BackupState::Completed).await;
+    let metrics = fixture.backups.metrics().snapshot(0, None);
+    assert_eq!(
+        (
+            metrics.backups_completed,
+            metrics.backups_failed,
+            metrics.backups_in_progress
+        ),
+        (4, 2, 0),
+        "backups 1, 3, 4, 6 completed; 2 and 5 failed"
+    );
+    assert_eq!(metrics.last_completed.map(|l| l.backup_id), Some(6));
 
     // Delete removes one backup and leaves the others.
     assert!(fixture.backups.delete(1, 2).await.unwrap() > 0);

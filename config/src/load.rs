@@ -16,9 +16,9 @@ use crate::values::{
 };
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
-    ClusterConfig, ConfigError, DataConfig, FilesystemBackupConfig, GatewayClusterConfig,
-    GatewayBackupConfig, GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig, S3BackupConfig, Secret, TlsConfig,
-    SluiceConfig,
+    ClusterConfig, ConfigError, DataConfig, FilesystemBackupConfig, GatewayBackupConfig,
+    GatewayClusterConfig, GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig,
+    S3BackupConfig, Secret, SluiceConfig, TlsConfig,
 };
 
 /// Loads the configuration of this process: defaults, then the YAML file named by
@@ -444,12 +444,13 @@ impl Raw {
                     let n = uint_in(s, 0, 1_000_000)?;
                     Ok((n > 0).then_some(n as usize))
                 })?,
-                keep_within: self.parse("gateway.backup.retention.keepWithin", |s| {
-                    match optional(s) {
+                keep_within: self.parse(
+                    "gateway.backup.retention.keepWithin",
+                    |s| match optional(s) {
                         None => Ok(None),
                         Some(text) => duration_at_least_100ms(&text).map(Some),
-                    }
-                })?,
+                    },
+                )?,
             },
         };
         Ok(SluiceConfig {

@@ -33,10 +33,21 @@ pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
             post(take_backup).get(backup_status).delete(delete_backup),
         )
         .route("/actuator/health", get(health))
+        .route("/actuator/prometheus", get(prometheus))
         .route("/actuator/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(cluster)
         .merge(schedule_routes)
+}
+
+async fn prometheus(State(cluster): State<Arc<Cluster>>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics::render(&cluster).await,
+    )
 }
 
 async fn schedule_status(State(schedule): State<ScheduleHandle>) -> Json<ScheduleStatus> {

@@ -296,7 +296,24 @@ async fn account(
     ))
 }
 
-async fn ledger(State(cluster): State<Arc<Cluster>>) -> Result<Json<Value>, GatewayError> {
+/// `GET /v1/ledger`. Sums are 128-bit: many accounts of up to `u64::MAX` each exceed 64 bits, and
+/// the JSON writer prints them exactly (a `serde_json::Value` could not hold them).
+#[derive(serde::Serialize)]
+struct LedgerBody {
+    total: u128,
+    partitions: Vec<LedgerPartition>,
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LedgerPartition {
+    partition_id: u32,
+    accounts: u64,
+    balance_total: u128,
+    in_flight: u128,
+}
+
+async fn ledger(State(cluster): State<Arc<Cluster>>) -> Result<Json<LedgerBody>, GatewayError> {
     let routing = cluster.routing().await?;
     let summaries = join_all(
         routing
@@ -310,14 +327,14 @@ async fn ledger(State(cluster): State<Arc<Cluster>>) -> Result<Json<Value>, Gate
     for summary in summaries {
         let summary = summary?;
         total += summary.balance_total + summary.in_flight;
-        partitions.push(json!({
-            "partitionId": summary.partition_id,
-            "accounts": summary.accounts,
-            "balanceTotal": summary.balance_total,
-            "inFlight": summary.in_flight,
-        }));
+        partitions.push(LedgerPartition {
+            partition_id: summary.partition_id,
+            accounts: summary.accounts,
+            balance_total: summary.balance_total,
+            in_flight: summary.in_flight,
+        });
     }
-    Ok(Json(json!({"total": total, "partitions": partitions})))
+    Ok(Json(LedgerBody { total, partitions }))
 }
 
 fn error_line(error: &GatewayError) -> Value {

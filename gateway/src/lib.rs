@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client_api;
 pub mod cluster;
 pub mod error;
+pub mod metrics;
 pub mod schedule;
 pub mod service;
 

@@ -126,11 +126,10 @@ fn with_token(router: Router, token: Option<&sluice_config::Secret>, key: &'stat
 }
 
 fn bind(address: &str) -> Result<std::net::TcpListener, GatewayError> {
-    let listener =
-        std::net::TcpListener::bind(address).map_err(|source| GatewayError::Bind {
-            address: address.to_string(),
-            source,
-        })?;
+    let listener = std::net::TcpListener::bind(address).map_err(|source| GatewayError::Bind {
+        address: address.to_string(),
+        source,
+    })?;
     listener
         .set_nonblocking(true)
         .map_err(|source| GatewayError::Bind {

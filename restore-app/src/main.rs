@@ -9,12 +9,18 @@
 //! partition is verified there by the broker's own recovery (snapshot loaded, log replayed up to
 //! the checkpoint record, which must carry the backup id), and only then moved into place. On any
 //! failure the data directory is left as it was found (absent if it was absent).
+//!
+//! With the partitions it publishes `<data dir>/restore-report.json` (backup id, files, bytes,
+//! duration, finish time), written and fsynced in the staging directory first and moved into
+//! place last; the broker reads it at start-up and exposes it as restore metrics.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sluice_backup_store::{BackupStatus, BackupStore, FileKind, Manifest};
+use sluice_broker::metrics::RestoreReport;
 use sluice_broker::partition::{partition_directory, PartitionOptions, PartitionService};
 use sluice_broker::record::Command;
 use sluice_broker::routing::partitions_for_node;
@@ -234,6 +240,7 @@ async fn stage_partition(
 }
 
 async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
+    let started = Instant::now();
     let broker = config.broker;
     let store = sluice_broker::service::open_store(&broker.data.backup)
         .await
@@ -272,6 +279,23 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
             let staged = partition_directory(&staging, manifest.id.partition_id);
             restored.push(stage_partition(&store, &broker, manifest, staged).await?);
         }
+        // Everything is verified: the report is staged with the partitions, published last.
+        let report = RestoreReport::finished_now(
+            backup_id,
+            broker.cluster.node_id,
+            restored.iter().map(|p| p.partition_id).collect(),
+            restored.iter().map(|p| p.manifest.files.len() as u64).sum(),
+            restored
+                .iter()
+                .flat_map(|p| &p.manifest.files)
+                .map(|f| f.size_bytes)
+                .sum(),
+            started.elapsed(),
+        );
+        let staged_report = RestoreReport::path(&staging);
+        report
+            .write(&staged_report)
+            .with_context(|| format!("cannot write the restore report {}", staged_report.display()))?;
         let mut lines = Vec::new();
         for partition in restored {
             let target = partition_directory(&data_dir, partition.partition_id);
@@ -292,6 +316,10 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
                 partition.accounts,
             ));
         }
+        let report_target = RestoreReport::path(&data_dir);
+        std::fs::rename(&staged_report, &report_target)
+            .with_context(|| format!("cannot move the restore report into {}", report_target.display()))?;
+        installed.push(report_target);
         std::fs::remove_dir_all(&staging).with_context(|| format!("cannot remove {}", staging.display()))?;
         std::fs::File::open(&data_dir)
             .and_then(|d| d.sync_all())
@@ -304,8 +332,12 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
         Err(error) => {
             // Leave the data directory as it was found.
             let _ = std::fs::remove_dir_all(&staging);
-            for dir in installed {
-                let _ = std::fs::remove_dir_all(dir);
+            for path in installed {
+                if path.is_dir() {
+                    let _ = std::fs::remove_dir_all(path);
+                } else {
+                    let _ = std::fs::remove_file(path);
+                }
             }
             if !existed {
                 let _ = std::fs::remove_dir_all(&data_dir);
