@@ -162,6 +162,7 @@ async fn stage_partition(
     config: &BrokerConfig,
     manifest: Manifest,
     staged: PathBuf,
+    progress: &mut Progress,
 ) -> Result<Restored> {
     let partition_id = manifest.id.partition_id;
     let backup_id = manifest.id.checkpoint_id;
@@ -195,6 +196,7 @@ async fn stage_partition(
                     entry.name
                 )
             })?;
+        progress.file_done(partition_id, &entry.name, entry.size_bytes);
     }
     // Cut the log right after the checkpoint record, and check that record is this backup's.
     let position = manifest.descriptor.checkpoint_position;
@@ -273,12 +275,21 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
     let staging = data_dir.join(format!(".sluice-restore-{}", uuid::Uuid::new_v4()));
     let mut installed: Vec<PathBuf> = Vec::new();
+    let mut progress = Progress::new(
+        manifests.iter().map(|m| m.files.len() as u64).sum(),
+        manifests
+            .iter()
+            .flat_map(|m| &m.files)
+            .map(|f| f.size_bytes)
+            .sum(),
+    );
     let result = async {
         let mut restored = Vec::new();
         for manifest in manifests {
             let staged = partition_directory(&staging, manifest.id.partition_id);
-            restored.push(stage_partition(&store, &broker, manifest, staged).await?);
+            restored.push(stage_partition(&store, &broker, manifest, staged, &mut progress).await?);
         }
+        progress.finish();
         // Everything is verified: the report is staged with the partitions, published last.
         let report = RestoreReport::finished_now(
             backup_id,
@@ -368,6 +379,79 @@ async fn main() -> ExitCode {
             eprintln!("restore failed: {error:#}");
             eprintln!("the data directory was left as it was found");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Download progress: a bar with bytes, files, rate and ETA on a terminal; a log line a file
+/// otherwise (so that logs collected from a pipe stay readable).
+struct Progress {
+    files_total: u64,
+    bytes_total: u64,
+    files_done: u64,
+    bytes_done: u64,
+    started: Instant,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(files_total: u64, bytes_total: u64) -> Progress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(bytes_total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+        Progress {
+            files_total,
+            bytes_total,
+            files_done: 0,
+            bytes_done: 0,
+            started: Instant::now(),
+            bar,
+        }
+    }
+
+    fn file_done(&mut self, partition_id: u32, name: &str, bytes: u64) {
+        self.files_done += 1;
+        self.bytes_done += bytes;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(self.bytes_done);
+                bar.set_message(format!(
+                    "file {}/{} partition {partition_id} {name}",
+                    self.files_done, self.files_total
+                ));
+            }
+            None => {
+                let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
+                let rate = self.bytes_done as f64 / elapsed;
+                let eta_s = if rate > 0.0 {
+                    (self.bytes_total - self.bytes_done) as f64 / rate
+                } else {
+                    0.0
+                };
+                tracing::info!(
+                    partition = partition_id,
+                    file = name,
+                    files = format!("{}/{}", self.files_done, self.files_total),
+                    bytes = format!("{}/{}", self.bytes_done, self.bytes_total),
+                    rate_mib_per_s = format!("{:.1}", rate / (1024.0 * 1024.0)),
+                    eta_s = format!("{eta_s:.0}"),
+                    "restored file"
+                );
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
         }
     }
 }
