@@ -24,7 +24,9 @@ options:
   --state-gb N          size of the grown partition, GiB (default 1)
   --quick               CI mode: ~50 MiB of state, 3 s load phases (whole run < 2 min)
   --load-seconds S      length of each load phase (default 20, quick 3)
-  --trigger-samples K   triggers per trigger-latency figure (default 20, quick 10)
+  --trigger-samples K   triggers per trigger-latency figure (default 20, quick 10); each waits
+                        for the previous backup, and they stop after 120 s (quick 20 s), at
+                        least 5
   --concurrency N       requests in flight of the closed-loop load (default 8)
   --batch N             commands per /v1/commands request of the load (default 100)
   --no-build            do not run `cargo build --release --workspace --bins` first
