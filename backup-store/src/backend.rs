@@ -52,6 +52,17 @@ pub(crate) fn retry_config() -> RetryConfig {
     }
 }
 
+/// A remote store built twice from one builder: with the full retry policy for every operation,
+/// and with [`probe_retry_config`] for fast reachability checks.
+fn store_and_probe<S>(
+    build: impl Fn(RetryConfig) -> object_store::Result<S>,
+    build_error: impl Fn(object_store::Error) -> BackupStoreError,
+) -> Result<(S, S)> {
+    let probe = build(probe_retry_config()).map_err(&build_error)?;
+    let store = build(retry_config()).map_err(&build_error)?;
+    Ok((store, probe))
+}
+
 /// Few retries for the reachability check, so that start-up fails fast.
 fn probe_retry_config() -> RetryConfig {
     RetryConfig {
@@ -302,15 +313,10 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 ),
             }
             };
-            let probe = builder
-                .clone()
-                .with_retry(probe_retry_config())
-                .build()
-                .map_err(build_error)?;
-            let store = builder
-                .with_retry(retry_config())
-                .build()
-                .map_err(build_error)?;
+            let (store, probe) = store_and_probe(
+                |retry| builder.clone().with_retry(retry).build(),
+                build_error,
+            )?;
             let connect = if endpoint_description == "default" {
                 format!(
                     "cannot connect to the S3 service of region {} (broker.data.backup.s3.region, broker.data.backup.s3.endpoint)",
@@ -380,15 +386,10 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 ),
             }
             };
-            let probe = builder
-                .clone()
-                .with_retry(probe_retry_config())
-                .build()
-                .map_err(build_error)?;
-            let store = builder
-                .with_retry(retry_config())
-                .build()
-                .map_err(build_error)?;
+            let (store, probe) = store_and_probe(
+                |retry| builder.clone().with_retry(retry).build(),
+                build_error,
+            )?;
             Ok(Backend {
                 store: Arc::new(LimitStore::new(store, limit)),
                 probe: Arc::new(probe),
@@ -469,15 +470,10 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 ),
             }
             };
-            let probe = builder
-                .clone()
-                .with_retry(probe_retry_config())
-                .build()
-                .map_err(build_error)?;
-            let store = builder
-                .with_retry(retry_config())
-                .build()
-                .map_err(build_error)?;
+            let (store, probe) = store_and_probe(
+                |retry| builder.clone().with_retry(retry).build(),
+                build_error,
+            )?;
             Ok(Backend {
                 store: Arc::new(LimitStore::new(store, limit)),
                 probe: Arc::new(probe),
