@@ -73,6 +73,22 @@ impl Row {
         self
     }
 
+    /// Baseline, ratio and an "at least `minimum`×" target in one go; `measured` is `None` when
+    /// the baseline could not run (`why_not` says why), and the target is then not applicable.
+    pub fn against_minimum(self, measured: Result<(String, f64), &str>, minimum: f64) -> Row {
+        let target = format!(">= {minimum:.2}x");
+        match measured {
+            Ok((baseline, ratio)) => self
+                .baseline(baseline)
+                .ratio(Some(ratio))
+                .target(target, Met::from_bool(ratio >= minimum)),
+            Err(why_not) => self
+                .baseline(why_not)
+                .ratio(None)
+                .target(target, Met::NotApplicable),
+        }
+    }
+
     pub fn target(mut self, target: impl Into<String>, met: Met) -> Row {
         self.target = target.into();
         self.met = met;

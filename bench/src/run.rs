@@ -898,12 +898,12 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
     external::link_tree(&upload_dir, &local_files(&bench.spec, &described))?;
     let upload_bytes = sys::tree_size(&upload_dir);
 
-    let mut upload_row = Row::new(
+    let upload_row = Row::new(
         "1a",
         format!("backup to S3, {} (POST -> COMPLETED)", size(backup_bytes)),
     )
     .sluice(format!("{backup_rate:.0} MB/s ({})", secs(backup_time)));
-    match &bench.aws {
+    let measured = match &bench.aws {
         Ok(aws) => {
             phase("baseline: aws s3 cp --recursive (upload)");
             let elapsed = aws
@@ -914,22 +914,14 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
                 )
                 .await?;
             let rate = mb_per_s(upload_bytes, elapsed);
-            let ratio = backup_rate / rate;
-            upload_row = upload_row
-                .baseline(format!("aws s3 cp: {rate:.0} MB/s ({})", secs(elapsed)))
-                .ratio(Some(ratio))
-                .target(
-                    format!(">= {TARGET_UPLOAD_RATIO:.2}x"),
-                    Met::from_bool(ratio >= TARGET_UPLOAD_RATIO),
-                );
+            Ok((
+                format!("aws s3 cp: {rate:.0} MB/s ({})", secs(elapsed)),
+                backup_rate / rate,
+            ))
         }
-        Err(_) => {
-            upload_row = upload_row
-                .baseline("n/a (no awscli)")
-                .ratio(None)
-                .target(format!(">= {TARGET_UPLOAD_RATIO:.2}x"), Met::NotApplicable)
-        }
-    }
+        Err(_) => Err("n/a (no awscli)"),
+    };
+    let upload_row = upload_row.against_minimum(measured, TARGET_UPLOAD_RATIO);
     report.rows.push(upload_row);
 
     // ---- 2: restore
@@ -965,7 +957,7 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
         restore_out.trim()
     ));
     std::fs::remove_dir_all(&restore_dir)?;
-    let mut restore_row = Row::new(
+    let restore_row = Row::new(
         "2",
         format!(
             "restore from S3, {} (bin/restore, verified)",
@@ -973,7 +965,7 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
         ),
     )
     .sluice(format!("{restore_rate:.0} MB/s ({})", secs(restore_time)));
-    match &bench.aws {
+    let measured = match &bench.aws {
         Ok(aws) => {
             phase("baseline: aws s3 cp --recursive (download)");
             let download_dir = bench.spec.root().join("baseline-download");
@@ -998,24 +990,14 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
                 secs(copy),
                 secs(flush)
             ));
-            restore_row = restore_row
-                .baseline(format!(
-                    "aws s3 cp + sync: {rate:.0} MB/s ({})",
-                    secs(elapsed)
-                ))
-                .ratio(Some(ratio))
-                .target(
-                    format!(">= {TARGET_RESTORE_RATIO:.2}x"),
-                    Met::from_bool(ratio >= TARGET_RESTORE_RATIO),
-                );
+            Ok((
+                format!("aws s3 cp + sync: {rate:.0} MB/s ({})", secs(elapsed)),
+                ratio,
+            ))
         }
-        Err(_) => {
-            restore_row = restore_row
-                .baseline("n/a (no awscli)")
-                .ratio(None)
-                .target(format!(">= {TARGET_RESTORE_RATIO:.2}x"), Met::NotApplicable)
-        }
-    }
+        Err(_) => Err("n/a (no awscli)"),
+    };
+    let restore_row = restore_row.against_minimum(measured, TARGET_RESTORE_RATIO);
     report.rows.push(restore_row);
 
     // ---- 3: impact
