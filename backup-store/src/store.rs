@@ -12,13 +12,15 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{
-    GetOptions, GetRange, ObjectMeta, ObjectStore, PutMode, PutOptions, PutPayload, UpdateVersion,
-    WriteMultipart,
+    GetOptions, GetRange, MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutOptions,
+    PutPayload, UpdateVersion,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::backend::{self, Hints};
+use crate::buffers::{PartBuffer, UploadBuffers};
 use crate::codec::{Compressor, Decompressor};
 use crate::error::error_chain;
 use crate::manifest::{
@@ -55,6 +57,10 @@ pub const MAX_CONCURRENT_RANGES: usize = 4;
 
 /// The maximum number of concurrent requests of listing operations.
 pub const LIST_CONCURRENCY: usize = 16;
+
+/// The default memory budget of all uploads of a store together
+/// ([`BackupStoreOptions::upload_memory_limit_bytes`]): 8 part buffers.
+pub const DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The default time limit of one request to a remote store.
 pub const DEFAULT_API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -110,6 +116,11 @@ pub struct BackupStoreOptions {
     /// How uploaded files are compressed. Default [`Compression::None`].
     /// Downloads follow what each file's manifest entry says.
     pub compression: Compression,
+    /// The memory for upload buffers, shared by every clone of the store:
+    /// `upload_memory_limit_bytes / MULTIPART_PART_BYTES` part buffers (at
+    /// least one). Default [`DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`]. See
+    /// [`BackupStore::upload_file`].
+    pub upload_memory_limit_bytes: u64,
 }
 
 impl BackupStoreOptions {
@@ -121,6 +132,7 @@ impl BackupStoreOptions {
             api_call_timeout: DEFAULT_API_CALL_TIMEOUT,
             max_concurrent_connections: DEFAULT_MAX_CONCURRENT_CONNECTIONS,
             compression: Compression::None,
+            upload_memory_limit_bytes: DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES,
         }
     }
 }
@@ -303,6 +315,12 @@ pub struct BackupStore {
     description: Arc<str>,
     hints: Arc<Hints>,
     compression: Compression,
+    /// The part buffers of every upload (the memory bound of uploads).
+    pub(crate) buffers: Arc<UploadBuffers>,
+    /// The store may keep the very bytes it is given after the request (the
+    /// in-memory store does, and a wrapped store might): uploads then send
+    /// copies, so that a stored object never pins a buffer of the pool.
+    copies_payloads: bool,
     /// The version of each `IN_PROGRESS` manifest this store wrote or read,
     /// by manifest path (see [`BackupStore::write_manifest`]).
     versions: Arc<Mutex<HashMap<Path, UpdateVersion>>>,
@@ -314,6 +332,7 @@ impl fmt::Debug for BackupStore {
             .field("store", &self.description)
             .field("base_path", &self.base_path())
             .field("compression", &self.compression)
+            .field("upload_buffers", &self.buffers.count())
             .finish()
     }
 }
@@ -343,12 +362,17 @@ impl BackupStore {
             description: backend.description.into(),
             hints: Arc::new(backend.hints),
             compression: options.compression,
+            buffers: UploadBuffers::new(options.upload_memory_limit_bytes, MULTIPART_PART_BYTES),
+            copies_payloads: matches!(options.kind, StoreKind::InMemory),
             versions: Arc::default(),
         })
     }
 
     /// Wraps an existing object store (tests, fault-injection wrappers),
-    /// without compression and without a request limit of its own.
+    /// without compression and without a request limit of its own, with the
+    /// default upload memory ([`DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`]). As the
+    /// store may keep the bytes it is given, uploads send copies of their
+    /// buffers.
     ///
     /// `base_path` is split on `/`; empty segments are ignored and characters
     /// that are not allowed in object paths are percent-encoded.
@@ -366,6 +390,8 @@ impl BackupStore {
                 credentials: "access to the store was denied".to_string(),
             }),
             compression: Compression::None,
+            buffers: UploadBuffers::new(DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES, MULTIPART_PART_BYTES),
+            copies_payloads: true,
             versions: Arc::default(),
         }
     }
@@ -380,6 +406,12 @@ impl BackupStore {
     /// How uploaded files are compressed.
     pub fn compression(&self) -> Compression {
         self.compression
+    }
+
+    /// The memory all uploads of this store (and its clones) may hold at
+    /// once: the number of part buffers times their size.
+    pub fn upload_memory_limit_bytes(&self) -> u64 {
+        (self.buffers.count() * self.buffers.buffer_bytes()) as u64
     }
 
     /// A description of the store without credentials, e.g. `S3(bucket=… endpoint=…)`.
@@ -763,8 +795,14 @@ impl BackupStore {
     /// [`MULTIPART_PART_BYTES`] parts, at most [`MAX_CONCURRENT_PARTS`] in
     /// flight; a failed multipart upload is aborted. With a `throttle`, every
     /// piece sent waits for it (so the rate limits bytes sent, compressed or
-    /// not). Memory per upload stays below about
-    /// `(2 + MAX_CONCURRENT_PARTS) × 8 MiB`.
+    /// not).
+    ///
+    /// Memory: every byte to send waits in a part buffer of the store's one
+    /// pool ([`BackupStoreOptions::upload_memory_limit_bytes`]), taken before
+    /// the file is read into it and given back when the request that sent it
+    /// is over. So all uploads of a store together hold at most that much,
+    /// whatever the size and number of files; compression adds one read chunk
+    /// ([`THROTTLED_READ_BYTES`]) and the zstd context per upload.
     ///
     /// Afterwards the object's size in the store is compared with what was
     /// sent: a store that kept less (or more) gives [`BackupStoreError::Corrupt`].
@@ -817,31 +855,38 @@ impl BackupStore {
             store: &self.store,
             path: &path,
             throttle,
-            sink: Sink::Buffer(Vec::new(), 0),
+            buffers: &self.buffers,
+            copies_payloads: self.copies_payloads,
+            filling: None,
+            multipart: None,
             sent: 0,
         };
         let streamed = async {
-            let mut compressor = match compression {
-                Compression::None => None,
-                Compression::Zstd => Some(Compressor::new(length).map_err(compression_error)?),
-            };
-            while let Some(chunk) = reader.next_chunk().await? {
-                match compressor.as_mut() {
-                    None => upload.push(chunk).await?,
-                    Some(compressor) => {
-                        for piece in compressor
-                            .compress(chunk)
-                            .await
-                            .map_err(compression_error)?
-                        {
-                            upload.push(piece).await?;
-                        }
+            match compression {
+                // Straight from the file into part buffers: no copy.
+                Compression::None => {
+                    while reader.remaining() > 0 {
+                        let buffer = upload.buffer().await?;
+                        let n = reader.next_read_len().min(buffer.spare());
+                        reader.read_exact(buffer.spare_mut(n)).await?;
+                        buffer.commit(n);
+                        upload.account(n).await;
                     }
                 }
-            }
-            if let Some(mut compressor) = compressor {
-                for piece in compressor.finish().await.map_err(compression_error)? {
-                    upload.push(piece).await?;
+                Compression::Zstd => {
+                    let mut compressor = Compressor::new(length).map_err(compression_error)?;
+                    while let Some(chunk) = reader.next_chunk().await? {
+                        let pieces = compressor
+                            .compress(chunk)
+                            .await
+                            .map_err(compression_error)?;
+                        for piece in pieces {
+                            upload.write(&piece).await?;
+                        }
+                    }
+                    for piece in compressor.finish().await.map_err(compression_error)? {
+                        upload.write(&piece).await?;
+                    }
                 }
             }
             Ok::<_, BackupStoreError>(())
@@ -1207,20 +1252,29 @@ struct ChunkReader<'a> {
 }
 
 impl ChunkReader<'_> {
-    /// The next chunk of at most `read_size` bytes, `None` once `length`
-    /// bytes were read.
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        let remaining = self.length - self.read;
-        if remaining == 0 {
-            return Ok(None);
-        }
-        let size = remaining.min(self.read_size as u64) as usize;
-        let mut buffer = vec![0u8; size];
+    /// The number of bytes still to read.
+    fn remaining(&self) -> u64 {
+        self.length - self.read
+    }
+
+    /// The size of the next read: `read_size`, or what remains if less.
+    fn next_read_len(&self) -> usize {
+        self.remaining().min(self.read_size as u64) as usize
+    }
+
+    /// Fills all of `target` (at most what remains) from the file.
+    async fn read_exact(&mut self, target: &mut [u8]) -> Result<()> {
+        assert!(
+            target.len() as u64 <= self.remaining(),
+            "read beyond the uploaded prefix: len={} remaining={}",
+            target.len(),
+            self.remaining()
+        );
         let mut filled = 0;
-        while filled < size {
+        while filled < target.len() {
             let n = self
                 .file
-                .read(&mut buffer[filled..])
+                .read(&mut target[filled..])
                 .await
                 .map_err(|e| BackupStoreError::io(self.local_path, e))?;
             if n == 0 {
@@ -1233,110 +1287,178 @@ impl ChunkReader<'_> {
             }
             filled += n;
         }
-        self.read += size as u64;
-        self.crc = crc32c::crc32c_append(self.crc, &buffer);
+        self.read += target.len() as u64;
+        self.crc = crc32c::crc32c_append(self.crc, target);
+        Ok(())
+    }
+
+    /// The next chunk of at most `read_size` bytes, `None` once `length`
+    /// bytes were read.
+    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        if self.remaining() == 0 {
+            return Ok(None);
+        }
+        let mut buffer = vec![0u8; self.next_read_len()];
+        self.read_exact(&mut buffer).await?;
         Ok(Some(Bytes::from(buffer)))
     }
 }
 
-/// Where the bytes of an upload go: buffered for a single put while they
-/// total at most [`SINGLE_PUT_MAX_BYTES`], then a multipart upload.
-enum Sink {
-    Buffer(Vec<Bytes>, u64),
-    Multipart(WriteMultipart),
+/// A multipart upload and its parts in flight, each a task of its own: a
+/// part progresses (and gives its buffer back) while its upload waits for
+/// anything, including a buffer held by another upload.
+struct Multipart {
+    upload: Box<dyn MultipartUpload>,
+    parts: JoinSet<object_store::Result<()>>,
 }
 
-/// One streaming upload of bytes whose total is not known in advance.
+impl Multipart {
+    /// Waits until at most `limit` parts are in flight; the first failed
+    /// part is the error.
+    async fn settle(&mut self, limit: usize, path: &Path) -> Result<()> {
+        while self.parts.len() > limit {
+            let Some(joined) = self.parts.join_next().await else {
+                break;
+            };
+            joined
+                .unwrap_or_else(|source| Err(object_store::Error::JoinError { source }))
+                .map_err(|e| BackupStoreError::object_store("put_part", path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// One streaming upload of bytes whose total is not known in advance, in
+/// part buffers of the store's [`UploadBuffers`]: sent with one `put` if it
+/// fits in one buffer, else as a multipart upload of full buffers (the last
+/// part may be shorter), at most [`MAX_CONCURRENT_PARTS`] in flight.
 struct Upload<'a> {
     store: &'a Arc<dyn ObjectStore>,
     path: &'a Path,
     throttle: Option<&'a Throttle>,
-    sink: Sink,
+    buffers: &'a Arc<UploadBuffers>,
+    /// See [`BackupStore::copies_payloads`].
+    copies_payloads: bool,
+    /// The buffer being filled; sent once full and more bytes come (so an
+    /// upload of exactly one buffer is still a single `put`).
+    filling: Option<PartBuffer>,
+    /// Started by the first full buffer that is followed by more bytes.
+    multipart: Option<Multipart>,
     sent: u64,
 }
 
 impl Upload<'_> {
-    /// Sends `bytes` (after waiting for the throttle).
-    async fn push(&mut self, bytes: Bytes) -> Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
+    /// What is sent of a buffer: its bytes without a copy (the buffer goes
+    /// back to the pool when the request is over), or a copy.
+    fn payload(&self, buffer: PartBuffer) -> PutPayload {
+        if self.copies_payloads {
+            PutPayload::from(Bytes::copy_from_slice(buffer.as_ref()))
+        } else {
+            PutPayload::from(buffer.freeze())
         }
-        let len = bytes.len() as u64;
-        if let Some(throttle) = self.throttle {
-            throttle.acquire(len).await;
-        }
-        self.sent += len;
-        if let Sink::Buffer(chunks, buffered) = &mut self.sink {
-            if *buffered + len <= SINGLE_PUT_MAX_BYTES {
-                chunks.push(bytes);
-                *buffered += len;
-                return Ok(());
-            }
-            let chunks = std::mem::take(chunks);
-            let upload = self
-                .store
-                .put_multipart(self.path)
-                .await
-                .map_err(|e| BackupStoreError::object_store("put_multipart", self.path, e))?;
-            self.sink = Sink::Multipart(WriteMultipart::new_with_chunk_size(
-                upload,
-                MULTIPART_PART_BYTES,
-            ));
-            for chunk in chunks {
-                self.feed(chunk).await?;
-            }
-        }
-        self.feed(bytes).await
     }
 
-    /// Hands `bytes` to the multipart upload once fewer than
-    /// [`MAX_CONCURRENT_PARTS`] parts are in flight.
-    async fn feed(&mut self, bytes: Bytes) -> Result<()> {
-        let Sink::Multipart(writer) = &mut self.sink else {
-            unreachable!("feed is only called on a multipart upload");
-        };
-        writer
-            .wait_for_capacity(MAX_CONCURRENT_PARTS)
-            .await
-            .map_err(|e| BackupStoreError::object_store("put_part", self.path, e))?;
-        writer.put(bytes);
+    /// Waits for the throttle, then counts `len` bytes as sent.
+    async fn account(&mut self, len: usize) {
+        if let Some(throttle) = self.throttle {
+            throttle.acquire(len as u64).await;
+        }
+        self.sent += len as u64;
+    }
+
+    /// The buffer to fill, with room for at least one byte: the one being
+    /// filled, or a new one once that is full (the full one is sent first).
+    async fn buffer(&mut self) -> Result<&mut PartBuffer> {
+        if let Some(full) = self.filling.take_if(|buffer| buffer.is_full()) {
+            self.send_part(full).await?;
+        }
+        if self.filling.is_none() {
+            self.filling = Some(self.buffers.take().await);
+        }
+        Ok(self.filling.as_mut().expect("set above"))
+    }
+
+    /// Copies `bytes` into part buffers (after waiting for the throttle).
+    async fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        self.account(bytes.len()).await;
+        while !bytes.is_empty() {
+            let copied = self.buffer().await?.extend(bytes);
+            bytes = &bytes[copied..];
+        }
         Ok(())
     }
 
-    /// Completes the upload; returns the number of bytes sent.
-    async fn finish(self) -> Result<u64> {
-        match self.sink {
-            Sink::Buffer(chunks, _) => {
-                self.store
-                    .put(self.path, chunks.into_iter().collect::<PutPayload>())
-                    .await
-                    .map_err(|e| BackupStoreError::object_store("put", self.path, e))?;
+    /// Sends `part` as the next part of the multipart upload (started if
+    /// needed) once fewer than [`MAX_CONCURRENT_PARTS`] are in flight.
+    async fn send_part(&mut self, part: PartBuffer) -> Result<()> {
+        let multipart = match &mut self.multipart {
+            Some(multipart) => multipart,
+            None => {
+                let upload =
+                    self.store.put_multipart(self.path).await.map_err(|e| {
+                        BackupStoreError::object_store("put_multipart", self.path, e)
+                    })?;
+                self.multipart.insert(Multipart {
+                    upload,
+                    parts: JoinSet::new(),
+                })
             }
-            Sink::Multipart(mut writer) => {
-                // Wait for every part first, so that a failure can still abort.
-                if let Err(e) = writer.wait_for_capacity(0).await {
-                    abort(writer, self.path).await;
-                    return Err(BackupStoreError::object_store("put_part", self.path, e));
-                }
-                writer.finish().await.map_err(|e| {
-                    BackupStoreError::object_store("complete_multipart", self.path, e)
-                })?;
-            }
-        }
-        Ok(self.sent)
+        };
+        multipart
+            .settle(MAX_CONCURRENT_PARTS - 1, self.path)
+            .await?;
+        let payload = self.payload(part);
+        let multipart = self.multipart.as_mut().expect("started above");
+        let sending = multipart.upload.put_part(payload);
+        multipart.parts.spawn(sending);
+        Ok(())
     }
 
-    /// Abandons the upload (aborting a multipart upload).
-    async fn abort(self) {
-        if let Sink::Multipart(writer) = self.sink {
-            abort(writer, self.path).await;
+    /// Completes the upload; returns the number of bytes sent. A failed
+    /// multipart upload is aborted.
+    async fn finish(mut self) -> Result<u64> {
+        let last = self.filling.take();
+        if self.multipart.is_none() {
+            let payload = last.map(|buffer| self.payload(buffer)).unwrap_or_default();
+            self.store
+                .put(self.path, payload)
+                .await
+                .map_err(|e| BackupStoreError::object_store("put", self.path, e))?;
+            return Ok(self.sent);
+        }
+        let completed = async {
+            if let Some(last) = last.filter(|buffer| !buffer.is_empty()) {
+                self.send_part(last).await?;
+            }
+            let multipart = self.multipart.as_mut().expect("checked above");
+            // Every part first, so that a failure can still abort.
+            multipart.settle(0, self.path).await?;
+            multipart
+                .upload
+                .complete()
+                .await
+                .map_err(|e| BackupStoreError::object_store("complete_multipart", self.path, e))
+        }
+        .await;
+        match completed {
+            Ok(_) => Ok(self.sent),
+            Err(error) => {
+                self.abort().await;
+                Err(error)
+            }
         }
     }
-}
 
-async fn abort(writer: WriteMultipart, path: &Path) {
-    if let Err(error) = writer.abort().await {
-        warn!(%path, %error, "cannot abort multipart upload; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
+    /// Abandons the upload: stops the parts in flight (their buffers go back
+    /// to the pool) and aborts a multipart upload.
+    async fn abort(mut self) {
+        self.filling = None;
+        if let Some(mut multipart) = self.multipart.take() {
+            multipart.parts.shutdown().await;
+            if let Err(error) = multipart.upload.abort().await {
+                warn!(path = %self.path, %error, "cannot abort multipart upload; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
+            }
+        }
     }
 }
 

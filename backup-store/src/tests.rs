@@ -250,6 +250,87 @@ async fn requests_share_one_limit_across_clones() {
     assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
 }
 
+/// Uploads `count` files of `len` bytes each (different random bytes) at once
+/// to `store`, then downloads and compares them.
+async fn concurrent_round_trips(store: &BackupStore, count: usize, len: usize) {
+    use rand::RngCore;
+    let dir = tempfile::tempdir().unwrap();
+    let id = BackupIdentifier::new(1, 1, 0);
+    let mut files = Vec::new();
+    for i in 0..count {
+        let mut data = vec![0u8; len];
+        rand::thread_rng().fill_bytes(&mut data);
+        let path = dir.path().join(format!("local-{i}"));
+        std::fs::write(&path, &data).unwrap();
+        files.push((format!("{i:020}.log"), path, data));
+    }
+    let uploads = files.iter().map(|(name, path, _)| {
+        let store = store.clone();
+        async move {
+            store
+                .upload_file(&id, FileKind::Segment, name, path, len as u64, None)
+                .await
+        }
+    });
+    let entries = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures::future::try_join_all(uploads),
+    )
+    .await
+    .expect("uploads sharing few buffers must not wait for each other forever")
+    .unwrap();
+    for (entry, (name, _, data)) in entries.iter().zip(&files) {
+        let destination = dir.path().join("down").join(name);
+        store.download_file(&id, entry, &destination).await.unwrap();
+        assert!(
+            std::fs::read(&destination).unwrap() == *data,
+            "{name} differs"
+        );
+    }
+    store.delete_backup(&id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_share_one_bounded_set_of_buffers() {
+    let root = tempfile::tempdir().unwrap();
+    let store = BackupStore::open(BackupStoreOptions {
+        upload_memory_limit_bytes: 2 * MULTIPART_PART_BYTES as u64 + 1,
+        ..BackupStoreOptions::new(
+            StoreKind::Filesystem {
+                root: root.path().to_path_buf(),
+            },
+            None,
+        )
+    })
+    .unwrap();
+    assert_eq!(
+        store.upload_memory_limit_bytes(),
+        2 * MULTIPART_PART_BYTES as u64
+    );
+    // Six uploads of 2.5 parts each, at once, with two buffers among them.
+    concurrent_round_trips(&store, 6, 5 * MULTIPART_PART_BYTES / 2).await;
+    assert_eq!(
+        store.buffers.allocated(),
+        2,
+        "uploads allocate buffers up to the budget and reuse them"
+    );
+    assert_eq!(store.buffers.available(), 2, "every buffer came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_keeps_payloads_gets_copies_and_never_pins_buffers() {
+    // The in-memory store keeps the bytes of every put and part: without
+    // copies, stored objects would hold the one buffer and uploads would hang.
+    let store = BackupStore::open(BackupStoreOptions {
+        upload_memory_limit_bytes: MULTIPART_PART_BYTES as u64,
+        ..BackupStoreOptions::default()
+    })
+    .unwrap();
+    concurrent_round_trips(&store, 3, 2 * MULTIPART_PART_BYTES + 1).await;
+    concurrent_round_trips(&store, 4, 1000).await;
+    assert_eq!(store.buffers.available(), 1);
+}
+
 #[test]
 fn options_have_production_defaults() {
     let options = BackupStoreOptions::new(StoreKind::InMemory, Some("b".to_string()));
@@ -257,6 +338,7 @@ fn options_have_production_defaults() {
     assert_eq!(options.api_call_timeout, Duration::from_secs(30));
     assert_eq!(options.max_concurrent_connections, 32);
     assert_eq!(options.compression, Compression::None);
+    assert_eq!(options.upload_memory_limit_bytes, 64 * 1024 * 1024);
     assert_eq!(BackupStoreOptions::default().kind, StoreKind::InMemory);
     assert_eq!(Compression::Zstd.manifest_name(), Some("zstd"));
     assert_eq!(Compression::None.manifest_name(), None);

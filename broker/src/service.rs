@@ -23,7 +23,7 @@ use crate::routing::partitions_for_node;
 /// no store is configured. A required setting that is missing (the configuration was not
 /// validated) becomes an empty value, which [`BackupStore::open`] refuses naming the key.
 pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
-    match config.store {
+    let options = match config.store {
         BackupStoreKind::None => None,
         BackupStoreKind::Filesystem => Some(BackupStoreOptions::new(
             StoreKind::Filesystem {
@@ -81,7 +81,11 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
                 azure.base_path.clone(),
             ))
         }
-    }
+    }?;
+    Some(BackupStoreOptions {
+        upload_memory_limit_bytes: config.upload_memory_limit_bytes,
+        ..options
+    })
 }
 
 pub fn store_kind_name(kind: BackupStoreKind) -> &'static str {
@@ -101,6 +105,7 @@ pub async fn open_store(config: &BackupConfig) -> Result<Option<BackupStore>> {
         store = store.description(),
         base_path = store.base_path().unwrap_or("/"),
         compression = ?store.compression(),
+        upload_memory_limit_bytes = store.upload_memory_limit_bytes(),
         "backup store reachable"
     );
     Ok(Some(store))

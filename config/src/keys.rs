@@ -261,6 +261,13 @@ pub const KEYS: &[KeyDoc] = &[
         "Maximum backup upload rate per second, as a size (e.g. `50MB`, `50MB/s`); 0 means unlimited.",
     ),
     key(
+        "broker.data.backup.uploadMemoryLimit",
+        "SLUICE_BROKER_DATA_BACKUP_UPLOADMEMORYLIMIT",
+        "64MB",
+        "Memory for the buffers of backup uploads, shared by every upload of the broker (all partitions), as a size between `8MB` (one 8 MiB part) and `4GB`; \
+         uploads wait for a free buffer, so backups never hold more than this in upload buffers, whatever the file sizes.",
+    ),
+    key(
         "gateway.cluster.brokers",
         "SLUICE_GATEWAY_CLUSTER_BROKERS",
         "",

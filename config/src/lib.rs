@@ -125,6 +125,8 @@ pub struct BackupConfig {
     pub max_concurrent_uploads: usize,
     /// `broker.data.backup.uploadRateLimit` in bytes per second; 0 = unlimited.
     pub upload_rate_limit_bytes_per_second: u64,
+    /// `broker.data.backup.uploadMemoryLimit`, in bytes.
+    pub upload_memory_limit_bytes: u64,
 }
 
 /// `broker.data.backup.store`

@@ -385,6 +385,9 @@ impl Raw {
             })?,
             upload_rate_limit_bytes_per_second: self
                 .parse("broker.data.backup.uploadRateLimit", parse_rate)?,
+            upload_memory_limit_bytes: self.parse("broker.data.backup.uploadMemoryLimit", |s| {
+                size_in(s, 8 << 20, 4 << 30, "8MB and 4GB")
+            })?,
         };
         let data = DataConfig {
             directory: self.parse("broker.data.directory", |s| non_empty(s).map(PathBuf::from))?,

@@ -87,6 +87,7 @@ fn defaults_match_the_table() {
     );
     assert_eq!(b.max_concurrent_uploads, 4);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 0);
+    assert_eq!(b.upload_memory_limit_bytes, 64 << 20);
     assert_eq!(
         c.gateway.cluster.brokers,
         vec!["127.0.0.1:26501".to_string()]
@@ -253,6 +254,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.data.backup.azure.basePath", "azure/base"),
         ("broker.data.backup.maxConcurrentUploads", "8"),
         ("broker.data.backup.uploadRateLimit", "10MB/s"),
+        ("broker.data.backup.uploadMemoryLimit", "128MB"),
         ("gateway.cluster.brokers", "a:1"),
         ("gateway.cluster.requestTimeout", "2s"),
         ("gateway.network.host", "0.0.0.0"),
@@ -327,6 +329,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(b.azure.base_path.as_deref(), Some("azure/base"));
     assert_eq!(b.max_concurrent_uploads, 8);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 10 << 20);
+    assert_eq!(b.upload_memory_limit_bytes, 128 << 20);
     assert_eq!(c.gateway.cluster.brokers, vec!["a:1"]);
     assert_eq!(c.gateway.management.host, "localhost");
     // Every key set at once sets both Azure key and sasToken, which exclude each other.
@@ -554,6 +557,12 @@ fn invalid_values_name_their_key() {
             "between 1 and 64",
         ),
         ("broker.data.backup.uploadRateLimit", "fast", "not a size"),
+        (
+            "broker.data.backup.uploadMemoryLimit",
+            "4MB",
+            "between 8MB and 4GB",
+        ),
+        ("broker.data.backup.uploadMemoryLimit", "lots", "not a size"),
         ("gateway.cluster.brokers", "nohost", "not a host:port"),
         ("gateway.cluster.requestTimeout", "0", "at least 100ms"),
         ("gateway.network.host", "", "must not be empty"),
