@@ -17,10 +17,31 @@ pub async fn timed(command: Command, timeout: Duration, what: &str) -> Result<Du
 
 /// [`timed`], also returning the standard output.
 pub async fn timed_output(
-    mut command: Command,
+    command: Command,
     timeout: Duration,
     what: &str,
 ) -> Result<(Duration, String)> {
+    let (elapsed, output, _) = run(command, timeout, what, None).await?;
+    Ok((elapsed, output))
+}
+
+/// [`timed_output`], also returning the peak resident memory (`VmRSS`) of the process, sampled
+/// every `rss_poll`.
+pub async fn timed_output_with_peak_rss(
+    command: Command,
+    timeout: Duration,
+    what: &str,
+    rss_poll: Duration,
+) -> Result<(Duration, String, u64)> {
+    run(command, timeout, what, Some(rss_poll)).await
+}
+
+async fn run(
+    mut command: Command,
+    timeout: Duration,
+    what: &str,
+    rss_poll: Option<Duration>,
+) -> Result<(Duration, String, u64)> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -30,11 +51,16 @@ pub async fn timed_output(
     let child = command
         .spawn()
         .with_context(|| format!("cannot run {what}"))?;
-    let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
+    let sampler = rss_poll
+        .zip(child.id())
+        .map(|(every, pid)| crate::sys::RssSampler::start(pid, every));
+    let output = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let elapsed = started.elapsed();
+    let (rss_peak, _) = sampler.map(|s| s.finish()).unwrap_or_default();
+    let output = match output {
         Ok(output) => output.with_context(|| format!("waiting for {what}"))?,
         Err(_) => bail!("{what} did not finish within {timeout:?} (killed)"),
     };
-    let elapsed = started.elapsed();
     if !output.status.success() {
         bail!(
             "{what} exited with {}\n---- stdout ----\n{}\n---- stderr ----\n{}",
@@ -46,6 +72,7 @@ pub async fn timed_output(
     Ok((
         elapsed,
         String::from_utf8_lossy(&output.stdout).into_owned(),
+        rss_peak,
     ))
 }
 

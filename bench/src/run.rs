@@ -69,6 +69,9 @@ const TARGET_RESTORE_RATIO: f64 = 1.5;
 const TARGET_IMPACT_RATIO: f64 = 0.95;
 const TARGET_TRIGGER_P99: Duration = Duration::from_millis(100);
 const TARGET_RSS_GROWTH: u64 = 128 * MIB;
+/// The restore tool holds a few download ranges and one decoder per file: its peak must not
+/// depend on the size of the backup.
+const TARGET_RESTORE_RSS: u64 = 128 * MIB;
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -946,14 +949,20 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
         .envs(&restore_env)
         .current_dir(&restore_dir)
         .arg(id.to_string());
-    let (restore_time, restore_out) =
-        external::timed_output(command, config.timeout_for(restore_bytes), "sluice-restore")
-            .await?;
+    let (restore_time, restore_out, restore_rss_peak) = external::timed_output_with_peak_rss(
+        command,
+        config.timeout_for(restore_bytes),
+        "sluice-restore",
+        RSS_POLL,
+    )
+    .await?;
     let restore_rate = mb_per_s(restore_bytes, restore_time);
     report.note(format!(
-        "restore: {} in {}: {}",
+        "restore: {} in {}, peak VmRSS {} (sampled every {}): {}",
         size(restore_bytes),
         secs(restore_time),
+        size(restore_rss_peak),
+        ms(RSS_POLL),
         restore_out.trim()
     ));
     std::fs::remove_dir_all(&restore_dir)?;
@@ -1196,6 +1205,17 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
         .target(
             format!("growth <= {}", size(TARGET_RSS_GROWTH)),
             Met::from_bool(growth <= TARGET_RSS_GROWTH),
+        ),
+    );
+    report.rows.push(
+        Row::new(
+            "5b",
+            format!("restore tool RSS, restoring {}", size(restore_bytes)),
+        )
+        .sluice(format!("peak {}", size(restore_rss_peak)))
+        .target(
+            format!("peak <= {}", size(TARGET_RESTORE_RSS)),
+            Met::from_bool(restore_rss_peak <= TARGET_RESTORE_RSS),
         ),
     );
 
