@@ -57,6 +57,8 @@ const FILL_BATCH: usize = 10_000;
 const FILL_SENDERS: usize = 3;
 const BACKUP_POLL: Duration = Duration::from_millis(50);
 const RSS_POLL: Duration = Duration::from_millis(10);
+/// Log segment size of the cluster unless `--segment-mb` says otherwise.
+pub const DEFAULT_SEGMENT_MIB: u64 = 64;
 /// Status answers in a row with a server error (e.g. a broker timing out behind the gateway)
 /// after which a backup wait gives up.
 const MAX_SERVER_ERRORS: u32 = 3;
@@ -89,6 +91,9 @@ pub struct BenchConfig {
     pub trigger_budget: Duration,
     /// The load of the impact and standalone phases (its URL is set per phase).
     pub load: LoadConfig,
+    /// Log segment size of the cluster, MiB: with large segments a backup is a few big files
+    /// (memory must not grow with file size), with small ones many files.
+    pub segment_mib: u64,
 }
 
 impl BenchConfig {
@@ -101,6 +106,7 @@ impl BenchConfig {
             trigger_samples: 20,
             trigger_budget: Duration::from_secs(120),
             load: LoadConfig::default(),
+            segment_mib: DEFAULT_SEGMENT_MIB,
         }
     }
 
@@ -113,6 +119,7 @@ impl BenchConfig {
             trigger_samples: 10,
             trigger_budget: Duration::from_secs(20),
             load: LoadConfig::default(),
+            segment_mib: DEFAULT_SEGMENT_MIB,
         }
     }
 
@@ -774,10 +781,13 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
         Err(why) => report.note(format!("no S3 baselines: {why}")),
     }
 
-    // One spec for the whole run: 2 brokers, 2 partitions, 64MB segments, S3 on Garage.
+    // One spec for the whole run: 2 brokers, 2 partitions, S3 on Garage.
     let spec = ClusterSpec::new(CLUSTER_SIZE, PARTITIONS)
         .with_env(&garage.env())
-        .with("SLUICE_BROKER_DATA_LOGSEGMENTSIZE", "64MB")
+        .with(
+            "SLUICE_BROKER_DATA_LOGSEGMENTSIZE",
+            &format!("{}MB", config.segment_mib),
+        )
         .with("SLUICE_BROKER_DATA_SNAPSHOTPERIOD", "1s");
     let ep = spec.endpoints();
     let mut bench = Bench {
@@ -793,7 +803,8 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
         fill_accounts: fill_accounts(),
     };
     report.note(format!(
-        "cluster: {CLUSTER_SIZE} brokers + gateway, {PARTITIONS} partitions (partition {BIG} grown, on node 0), 64MB segments, S3 store on Garage; data under {}",
+        "cluster: {CLUSTER_SIZE} brokers + gateway, {PARTITIONS} partitions (partition {BIG} grown, on node 0), {}MB segments, S3 store on Garage; data under {}",
+        config.segment_mib,
         bench.spec.root().display()
     ));
 

@@ -29,6 +29,8 @@ options:
                         least 5
   --concurrency N       requests in flight of the closed-loop load (default 8)
   --batch N             commands per /v1/commands request of the load (default 100)
+  --segment-mb N        log segment size of the cluster, MiB (default 64, 4..=2048): large
+                        segments make a backup a few big files instead of many small ones
   --no-build            do not run `cargo build --release --workspace --bins` first
   -h, --help            this text";
 
@@ -61,6 +63,13 @@ fn config(args: &Args) -> Result<BenchConfig> {
     config.load.concurrency = args.get("concurrency", config.load.concurrency)?;
     config.load.batch = args.get("batch", config.load.batch)?;
     config.load.validate()?;
+    config.segment_mib = args.get("segment-mb", config.segment_mib)?;
+    if !(4..=2048).contains(&config.segment_mib) {
+        bail!(
+            "--segment-mb must be between 4 and 2048, got {}",
+            config.segment_mib
+        );
+    }
     Ok(config)
 }
 
@@ -123,6 +132,7 @@ fn main() -> ExitCode {
             "trigger-samples",
             "concurrency",
             "batch",
+            "segment-mb",
         ],
     )
     .and_then(|args| Ok((config(&args)?, args.flag("no-build"))));
