@@ -18,6 +18,10 @@
 //! manifest writes (through a second [`BackupStore`] that plays another
 //! writer), and that an upload to a store that truncates what it is given is
 //! detected (through a truncating wrapper).
+//!
+//! Wrappers for fault injection (here, in the broker's and the end-to-end
+//! tests) implement [`Intercept`]: only the calls they change, while
+//! [`Intercepted`] forwards every other call to the wrapped store.
 
 use std::fmt;
 use std::future::Future;
@@ -707,7 +711,9 @@ async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
     let neighbour_manifest = write_backup(store, dir, neighbour).await;
     write_backup(store, dir, other_checkpoint).await;
 
-    let recorder = Arc::new(DeleteRecorder::new(store.object_store().clone()));
+    let recorder = Arc::new(Intercepted(DeleteRecorder::new(
+        store.object_store().clone(),
+    )));
     let recording =
         BackupStore::from_object_store(recorder.clone(), store.base_path().map(str::to_string));
     assert_eq!(recording.delete_backup(&id).await.unwrap(), 5);
@@ -1180,9 +1186,9 @@ async fn compressed_corruption_detected(store: &BackupStore, dir: &LocalPath) {
 
 async fn truncating_store_detected(store: &BackupStore, dir: &LocalPath) {
     let truncating = BackupStore::from_object_store(
-        Arc::new(Truncating {
+        Arc::new(Intercepted(Truncating {
             inner: store.object_store().clone(),
-        }),
+        })),
         store.base_path().map(str::to_string),
     );
     let id = BackupIdentifier::new(8, 3, 0);
@@ -1245,7 +1251,7 @@ impl MultipartUpload for TruncatingUpload {
         self.inner.put_part(truncated(data))
     }
 
-    fn complete<'a, 'b>(&'a mut self) -> BoxFuture<'b, PutResult>
+    fn complete<'a, 'b>(&'a mut self) -> StoreFuture<'b, PutResult>
     where
         'a: 'b,
         Self: 'b,
@@ -1253,7 +1259,7 @@ impl MultipartUpload for TruncatingUpload {
         self.inner.complete()
     }
 
-    fn abort<'a, 'b>(&'a mut self) -> BoxFuture<'b, ()>
+    fn abort<'a, 'b>(&'a mut self) -> StoreFuture<'b, ()>
     where
         'a: 'b,
         Self: 'b,
@@ -1262,101 +1268,31 @@ impl MultipartUpload for TruncatingUpload {
     }
 }
 
-impl ObjectStore for Truncating {
-    fn put_opts<'a, 'b, 'c>(
+impl Intercept for Truncating {
+    fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    fn put_opts<'a>(
         &'a self,
-        location: &'b Path,
+        location: &'a Path,
         payload: PutPayload,
         opts: PutOptions,
-    ) -> BoxFuture<'c, PutResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+    ) -> StoreFuture<'a, PutResult> {
         self.inner.put_opts(location, truncated(payload), opts)
     }
 
-    fn put_multipart_opts<'a, 'b, 'c>(
+    fn put_multipart_opts<'a>(
         &'a self,
-        location: &'b Path,
+        location: &'a Path,
         opts: PutMultipartOptions,
-    ) -> BoxFuture<'c, Box<dyn MultipartUpload>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+    ) -> StoreFuture<'a, Box<dyn MultipartUpload>> {
         Box::pin(async move {
             let inner = self.inner.put_multipart_opts(location, opts).await?;
             Ok(Box::new(TruncatingUpload { inner }) as Box<dyn MultipartUpload>)
         })
     }
-
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        options: GetOptions,
-    ) -> BoxFuture<'c, GetResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.get_opts(location, options)
-    }
-
-    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> BoxFuture<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.delete(location)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_delimiter<'a, 'b, 'c>(
-        &'a self,
-        prefix: Option<&'b Path>,
-    ) -> BoxFuture<'c, ListResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.list_with_delimiter(prefix)
-    }
-
-    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> BoxFuture<'d, ()>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy(from, to)
-    }
-
-    fn copy_if_not_exists<'a, 'b, 'c, 'd>(
-        &'a self,
-        from: &'b Path,
-        to: &'c Path,
-    ) -> BoxFuture<'d, ()>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy_if_not_exists(from, to)
-    }
 }
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
 
 /// An object store wrapper that records deletes and can fail deletes of
 /// everything but manifests.
@@ -1391,54 +1327,12 @@ impl fmt::Display for DeleteRecorder {
     }
 }
 
-// `ObjectStore` is an `async_trait`; these are its desugared signatures.
-impl ObjectStore for DeleteRecorder {
-    fn put_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> BoxFuture<'c, PutResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_opts(location, payload, opts)
+impl Intercept for DeleteRecorder {
+    fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
     }
 
-    fn put_multipart_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        opts: PutMultipartOptions,
-    ) -> BoxFuture<'c, Box<dyn MultipartUpload>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_multipart_opts(location, opts)
-    }
-
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        options: GetOptions,
-    ) -> BoxFuture<'c, GetResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.get_opts(location, options)
-    }
-
-    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> BoxFuture<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+    fn delete<'a>(&'a self, location: &'a Path) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let is_manifest = location.filename() == Some(crate::MANIFEST_FILE_NAME);
             if !is_manifest && self.fail_data_deletes.load(Ordering::SeqCst) {
@@ -1465,40 +1359,172 @@ impl ObjectStore for DeleteRecorder {
         .try_flatten()
         .boxed()
     }
+}
 
-    fn list_with_delimiter<'a, 'b, 'c>(
+/// The future of an [`ObjectStore`] call.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
+
+/// A store that wraps another one, for tests and fault injection: implement
+/// [`Intercept::inner`] and only the calls that change; [`Intercepted`] makes
+/// it an [`ObjectStore`] that forwards every other call to the inner store
+/// unchanged. (So every wrapper shares one forwarding implementation.)
+pub trait Intercept: fmt::Debug + fmt::Display + Send + Sync + 'static {
+    /// The wrapped store.
+    fn inner(&self) -> &Arc<dyn ObjectStore>;
+
+    fn put_opts<'a>(
         &'a self,
-        prefix: Option<&'b Path>,
-    ) -> BoxFuture<'c, ListResult>
+        location: &'a Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> StoreFuture<'a, PutResult> {
+        self.inner().put_opts(location, payload, opts)
+    }
+
+    fn put_multipart_opts<'a>(
+        &'a self,
+        location: &'a Path,
+        opts: PutMultipartOptions,
+    ) -> StoreFuture<'a, Box<dyn MultipartUpload>> {
+        self.inner().put_multipart_opts(location, opts)
+    }
+
+    fn get_opts<'a>(
+        &'a self,
+        location: &'a Path,
+        options: GetOptions,
+    ) -> StoreFuture<'a, GetResult> {
+        self.inner().get_opts(location, options)
+    }
+
+    fn delete<'a>(&'a self, location: &'a Path) -> StoreFuture<'a, ()> {
+        self.inner().delete(location)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner().list(prefix)
+    }
+
+    fn list_with_delimiter<'a>(&'a self, prefix: Option<&'a Path>) -> StoreFuture<'a, ListResult> {
+        self.inner().list_with_delimiter(prefix)
+    }
+
+    fn copy<'a>(&'a self, from: &'a Path, to: &'a Path) -> StoreFuture<'a, ()> {
+        self.inner().copy(from, to)
+    }
+
+    fn copy_if_not_exists<'a>(&'a self, from: &'a Path, to: &'a Path) -> StoreFuture<'a, ()> {
+        self.inner().copy_if_not_exists(from, to)
+    }
+}
+
+/// An [`Intercept`] as an [`ObjectStore`]; derefs to the intercept (to reach
+/// its switches and records).
+#[derive(Debug)]
+pub struct Intercepted<I>(pub I);
+
+impl<I> std::ops::Deref for Intercepted<I> {
+    type Target = I;
+
+    fn deref(&self) -> &I {
+        &self.0
+    }
+}
+
+impl<I: Intercept> fmt::Display for Intercepted<I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+// `ObjectStore` is an `async_trait`; these are its desugared signatures.
+impl<I: Intercept> ObjectStore for Intercepted<I> {
+    fn put_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> StoreFuture<'c, PutResult>
     where
         'a: 'c,
         'b: 'c,
         Self: 'c,
     {
-        self.inner.list_with_delimiter(prefix)
+        self.0.put_opts(location, payload, opts)
     }
 
-    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> BoxFuture<'d, ()>
+    fn put_multipart_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        opts: PutMultipartOptions,
+    ) -> StoreFuture<'c, Box<dyn MultipartUpload>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.put_multipart_opts(location, opts)
+    }
+
+    fn get_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        options: GetOptions,
+    ) -> StoreFuture<'c, GetResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.get_opts(location, options)
+    }
+
+    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> StoreFuture<'c, ()>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.delete(location)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.0.list(prefix)
+    }
+
+    fn list_with_delimiter<'a, 'b, 'c>(
+        &'a self,
+        prefix: Option<&'b Path>,
+    ) -> StoreFuture<'c, ListResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.list_with_delimiter(prefix)
+    }
+
+    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> StoreFuture<'d, ()>
     where
         'a: 'd,
         'b: 'd,
         'c: 'd,
         Self: 'd,
     {
-        self.inner.copy(from, to)
+        self.0.copy(from, to)
     }
 
     fn copy_if_not_exists<'a, 'b, 'c, 'd>(
         &'a self,
         from: &'b Path,
         to: &'c Path,
-    ) -> BoxFuture<'d, ()>
+    ) -> StoreFuture<'d, ()>
     where
         'a: 'd,
         'b: 'd,
         'c: 'd,
         Self: 'd,
     {
-        self.inner.copy_if_not_exists(from, to)
+        self.0.copy_if_not_exists(from, to)
     }
 }

@@ -4,16 +4,16 @@
 //! every unfinished backup of the node FAILED.
 
 use std::fmt;
-use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_backup_store::conformance::{Intercept, Intercepted, StoreFuture};
 use sluice_backup_store::object_store::memory::InMemory;
 use sluice_backup_store::object_store::path::Path;
 use sluice_backup_store::object_store::{
-    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, Result as StoreResult,
+    MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    Result as StoreResult,
 };
 use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileKind, Manifest,
@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 /// every write.
 #[derive(Debug)]
 struct Faulty {
-    inner: InMemory,
+    inner: Arc<dyn ObjectStore>,
     fail_segments: AtomicBool,
     hang_segments: AtomicBool,
     delay_ms: AtomicU64,
@@ -61,53 +61,37 @@ impl Faulty {
     }
 }
 
-#[async_trait::async_trait]
-impl ObjectStore for Faulty {
-    async fn put_opts(
-        &self,
-        location: &Path,
+impl Intercept for Faulty {
+    fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    fn put_opts<'a>(
+        &'a self,
+        location: &'a Path,
         payload: PutPayload,
         opts: PutOptions,
-    ) -> StoreResult<PutResult> {
-        self.check(location).await?;
-        self.inner.put_opts(location, payload, opts).await
+    ) -> StoreFuture<'a, PutResult> {
+        Box::pin(async move {
+            self.check(location).await?;
+            self.inner.put_opts(location, payload, opts).await
+        })
     }
-    async fn put_multipart_opts(
-        &self,
-        location: &Path,
+
+    fn put_multipart_opts<'a>(
+        &'a self,
+        location: &'a Path,
         opts: PutMultipartOptions,
-    ) -> StoreResult<Box<dyn MultipartUpload>> {
-        self.check(location).await?;
-        self.inner.put_multipart_opts(location, opts).await
-    }
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> StoreResult<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-    async fn get_range(&self, location: &Path, range: Range<u64>) -> StoreResult<bytes::Bytes> {
-        self.inner.get_range(location, range).await
-    }
-    async fn delete(&self, location: &Path) -> StoreResult<()> {
-        self.inner.delete(location).await
-    }
-    fn list(
-        &self,
-        prefix: Option<&Path>,
-    ) -> futures::stream::BoxStream<'static, StoreResult<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> StoreResult<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-    async fn copy(&self, from: &Path, to: &Path) -> StoreResult<()> {
-        self.inner.copy(from, to).await
-    }
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> StoreResult<()> {
-        self.inner.copy_if_not_exists(from, to).await
+    ) -> StoreFuture<'a, Box<dyn MultipartUpload>> {
+        Box::pin(async move {
+            self.check(location).await?;
+            self.inner.put_multipart_opts(location, opts).await
+        })
     }
 }
 
 struct Fixture {
-    faulty: Arc<Faulty>,
+    faulty: Arc<Intercepted<Faulty>>,
     store: BackupStore,
     backups: BackupHandle,
     partition: PartitionHandle,
@@ -116,12 +100,12 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
-    let faulty = Arc::new(Faulty {
-        inner: InMemory::new(),
+    let faulty = Arc::new(Intercepted(Faulty {
+        inner: Arc::new(InMemory::new()),
         fail_segments: AtomicBool::new(false),
         hang_segments: AtomicBool::new(false),
         delay_ms: AtomicU64::new(0),
-    });
+    }));
     let store = BackupStore::from_object_store(faulty.clone(), None);
     let (service, backups) = BackupService::new(
         store.clone(),

@@ -25,15 +25,13 @@
 //! shim and run the suite on the store as opened.
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::stream::BoxStream;
+use sluice_backup_store::conformance::{Intercept, Intercepted, StoreFuture};
 use sluice_backup_store::object_store::{
-    self, path::Path, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+    self, path::Path, MultipartUpload, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult,
 };
 use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
 use sluice_tests::Emulator;
@@ -116,7 +114,7 @@ async fn conforms(base_path: Option<String>) {
         host: emulator.setting("SLUICE_BROKER_DATA_BACKUP_GCS_HOST"),
         bucket: emulator.setting("SLUICE_BROKER_DATA_BACKUP_GCS_BUCKETNAME"),
     };
-    let store = BackupStore::from_object_store(Arc::new(writes), base_path);
+    let store = BackupStore::from_object_store(Arc::new(Intercepted(writes)), base_path);
     sluice_backup_store::conformance::conformance(store).await;
 }
 
@@ -137,8 +135,6 @@ async fn gcs_store_conforms_below_a_base_path() {
 // ---------------------------------------------------------------------------------------------
 // The write shim
 // ---------------------------------------------------------------------------------------------
-
-type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
 
 /// The store's own GCS client for everything but writes; `put` and multipart uploads go to the
 /// emulator's JSON API (`POST /upload/storage/v1/b/<bucket>/o?uploadType=media`), with
@@ -253,7 +249,7 @@ impl MultipartUpload for BufferedUpload {
         Box::pin(async { Ok(()) })
     }
 
-    fn complete<'a, 'b>(&'a mut self) -> BoxFuture<'b, PutResult>
+    fn complete<'a, 'b>(&'a mut self) -> StoreFuture<'b, PutResult>
     where
         'a: 'b,
         Self: 'b,
@@ -273,7 +269,7 @@ impl MultipartUpload for BufferedUpload {
         ))
     }
 
-    fn abort<'a, 'b>(&'a mut self) -> BoxFuture<'b, ()>
+    fn abort<'a, 'b>(&'a mut self) -> StoreFuture<'b, ()>
     where
         'a: 'b,
         Self: 'b,
@@ -283,19 +279,17 @@ impl MultipartUpload for BufferedUpload {
     }
 }
 
-// `ObjectStore` is an `async_trait`; these are its desugared signatures.
-impl ObjectStore for JsonApiWrites {
-    fn put_opts<'a, 'b, 'c>(
+impl Intercept for JsonApiWrites {
+    fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    fn put_opts<'a>(
         &'a self,
-        location: &'b Path,
+        location: &'a Path,
         payload: PutPayload,
         opts: PutOptions,
-    ) -> BoxFuture<'c, PutResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+    ) -> StoreFuture<'a, PutResult> {
         let mut body = Vec::with_capacity(payload.content_length());
         for chunk in payload.iter() {
             body.extend_from_slice(chunk);
@@ -309,16 +303,11 @@ impl ObjectStore for JsonApiWrites {
         ))
     }
 
-    fn put_multipart_opts<'a, 'b, 'c>(
+    fn put_multipart_opts<'a>(
         &'a self,
-        location: &'b Path,
+        location: &'a Path,
         _opts: PutMultipartOptions,
-    ) -> BoxFuture<'c, Box<dyn MultipartUpload>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+    ) -> StoreFuture<'a, Box<dyn MultipartUpload>> {
         let upload = BufferedUpload {
             client: self.client.clone(),
             url: self.upload_url(),
@@ -326,67 +315,5 @@ impl ObjectStore for JsonApiWrites {
             parts: Vec::new(),
         };
         Box::pin(async move { Ok(Box::new(upload) as Box<dyn MultipartUpload>) })
-    }
-
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        options: GetOptions,
-    ) -> BoxFuture<'c, GetResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.get_opts(location, options)
-    }
-
-    fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> BoxFuture<'c, ()>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.delete(location)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_delimiter<'a, 'b, 'c>(
-        &'a self,
-        prefix: Option<&'b Path>,
-    ) -> BoxFuture<'c, ListResult>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.list_with_delimiter(prefix)
-    }
-
-    fn copy<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> BoxFuture<'d, ()>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy(from, to)
-    }
-
-    fn copy_if_not_exists<'a, 'b, 'c, 'd>(
-        &'a self,
-        from: &'b Path,
-        to: &'c Path,
-    ) -> BoxFuture<'d, ()>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy_if_not_exists(from, to)
     }
 }
