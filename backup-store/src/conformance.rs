@@ -77,6 +77,7 @@ pub async fn conformance(store: BackupStore) {
     throttled_upload(&store, dir).await;
     listing(&store).await;
     delete_backup_manifest_first(&store, dir).await;
+    delete_more_than_one_batch(&store).await;
     base_path_respected(&store, dir).await;
     conditional_manifest_writes(&store).await;
     compression_round_trip(&store, dir).await;
@@ -701,6 +702,39 @@ async fn write_backup(store: &BackupStore, dir: &LocalPath, id: BackupIdentifier
     let manifest = manifest.complete(files);
     store.write_manifest(&manifest).await.unwrap();
     manifest
+}
+
+/// A backup of more files than one delete request takes (S3 deletes at most
+/// 1,000 keys a request) and one listing page holds (1,000 keys) is deleted
+/// whole.
+async fn delete_more_than_one_batch(store: &BackupStore) {
+    const FILES: usize = 1_100;
+    let id = BackupIdentifier::new(5, 10, 0);
+    store
+        .write_manifest(&Manifest::in_progress(id, descriptor(10)))
+        .await
+        .unwrap();
+    let writes = (0..FILES).map(|i| {
+        let path = store
+            .file_path(&id, FileKind::Segment, &format!("{i:020}.log"))
+            .unwrap();
+        async move {
+            store
+                .object_store()
+                .put(&path, PutPayload::from_static(b"segment"))
+                .await
+                .unwrap_or_else(|e| panic!("put {path}: {e}"));
+        }
+    });
+    futures::stream::iter(writes)
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let prefix = store.backup_prefix(&id);
+    assert_eq!(raw_listing(store, &prefix).await.len(), FILES + 1);
+    assert_eq!(store.delete_backup(&id).await.unwrap(), FILES + 1);
+    assert_eq!(raw_listing(store, &prefix).await, Vec::<String>::new());
+    assert_eq!(store.read_manifest(&id).await.unwrap(), None);
 }
 
 async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
