@@ -320,7 +320,7 @@ pub struct BackupStore {
     /// The store may keep the very bytes it is given after the request (the
     /// in-memory store does, and a wrapped store might): uploads then send
     /// copies, so that a stored object never pins a buffer of the pool.
-    copies_payloads: bool,
+    pub(crate) copies_payloads: bool,
     /// The version of each `IN_PROGRESS` manifest this store wrote or read,
     /// by manifest path (see [`BackupStore::write_manifest`]).
     versions: Arc<Mutex<HashMap<Path, UpdateVersion>>>,

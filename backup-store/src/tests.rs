@@ -1,3 +1,5 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -539,4 +541,120 @@ async fn reachable_in_memory() {
         .check_reachable()
         .await
         .unwrap();
+}
+
+/// A store whose multipart parts never answer while `hang` is set.
+#[derive(Debug)]
+struct HangingParts {
+    inner: Arc<dyn object_store::ObjectStore>,
+    hang: Arc<AtomicBool>,
+}
+
+impl std::fmt::Display for HangingParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HangingParts({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct HangingUpload {
+    inner: Box<dyn object_store::MultipartUpload>,
+    hang: Arc<AtomicBool>,
+}
+
+impl object_store::MultipartUpload for HangingUpload {
+    fn put_part(&mut self, data: object_store::PutPayload) -> object_store::UploadPart {
+        if self.hang.load(Ordering::SeqCst) {
+            // Holds the payload (and so its buffer) until the part is dropped.
+            return Box::pin(async move {
+                let _payload = data;
+                std::future::pending().await
+            });
+        }
+        self.inner.put_part(data)
+    }
+
+    fn complete<'a, 'b>(&'a mut self) -> conformance::StoreFuture<'b, object_store::PutResult>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.complete()
+    }
+
+    fn abort<'a, 'b>(&'a mut self) -> conformance::StoreFuture<'b, ()>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        self.inner.abort()
+    }
+}
+
+impl conformance::Intercept for HangingParts {
+    fn inner(&self) -> &Arc<dyn object_store::ObjectStore> {
+        &self.inner
+    }
+
+    fn put_multipart_opts<'a>(
+        &'a self,
+        location: &'a object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> conformance::StoreFuture<'a, Box<dyn object_store::MultipartUpload>> {
+        Box::pin(async move {
+            let inner = self.inner.put_multipart_opts(location, opts).await?;
+            Ok(Box::new(HangingUpload {
+                inner,
+                hang: self.hang.clone(),
+            }) as Box<dyn object_store::MultipartUpload>)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_abandoned_on_a_hanging_store_gives_its_buffers_back() {
+    let root = tempfile::tempdir().unwrap();
+    let hang = Arc::new(AtomicBool::new(true));
+    let local: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root.path()).unwrap());
+    let mut store = BackupStore::from_object_store(
+        Arc::new(conformance::Intercepted(HangingParts {
+            inner: local,
+            hang: hang.clone(),
+        })),
+        None,
+    );
+    // The file system keeps nothing it is given: send the buffers themselves, as a broker on a
+    // real store does, so that a leaked buffer would show.
+    store.copies_payloads = false;
+    let count = store.buffers.count();
+
+    let dir = tempfile::tempdir().unwrap();
+    let len = (count + 3) * MULTIPART_PART_BYTES;
+    let path = dir.path().join("big.log");
+    std::fs::write(&path, vec![7u8; len]).unwrap();
+    let id = BackupIdentifier::new(1, 1, 0);
+    let upload = store.upload_file(&id, FileKind::Segment, "big.log", &path, len as u64, None);
+    // The deadline a broker puts on every upload ends it.
+    let abandoned = tokio::time::timeout(Duration::from_millis(500), upload).await;
+    assert!(abandoned.is_err(), "parts hang: the upload cannot finish");
+
+    // Every buffer comes back once the abandoned parts are dropped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while store.buffers.available() < count {
+        assert!(
+            Instant::now() < deadline,
+            "buffers leaked: {} of {count} available",
+            store.buffers.available()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And the next upload has them all.
+    hang.store(false, Ordering::SeqCst);
+    let entry = store
+        .upload_file(&id, FileKind::Segment, "big.log", &path, len as u64, None)
+        .await
+        .unwrap();
+    assert_eq!(entry.size_bytes, len as u64);
+    assert_eq!(store.buffers.available(), count);
 }
