@@ -35,8 +35,8 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 pub const MANIFEST_FILE_NAME: &str = "manifest.json";
 
 /// Uploads that end up at most this size are done with a single `put`;
-/// larger ones with a multipart upload.
-pub const SINGLE_PUT_MAX_BYTES: u64 = 8 * 1024 * 1024;
+/// larger ones with a multipart upload. What fits in one part buffer.
+pub const SINGLE_PUT_MAX_BYTES: u64 = MULTIPART_PART_BYTES as u64;
 
 /// The part size of multipart uploads.
 pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
