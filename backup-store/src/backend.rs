@@ -3,7 +3,7 @@
 //! that turn a failed reachability check into a message naming the setting to
 //! fix.
 
-use std::path::Path as LocalPath;
+use std::path::{Path as LocalPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::limit::LimitStore;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
+use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::error_chain;
@@ -188,6 +189,47 @@ pub(crate) struct Backend {
     /// A description without credentials, e.g. `S3(bucket=… endpoint=…)`.
     pub(crate) description: String,
     pub(crate) hints: Hints,
+    /// The file system store, to make objects durable (it does not fsync by itself).
+    pub(crate) local: Option<LocalFiles>,
+}
+
+/// The objects of a file system store as local files, to fsync them:
+/// `LocalFileSystem` renames a finished object into place but never syncs it,
+/// so without this a COMPLETED manifest could survive a crash that the files
+/// it lists did not.
+#[derive(Debug)]
+pub(crate) struct LocalFiles {
+    store: LocalFileSystem,
+    /// The canonical root: directories are synced up to it.
+    root: PathBuf,
+}
+
+impl LocalFiles {
+    /// Syncs the object at `location` and every directory from its own up to
+    /// the root (new backups create several levels of directories).
+    pub(crate) async fn sync(&self, location: &Path) -> Result<(), BackupStoreError> {
+        let file = self
+            .store
+            .path_to_filesystem(location)
+            .map_err(|e| BackupStoreError::object_store("sync", location, e))?;
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let sync = |path: &std::path::Path| {
+                std::fs::File::open(path)
+                    .and_then(|f| f.sync_all())
+                    .map_err(|source| BackupStoreError::io(path, source))
+            };
+            sync(&file)?;
+            let mut dir = file.parent();
+            while let Some(current) = dir.filter(|d| d.starts_with(&root)) {
+                sync(current)?;
+                dir = current.parent();
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BackupStoreError::io(&self.root, std::io::Error::other(e)))?
+    }
 }
 
 /// Builds the clients of `options.kind`.
@@ -211,6 +253,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             let memory = InMemory::new();
             let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(memory, limit));
             Ok(Backend {
+                local: None,
                 probe: store.clone(),
                 store,
                 description: "InMemory".to_string(),
@@ -236,9 +279,15 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                     })
             };
             let key = "broker.data.backup.filesystem.basePath";
+            let canonical_root =
+                std::fs::canonicalize(root).map_err(|source| BackupStoreError::io(root, source))?;
             Ok(Backend {
                 store: Arc::new(LimitStore::new(local()?, limit)),
                 probe: Arc::new(local()?),
+                local: Some(LocalFiles {
+                    store: local()?,
+                    root: canonical_root,
+                }),
                 description: format!("Filesystem(root={})", root.display()),
                 hints: Hints {
                     missing: format!("directory {} does not exist ({key})", root.display()),
@@ -326,6 +375,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 format!("cannot connect to {endpoint_description} (broker.data.backup.s3.endpoint)")
             };
             Ok(Backend {
+                local: None,
                 store: Arc::new(LimitStore::new(store, limit)),
                 probe: Arc::new(probe),
                 description: format!(
@@ -391,6 +441,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 build_error,
             )?;
             Ok(Backend {
+                local: None,
                 store: Arc::new(LimitStore::new(store, limit)),
                 probe: Arc::new(probe),
                 description: format!("GCS(bucket={bucket} host={host_description})"),
@@ -475,6 +526,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 build_error,
             )?;
             Ok(Backend {
+                local: None,
                 store: Arc::new(LimitStore::new(store, limit)),
                 probe: Arc::new(probe),
                 description: format!(

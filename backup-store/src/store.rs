@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
-use crate::backend::{self, Hints};
+use crate::backend::{self, Hints, LocalFiles};
 use crate::buffers::{PartBuffer, UploadBuffers};
 use crate::codec::{Compressor, Decompressor};
 use crate::error::error_chain;
@@ -321,6 +321,8 @@ pub struct BackupStore {
     /// in-memory store does, and a wrapped store might): uploads then send
     /// copies, so that a stored object never pins a buffer of the pool.
     pub(crate) copies_payloads: bool,
+    /// The file system store's objects as files, synced after every write.
+    local: Option<Arc<LocalFiles>>,
     /// The version of each `IN_PROGRESS` manifest this store wrote or read,
     /// by manifest path (see [`BackupStore::write_manifest`]).
     versions: Arc<Mutex<HashMap<Path, UpdateVersion>>>,
@@ -364,6 +366,7 @@ impl BackupStore {
             compression: options.compression,
             buffers: UploadBuffers::new(options.upload_memory_limit_bytes, MULTIPART_PART_BYTES),
             copies_payloads: matches!(options.kind, StoreKind::InMemory),
+            local: backend.local.map(Arc::new),
             versions: Arc::default(),
         })
     }
@@ -392,6 +395,7 @@ impl BackupStore {
             compression: Compression::None,
             buffers: UploadBuffers::new(DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES, MULTIPART_PART_BYTES),
             copies_payloads: true,
+            local: None,
             versions: Arc::default(),
         }
     }
@@ -539,6 +543,7 @@ impl BackupStore {
             Some(version) => self.update_manifest(&path, manifest, json, version).await?,
             None => self.create_manifest(&path, manifest, json).await?,
         };
+        self.make_durable(&path).await?;
         if manifest.status == BackupStatus::InProgress {
             self.track_version(&path, version);
         } else {
@@ -713,6 +718,16 @@ impl BackupStore {
     }
 
     /// The metadata of an object, `None` if it does not exist.
+    /// Makes the object at `path` durable where the store does not do so by
+    /// itself (the file system store: fsync of the file and its directories);
+    /// remote stores acknowledge a write once it is durable.
+    async fn make_durable(&self, path: &Path) -> Result<()> {
+        match &self.local {
+            Some(local) => local.sync(path).await,
+            None => Ok(()),
+        }
+    }
+
     async fn head_optional(&self, path: &Path) -> Result<Option<ObjectMeta>> {
         match self.store.head(path).await {
             Ok(meta) => Ok(Some(meta)),
@@ -918,6 +933,9 @@ impl BackupStore {
                 })
             }
         }
+
+        // Before the manifest that lists it can say COMPLETED.
+        self.make_durable(&path).await?;
 
         let entry = FileEntry {
             name: name.to_string(),

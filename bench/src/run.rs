@@ -1288,7 +1288,7 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
     let _ = std::fs::remove_dir_all(&cp_target);
     let _ = std::fs::remove_dir_all(&fs_root);
     report.note(format!(
-        "backup {id} to the filesystem: {} in {}; a `sync` right after COMPLETED took {} (data the store had not made durable); cp -r + sync of the same {}: {}",
+        "backup {id} to the filesystem: {} in {}; a `sync` right after COMPLETED took {} (what was not durable yet; the store fsyncs every object before COMPLETED); cp -r + sync of the same {}: {}",
         size(fs_bytes),
         secs(fs_time),
         secs(fs_sync),
