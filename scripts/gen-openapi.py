@@ -67,7 +67,15 @@ schemas = {
     "TransferAccepted": {
         "type": "object",
         "required": ["transferId", "status"],
-        "properties": {"transferId": UUID, "status": {"type": "string", "enum": ["COMPLETED", "PENDING"]}},
+        "properties": {
+            "transferId": UUID,
+            "status": {"type": "string", "enum": ["COMPLETED", "PENDING", "FAILED"]},
+            "failureReason": {
+                "type": "string",
+                "nullable": True,
+                "description": "why the target refused the credit (the sender was refunded); only with FAILED",
+            },
+        },
     },
     "TransferStatus": {
         "type": "object",
@@ -77,7 +85,11 @@ schemas = {
             "from": ACCOUNT,
             "to": ACCOUNT,
             "amount": AMOUNT,
-            "status": {"type": "string", "enum": ["COMPLETED", "PENDING"]},
+            "status": {"type": "string", "enum": ["COMPLETED", "PENDING", "FAILED"]},
+            "failureReason": {
+                "type": "string",
+                "description": "why the target refused the credit (the sender was refunded); only with FAILED",
+            },
         },
     },
     "Ledger": {
@@ -222,7 +234,7 @@ paths = {
     },
     "/v1/transfers": {
         "post": op("Transfer between two accounts (also across partitions)", {
-            "200": json_body(ref("TransferAccepted"), "COMPLETED, or PENDING when the credit is not applied within the request's time budget"),
+            "200": json_body(ref("TransferAccepted"), "COMPLETED, PENDING when the credit is not applied within the request's time budget, or FAILED when the target refused the credit and the sender was refunded"),
             "404": error("the source account was never seen"),
             "409": error("insufficient funds, or the transferId was used for another transfer"),
             "422": error("the target balance would overflow a 64-bit integer"),

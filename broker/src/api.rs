@@ -191,7 +191,7 @@ fn validate_command(command: &Command) -> Result<(), String> {
         Command::Checkpoint { .. } => {
             Err("checkpoints are created through the checkpoints endpoint".into())
         }
-        Command::Credit { .. } | Command::CreditAck { .. } => {
+        Command::Credit { .. } | Command::CreditAck { .. } | Command::CreditRefused { .. } => {
             Err("inter-partition commands go through the deliveries endpoint".into())
         }
     }
@@ -302,7 +302,7 @@ async fn deliver(
     for (index, delivery) in request.deliveries.iter().enumerate() {
         let valid = match &delivery.command {
             Command::Credit { to, .. } => validate_account(to),
-            Command::CreditAck { .. } => Ok(()),
+            Command::CreditAck { .. } | Command::CreditRefused { .. } => Ok(()),
             other => Err(format!("{other:?} is not an inter-partition command")),
         };
         valid

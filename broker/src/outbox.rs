@@ -6,7 +6,7 @@
 //! acknowledgement carries the target's latest checkpoint id after the credit: the two halves of
 //! the consistent cut (ARCHITECTURE.md). The outbox lives in the partition state, so after a
 //! restart or a restore the sender simply finds it and sends again; targets apply a credit at
-//! most once per transfer id.
+//! most once per (source partition, source position), and a credit they refuse is refunded.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client::BrokerClient;
 use crate::partition::PartitionHandle;
-use crate::record::{Command, Delivery, Outcome};
+use crate::record::{answer_for_credit, Delivery, Outcome};
 use crate::routing::node_for_partition;
 
 #[derive(Debug, Clone)]
@@ -103,50 +103,54 @@ impl OutboxSender {
             .outbox(self.options.batch_entries_max)
             .await
             .map_err(|e| e.to_string())?;
-        let sent = batch.entries.len();
+        let sent = batch.credits.len();
         if sent == 0 {
             return Ok(0);
         }
         let mut by_target: BTreeMap<u32, Vec<Delivery>> = BTreeMap::new();
-        for (transfer_id, entry) in batch.entries {
-            by_target
-                .entry(entry.to_partition)
-                .or_default()
-                .push(Delivery {
-                    command: Command::Credit {
-                        transfer_id,
-                        from_partition: source,
-                        to: entry.to,
-                        amount: entry.amount,
-                    },
-                    checkpoint_id: batch.latest_checkpoint_id,
-                });
+        for (target, credit) in batch.credits {
+            by_target.entry(target).or_default().push(Delivery {
+                command: credit,
+                checkpoint_id: batch.latest_checkpoint_id,
+            });
         }
         let answers = join_all(by_target.into_iter().map(|(target, deliveries)| {
             let broker =
                 &self.brokers[node_for_partition(target, self.options.cluster_size) as usize];
-            async move { (target, broker.deliver(target, deliveries).await) }
+            async move {
+                let answer = broker.deliver(target, deliveries.clone()).await;
+                (target, deliveries, answer)
+            }
         }))
         .await;
+        // Acknowledgements and refusals, each carrying the target's checkpoint id after it
+        // answered (the second half of the consistent cut).
         let mut acks = Vec::new();
         let mut first_error = None;
-        for (target, answer) in answers {
+        for (target, deliveries, answer) in answers {
             match answer {
-                Ok(response) => {
-                    for outcome in response.outcomes {
-                        match outcome {
-                            Outcome::Credited { transfer_id, .. } => acks.push(Delivery {
-                                command: Command::CreditAck { transfer_id },
+                Ok(response) if response.outcomes.len() == deliveries.len() => {
+                    for (delivery, outcome) in deliveries.iter().zip(response.outcomes) {
+                        if let Outcome::Rejected { rejection } = &outcome {
+                            tracing::warn!(partition = source, target, reason = %rejection.message(),
+                                "a credit was refused by its target; the sender is refunded and the transfer FAILED");
+                        }
+                        match answer_for_credit(&delivery.command, outcome) {
+                            Some(command) => acks.push(Delivery {
+                                command,
                                 checkpoint_id: response.latest_checkpoint_id,
                             }),
-                            other => tracing::error!(
-                                partition = source,
-                                target,
-                                ?other,
-                                "a credit was refused by its target; it stays in the outbox"
-                            ),
+                            None => tracing::error!(partition = source, target,
+                                "a credit was answered with an unexpected outcome; it stays in the outbox"),
                         }
                     }
+                }
+                Ok(response) => {
+                    first_error.get_or_insert(format!(
+                        "target partition {target} answered {} outcomes for {} credits",
+                        response.outcomes.len(),
+                        deliveries.len()
+                    ));
                 }
                 Err(error) => {
                     first_error.get_or_insert(format!("target partition {target}: {error}"));

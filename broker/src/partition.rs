@@ -27,7 +27,7 @@ use crate::log::{Appended, Log};
 use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
 use crate::record::{delivery_records, Command, Delivery, Outcome};
 use crate::snapshot::{self, SnapshotRef};
-use crate::state::{LedgerState, OutgoingTransfer, PartitionSummary};
+use crate::state::{LedgerState, PartitionSummary, TransferProgress};
 
 #[derive(Debug, Clone)]
 pub struct PartitionOptions {
@@ -111,10 +111,11 @@ enum WriteReply {
     Deliver(oneshot::Sender<Result<DeliverResponse>>),
 }
 
-/// Outbox entries to (re-)send, with the source's latest checkpoint id read at the same moment.
+/// Credits to (re-)send, by target partition (`LedgerState::outbox_credits`), with the source's
+/// latest checkpoint id read at the same moment.
 #[derive(Debug, Clone)]
 pub struct OutboxBatch {
-    pub entries: Vec<(String, OutgoingTransfer)>,
+    pub credits: Vec<(u32, Command)>,
     pub latest_checkpoint_id: u64,
 }
 
@@ -488,32 +489,28 @@ impl PartitionService {
             }
             Request::Outbox { limit, reply } => {
                 let _ = reply.send(OutboxBatch {
-                    entries: self
-                        .state
-                        .outbox
-                        .iter()
-                        .take(limit)
-                        .map(|(id, entry)| (id.clone(), entry.clone()))
-                        .collect(),
+                    credits: self.state.outbox_credits(limit),
                     latest_checkpoint_id: self.state.latest_checkpoint_id,
                 });
             }
             Request::Transfer { transfer_id, reply } => {
-                let status = self
-                    .state
-                    .transfers
-                    .get(&transfer_id)
-                    .map(|entry| TransferStatus {
+                let status = self.state.transfer(&transfer_id).map(|(entry, progress)| {
+                    let (status, failure_reason) = match progress {
+                        TransferProgress::Pending => (TransferState::Pending, None),
+                        TransferProgress::Completed => (TransferState::Completed, None),
+                        TransferProgress::Failed { reason } => {
+                            (TransferState::Failed, Some(reason))
+                        }
+                    };
+                    TransferStatus {
                         transfer_id: transfer_id.clone(),
                         from: entry.from.clone(),
                         to: entry.to.clone(),
                         amount: entry.amount,
-                        status: if self.state.outbox.contains_key(&transfer_id) {
-                            TransferState::Pending
-                        } else {
-                            TransferState::Completed
-                        },
-                    });
+                        status,
+                        failure_reason,
+                    }
+                });
                 let _ = reply.send(status);
             }
             Request::Execute { .. } | Request::Deliver { .. } => {

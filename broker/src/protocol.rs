@@ -50,6 +50,8 @@ pub struct DeliverResponse {
 pub enum TransferState {
     Pending,
     Completed,
+    /// The target refused the credit; the sender was refunded (`failureReason` says why).
+    Failed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +62,9 @@ pub struct TransferStatus {
     pub to: String,
     pub amount: u64,
     pub status: TransferState,
+    /// Why the transfer FAILED; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,11 +30,18 @@ pub enum Command {
         checkpoint_id: u64,
     },
     /// Inter-partition: the target side of a cross-partition transfer. Applied at most once per
-    /// `transfer_id`.
+    /// `(from_partition, source_position)`: the position of the transfer's debit in the source's
+    /// log names the transfer for ever, whatever its `transfer_id` (which clients may reuse).
     #[serde(rename_all = "camelCase")]
     Credit {
         transfer_id: String,
         from_partition: u32,
+        /// The log position of the `Transfer` record that debited the source.
+        source_position: u64,
+        /// Every transfer from `from_partition` to this partition whose source position is below
+        /// this one is finished (acknowledged or refunded) and is never sent again, so the target
+        /// may forget it: what bounds the target's at-most-once guard.
+        finished_below: u64,
         to: String,
         amount: u64,
     },
@@ -42,6 +49,15 @@ pub enum Command {
     #[serde(rename_all = "camelCase")]
     CreditAck {
         transfer_id: String,
+        source_position: u64,
+    },
+    /// Inter-partition: the target refused the credit for good (e.g. it would take the target
+    /// partition's funds over 2^64-1); the source refunds the sender and the transfer FAILED.
+    #[serde(rename_all = "camelCase")]
+    CreditRefused {
+        transfer_id: String,
+        source_position: u64,
+        reason: String,
     },
 }
 
@@ -88,6 +104,33 @@ pub fn delivery_records(
     records
 }
 
+/// What the source appends once the target answered `credit` with `outcome`: an acknowledgement
+/// when it was applied (now or before), a refusal when the target refused it (refusals are
+/// deterministic, so a re-send would be refused again). `None` when `credit` is not a credit.
+/// The one rule the outbox sender and the simulation of the consistent cut share.
+pub fn answer_for_credit(credit: &Command, outcome: Outcome) -> Option<Command> {
+    let Command::Credit {
+        transfer_id,
+        source_position,
+        ..
+    } = credit
+    else {
+        return None;
+    };
+    match outcome {
+        Outcome::Credited { .. } => Some(Command::CreditAck {
+            transfer_id: transfer_id.clone(),
+            source_position: *source_position,
+        }),
+        Outcome::Rejected { rejection } => Some(Command::CreditRefused {
+            transfer_id: transfer_id.clone(),
+            source_position: *source_position,
+            reason: rejection.message(),
+        }),
+        _ => None,
+    }
+}
+
 /// What processing one command produced. Deterministic: a function of the command and the state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "camelCase")]
@@ -112,6 +155,11 @@ pub enum Outcome {
     },
     #[serde(rename_all = "camelCase")]
     CreditAcked {
+        transfer_id: String,
+    },
+    /// The target refused the credit: the sender got the amount back, the transfer FAILED.
+    #[serde(rename_all = "camelCase")]
+    TransferRefunded {
         transfer_id: String,
     },
     #[serde(rename_all = "camelCase")]
@@ -170,9 +218,10 @@ impl Rejection {
             } => format!(
                 "insufficient funds: account={account} balance={balance} amount={amount}"
             ),
-            Rejection::BalanceOverflow { account } => {
-                format!("balance would overflow a 64-bit integer: account={account}")
-            }
+            Rejection::BalanceOverflow { account } => format!(
+                "the money held by the partition of account={account} would exceed 2^64-1 \
+                 (18446744073709551615, balances and outgoing transfers together); use a smaller amount"
+            ),
             Rejection::CheckpointNotNewer { requested, latest } => format!(
                 "backup id must be greater than the latest backup id: requested={requested} latest={latest}; use an id greater than {latest}"
             ),
@@ -210,17 +259,44 @@ mod tests {
                 }
             ),
             any::<u64>().prop_map(|checkpoint_id| Command::Checkpoint { checkpoint_id }),
-            (account, any::<u32>(), any::<u64>(), "[a-f0-9-]{36}").prop_map(
-                |(to, from_partition, amount, transfer_id)| {
-                    Command::Credit {
-                        transfer_id,
-                        from_partition,
+            (
+                account,
+                any::<u32>(),
+                any::<(u64, u64)>(),
+                any::<u64>(),
+                "[a-f0-9-]{36}"
+            )
+                .prop_map(
+                    |(
                         to,
+                        from_partition,
+                        (source_position, finished_below),
                         amount,
+                        transfer_id,
+                    )| {
+                        Command::Credit {
+                            transfer_id,
+                            from_partition,
+                            source_position,
+                            finished_below,
+                            to,
+                            amount,
+                        }
                     }
+                ),
+            ("[a-f0-9-]{36}", any::<u64>()).prop_map(|(transfer_id, source_position)| {
+                Command::CreditAck {
+                    transfer_id,
+                    source_position,
+                }
+            }),
+            ("[a-f0-9-]{36}", any::<u64>(), ".{0,64}").prop_map(
+                |(transfer_id, source_position, reason)| Command::CreditRefused {
+                    transfer_id,
+                    source_position,
+                    reason,
                 }
             ),
-            "[a-f0-9-]{36}".prop_map(|transfer_id| Command::CreditAck { transfer_id }),
         ]
     }
 

@@ -22,6 +22,11 @@ pub const STATE_FILE: &str = "state.rkyv";
 pub const META_FILE: &str = "snapshot.json";
 const TMP_SUFFIX: &str = ".tmp";
 
+/// The layout of `state.rkyv`. Version 2: transfers keyed by their debit's position, the credit
+/// guard per source partition, `held_total` (hardening of transfers). Version 1 states cannot be
+/// decoded by this release and are refused by version, never decoded as something else.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SnapshotMeta {
@@ -71,7 +76,7 @@ pub fn write(snapshots_dir: &Path, state: &LedgerState) -> Result<SnapshotRef> {
         }
     })?;
     let meta = SnapshotMeta {
-        format_version: 1,
+        format_version: SNAPSHOT_FORMAT_VERSION,
         snapshot_id: id.clone(),
         processed_position: state.processed_position,
         state_bytes: bytes.len() as u64,
@@ -116,6 +121,16 @@ pub fn read(dir: &Path) -> Result<SnapshotRef> {
             path: meta_path.clone(),
             reason: format!("invalid metadata: {error}"),
         })?;
+    if meta.format_version != SNAPSHOT_FORMAT_VERSION {
+        return Err(BrokerError::CorruptSnapshot {
+            path: meta_path,
+            reason: format!(
+                "snapshot formatVersion={} is not the formatVersion={SNAPSHOT_FORMAT_VERSION} of this release; \
+                 read it with the release that wrote it",
+                meta.format_version
+            ),
+        });
+    }
     let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
     if name.as_deref() != Some(meta.snapshot_id.as_str())
         || meta.snapshot_id != snapshot_id(meta.processed_position)

@@ -467,15 +467,11 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
     // What the outbox sender sends: the credit with the source's latest checkpoint id.
     let batch = source.outbox(10).await.unwrap();
     assert_eq!(batch.latest_checkpoint_id, 7);
-    let (transfer_id, entry) = batch.entries[0].clone();
+    let (to_partition, credit) = batch.credits[0].clone();
+    assert_eq!(to_partition, 2);
     let delivered = target
         .deliver(vec![sluice_broker::record::Delivery {
-            command: Command::Credit {
-                transfer_id,
-                from_partition: 1,
-                to: entry.to,
-                amount: entry.amount,
-            },
+            command: credit,
             checkpoint_id: batch.latest_checkpoint_id,
         }])
         .await

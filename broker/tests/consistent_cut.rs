@@ -7,15 +7,19 @@
 //! - Σ balances + Σ outbox entries whose credit is not in the target's cut = Σ deposits in the cut;
 //! - restoring the cut and draining the outboxes (re-send, at-most-once credits, acks) ends with
 //!   Σ balances = Σ deposits in the cut and empty outboxes: money neither created nor lost.
+//!
+//! Clients misbehave too: transfer ids are reused (by the same source and by other sources), and
+//! partitions are filled close to 2^64-1 so that their targets refuse credits (refunded at the
+//! source). Conservation must hold through all of it.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice_broker::record::{delivery_records, Command, Delivery, Outcome};
+use sluice_broker::record::{answer_for_credit, delivery_records, Command, Delivery, Outcome};
 use sluice_broker::routing::partition_for_account;
-use sluice_broker::state::LedgerState;
+use sluice_broker::state::{CreditRecord, LedgerState};
 
 struct Partition {
     state: LedgerState,
@@ -74,36 +78,47 @@ fn accounts(partitions_count: u32) -> Vec<String> {
 /// checkpoint id read at the same moment.
 fn send_outbox(partitions: &BTreeMap<u32, Partition>, source: u32, wire: &mut Vec<Message>) {
     let state = &partitions[&source].state;
-    for (transfer_id, entry) in &state.outbox {
+    for (target, credit) in state.outbox_credits(usize::MAX) {
         wire.push(Message {
-            target: entry.to_partition,
+            target,
             delivery: Delivery {
-                command: Command::Credit {
-                    transfer_id: transfer_id.clone(),
-                    from_partition: source,
-                    to: entry.to.clone(),
-                    amount: entry.amount,
-                },
+                command: credit,
                 checkpoint_id: state.latest_checkpoint_id,
             },
         });
     }
 }
 
-/// Delivers one message; a credit that was applied answers with an acknowledgement.
-fn deliver(partitions: &mut BTreeMap<u32, Partition>, message: Message, wire: &mut Vec<Message>) {
-    let source = match &message.delivery.command {
+/// What the runs saw, so that a test can show the simulation exercised what it claims.
+#[derive(Default)]
+struct Seen {
+    cuts_checked: usize,
+    refunds: usize,
+}
+
+/// Delivers one message; a credit is answered with an acknowledgement or a refusal.
+fn deliver(
+    partitions: &mut BTreeMap<u32, Partition>,
+    message: Message,
+    wire: &mut Vec<Message>,
+    seen: &mut Seen,
+) {
+    let credit = message.delivery.command.clone();
+    let source = match &credit {
         Command::Credit { from_partition, .. } => Some(*from_partition),
         _ => None,
     };
     let target = partitions.get_mut(&message.target).unwrap();
     let outcomes = target.deliver(message.delivery);
     for outcome in outcomes {
-        if let (Outcome::Credited { transfer_id, .. }, Some(source)) = (outcome, source) {
+        if matches!(outcome, Outcome::TransferRefunded { .. }) {
+            seen.refunds += 1;
+        }
+        if let (Some(answer), Some(source)) = (answer_for_credit(&credit, outcome), source) {
             wire.push(Message {
                 target: source,
                 delivery: Delivery {
-                    command: Command::CreditAck { transfer_id },
+                    command: answer,
                     checkpoint_id: target.state.latest_checkpoint_id,
                 },
             });
@@ -111,26 +126,40 @@ fn deliver(partitions: &mut BTreeMap<u32, Partition>, message: Message, wire: &m
     }
 }
 
-fn check_cut(checkpoint_id: u64, cut: &BTreeMap<u32, (LedgerState, u128)>) {
+fn check_cut(checkpoint_id: u64, cut: &BTreeMap<u32, (LedgerState, u128)>, seen: &mut Seen) {
     let deposited: u128 = cut.values().map(|(_, d)| *d).sum();
     let balances: u128 = cut.values().map(|(s, _)| s.summary().balance_total).sum();
     let mut in_flight = 0u128;
     for (source, (state, _)) in cut {
-        for (transfer_id, entry) in &state.outbox {
-            if !cut[&entry.to_partition]
-                .0
-                .credited
-                .contains_key(transfer_id)
-            {
+        for (position, entry) in &state.outbox {
+            let guard = cut[&entry.to_partition].0.credited.get(source);
+            assert!(
+                guard.is_none_or(|g| *position >= g.finished_below),
+                "checkpoint {checkpoint_id}: the target forgot credit {source}/{position} that the source may still send"
+            );
+            let applied = guard.is_some_and(|g| {
+                matches!(
+                    g.positions.get(position),
+                    Some(CreditRecord::Applied { .. })
+                )
+            });
+            if !applied {
                 in_flight += u128::from(entry.amount);
             }
         }
-        // Every credit in this cut has its debit in its source's cut.
-        for transfer_id in state.credited.keys() {
-            let debited = cut
-                .values()
-                .any(|(other, _)| other.transfers.contains_key(transfer_id));
-            assert!(debited, "checkpoint {checkpoint_id}: partition {source} holds credit {transfer_id} whose debit is not in the cut");
+        // Every credit in this cut has its debit in its source's cut: before the source's
+        // checkpoint record.
+        for (from, guard) in &state.credited {
+            for (position, _) in guard
+                .positions
+                .iter()
+                .filter(|(_, r)| matches!(r, CreditRecord::Applied { .. }))
+            {
+                assert!(
+                    *position < cut[from].0.processed_position,
+                    "checkpoint {checkpoint_id}: partition {source} holds credit {from}/{position} whose debit is not in the cut"
+                );
+            }
         }
     }
     assert_eq!(
@@ -159,7 +188,7 @@ fn check_cut(checkpoint_id: u64, cut: &BTreeMap<u32, (LedgerState, u128)>) {
         send_outbox(&restored, *source, &mut wire);
     }
     while let Some(message) = wire.pop() {
-        deliver(&mut restored, message, &mut wire);
+        deliver(&mut restored, message, &mut wire, seen);
     }
     let balances: u128 = restored
         .values()
@@ -176,7 +205,8 @@ fn check_cut(checkpoint_id: u64, cut: &BTreeMap<u32, (LedgerState, u128)>) {
     );
 }
 
-fn simulate(seed: u64, partitions_count: u32, steps: usize) -> usize {
+fn simulate(seed: u64, partitions_count: u32, steps: usize) -> Seen {
+    let mut seen = Seen::default();
     let mut rng = StdRng::seed_from_u64(seed);
     let accounts = accounts(partitions_count);
     let mut partitions: BTreeMap<u32, Partition> = (1..=partitions_count)
@@ -201,7 +231,13 @@ fn simulate(seed: u64, partitions_count: u32, steps: usize) -> usize {
             0..=19 => {
                 let account = &accounts[rng.gen_range(0..accounts.len())];
                 let partition = partition_for_account(account, partitions_count);
-                let amount = rng.gen_range(1..1000);
+                // Now and then fill the partition close to 2^64-1: credits to it get refused.
+                let held = partitions[&partition].state.held_total;
+                let amount = if rng.gen_range(0..40) == 0 && held < u64::MAX - 1000 {
+                    u64::MAX - held - rng.gen_range(0..200)
+                } else {
+                    rng.gen_range(1..1000)
+                };
                 partitions
                     .get_mut(&partition)
                     .unwrap()
@@ -215,12 +251,18 @@ fn simulate(seed: u64, partitions_count: u32, steps: usize) -> usize {
                 let to = &accounts[rng.gen_range(0..accounts.len())];
                 if from != to {
                     transfers += 1;
+                    // A third of the requests reuse an earlier id (of any source partition).
+                    let id = if rng.gen_range(0..3) == 0 {
+                        rng.gen_range(1..=transfers)
+                    } else {
+                        transfers
+                    };
                     let partition = partition_for_account(from, partitions_count);
                     partitions
                         .get_mut(&partition)
                         .unwrap()
                         .apply(&Command::Transfer {
-                            transfer_id: format!("t{transfers}"),
+                            transfer_id: format!("t{id}"),
                             from: from.clone(),
                             to: to.clone(),
                             amount: rng.gen_range(1..300),
@@ -233,7 +275,7 @@ fn simulate(seed: u64, partitions_count: u32, steps: usize) -> usize {
             }
             55..=79 if !wire.is_empty() => {
                 let message = wire.swap_remove(rng.gen_range(0..wire.len()));
-                deliver(&mut partitions, message, &mut wire);
+                deliver(&mut partitions, message, &mut wire, &mut seen);
             }
             80..=84 if !wire.is_empty() => {
                 // Lost on the wire: the source re-sends from its outbox later.
@@ -256,18 +298,17 @@ fn simulate(seed: u64, partitions_count: u32, steps: usize) -> usize {
             _ => {}
         }
     }
-    let mut checked = 0;
     for checkpoint_id in 1..next_checkpoint {
         let cut: Option<BTreeMap<u32, (LedgerState, u128)>> = partitions
             .iter()
             .map(|(id, p)| p.cuts.get(&checkpoint_id).map(|c| (*id, c.clone())))
             .collect();
         if let Some(cut) = cut {
-            check_cut(checkpoint_id, &cut);
-            checked += 1;
+            check_cut(checkpoint_id, &cut, &mut seen);
+            seen.cuts_checked += 1;
         }
     }
-    checked
+    seen
 }
 
 proptest! {
@@ -278,11 +319,18 @@ proptest! {
     }
 }
 
-/// The simulation checks something: across seeds, many complete cuts with transfers in flight.
+/// The simulation checks something: across seeds, many complete cuts with transfers in flight,
+/// and refused credits refunded.
 #[test]
 fn the_simulation_produces_complete_cuts() {
-    let checked: usize = (0..20).map(|seed| simulate(seed, 3, 2000)).sum();
+    let runs: Vec<Seen> = (0..20).map(|seed| simulate(seed, 3, 2000)).collect();
+    let checked: usize = runs.iter().map(|s| s.cuts_checked).sum();
+    let refunds: usize = runs.iter().map(|s| s.refunds).sum();
     assert!(checked >= 20, "only {checked} complete cuts were checked");
+    assert!(
+        refunds >= 20,
+        "only {refunds} refused credits were refunded"
+    );
 }
 
 /// Without the propagation rule the cut breaks: a credit lands in the target's cut while its
@@ -321,13 +369,13 @@ fn a_credit_sent_after_the_source_checkpoint_forces_the_target_checkpoint_first(
         amount: 40,
     });
     // The credit reaches the target before the gateway's checkpoint 7 does.
+    let credits = source.state.outbox_credits(10);
+    let [(2, credit)] = credits.as_slice() else {
+        panic!("one credit to partition 2 expected: {credits:?}")
+    };
+    let credit = credit.clone();
     let outcomes = target.deliver(Delivery {
-        command: Command::Credit {
-            transfer_id: "t".into(),
-            from_partition: 1,
-            to: bob.clone(),
-            amount: 40,
-        },
+        command: credit,
         checkpoint_id: source.state.latest_checkpoint_id,
     });
     assert!(matches!(

@@ -150,7 +150,10 @@ fn routing_account(command: &Command) -> &str {
     match command {
         Command::Deposit { account, .. } | Command::Withdraw { account, .. } => account,
         Command::Transfer { from, .. } => from,
-        Command::Checkpoint { .. } | Command::Credit { .. } | Command::CreditAck { .. } => {
+        Command::Checkpoint { .. }
+        | Command::Credit { .. }
+        | Command::CreditAck { .. }
+        | Command::CreditRefused { .. } => {
             unreachable!("clients send only deposits, withdrawals and transfers")
         }
     }
@@ -166,6 +169,10 @@ fn outcome_body(outcome: Outcome) -> Result<Value, GatewayError> {
         }
         Outcome::TransferPending { transfer_id } => {
             Ok(json!({"transferId": transfer_id, "status": "PENDING"}))
+        }
+        // A repeated request of a transfer whose credit was refused: the first answer again.
+        Outcome::TransferRefunded { transfer_id } => {
+            Ok(json!({"transferId": transfer_id, "status": "FAILED"}))
         }
         Outcome::Rejected { rejection } => Err(rejection_error(&rejection)),
         other @ (Outcome::CheckpointCreated { .. }
@@ -237,10 +244,21 @@ async fn transfer(
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(100));
-        if broker.transfer(source, &transfer_id).await?.status == TransferState::Completed {
-            return Ok(Json(
-                json!({"transferId": transfer_id, "status": "COMPLETED"}),
-            ));
+        let status = broker.transfer(source, &transfer_id).await?;
+        match status.status {
+            TransferState::Pending => {}
+            TransferState::Completed => {
+                return Ok(Json(
+                    json!({"transferId": transfer_id, "status": "COMPLETED"}),
+                ))
+            }
+            TransferState::Failed => {
+                return Ok(Json(json!({
+                    "transferId": transfer_id,
+                    "status": "FAILED",
+                    "failureReason": status.failure_reason,
+                })))
+            }
         }
     }
     Ok(Json(
