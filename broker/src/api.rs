@@ -20,7 +20,7 @@ use crate::protocol::{
     DeliverResponse, ErrorBody, ErrorKind, ExecuteRequest, ExecuteResponse, Topology,
     TransferStatus, API_PREFIX,
 };
-use crate::record::{Command, Outcome, Rejection};
+use crate::record::{Command, Delivery, Outcome, Rejection, CHECKPOINT_ID_MAX};
 use crate::routing::validate_account;
 
 /// Commands accepted in one execute request.
@@ -99,6 +99,7 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         }
         BrokerError::Io { .. }
         | BrokerError::Bind { .. }
+        | BrokerError::Tls { .. }
         | BrokerError::CorruptLog { .. }
         | BrokerError::CorruptSnapshot { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
@@ -183,10 +184,7 @@ fn validate_command(command: &Command) -> Result<(), String> {
         } => {
             validate_account(from)?;
             validate_account(to)?;
-            if transfer_id.is_empty() || transfer_id.len() > 128 {
-                return Err("transferId must be 1 to 128 characters".into());
-            }
-            Ok(())
+            validate_transfer_id(transfer_id)
         }
         Command::Checkpoint { .. } => {
             Err("checkpoints are created through the checkpoints endpoint".into())
@@ -194,6 +192,98 @@ fn validate_command(command: &Command) -> Result<(), String> {
         Command::Credit { .. } | Command::CreditAck { .. } | Command::CreditRefused { .. } => {
             Err("inter-partition commands go through the deliveries endpoint".into())
         }
+    }
+}
+
+/// The longest refusal reason a `CreditRefused` delivery may carry.
+pub const REFUSAL_REASON_BYTES_MAX: usize = 1024;
+
+/// Transfer ids: 1 to 128 characters (the gateway sends UUIDs).
+fn validate_transfer_id(transfer_id: &str) -> Result<(), String> {
+    if transfer_id.is_empty() || transfer_id.len() > 128 {
+        return Err(format!(
+            "transferId must be 1 to 128 characters, got {}",
+            transfer_id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checkpoint ids follow the public rule of backup ids: 1 to [`CHECKPOINT_ID_MAX`]. A larger
+/// one would stop every later backup (ids must grow) and spread through credits.
+fn validate_checkpoint_id(checkpoint_id: u64) -> Result<(), String> {
+    if checkpoint_id == 0 || checkpoint_id > CHECKPOINT_ID_MAX {
+        return Err(format!(
+            "checkpoint id must be 1 to {CHECKPOINT_ID_MAX}, got {checkpoint_id}"
+        ));
+    }
+    Ok(())
+}
+
+/// Every field of an inter-partition message addressed to `partition_id`, with the rules of the
+/// public API where there is one: a bad message is refused (400) before it reaches the log, so
+/// it can never stop the partition.
+fn validate_delivery(
+    delivery: &Delivery,
+    partition_id: u32,
+    partitions_count: u32,
+) -> Result<(), String> {
+    if delivery.checkpoint_id != 0 {
+        validate_checkpoint_id(delivery.checkpoint_id)?;
+    }
+    match &delivery.command {
+        Command::Credit {
+            transfer_id,
+            from_partition,
+            source_position,
+            finished_below,
+            to,
+            amount,
+        } => {
+            validate_transfer_id(transfer_id)?;
+            validate_account(to)?;
+            if *from_partition == 0
+                || *from_partition > partitions_count
+                || *from_partition == partition_id
+            {
+                return Err(format!(
+                    "fromPartition must be another partition of 1 to {partitions_count}, got {from_partition}"
+                ));
+            }
+            if *amount == 0 {
+                return Err("amount must be a positive integer".into());
+            }
+            if *source_position == 0 || finished_below > source_position {
+                return Err(format!(
+                    "sourcePosition must be positive and at least finishedBelow, got sourcePosition={source_position} finishedBelow={finished_below}"
+                ));
+            }
+            Ok(())
+        }
+        Command::CreditAck {
+            transfer_id,
+            source_position,
+        }
+        | Command::CreditRefused {
+            transfer_id,
+            source_position,
+            ..
+        } => {
+            validate_transfer_id(transfer_id)?;
+            if *source_position == 0 {
+                return Err("sourcePosition must be positive".into());
+            }
+            if let Command::CreditRefused { reason, .. } = &delivery.command {
+                if reason.len() > REFUSAL_REASON_BYTES_MAX {
+                    return Err(format!(
+                        "reason must be at most {REFUSAL_REASON_BYTES_MAX} bytes, got {}",
+                        reason.len()
+                    ));
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!("{other:?} is not an inter-partition command")),
     }
 }
 
@@ -242,11 +332,7 @@ async fn checkpoint(
 ) -> Result<Response, ApiError> {
     let handle = partition(&state, partition_id)?;
     backups(&state)?;
-    if checkpoint_id == 0 {
-        return Err(ApiError(BrokerError::InvalidRequest(
-            "backup id must be a positive integer".into(),
-        )));
-    }
+    validate_checkpoint_id(checkpoint_id).map_err(BrokerError::InvalidRequest)?;
     let outcomes = handle
         .execute(vec![Command::Checkpoint { checkpoint_id }])
         .await?;
@@ -300,12 +386,7 @@ async fn deliver(
         ))));
     }
     for (index, delivery) in request.deliveries.iter().enumerate() {
-        let valid = match &delivery.command {
-            Command::Credit { to, .. } => validate_account(to),
-            Command::CreditAck { .. } | Command::CreditRefused { .. } => Ok(()),
-            other => Err(format!("{other:?} is not an inter-partition command")),
-        };
-        valid
+        validate_delivery(delivery, partition_id, state.topology.partitions_count)
             .map_err(|reason| BrokerError::InvalidRequest(format!("delivery {index}: {reason}")))?;
     }
     Ok(Json(handle.deliver(request.deliveries).await?))

@@ -1,4 +1,4 @@
-//! Client of the broker's internal API, used by the gateway.
+//! Client of the broker's internal API, used by the gateway and by brokers (outbox deliveries).
 
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use crate::protocol::{
 };
 use crate::record::{Command, Delivery, Outcome};
 use crate::state::PartitionSummary;
+use crate::transport::ClusterTransport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -30,19 +31,32 @@ pub enum ClientError {
 
 #[derive(Clone, Debug)]
 pub struct BrokerClient {
-    http: reqwest::Client,
+    transport: ClusterTransport,
     address: String,
     timeout: Duration,
 }
 
 impl BrokerClient {
-    /// `address` is `host:port`.
-    pub fn new(http: reqwest::Client, address: String, timeout: Duration) -> BrokerClient {
+    /// `address` is `host:port`; `transport` brings the scheme, the trusted CA and the cluster
+    /// token.
+    pub fn new(transport: ClusterTransport, address: String, timeout: Duration) -> BrokerClient {
         BrokerClient {
-            http,
+            transport,
             address,
             timeout,
         }
+    }
+
+    fn get(&self, url: String) -> reqwest::RequestBuilder {
+        self.transport.request(reqwest::Method::GET, url)
+    }
+
+    fn post(&self, url: String) -> reqwest::RequestBuilder {
+        self.transport.request(reqwest::Method::POST, url)
+    }
+
+    fn delete(&self, url: String) -> reqwest::RequestBuilder {
+        self.transport.request(reqwest::Method::DELETE, url)
     }
 
     pub fn address(&self) -> &str {
@@ -50,7 +64,10 @@ impl BrokerClient {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://{}{API_PREFIX}{path}", self.address)
+        format!(
+            "{}{API_PREFIX}{path}",
+            self.transport.base_url(&self.address)
+        )
     }
 
     async fn send<T: DeserializeOwned>(
@@ -111,16 +128,16 @@ impl BrokerClient {
     }
 
     pub async fn topology(&self) -> Result<Topology, ClientError> {
-        self.send(self.http.get(self.url("/topology"))).await
+        self.send(self.get(self.url("/topology"))).await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
-        self.send(self.http.get(self.url("/health"))).await
+        self.send(self.get(self.url("/health"))).await
     }
 
     /// Backup and restore metrics of the broker.
     pub async fn metrics(&self) -> Result<BrokerMetrics, ClientError> {
-        self.send(self.http.get(self.url("/metrics"))).await
+        self.send(self.get(self.url("/metrics"))).await
     }
 
     pub async fn execute(
@@ -131,8 +148,7 @@ impl BrokerClient {
         let request = ExecuteRequest { commands };
         let response: ExecuteResponse = self
             .send(
-                self.http
-                    .post(self.url(&format!("/partitions/{partition_id}/commands")))
+                self.post(self.url(&format!("/partitions/{partition_id}/commands")))
                     .json(&request),
             )
             .await?;
@@ -144,19 +160,13 @@ impl BrokerClient {
         partition_id: u32,
         account: &str,
     ) -> Result<AccountBalance, ClientError> {
-        self.send(
-            self.http
-                .get(self.url(&format!("/partitions/{partition_id}/accounts/{account}"))),
-        )
-        .await
+        self.send(self.get(self.url(&format!("/partitions/{partition_id}/accounts/{account}"))))
+            .await
     }
 
     pub async fn summary(&self, partition_id: u32) -> Result<PartitionSummary, ClientError> {
-        self.send(
-            self.http
-                .get(self.url(&format!("/partitions/{partition_id}/summary"))),
-        )
-        .await
+        self.send(self.get(self.url(&format!("/partitions/{partition_id}/summary"))))
+            .await
     }
 
     pub async fn checkpoint(
@@ -164,7 +174,7 @@ impl BrokerClient {
         partition_id: u32,
         checkpoint_id: u64,
     ) -> Result<CheckpointCreated, ClientError> {
-        self.send(self.http.post(self.url(&format!(
+        self.send(self.post(self.url(&format!(
             "/partitions/{partition_id}/checkpoints/{checkpoint_id}"
         ))))
         .await
@@ -176,8 +186,7 @@ impl BrokerClient {
         deliveries: Vec<Delivery>,
     ) -> Result<DeliverResponse, ClientError> {
         self.send(
-            self.http
-                .post(self.url(&format!("/partitions/{partition_id}/deliveries")))
+            self.post(self.url(&format!("/partitions/{partition_id}/deliveries")))
                 .json(&DeliverRequest { deliveries }),
         )
         .await
@@ -188,14 +197,14 @@ impl BrokerClient {
         partition_id: u32,
         transfer_id: &str,
     ) -> Result<TransferStatus, ClientError> {
-        self.send(self.http.get(self.url(&format!(
+        self.send(self.get(self.url(&format!(
             "/partitions/{partition_id}/transfers/{transfer_id}"
         ))))
         .await
     }
 
     pub async fn backup_status(&self, backup_id: u64) -> Result<BrokerBackup, ClientError> {
-        self.send(self.http.get(self.url(&format!("/backups/{backup_id}"))))
+        self.send(self.get(self.url(&format!("/backups/{backup_id}"))))
             .await
     }
 
@@ -204,7 +213,7 @@ impl BrokerClient {
         &self,
         id_prefix: Option<&str>,
     ) -> Result<Vec<BrokerBackup>, ClientError> {
-        let mut request = self.http.get(self.url("/backups"));
+        let mut request = self.get(self.url("/backups"));
         if let Some(prefix) = id_prefix {
             request = request.query(&[("prefix", prefix)]);
         }
@@ -212,7 +221,7 @@ impl BrokerClient {
     }
 
     pub async fn delete_backup(&self, backup_id: u64) -> Result<serde_json::Value, ClientError> {
-        self.send(self.http.delete(self.url(&format!("/backups/{backup_id}"))))
+        self.send(self.delete(self.url(&format!("/backups/{backup_id}"))))
             .await
     }
 }

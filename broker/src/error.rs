@@ -48,6 +48,12 @@ pub enum BrokerError {
     },
     #[error("broker is shutting down")]
     ShuttingDown,
+    #[error("TLS setting {key}: path={}: {reason}; point {key} at a readable PEM file", path.display())]
+    Tls {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

@@ -16,6 +16,7 @@ pub mod routing;
 pub mod service;
 pub mod snapshot;
 pub mod state;
+pub mod transport;
 
 pub use error::{BrokerError, Result};
 

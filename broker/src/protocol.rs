@@ -152,6 +152,8 @@ pub enum ErrorKind {
     BackupStore,
     Unavailable,
     Internal,
+    /// The request did not carry the cluster token (`broker.cluster.token`).
+    Unauthorized,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

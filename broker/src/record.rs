@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The largest checkpoint (backup) id: ids are positive 64-bit signed integers, as in Zeebe.
+pub const CHECKPOINT_ID_MAX: u64 = i64::MAX as u64;
+
 /// One command of the ledger, in the order the log holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]

@@ -18,6 +18,10 @@ use crate::outbox::{OutboxOptions, OutboxSender};
 use crate::partition::{partition_directory, PartitionOptions, PartitionService};
 use crate::protocol::Topology;
 use crate::routing::partitions_for_node;
+use crate::transport::{self, ClusterTransport};
+
+/// How long in-flight internal requests may finish after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// The backup store settings of the configuration, as the backup store takes them; `None` when
 /// no store is configured. A required setting that is missing (the configuration was not
@@ -188,25 +192,30 @@ impl BrokerService {
         }
 
         let address = format!("{}:{}", config.network.host, config.network.port);
-        let listener = tokio::net::TcpListener::bind(&address)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                address: address.clone(),
-                source,
-            })?;
+        let tls = match &config.tls {
+            Some(tls) => {
+                Some(transport::rustls_config(tls, "broker.network.tls.certificate").await?)
+            }
+            None => None,
+        };
+        let transport = ClusterTransport::new(
+            cluster.token.clone(),
+            cluster.ca.as_deref(),
+            "broker.cluster.ca",
+        )?;
+        let listener = transport::bind(&address).map_err(|source| BrokerError::Bind {
+            address: address.clone(),
+            source,
+        })?;
 
         let backup_cancel = CancellationToken::new();
         let partitions_cancel = CancellationToken::new();
         let senders_cancel = CancellationToken::new();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .expect("http client builds");
         let brokers: Vec<BrokerClient> = cluster
             .brokers
             .iter()
             .map(|address| {
-                BrokerClient::new(http.clone(), address.clone(), Duration::from_secs(10))
+                BrokerClient::new(transport.clone(), address.clone(), Duration::from_secs(10))
             })
             .collect();
         let mut sender_tasks = Vec::new();
@@ -254,11 +263,10 @@ impl BrokerService {
             restore,
         });
         tracing::info!(node = cluster.node_id, %address, partitions = ?hosted,
-            backup_store = store_kind_name(config.data.backup.store), "broker ready");
-        let server_cancel = cancel.clone();
-        let server = axum::serve(listener, api::router(state))
-            .with_graceful_shutdown(async move { server_cancel.cancelled().await });
-        let served = server.await;
+            backup_store = store_kind_name(config.data.backup.store),
+            tls = tls.is_some(), cluster_token = cluster.token.is_some(), "broker ready");
+        let router = transport::with_cluster_token(api::router(state), cluster.token.as_ref());
+        let served = transport::serve(listener, router, tls, cancel.clone(), SHUTDOWN_GRACE).await;
 
         // Shutdown in order: the API is closed; senders stop; partitions drain; then backups end.
         senders_cancel.cancel();

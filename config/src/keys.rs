@@ -80,6 +80,21 @@ pub const KEYS: &[KeyDoc] = &[
          must list exactly `clusterSize` entries. When empty and `clusterSize` is 1, defaults to this \
          broker's `broker.network.host:port` (0.0.0.0 becomes 127.0.0.1).",
     ),
+    secret(
+        "broker.cluster.token",
+        "SLUICE_BROKER_CLUSTER_TOKEN",
+        "",
+        "Shared cluster token: every request to a broker's internal API needs `Authorization: Bearer <token>` (401 otherwise), \
+         and brokers send it to each other; set the same value on every broker and the gateway. Required when \
+         `broker.network.host` is not a loopback address, unless `broker.network.insecure` is true. Never printed.",
+    ),
+    key(
+        "broker.cluster.ca",
+        "SLUICE_BROKER_CLUSTER_CA",
+        "",
+        "PEM file with the CA certificate(s) that the brokers' internal certificates are checked against; when set, brokers \
+         call each other over HTTPS only. Required when `broker.network.tls.certificate` is set.",
+    ),
     key(
         "broker.network.host",
         "SLUICE_BROKER_NETWORK_HOST",
@@ -91,6 +106,25 @@ pub const KEYS: &[KeyDoc] = &[
         "SLUICE_BROKER_NETWORK_PORT",
         "26501",
         "Port the broker listens on (1..=65535).",
+    ),
+    key(
+        "broker.network.insecure",
+        "SLUICE_BROKER_NETWORK_INSECURE",
+        "false",
+        "Allows listening on a non-loopback `broker.network.host` without `broker.cluster.token`: anyone who reaches the port \
+         can then move money and delete backups. Only for networks where nothing else can reach the brokers.",
+    ),
+    key(
+        "broker.network.tls.certificate",
+        "SLUICE_BROKER_NETWORK_TLS_CERTIFICATE",
+        "",
+        "PEM file with the certificate chain of this broker's internal API; when set (with `key`) the port serves HTTPS only.",
+    ),
+    key(
+        "broker.network.tls.key",
+        "SLUICE_BROKER_NETWORK_TLS_KEY",
+        "",
+        "PEM file with the private key of `broker.network.tls.certificate`; set both or neither.",
     ),
     key(
         "broker.data.directory",
@@ -272,6 +306,19 @@ pub const KEYS: &[KeyDoc] = &[
         "SLUICE_GATEWAY_CLUSTER_BROKERS",
         "",
         "Comma-separated `host:port` addresses of the brokers in node-id order; when empty, `broker.cluster.brokers` is used.",
+    ),
+    secret(
+        "gateway.cluster.token",
+        "SLUICE_GATEWAY_CLUSTER_TOKEN",
+        "",
+        "The cluster token the gateway sends to the brokers; when empty, `broker.cluster.token` is used. Never printed.",
+    ),
+    key(
+        "gateway.cluster.ca",
+        "SLUICE_GATEWAY_CLUSTER_CA",
+        "",
+        "PEM file with the CA certificate(s) of the brokers' internal certificates; when set, the gateway calls the brokers \
+         over HTTPS. When empty, `broker.cluster.ca` is used.",
     ),
     key(
         "gateway.cluster.requestTimeout",

@@ -83,6 +83,10 @@ pub struct SluiceConfig {
 pub struct BrokerConfig {
     pub cluster: ClusterConfig,
     pub network: NetworkConfig,
+    /// `broker.network.tls.*`: HTTPS on the internal port when set.
+    pub tls: Option<TlsConfig>,
+    /// `broker.network.insecure`: a non-loopback host without a cluster token is allowed.
+    pub insecure: bool,
     pub data: DataConfig,
 }
 
@@ -95,6 +99,10 @@ pub struct ClusterConfig {
     pub replication_factor: u32,
     /// `host:port` of every broker, in node-id order.
     pub brokers: Vec<String>,
+    /// `broker.cluster.token`: the shared secret of the internal API.
+    pub token: Option<Secret>,
+    /// `broker.cluster.ca`: the CA of the brokers' internal certificates (HTTPS between brokers).
+    pub ca: Option<PathBuf>,
 }
 
 /// `broker.network.*` and `gateway.network.*`
@@ -373,6 +381,10 @@ pub struct GatewayClusterConfig {
     /// `host:port` of every broker, in node-id order (defaults to `broker.cluster.brokers`).
     pub brokers: Vec<String>,
     pub request_timeout: Duration,
+    /// `gateway.cluster.token` (defaults to `broker.cluster.token`).
+    pub token: Option<Secret>,
+    /// `gateway.cluster.ca` (defaults to `broker.cluster.ca`): HTTPS to the brokers when set.
+    pub ca: Option<PathBuf>,
 }
 
 /// `gateway.management.*`
@@ -456,9 +468,40 @@ impl SluiceConfig {
     /// `clusterSize` addresses; the selected backup store has its required settings
     /// (FILESYSTEM: `basePath`; S3 and GCS: `bucketName`; AZURE: `account` and `container`);
     /// S3 `accessKey` and `secretKey` are both set or both unset; Azure `key` and `sasToken` are
-    /// not both set. Secret values never appear in the errors.
+    /// not both set; a non-loopback `broker.network.host` has a `broker.cluster.token` (or
+    /// `broker.network.insecure`); internal TLS comes with the CA that peers are checked
+    /// against, and every PEM file exists. Secret values never appear in the errors.
     pub fn validate_broker(&self) -> Result<(), ConfigError> {
         let cluster = &self.broker.cluster;
+        let host = &self.broker.network.host;
+        if cluster.token.is_none() && !self.broker.insecure && !values::is_loopback_host(host) {
+            return Err(ConfigError::invalid(
+                "broker.cluster.token",
+                "",
+                format!(
+                    "is required when broker.network.host={host} is not a loopback address: anyone who reaches the port \
+                     could move money and delete backups. Set the same token on every broker and the gateway, or set \
+                     broker.network.insecure=true if nothing else can reach the brokers"
+                ),
+            ));
+        }
+        if self.broker.tls.is_some() && cluster.ca.is_none() {
+            return Err(ConfigError::invalid(
+                "broker.cluster.ca",
+                "",
+                "is required when broker.network.tls.certificate is set: brokers then call each other over HTTPS \
+                 and check each other's certificates against this CA",
+            ));
+        }
+        let mut pem_files = vec![];
+        if let Some(tls) = &self.broker.tls {
+            pem_files.push(("broker.network.tls.certificate", &tls.certificate));
+            pem_files.push(("broker.network.tls.key", &tls.key));
+        }
+        if let Some(ca) = &cluster.ca {
+            pem_files.push(("broker.cluster.ca", ca));
+        }
+        readable_files(&pem_files)?;
         if cluster.node_id >= cluster.cluster_size {
             return Err(ConfigError::invalid(
                 "broker.cluster.nodeId",
@@ -567,20 +610,28 @@ impl SluiceConfig {
                 ),
             ));
         }
+        let mut pem_files = vec![];
         if let Some(tls) = &gateway.tls {
-            for (key, path) in [
-                ("gateway.tls.certificate", &tls.certificate),
-                ("gateway.tls.key", &tls.key),
-            ] {
-                if !path.is_file() {
-                    return Err(ConfigError::invalid(
-                        key,
-                        &path.display().to_string(),
-                        "is not a readable file (a PEM file is expected)",
-                    ));
-                }
-            }
+            pem_files.push(("gateway.tls.certificate", &tls.certificate));
+            pem_files.push(("gateway.tls.key", &tls.key));
         }
-        Ok(())
+        if let Some(ca) = &gateway.cluster.ca {
+            pem_files.push(("gateway.cluster.ca", ca));
+        }
+        readable_files(&pem_files)
     }
+}
+
+/// Each path is a file, or the error names its key.
+fn readable_files(files: &[(&str, &PathBuf)]) -> Result<(), ConfigError> {
+    for (key, path) in files {
+        if !path.is_file() {
+            return Err(ConfigError::invalid(
+                key,
+                &path.display().to_string(),
+                "is not a readable file (a PEM file is expected)",
+            ));
+        }
+    }
+    Ok(())
 }

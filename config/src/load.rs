@@ -306,6 +306,31 @@ impl Raw {
             .filter(|p| !p.is_empty())
     }
 
+    /// A certificate and key pair: both set or both unset.
+    fn tls(
+        &self,
+        certificate_key: &'static str,
+        key_key: &'static str,
+    ) -> Result<Option<TlsConfig>, ConfigError> {
+        match (self.optional(certificate_key), self.optional(key_key)) {
+            (None, None) => Ok(None),
+            (Some(certificate), Some(key)) => Ok(Some(TlsConfig {
+                certificate: PathBuf::from(certificate),
+                key: PathBuf::from(key),
+            })),
+            (Some(_), None) => Err(ConfigError::invalid(
+                key_key,
+                "",
+                format!("is required when {certificate_key} is set"),
+            )),
+            (None, Some(_)) => Err(ConfigError::invalid(
+                certificate_key,
+                "",
+                format!("is required when {key_key} is set"),
+            )),
+        }
+    }
+
     fn into_config(self) -> Result<SluiceConfig, ConfigError> {
         let cluster = ClusterConfig {
             node_id: self.u32_in("broker.cluster.nodeId", 0, u32::MAX)?,
@@ -318,6 +343,10 @@ impl Raw {
                 }
             })?,
             brokers: self.parse("broker.cluster.brokers", parse_address_list)?,
+            token: self
+                .optional_verbatim("broker.cluster.token")
+                .map(Secret::from),
+            ca: self.optional("broker.cluster.ca").map(PathBuf::from),
         };
         let network = NetworkConfig {
             host: self.host("broker.network.host")?,
@@ -402,6 +431,10 @@ impl Raw {
                 brokers: self.parse("gateway.cluster.brokers", parse_address_list)?,
                 request_timeout: self
                     .parse("gateway.cluster.requestTimeout", duration_at_least_100ms)?,
+                token: self
+                    .optional_verbatim("gateway.cluster.token")
+                    .map(Secret::from),
+                ca: self.optional("gateway.cluster.ca").map(PathBuf::from),
             },
             network: NetworkConfig {
                 host: self.host("gateway.network.host")?,
@@ -417,30 +450,7 @@ impl Raw {
             client_token: self
                 .optional_verbatim("gateway.network.token")
                 .map(Secret::from),
-            tls: match (
-                self.optional("gateway.tls.certificate"),
-                self.optional("gateway.tls.key"),
-            ) {
-                (None, None) => None,
-                (Some(certificate), Some(key)) => Some(TlsConfig {
-                    certificate: PathBuf::from(certificate),
-                    key: PathBuf::from(key),
-                }),
-                (Some(_), None) => {
-                    return Err(ConfigError::invalid(
-                        "gateway.tls.key",
-                        "",
-                        "is required when gateway.tls.certificate is set",
-                    ))
-                }
-                (None, Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        "gateway.tls.certificate",
-                        "",
-                        "is required when gateway.tls.key is set",
-                    ))
-                }
-            },
+            tls: self.tls("gateway.tls.certificate", "gateway.tls.key")?,
             backup: GatewayBackupConfig {
                 schedule: self.optional("gateway.backup.schedule"),
                 keep_last: self.parse("gateway.backup.retention.keepLast", |s| {
@@ -460,6 +470,8 @@ impl Raw {
             broker: BrokerConfig {
                 cluster,
                 network,
+                tls: self.tls("broker.network.tls.certificate", "broker.network.tls.key")?,
+                insecure: self.parse("broker.network.insecure", parse_bool)?,
                 data,
             },
             gateway,
@@ -473,6 +485,12 @@ fn fill_derived(config: &mut SluiceConfig) {
     let broker = &mut config.broker;
     if broker.cluster.brokers.is_empty() && broker.cluster.cluster_size == 1 {
         broker.cluster.brokers = vec![connect_address(&broker.network.host, broker.network.port)];
+    }
+    if config.gateway.cluster.token.is_none() {
+        config.gateway.cluster.token = broker.cluster.token.clone();
+    }
+    if config.gateway.cluster.ca.is_none() {
+        config.gateway.cluster.ca = broker.cluster.ca.clone();
     }
     if config.gateway.cluster.brokers.is_empty() {
         config.gateway.cluster.brokers = broker.cluster.brokers.clone();

@@ -97,6 +97,12 @@ fn defaults_match_the_table() {
     assert_eq!(c.gateway.network.port, 8080);
     assert_eq!(c.gateway.management.host, "127.0.0.1");
     assert_eq!(c.gateway.management.port, 9600);
+    assert_eq!(c.broker.cluster.token, None);
+    assert_eq!(c.broker.cluster.ca, None);
+    assert!(!c.broker.insecure);
+    assert_eq!(c.broker.tls, None);
+    assert_eq!(c.gateway.cluster.token, None);
+    assert_eq!(c.gateway.cluster.ca, None);
     c.validate_broker().expect("defaults are a valid broker");
     c.validate_gateway().expect("defaults are a valid gateway");
 }
@@ -222,8 +228,13 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.cluster.partitionsCount", "8"),
         ("broker.cluster.replicationFactor", "1"),
         ("broker.cluster.brokers", "a:1,b:2"),
+        ("broker.cluster.token", "cluster-token"),
+        ("broker.cluster.ca", "Cargo.toml"),
         ("broker.network.host", "0.0.0.0"),
         ("broker.network.port", "1234"),
+        ("broker.network.insecure", "true"),
+        ("broker.network.tls.certificate", "Cargo.toml"),
+        ("broker.network.tls.key", "KEYS.md"),
         ("broker.data.directory", "/var/lib/sluice"),
         ("broker.data.logSegmentSize", "16MB"),
         ("broker.data.snapshotPeriod", "1h 30m"),
@@ -256,6 +267,8 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.data.backup.uploadRateLimit", "10MB/s"),
         ("broker.data.backup.uploadMemoryLimit", "128MB"),
         ("gateway.cluster.brokers", "a:1"),
+        ("gateway.cluster.token", "gateway-cluster-token"),
+        ("gateway.cluster.ca", "KEYS.md"),
         ("gateway.cluster.requestTimeout", "2s"),
         ("gateway.network.host", "0.0.0.0"),
         ("gateway.network.port", "8081"),
@@ -332,6 +345,24 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(b.upload_memory_limit_bytes, 128 << 20);
     assert_eq!(c.gateway.cluster.brokers, vec!["a:1"]);
     assert_eq!(c.gateway.management.host, "localhost");
+    assert_eq!(
+        c.broker.cluster.token.as_ref().map(Secret::expose),
+        Some("cluster-token")
+    );
+    assert_eq!(c.broker.cluster.ca, Some(PathBuf::from("Cargo.toml")));
+    assert!(c.broker.insecure);
+    assert_eq!(
+        c.broker.tls,
+        Some(TlsConfig {
+            certificate: "Cargo.toml".into(),
+            key: "KEYS.md".into()
+        })
+    );
+    assert_eq!(
+        c.gateway.cluster.token.as_ref().map(Secret::expose),
+        Some("gateway-cluster-token")
+    );
+    assert_eq!(c.gateway.cluster.ca, Some(PathBuf::from("KEYS.md")));
     // Every key set at once sets both Azure key and sasToken, which exclude each other.
     let err = c.validate_broker().expect_err("key and sasToken");
     assert_eq!(err.key(), Some("broker.data.backup.azure.sasToken"));
@@ -1037,4 +1068,107 @@ fn file_errors() {
     let nested = yaml("broker:\n  cluster:\n    brokers:\n      - host: a\n");
     let err = load_from(Some(nested.path()), env(&[])).expect_err("nested list");
     assert_eq!(err.key(), Some("broker.cluster.brokers"));
+}
+
+/// Environment settings of one case.
+type Settings = &'static [(&'static str, &'static str)];
+
+/// The internal API's security rules, as data: (settings, the key the error names or `None`).
+#[test]
+fn internal_api_security_rules() {
+    let cases: &[(Settings, Option<&str>)] = &[
+        (&[], None),
+        (&[("SLUICE_BROKER_NETWORK_HOST", "localhost")], None),
+        (&[("SLUICE_BROKER_NETWORK_HOST", "127.0.0.2")], None),
+        (&[("SLUICE_BROKER_NETWORK_HOST", "::1")], None),
+        (
+            &[("SLUICE_BROKER_NETWORK_HOST", "0.0.0.0")],
+            Some("broker.cluster.token"),
+        ),
+        (
+            &[("SLUICE_BROKER_NETWORK_HOST", "10.0.0.7")],
+            Some("broker.cluster.token"),
+        ),
+        (
+            &[("SLUICE_BROKER_NETWORK_HOST", "broker-0.internal")],
+            Some("broker.cluster.token"),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_NETWORK_HOST", "0.0.0.0"),
+                ("SLUICE_BROKER_CLUSTER_TOKEN", "t"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_NETWORK_HOST", "0.0.0.0"),
+                ("SLUICE_BROKER_NETWORK_INSECURE", "true"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_NETWORK_TLS_CERTIFICATE", "Cargo.toml"),
+                ("SLUICE_BROKER_NETWORK_TLS_KEY", "KEYS.md"),
+            ],
+            Some("broker.cluster.ca"),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_NETWORK_TLS_CERTIFICATE", "Cargo.toml"),
+                ("SLUICE_BROKER_NETWORK_TLS_KEY", "KEYS.md"),
+                ("SLUICE_BROKER_CLUSTER_CA", "Cargo.toml"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_NETWORK_TLS_CERTIFICATE", "/nonexistent.pem"),
+                ("SLUICE_BROKER_NETWORK_TLS_KEY", "KEYS.md"),
+                ("SLUICE_BROKER_CLUSTER_CA", "Cargo.toml"),
+            ],
+            Some("broker.network.tls.certificate"),
+        ),
+        (
+            &[("SLUICE_BROKER_CLUSTER_CA", "/nonexistent.pem")],
+            Some("broker.cluster.ca"),
+        ),
+    ];
+    for (settings, expected) in cases {
+        let config = load_from(None, env(settings)).expect("loads");
+        let result = config.validate_broker();
+        assert_eq!(
+            result.as_ref().err().and_then(|e| e.key()),
+            *expected,
+            "{settings:?}: {result:?}"
+        );
+        if let Err(error) = result {
+            // The error says how to fix it and never shows a secret.
+            assert!(!error.to_string().contains("=t "), "{error}");
+        }
+    }
+    // A certificate without its key is refused while loading, naming the missing key.
+    let error = load_from(
+        None,
+        env(&[("SLUICE_BROKER_NETWORK_TLS_CERTIFICATE", "Cargo.toml")]),
+    )
+    .expect_err("key missing");
+    assert_eq!(error.key(), Some("broker.network.tls.key"));
+    // The gateway inherits the brokers' token and CA unless given its own; the token is
+    // redacted in Debug output.
+    let config = load_from(
+        None,
+        env(&[
+            ("SLUICE_BROKER_CLUSTER_TOKEN", "shared-secret"),
+            ("SLUICE_BROKER_CLUSTER_CA", "Cargo.toml"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.gateway.cluster.token.as_ref().map(Secret::expose),
+        Some("shared-secret")
+    );
+    assert_eq!(config.gateway.cluster.ca, Some(PathBuf::from("Cargo.toml")));
+    assert!(!format!("{config:?}").contains("shared-secret"));
 }

@@ -184,6 +184,16 @@ pub(crate) fn connect_address(host: &str, port: u16) -> String {
     }
 }
 
+/// Whether a listening host is reachable only from this machine: `localhost`, `127.0.0.0/8` or
+/// `::1` (bracketed or not). Other names are not resolved: they count as reachable.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Whether a listening host accepts connections on every interface.
 pub(crate) fn is_wildcard_host(host: &str) -> bool {
     matches!(host, "0.0.0.0" | "::" | "[::]")

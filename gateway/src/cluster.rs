@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use sluice_broker::client::BrokerClient;
 use sluice_broker::routing::partition_for_account;
+use sluice_broker::transport::ClusterTransport;
 use tokio::sync::RwLock;
 
 use crate::error::GatewayError;
@@ -35,16 +36,17 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(addresses: &[String], request_timeout: Duration) -> Cluster {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("http client builds");
+    pub fn new(
+        addresses: &[String],
+        request_timeout: Duration,
+        transport: ClusterTransport,
+    ) -> Cluster {
         Cluster {
             brokers: addresses
                 .iter()
-                .map(|address| BrokerClient::new(http.clone(), address.clone(), request_timeout))
+                .map(|address| {
+                    BrokerClient::new(transport.clone(), address.clone(), request_timeout)
+                })
                 .collect(),
             routing: RwLock::new(None),
         }

@@ -119,6 +119,14 @@ impl From<ClientError> for GatewayError {
                 )),
                 ErrorKind::Unavailable => GatewayError::Unavailable(body.message),
                 ErrorKind::Internal => GatewayError::Internal(body.message),
+                ErrorKind::Unauthorized => GatewayError::BrokerUnreachable {
+                    address,
+                    reason: format!(
+                        "the broker refused the gateway's cluster token: set gateway.cluster.token \
+                         (or broker.cluster.token) to the brokers' broker.cluster.token ({})",
+                        body.message
+                    ),
+                },
             },
         }
     }

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use sluice_config::{ConfigError, GatewayConfig, TlsConfig};
+use sluice_broker::transport::{self, ClusterTransport};
+use sluice_broker::BrokerError;
+use sluice_config::{ConfigError, GatewayConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_token, RequiredToken};
@@ -50,9 +52,16 @@ impl GatewayService {
 
     pub async fn run(self, cancel: CancellationToken) -> Result<(), GatewayError> {
         let config = &self.config;
+        let transport = ClusterTransport::new(
+            config.cluster.token.clone(),
+            config.cluster.ca.as_deref(),
+            "gateway.cluster.ca",
+        )
+        .map_err(tls_error)?;
         let cluster = Arc::new(Cluster::new(
             &config.cluster.brokers,
             config.cluster.request_timeout,
+            transport,
         ));
         let schedule_handle = ScheduleHandle::default();
         let client_address = format!("{}:{}", config.network.host, config.network.port);
@@ -71,7 +80,11 @@ impl GatewayService {
 
         let tls = match &config.tls {
             None => None,
-            Some(tls) => Some(rustls_config(tls).await?),
+            Some(tls) => Some(
+                transport::rustls_config(tls, "gateway.tls.certificate")
+                    .await
+                    .map_err(tls_error)?,
+            ),
         };
         let client_listener = bind(&client_address)?;
         let management_listener = bind(&management_address)?;
@@ -126,36 +139,22 @@ fn with_token(router: Router, token: Option<&sluice_config::Secret>, key: &'stat
 }
 
 fn bind(address: &str) -> Result<std::net::TcpListener, GatewayError> {
-    let listener = std::net::TcpListener::bind(address).map_err(|source| GatewayError::Bind {
+    transport::bind(address).map_err(|source| GatewayError::Bind {
         address: address.to_string(),
         source,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|source| GatewayError::Bind {
-            address: address.to_string(),
-            source,
-        })?;
-    Ok(listener)
+    })
 }
 
-async fn rustls_config(
-    tls: &TlsConfig,
-) -> Result<axum_server::tls_rustls::RustlsConfig, GatewayError> {
-    // One process-wide crypto provider (ring); installing it twice is harmless.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
-        .await
-        .map_err(|error| {
-            GatewayError::Config(ConfigError::invalid(
-                "gateway.tls.certificate",
-                &tls.certificate.display().to_string(),
-                format!(
-                    "cannot load the certificate and key {} as PEM: {error}",
-                    tls.key.display()
-                ),
-            ))
-        })
+/// A TLS setting that cannot be loaded, as the configuration error it is.
+fn tls_error(error: BrokerError) -> GatewayError {
+    match error {
+        BrokerError::Tls { key, path, reason } => GatewayError::Config(ConfigError::invalid(
+            key,
+            &path.display().to_string(),
+            reason,
+        )),
+        other => GatewayError::Internal(other.to_string()),
+    }
 }
 
 /// Serves `router` on `listener` until `cancel`, then lets in-flight requests finish for at
@@ -167,32 +166,10 @@ async fn serve(
     cancel: CancellationToken,
     address: &str,
 ) -> Result<(), GatewayError> {
-    let handle = axum_server::Handle::new();
-    let shutdown = handle.clone();
-    tokio::spawn(async move {
-        cancel.cancelled().await;
-        shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
-    });
-    let app = router.into_make_service();
-    let bind_error = |source| GatewayError::Bind {
-        address: address.to_string(),
-        source,
-    };
-    match tls {
-        None => {
-            axum_server::from_tcp(listener)
-                .map_err(bind_error)?
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-        Some(tls) => {
-            axum_server::from_tcp_rustls(listener, tls)
-                .map_err(bind_error)?
-                .handle(handle)
-                .serve(app)
-                .await
-        }
-    }
-    .map_err(bind_error)
+    transport::serve(listener, router, tls, cancel, SHUTDOWN_GRACE)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            address: address.to_string(),
+            source,
+        })
 }

@@ -196,7 +196,11 @@ impl Proc {
     /// Polls `url` until it answers 200, for at most [`READY_TIMEOUT`]; panics with the log tail
     /// when it does not or when the process exits.
     pub async fn wait_ready(&mut self, url: &str) {
-        let client = http_client();
+        self.wait_ready_with(&http_client(), url).await
+    }
+
+    /// [`Proc::wait_ready`] with a client of its own (e.g. one that trusts a test CA).
+    pub async fn wait_ready_with(&mut self, client: &reqwest::Client, url: &str) {
         let started = Instant::now();
         let mut last = String::from("no answer yet");
         while started.elapsed() < READY_TIMEOUT {
@@ -601,6 +605,74 @@ impl BrokerSpec {
     }
 }
 
+/// A private CA and a certificate for 127.0.0.1 signed by it, made with `openssl`:
+/// `ca.pem`, `server.pem`, `server.key` in `dir`.
+pub fn make_certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl (install it with apt-get install openssl)");
+        assert!(
+            output.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Sluice test CA",
+    ];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca);
+    let mut csr = vec!["req", "-nodes", "-subj", "/CN=127.0.0.1"];
+    csr.extend(ec);
+    csr.extend(["-keyout", "server.key", "-out", "server.csr"]);
+    openssl(&csr);
+    fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("write san.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
+/// An HTTP client that trusts only the CA in `ca_pem` (a file made by [`make_certificates`]).
+pub fn https_client(ca_pem: &Path) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(&fs::read(ca_pem).expect("read the CA"))
+        .expect("a PEM certificate");
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .expect("build an HTTPS client")
+}
+
 /// The addresses of a gateway.
 #[derive(Debug, Clone)]
 pub struct Endpoints {
@@ -621,6 +693,8 @@ pub struct ClusterSpec {
     pub broker_common: Env,
     /// Settings given to the gateway on top of its addresses.
     pub gateway_common: Env,
+    /// The CA of the brokers' internal certificates, when they serve HTTPS.
+    pub internal_ca: Option<PathBuf>,
 }
 
 impl ClusterSpec {
@@ -649,6 +723,39 @@ impl ClusterSpec {
             management_port: free_port(),
             broker_common,
             gateway_common: Env::new(),
+            internal_ca: None,
+        }
+    }
+
+    /// Every broker serves its internal API over HTTPS with the certificate in `certs` (made by
+    /// [`make_certificates`]), and brokers and the gateway trust its CA.
+    pub fn with_internal_tls(mut self, certs: &Path) -> ClusterSpec {
+        let path = |name: &str| certs.join(name).to_str().expect("UTF-8 path").to_string();
+        self.internal_ca = Some(certs.join("ca.pem"));
+        self.with("SLUICE_BROKER_NETWORK_TLS_CERTIFICATE", &path("server.pem"))
+            .with("SLUICE_BROKER_NETWORK_TLS_KEY", &path("server.key"))
+            .with("SLUICE_BROKER_CLUSTER_CA", &path("ca.pem"))
+            .with_gateway("SLUICE_GATEWAY_CLUSTER_CA", &path("ca.pem"))
+    }
+
+    /// The base URL of broker `node_id`'s internal API (`http` or `https`).
+    pub fn broker_url(&self, node_id: u32) -> String {
+        let scheme = if self.internal_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!(
+            "{scheme}://127.0.0.1:{}",
+            self.brokers[node_id as usize].port
+        )
+    }
+
+    /// A client for the brokers' internal API (trusting their CA when they serve HTTPS).
+    pub fn broker_client(&self) -> reqwest::Client {
+        match &self.internal_ca {
+            Some(ca) => https_client(ca),
+            None => http_client(),
         }
     }
 
@@ -768,8 +875,8 @@ impl ClusterSpec {
             &dir,
             &dir.join("broker.log"),
         );
-        proc.wait_ready(&self.brokers[node_id as usize].health_url())
-            .await;
+        let health = format!("{}/internal/v1/health", self.broker_url(node_id));
+        proc.wait_ready_with(&self.broker_client(), &health).await;
         proc
     }
 
