@@ -49,11 +49,19 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/partitions/{partition}/transfers/{id}", get(transfer))
         .route("/backups", get(list_backups))
         .route("/backups/{id}", get(backup_status).delete(delete_backup));
-    Router::new()
+    let router = Router::new()
         .nest(API_PREFIX, routes)
         .with_state(state)
-        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
+        .layer(axum::extract::DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX));
+    crate::rejection::json_error_bodies(
+        router,
+        Some(REQUEST_BODY_BYTES_MAX),
+        crate::rejection::broker_error_body,
+    )
 }
+
+/// Upper bound of one request body (an execute or deliver batch).
+pub const REQUEST_BODY_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// A broker error as an HTTP response. Exhaustive on purpose: a new error must choose its status.
 pub struct ApiError(BrokerError);

@@ -12,6 +12,7 @@ pub mod outbox;
 pub mod partition;
 pub mod protocol;
 pub mod record;
+pub mod rejection;
 pub mod routing;
 pub mod service;
 pub mod snapshot;

@@ -15,9 +15,15 @@
 //! acknowledges nothing before `flush` returned (group commit: one fsync per batch). On open, a torn
 //! tail of the last segment (a partial or checksum-failing frame, what a crash mid-write leaves) is
 //! truncated; a bad frame in a sealed segment is corruption and refuses to open.
+//!
+//! A tail is torn only when no valid frame follows the bad one: a crash mid-write leaves a
+//! partial frame, zeros (unwritten pages, preallocation) or garbage up to the end of the file,
+//! never a complete, checksummed frame of a later position. A bad frame followed by a valid one is
+//! corruption of records that may have been acknowledged: open refuses, naming the segment and
+//! the offset, instead of truncating them away (see `find_valid_frame_after`).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{io_err, BrokerError, Result};
@@ -170,6 +176,80 @@ fn scan_frames(
     })
 }
 
+/// Bytes read at a time by [`find_valid_frame_after`].
+const RESYNC_WINDOW_BYTES: usize = 1024 * 1024;
+
+/// After a bad frame at `bad_offset` (where position `expected_position` should start), looks
+/// for a valid frame later in the file: a header whose length fits in the file, whose position is
+/// `expected_position` or later, and whose CRC32C checks out. Returns its `(offset, position)`.
+///
+/// The frame length of the bad frame cannot be trusted, so every byte offset after it is a
+/// candidate. The scan reads the rest of the file once, in windows of [`RESYNC_WINDOW_BYTES`],
+/// and rejects almost every offset on its header alone: frames are at least
+/// [`FRAME_HEADER_BYTES`] long, so a genuine frame `k` frames after the bad one starts at least
+/// `16 * k` bytes after it and has position `expected_position + k` at most. Its 8 position bytes
+/// must fall in that narrow window, which zeros (position 0), JSON payload bytes (ASCII, huge
+/// numbers) and random garbage practically never do; only offsets that pass read a payload and
+/// compute its CRC. So the cost is one sequential read of the bytes after the bad frame
+/// (bounded by the file size, linear, not quadratic), and it runs only when open finds a bad
+/// frame in the active segment, that is after a crash or corruption.
+fn find_valid_frame_after(
+    path: &Path,
+    bad_offset: u64,
+    expected_position: u64,
+) -> Result<Option<(u64, u64)>> {
+    let mut file = File::open(path).map_err(io_err(path, "open segment"))?;
+    let file_len = file.metadata().map_err(io_err(path, "stat segment"))?.len();
+    let mut window = vec![0u8; RESYNC_WINDOW_BYTES];
+    let mut payload = Vec::new();
+    let mut base = bad_offset + 1;
+    while base + FRAME_HEADER_BYTES <= file_len {
+        let filled = read_at(&mut file, base, &mut window).map_err(io_err(path, "read segment"))?;
+        if (filled as u64) < FRAME_HEADER_BYTES {
+            break;
+        }
+        let last_start = filled - FRAME_HEADER_BYTES as usize;
+        for start in 0..=last_start {
+            let offset = base + start as u64;
+            let header = &window[start..start + FRAME_HEADER_BYTES as usize];
+            let position = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            let frames_between = (offset - bad_offset) / FRAME_HEADER_BYTES;
+            if position < expected_position || position - expected_position > frames_between {
+                continue;
+            }
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes"));
+            let end = offset + FRAME_HEADER_BYTES + u64::from(len);
+            if len > RECORD_PAYLOAD_BYTES_MAX || end > file_len {
+                continue;
+            }
+            let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+            let payload_start = start + FRAME_HEADER_BYTES as usize;
+            let bytes = if payload_start + len as usize <= filled {
+                &window[payload_start..payload_start + len as usize]
+            } else {
+                payload.resize(len as usize, 0);
+                let read = read_at(&mut file, offset + FRAME_HEADER_BYTES, &mut payload)
+                    .map_err(io_err(path, "read segment"))?;
+                if read < payload.len() {
+                    continue;
+                }
+                &payload[..]
+            };
+            if crc32c::crc32c_append(crc32c::crc32c(&position.to_le_bytes()), bytes) == crc {
+                return Ok(Some((offset, position)));
+            }
+        }
+        base += last_start as u64 + 1;
+    }
+    Ok(None)
+}
+
+/// Reads into `buf` from `offset`; returns how many bytes were read (fewer at the end of the file).
+fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+    file.seek(SeekFrom::Start(offset))?;
+    read_full(file, buf)
+}
+
 /// Like `read_exact`, but returns how many bytes were read when the file ends early.
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -252,6 +332,18 @@ fn scan_all(
                     path,
                     offset: scan.valid_len,
                     reason,
+                });
+            }
+            let expected = scan.last_position.map_or(first_position, |p| p + 1);
+            if let Some((offset, position)) =
+                find_valid_frame_after(&path, scan.valid_len, expected)?
+            {
+                return Err(BrokerError::CorruptLog {
+                    path,
+                    offset: scan.valid_len,
+                    reason: format!(
+                        "bad frame where position {expected} should start ({reason}), but a valid frame of position {position} follows at offset {offset}: this is not a torn tail, the records after the bad frame may have been acknowledged, so the log is not truncated"
+                    ),
                 });
             }
             let file = OpenOptions::new()
@@ -570,6 +662,154 @@ mod tests {
         log.append(b"after").unwrap();
         log.flush().unwrap();
         assert_eq!(collect(&log, 1).len(), 4);
+    }
+
+    /// The frames of `positions`, each with the payload `record-<position>`.
+    fn frames(positions: impl IntoIterator<Item = u64>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for position in positions {
+            encode_frame(position, &payload(position), &mut bytes);
+        }
+        bytes
+    }
+
+    /// Deterministic bytes that are no frame (xorshift).
+    fn garbage(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Expect {
+        /// Open truncates the file to `len_bytes`; the next record gets `next_position`.
+        Torn { len_bytes: u64, next_position: u64 },
+        /// Open refuses, naming the bad frame's offset; the file is left as it was.
+        Corrupt { offset: u64 },
+    }
+
+    #[test]
+    fn only_a_tail_without_valid_frames_after_it_is_torn() {
+        let good = frames(1..=3);
+        let good_len = good.len() as u64;
+        let torn = Expect::Torn {
+            len_bytes: good_len,
+            next_position: 4,
+        };
+        let frame4 = frames([4]);
+        let with = |tail: &[&[u8]]| -> Vec<u8> {
+            let mut bytes = good.clone();
+            for part in tail {
+                bytes.extend_from_slice(part);
+            }
+            bytes
+        };
+        let mut bad_crc4 = frame4.clone();
+        *bad_crc4.last_mut().unwrap() ^= 0x01;
+        let mut huge_len = frame4.clone();
+        huge_len[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        // Frames 1..=5 with one byte of frame 2's payload flipped.
+        let mut flipped = frames(1..=5);
+        let frame2_offset = frames([1]).len();
+        flipped[frame2_offset + FRAME_HEADER_BYTES as usize] ^= 0x20;
+        // Frames 1..=5 with frame 3's length field grown past the end of the file.
+        let mut long_len = frames(1..=5);
+        let frame3_offset = frames(1..=2).len();
+        long_len[frame3_offset..frame3_offset + 4].copy_from_slice(&1_000_000u32.to_le_bytes());
+        // Frames 1..=6 with frame 4 zeroed (a page that never reached the disk).
+        let mut zeroed = frames(1..=6);
+        let frame4_range = good.len()..good.len() + frame4.len();
+        zeroed[frame4_range].fill(0);
+        // A valid frame after the bad one that straddles a window of the resynchronising scan.
+        let mut big = Vec::new();
+        encode_frame(4, &vec![b'x'; 100_000], &mut big);
+        let straddling_zeros = vec![0u8; RESYNC_WINDOW_BYTES - 50_000];
+
+        let cases: Vec<(&str, Vec<u8>, Expect)> = vec![
+            ("half a frame", with(&[&frame4[..frame4.len() - 2]]), torn),
+            ("a partial header", with(&[&frame4[..5]]), torn),
+            ("zeros (preallocation)", with(&[&[0; 4096]]), torn),
+            (
+                "a partial frame then zeros",
+                with(&[&frame4[..10], &[0; 8192]]),
+                torn,
+            ),
+            ("garbage", with(&[&garbage(10_000)]), torn),
+            ("a checksum-failing last frame", with(&[&bad_crc4]), torn),
+            ("a length beyond the maximum", with(&[&huge_len]), torn),
+            (
+                "garbage then a stale copy of an older frame",
+                with(&[&garbage(7), &frames([2])]),
+                torn,
+            ),
+            (
+                "a flipped bit in a frame followed by valid frames",
+                flipped,
+                Expect::Corrupt {
+                    offset: frame2_offset as u64,
+                },
+            ),
+            (
+                "a length field pointing past the end over valid frames",
+                long_len,
+                Expect::Corrupt {
+                    offset: frame3_offset as u64,
+                },
+            ),
+            (
+                "a zeroed frame followed by valid frames",
+                zeroed,
+                Expect::Corrupt { offset: good_len },
+            ),
+            (
+                "garbage then the next frame",
+                with(&[&garbage(7), &frame4]),
+                Expect::Corrupt { offset: good_len },
+            ),
+            (
+                "a partial frame, zeros, then a frame across a scan window",
+                with(&[&frame4[..10], &straddling_zeros, &big]),
+                Expect::Corrupt { offset: good_len },
+            ),
+        ];
+        for (name, bytes, expect) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(segment_file_name(1));
+            fs::write(&path, &bytes).unwrap();
+            match (Log::open(dir.path(), 1 << 30), &expect) {
+                (
+                    Ok(log),
+                    Expect::Torn {
+                        len_bytes,
+                        next_position,
+                    },
+                ) => {
+                    assert_eq!(fs::metadata(&path).unwrap().len(), *len_bytes, "{name}");
+                    assert_eq!(log.next_position(), *next_position, "{name}");
+                }
+                (
+                    Err(BrokerError::CorruptLog {
+                        path: error_path,
+                        offset,
+                        reason,
+                    }),
+                    Expect::Corrupt { offset: expected },
+                ) => {
+                    assert_eq!(error_path, path, "{name}");
+                    assert_eq!(offset, *expected, "{name}: {reason}");
+                    assert!(reason.contains("valid frame"), "{name}: {reason}");
+                    assert_eq!(fs::read(&path).unwrap(), bytes, "{name}: file untouched");
+                }
+                (Ok(_), expect) => panic!("{name}: opened, expected {expect:?}"),
+                (Err(error), expect) => panic!("{name}: {error}, expected {expect:?}"),
+            }
+        }
     }
 
     #[test]

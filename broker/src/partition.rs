@@ -249,6 +249,25 @@ impl PartitionService {
                 ),
             });
         }
+        // A log that ends before the snapshot (segments deleted or truncated, a disk that lost
+        // the tail) would give the next record a position the state has already processed.
+        if log.next_position() <= state.processed_position {
+            return Err(BrokerError::CorruptLog {
+                path: options.directory.join("log"),
+                offset: 0,
+                reason: format!(
+                    "partition {}: the newest loadable snapshot {} is at position {} but the log ends at position {}: records {}..={} are missing (segments deleted or truncated?); the partition cannot go on from that snapshot",
+                    options.partition_id,
+                    latest_snapshot
+                        .as_ref()
+                        .map_or_else(String::new, |s: &SnapshotRef| s.meta.snapshot_id.clone()),
+                    state.processed_position,
+                    log.next_position() - 1,
+                    log.next_position(),
+                    state.processed_position
+                ),
+            });
+        }
         let mut replayed = 0u64;
         log.replay(state.processed_position + 1, |position, payload| {
             let command = Command::decode(payload).map_err(|reason| BrokerError::CorruptLog {

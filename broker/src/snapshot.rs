@@ -63,11 +63,26 @@ fn checksum(bytes: &[u8]) -> String {
 }
 
 /// Writes a snapshot of `state` under `snapshots_dir` and returns it.
+///
+/// A snapshot already in place at the same position is adopted only if it verifies in full
+/// (metadata, size, CRC32C, decoding, position): what this returns becomes the partition's newest
+/// snapshot, and compaction then deletes older snapshots and the segments before it. One that
+/// does not verify (recovery skipped it, so the state was replayed from an older one) is
+/// removed and written anew.
 pub fn write(snapshots_dir: &Path, state: &LedgerState) -> Result<SnapshotRef> {
     let id = snapshot_id(state.processed_position);
     let final_dir = snapshots_dir.join(&id);
     if final_dir.exists() {
-        return read(&final_dir);
+        match read(&final_dir).and_then(|existing| load(&existing).map(|_| existing)) {
+            Ok(existing) => return Ok(existing),
+            Err(error) => {
+                tracing::warn!(%error, path = %final_dir.display(),
+                    "an existing snapshot does not verify: writing it anew");
+                fs::remove_dir_all(&final_dir)
+                    .map_err(io_err(&final_dir, "remove corrupt snapshot"))?;
+                sync_dir(snapshots_dir)?;
+            }
+        }
     }
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(state).map_err(|error| {
         BrokerError::CorruptSnapshot {
@@ -243,6 +258,67 @@ mod tests {
         assert_eq!(listed, vec![second.clone(), first]);
         assert!(!dir.path().join("00000000000000000099.tmp").exists());
         assert_eq!(load(&second).unwrap(), state);
+    }
+
+    /// A snapshot directory in the way of a new snapshot at the same position, damaged in each
+    /// of these ways, is rewritten: what `write` returns loads and holds `state`.
+    #[test]
+    fn a_corrupt_snapshot_in_the_way_is_rewritten() {
+        type Damage = fn(&Path);
+        let flip_first_byte: Damage = |dir| {
+            let path = dir.join(STATE_FILE);
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[0] ^= 0x55;
+            fs::write(&path, bytes).unwrap();
+        };
+        let truncate_state: Damage = |dir| {
+            let path = dir.join(STATE_FILE);
+            let bytes = fs::read(&path).unwrap();
+            fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        };
+        let remove_state: Damage = |dir| fs::remove_file(dir.join(STATE_FILE)).unwrap();
+        let garble_meta: Damage = |dir| fs::write(dir.join(META_FILE), b"{not json").unwrap();
+        let remove_meta: Damage = |dir| fs::remove_file(dir.join(META_FILE)).unwrap();
+        // Size and CRC match the garbage, so only decoding can tell.
+        let consistent_garbage: Damage = |dir| {
+            let garbage = vec![0xa5u8; 64];
+            fs::write(dir.join(STATE_FILE), &garbage).unwrap();
+            let meta_path = dir.join(META_FILE);
+            let mut meta: SnapshotMeta =
+                serde_json::from_slice(&fs::read(&meta_path).unwrap()).unwrap();
+            meta.state_bytes = garbage.len() as u64;
+            meta.state_checksum = checksum(&garbage);
+            fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
+        };
+        let cases: [(&str, Damage); 6] = [
+            ("a flipped byte in the state", flip_first_byte),
+            ("a truncated state", truncate_state),
+            ("a missing state", remove_state),
+            ("garbled metadata", garble_meta),
+            ("missing metadata", remove_meta),
+            ("garbage with matching size and CRC", consistent_garbage),
+        ];
+        let mut state = LedgerState::new(1, 1);
+        state.apply(
+            1,
+            &Command::Deposit {
+                account: "a".into(),
+                amount: 5,
+            },
+        );
+        for (name, damage) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let first = write(dir.path(), &state).unwrap();
+            damage(&first.dir);
+            let again = write(dir.path(), &state).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(again.dir, first.dir, "{name}");
+            assert_eq!(load(&again).expect(name), state, "{name}");
+            assert_eq!(list(dir.path()).unwrap(), vec![again], "{name}");
+        }
+        // An intact one is adopted as it is.
+        let dir = tempfile::tempdir().unwrap();
+        let first = write(dir.path(), &state).unwrap();
+        assert_eq!(write(dir.path(), &state).unwrap(), first);
     }
 
     #[test]

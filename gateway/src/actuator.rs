@@ -26,7 +26,7 @@ pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
     let schedule_routes = Router::new()
         .route("/actuator/backups/schedule", get(schedule_status))
         .with_state(schedule);
-    Router::new()
+    let router = Router::new()
         .route("/actuator/backups", get(list_backups))
         .route(
             "/actuator/backups/{id}",
@@ -37,7 +37,9 @@ pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
         .route("/actuator/openapi.json", get(openapi))
         .fallback(not_found)
         .with_state(cluster)
-        .merge(schedule_routes)
+        .merge(schedule_routes);
+    // No actuator endpoint reads a body, so no body limit to name.
+    crate::rejection::json_error_bodies(router, None)
 }
 
 async fn prometheus(State(cluster): State<Arc<Cluster>>) -> impl IntoResponse {

@@ -25,7 +25,7 @@ pub const BATCH_COMMANDS_MAX: usize = 10_000;
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 pub fn router(cluster: Arc<Cluster>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/v1/accounts/{account}", get(account))
         .route("/v1/accounts/{account}/deposit", post(deposit))
         .route("/v1/accounts/{account}/withdraw", post(withdraw))
@@ -35,7 +35,8 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
         .route("/v1/commands", post(commands))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BATCH_BYTES_MAX))
-        .with_state(cluster)
+        .with_state(cluster);
+    crate::rejection::json_error_bodies(router, Some(BATCH_BYTES_MAX))
 }
 
 pub async fn not_found() -> GatewayError {
