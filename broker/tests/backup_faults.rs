@@ -410,6 +410,24 @@ async fn a_restart_answers_leftovers_failed_until_their_manifests_land() {
     fixture.cancel.cancel();
 }
 
+/// After a restart, this node's manifest of its latest checkpoint at another position is another
+/// history's backup of that id: it is answered FAILED, never as this partition's COMPLETED backup.
+#[tokio::test(start_paused = true)]
+async fn a_restart_never_answers_another_historys_backup_as_its_own() {
+    let fixture = start();
+    let old = Manifest::in_progress(id(1, 7), descriptor(999)).complete(Vec::new());
+    fixture.raw.write_manifest(&old).await.unwrap();
+    fixture.backups.fail_unfinished(1, Some((7, 70)), 2).await;
+    let (state, reason) = fixture.status(7).await;
+    assert_eq!(state, BackupState::Failed, "{reason}");
+    assert!(reason.contains("another history"), "{reason}");
+    assert_eq!(
+        fixture.raw.read_manifest(&id(1, 7)).await.unwrap(),
+        Some(old)
+    );
+    fixture.cancel.cancel();
+}
+
 /// The store holds backup 7 of partition 2 only (a history a restore left): no partition of
 /// the cluster may take 7 or below again, whatever its own latest checkpoint.
 #[tokio::test(start_paused = true)]
