@@ -543,20 +543,31 @@ async fn an_unreadable_snapshot_file_fails_the_backup_naming_it() {
     partition.execute(deposits).await.unwrap();
     // A snapshot of everything processed: no newer one is taken until the checkpoint.
     let snapshots = directory.join("snapshots");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let state_file = loop {
-        let newest = std::fs::read_dir(&snapshots)
+    // Snapshots in place (not one still being written in a `.tmp` directory), newest last.
+    let newest_snapshot = || {
+        std::fs::read_dir(&snapshots)
             .unwrap()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join("snapshot.json").exists())
-            .max();
-        if let Some(newest) = newest {
-            break newest.join(sluice_broker::snapshot::STATE_FILE);
-        }
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .is_ok()
+            })
+            .max()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while newest_snapshot().is_none() {
         assert!(Instant::now() < deadline, "no snapshot was taken");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Long past the period: the snapshot of the deposits is in place, and no newer one comes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state_file = newest_snapshot()
+        .unwrap()
+        .join(sluice_broker::snapshot::STATE_FILE);
     let aside = state_file.with_extension("aside");
     std::fs::rename(&state_file, &aside).unwrap();
     fixture.outage.hold_manifests.store(true, Ordering::SeqCst);
@@ -568,7 +579,9 @@ async fn an_unreadable_snapshot_file_fails_the_backup_naming_it() {
         matches!(outcome.as_slice(), [Outcome::CheckpointCreated { .. }]),
         "{outcome:?}"
     );
-    std::fs::rename(&aside, &state_file).unwrap();
+    // Back before an upload opens it. (Unless the snapshot is gone already: a failed backup
+    // releases its reservation, and a newer snapshot may have replaced this one.)
+    let _ = std::fs::rename(&aside, &state_file);
     fixture.outage.hold_manifests.store(false, Ordering::SeqCst);
 
     let deadline = Instant::now() + Duration::from_secs(10);
