@@ -161,9 +161,9 @@ impl BackupStoreError {
 
     /// Whether retrying the same call cannot succeed: the store refused it
     /// for what it is (a manifest that exists or changed, an invalid
-    /// manifest, name or configuration, a local file that is short or
-    /// unreadable, data that did not survive the upload), not for a state it
-    /// may leave (unreachable, overloaded, throttled, timed out, denied
+    /// manifest, name or configuration, a local file that is short, data
+    /// that did not survive the upload), not for a state it may leave
+    /// (unreachable, overloaded, throttled, timed out, a full disk, denied
     /// credentials that may be refreshed). The one classification every
     /// retry loop of a backup follows: permanent errors end it at once.
     pub fn is_permanent(&self) -> bool {
@@ -174,10 +174,11 @@ impl BackupStoreError {
             | Self::InvalidFileName { .. }
             | Self::Config { .. }
             | Self::ShortFile { .. }
-            | Self::Io { .. }
             | Self::Compression { .. }
             | Self::Corrupt { .. } => true,
-            Self::MissingObject { .. } | Self::Unreachable { .. } => false,
+            // Local I/O includes the file system store's own writes and syncs: a full disk
+            // may be freed.
+            Self::Io { .. } | Self::MissingObject { .. } | Self::Unreachable { .. } => false,
             Self::ObjectStore { source, .. } => matches!(
                 source,
                 object_store::Error::AlreadyExists { .. }
