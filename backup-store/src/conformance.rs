@@ -76,7 +76,7 @@ pub async fn conformance(store: BackupStore) {
     corrupt_detection(&store, dir).await;
     throttled_upload(&store, dir).await;
     listing(&store).await;
-    delete_backup_manifest_first(&store, dir).await;
+    delete_backup_resumably(&store, dir).await;
     delete_more_than_one_batch(&store).await;
     base_path_respected(&store, dir).await;
     conditional_manifest_writes(&store).await;
@@ -737,7 +737,7 @@ async fn delete_more_than_one_batch(store: &BackupStore) {
     assert_eq!(store.read_manifest(&id).await.unwrap(), None);
 }
 
-async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
+async fn delete_backup_resumably(store: &BackupStore, dir: &LocalPath) {
     let id = BackupIdentifier::new(5, 8, 0);
     let neighbour = BackupIdentifier::new(5, 8, 1);
     let other_checkpoint = BackupIdentifier::new(5, 9, 0);
@@ -754,9 +754,9 @@ async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
     let deleted = recorder.deleted();
     assert_eq!(deleted.len(), 5, "{deleted:?}");
     assert_eq!(
-        deleted[0],
-        store.manifest_path(&id),
-        "the manifest must be deleted first: {deleted:?}"
+        deleted.last(),
+        Some(&store.manifest_path(&id)),
+        "the manifest must be deleted last: {deleted:?}"
     );
     assert_eq!(
         raw_listing(store, &store.backup_prefix(&id)).await,
@@ -765,31 +765,52 @@ async fn delete_backup_manifest_first(store: &BackupStore, dir: &LocalPath) {
     assert_eq!(store.read_manifest(&id).await.unwrap(), None);
     assert_eq!(
         store.find_manifests(5, 8).await.unwrap(),
-        vec![neighbour_manifest]
+        vec![neighbour_manifest.clone()]
     );
     assert_eq!(store.list_checkpoints(5).await.unwrap(), vec![8, 9]);
     assert_eq!(store.delete_backup(&id).await.unwrap(), 0);
 
-    // A deletion that fails half-way leaves no manifest behind.
+    // A deletion that fails half-way leaves the backup FAILED (never COMPLETED, never
+    // unreachable), and deleting it again finishes the job.
     recorder.fail_data_deletes(true);
     let error = recording.delete_backup(&neighbour).await.unwrap_err();
     assert!(
         matches!(error, BackupStoreError::ObjectStore { .. }),
         "{error}"
     );
-    assert_eq!(store.read_manifest(&neighbour).await.unwrap(), None);
-    assert_eq!(store.find_manifests(5, 8).await.unwrap(), vec![]);
+    let half_deleted = store.read_manifest(&neighbour).await.unwrap().unwrap();
+    assert_eq!(half_deleted.status, BackupStatus::Failed);
+    assert!(
+        half_deleted
+            .failure_reason
+            .as_deref()
+            .unwrap()
+            .contains("being deleted"),
+        "{half_deleted:?}"
+    );
+    assert_eq!(half_deleted.files, neighbour_manifest.files);
     assert_eq!(
         raw_listing(store, &store.backup_prefix(&neighbour))
             .await
             .len(),
-        4
+        5
     );
     recorder.fail_data_deletes(false);
-    assert_eq!(store.delete_backup(&neighbour).await.unwrap(), 4);
+    assert_eq!(recording.delete_backup(&neighbour).await.unwrap(), 5);
+    assert_eq!(store.find_manifests(5, 8).await.unwrap(), vec![]);
     assert_eq!(store.list_checkpoints(5).await.unwrap(), vec![9]);
+    assert_eq!(store.delete_backup(&neighbour).await.unwrap(), 0);
 
-    assert_eq!(store.delete_backup(&other_checkpoint).await.unwrap(), 5);
+    // Data objects whose manifest is gone (left by an older release's half-way deletion) are
+    // still found and deleted.
+    let orphaned = BackupIdentifier::new(5, 9, 4);
+    write_backup(store, dir, orphaned).await;
+    store
+        .object_store()
+        .delete(&store.manifest_path(&orphaned))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_checkpoint(5, 9).await.unwrap(), 4 + 5);
     assert_eq!(store.list_checkpoints(5).await.unwrap(), Vec::<u64>::new());
 }
 

@@ -159,6 +159,38 @@ impl BackupStoreError {
         }
     }
 
+    /// Whether retrying the same call cannot succeed: the store refused it
+    /// for what it is (a manifest that exists or changed, an invalid
+    /// manifest, name or configuration, a local file that is short, data
+    /// that did not survive the upload), not for a state it may leave
+    /// (unreachable, overloaded, throttled, timed out, a full disk, denied
+    /// credentials that may be refreshed). The one classification every
+    /// retry loop of a backup follows: permanent errors end it at once.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::BackupExists { .. }
+            | Self::Conflict { .. }
+            | Self::InvalidManifest { .. }
+            | Self::InvalidFileName { .. }
+            | Self::Config { .. }
+            | Self::ShortFile { .. }
+            | Self::Compression { .. }
+            | Self::Corrupt { .. } => true,
+            // Local I/O includes the file system store's own writes and syncs: a full disk
+            // may be freed.
+            Self::Io { .. } | Self::MissingObject { .. } | Self::Unreachable { .. } => false,
+            Self::ObjectStore { source, .. } => matches!(
+                source,
+                object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+        }
+    }
+
     /// Whether this error means that an object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(

@@ -286,9 +286,9 @@ impl fmt::Debug for StoreKind {
 /// A backup is restorable if and only if its manifest says `COMPLETED`; a
 /// crash at any point leaves at worst an `IN_PROGRESS` manifest or orphaned
 /// data objects, never a `COMPLETED` manifest pointing at missing data.
-/// Deletion runs in the opposite order (manifest first, see
-/// [`BackupStore::delete_backup`]), so a half-deleted backup is never seen as
-/// complete.
+/// Deletion first marks the manifest `FAILED`, then deletes the data, and
+/// the manifest last (see [`BackupStore::delete_backup`]): a half-deleted
+/// backup is never seen as complete, and stays listed until it is gone.
 ///
 /// # One writer per backup: conditional manifest writes
 ///
@@ -1171,37 +1171,58 @@ impl BackupStore {
             .await
     }
 
-    /// Deletes a backup: its manifest first (so that a half-deleted backup is
-    /// never seen as complete), then every other object under its prefix.
+    /// Deletes a backup, resumably: a deletion that fails half-way (or
+    /// crashes) leaves the backup `FAILED`, never `COMPLETED` and never
+    /// unreachable, and deleting it again finishes the job.
+    ///
+    /// 1. A manifest that is not `FAILED` yet is rewritten `FAILED` ("being
+    ///    deleted"), so that from here on the backup is never seen as
+    ///    restorable (a backup is restorable only while its manifest says
+    ///    `COMPLETED`);
+    /// 2. every other object under the backup's prefix is deleted;
+    /// 3. the manifest is deleted last, so that until then the backup stays
+    ///    listed (and can be deleted again) instead of leaving data objects
+    ///    that nothing points at.
+    ///
     /// Returns the number of objects deleted; deleting an absent backup
-    /// returns 0.
+    /// returns 0 (idempotent), and a folder of data objects without a
+    /// manifest is deleted as well.
     pub async fn delete_backup(&self, id: &BackupIdentifier) -> Result<usize> {
         let manifest_path = self.manifest_path(id);
         self.forget_version(&manifest_path);
-        let mut deleted = 0;
-        let manifest_exists = match self.store.head(&manifest_path).await {
-            Ok(_) => true,
-            Err(object_store::Error::NotFound { .. }) => false,
-            Err(e) => return Err(BackupStoreError::object_store("head", &manifest_path, e)),
-        };
-        match self.store.delete(&manifest_path).await {
-            Ok(()) => {
-                if manifest_exists {
-                    deleted += 1;
-                }
+        let manifest_exists = match self.stored_manifest(&manifest_path).await? {
+            None => false,
+            Some((Some(stored), _)) if stored.status != BackupStatus::Failed => {
+                let marked = stored.fail(format!(
+                    "the backup is being deleted (since {}); delete it again if this stays",
+                    crate::manifest::now_rfc3339()
+                ));
+                let json = serde_json::to_vec_pretty(&marked).map_err(|e| {
+                    BackupStoreError::InvalidManifest {
+                        path: manifest_path.to_string(),
+                        reason: format!("cannot serialize: {e}"),
+                    }
+                })?;
+                // Unconditional: whatever the manifest said, the backup goes.
+                self.put_unconditionally(&manifest_path, json.into())
+                    .await?;
+                self.make_durable(&manifest_path).await?;
+                true
             }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(BackupStoreError::object_store("delete", &manifest_path, e)),
-        }
+            // FAILED, or unreadable: already never restorable.
+            Some(_) => true,
+        };
 
         let prefix = self.backup_prefix(id);
         let locations: Vec<Path> = self
             .store
             .list(Some(&prefix))
             .map_ok(|meta| meta.location)
+            .try_filter(|location| std::future::ready(*location != manifest_path))
             .try_collect()
             .await
             .map_err(|e| BackupStoreError::object_store("list", &prefix, e))?;
+        let mut deleted = 0;
         let mut results = self
             .store
             .delete_stream(futures::stream::iter(locations.into_iter().map(Ok)).boxed());
@@ -1212,7 +1233,33 @@ impl BackupStore {
                 Err(e) => return Err(BackupStoreError::object_store("delete", &prefix, e)),
             }
         }
+        drop(results);
+
+        match self.store.delete(&manifest_path).await {
+            Ok(()) => {
+                if manifest_exists {
+                    deleted += 1;
+                }
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(BackupStoreError::object_store("delete", &manifest_path, e)),
+        }
         debug!(%prefix, deleted, "deleted backup");
+        Ok(deleted)
+    }
+
+    /// Deletes the backups of every node of checkpoint `checkpoint_id` of a
+    /// partition ([`Self::delete_backup`] for each node folder, also one
+    /// whose manifest is gone). Returns the number of objects deleted.
+    pub async fn delete_checkpoint(&self, partition_id: u32, checkpoint_id: u64) -> Result<usize> {
+        let prefix = self.checkpoint_prefix(partition_id, checkpoint_id);
+        let nodes: Vec<u32> = self.child_ids(&prefix).await?;
+        let mut deleted = 0;
+        for node_id in nodes {
+            deleted += self
+                .delete_backup(&BackupIdentifier::new(partition_id, checkpoint_id, node_id))
+                .await?;
+        }
         Ok(deleted)
     }
 
@@ -1459,7 +1506,11 @@ impl Upload<'_> {
         }
         .await;
         match completed {
-            Ok(_) => Ok(self.sent),
+            Ok(_) => {
+                // Completed: nothing to abort when this upload is dropped.
+                self.multipart = None;
+                Ok(self.sent)
+            }
             Err(error) => {
                 self.abort().await;
                 Err(error)
@@ -1471,12 +1522,38 @@ impl Upload<'_> {
     /// to the pool) and aborts a multipart upload.
     async fn abort(mut self) {
         self.filling = None;
-        if let Some(mut multipart) = self.multipart.take() {
-            multipart.parts.shutdown().await;
-            if let Err(error) = multipart.upload.abort().await {
-                warn!(path = %self.path, %error, "cannot abort multipart upload; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
+        if let Some(multipart) = self.multipart.take() {
+            abort_multipart(multipart, self.path.clone()).await;
+        }
+    }
+}
+
+/// Every way an upload can be abandoned without [`Upload::abort`] (a
+/// deadline, a sibling upload's failure, a cancelled backup: the future is
+/// dropped) still aborts its multipart upload, so no parts are orphaned in
+/// the store. Drop cannot wait, so the abort runs as a task of its own.
+impl Drop for Upload<'_> {
+    fn drop(&mut self) {
+        let Some(multipart) = self.multipart.take() else {
+            return;
+        };
+        let path = self.path.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(abort_multipart(multipart, path));
+            }
+            Err(_) => {
+                warn!(%path, "multipart upload dropped outside a runtime: not aborted; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)")
             }
         }
+    }
+}
+
+/// Stops the parts in flight of `multipart`, then aborts it.
+async fn abort_multipart(mut multipart: Multipart, path: Path) {
+    multipart.parts.shutdown().await;
+    if let Err(error) = multipart.upload.abort().await {
+        warn!(%path, %error, "cannot abort multipart upload; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
     }
 }
 

@@ -548,6 +548,8 @@ async fn reachable_in_memory() {
 struct HangingParts {
     inner: Arc<dyn object_store::ObjectStore>,
     hang: Arc<AtomicBool>,
+    /// Multipart uploads aborted.
+    aborted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Display for HangingParts {
@@ -560,6 +562,7 @@ impl std::fmt::Display for HangingParts {
 struct HangingUpload {
     inner: Box<dyn object_store::MultipartUpload>,
     hang: Arc<AtomicBool>,
+    aborted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl object_store::MultipartUpload for HangingUpload {
@@ -587,6 +590,7 @@ impl object_store::MultipartUpload for HangingUpload {
         'a: 'b,
         Self: 'b,
     {
+        self.aborted.fetch_add(1, Ordering::SeqCst);
         self.inner.abort()
     }
 }
@@ -606,6 +610,7 @@ impl conformance::Intercept for HangingParts {
             Ok(Box::new(HangingUpload {
                 inner,
                 hang: self.hang.clone(),
+                aborted: self.aborted.clone(),
             }) as Box<dyn object_store::MultipartUpload>)
         })
     }
@@ -621,6 +626,7 @@ async fn an_upload_abandoned_on_a_hanging_store_gives_its_buffers_back() {
         Arc::new(conformance::Intercepted(HangingParts {
             inner: local,
             hang: hang.clone(),
+            aborted: Arc::default(),
         })),
         None,
     );
@@ -657,4 +663,60 @@ async fn an_upload_abandoned_on_a_hanging_store_gives_its_buffers_back() {
         .unwrap();
     assert_eq!(entry.size_bytes, len as u64);
     assert_eq!(store.buffers.available(), count);
+}
+
+/// Every file under `root`, as paths relative to it.
+fn files_under(root: &std::path::Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut folders = vec![root.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                found.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// An upload abandoned without an error of its own (its future dropped: a deadline, a sibling
+/// upload's failure, a cancelled backup) aborts its multipart upload: no parts stay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_upload_aborts_its_multipart_upload() {
+    let root = tempfile::tempdir().unwrap();
+    let aborted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let local: Arc<dyn object_store::ObjectStore> =
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(root.path()).unwrap());
+    let store = BackupStore::from_object_store(
+        Arc::new(conformance::Intercepted(HangingParts {
+            inner: local,
+            hang: Arc::new(AtomicBool::new(true)),
+            aborted: aborted.clone(),
+        })),
+        None,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let len = 3 * MULTIPART_PART_BYTES;
+    let path = dir.path().join("big.log");
+    std::fs::write(&path, vec![7u8; len]).unwrap();
+    let id = BackupIdentifier::new(1, 1, 0);
+    let upload = store.upload_file(&id, FileKind::Segment, "big.log", &path, len as u64, None);
+    // The deadline a broker puts on every upload.
+    let abandoned = tokio::time::timeout(Duration::from_millis(300), upload).await;
+    assert!(abandoned.is_err(), "parts hang: the upload cannot finish");
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while aborted.load(Ordering::SeqCst) == 0 || !files_under(root.path()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the abandoned multipart upload was not aborted: aborts={} files={:?}",
+            aborted.load(Ordering::SeqCst),
+            files_under(root.path())
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(aborted.load(Ordering::SeqCst), 1);
 }

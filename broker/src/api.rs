@@ -75,10 +75,16 @@ impl From<BrokerError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, kind) = error_response(&self.0);
+        let latest = match &self.0 {
+            BrokerError::BackupIdTaken {
+                stored_backup_id, ..
+            } => Some(*stored_backup_id),
+            _ => None,
+        };
         let body = ErrorBody {
             kind,
             message: self.0.to_string(),
-            latest: None,
+            latest,
         };
         (status, Json(body)).into_response()
     }
@@ -98,6 +104,7 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
             (StatusCode::BAD_REQUEST, ErrorKind::BackupStoreNotConfigured)
         }
         BrokerError::BackupInProgress { .. } => (StatusCode::CONFLICT, ErrorKind::BackupInProgress),
+        BrokerError::BackupIdTaken { .. } => (StatusCode::CONFLICT, ErrorKind::BackupExists),
         BrokerError::BackupNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::BackupNotFound),
         BrokerError::BackupStore(_) | BrokerError::BackupStoreTimeout { .. } => {
             (StatusCode::BAD_GATEWAY, ErrorKind::BackupStore)
@@ -341,6 +348,12 @@ async fn checkpoint(
     let handle = partition(&state, partition_id)?;
     backups(&state)?;
     validate_checkpoint_id(checkpoint_id).map_err(BrokerError::InvalidRequest)?;
+    // A store listing at most once per broker (learned, then kept), not per trigger.
+    store_deadline(
+        "list the backup ids in the store",
+        backups(&state)?.check_backup_id(checkpoint_id, state.topology.partitions_count),
+    )
+    .await?;
     let outcomes = handle
         .execute(vec![Command::Checkpoint { checkpoint_id }])
         .await?;

@@ -17,16 +17,30 @@
 //! after a crash, [`BackupHandle::fail_unfinished`] marks FAILED every IN_PROGRESS manifest of this
 //! node up to the latest recovered checkpoint, and writes a FAILED manifest for a latest checkpoint
 //! whose upload never started.
+//!
+//! Store errors are permanent or transient ([`BackupStoreError::is_permanent`], the one
+//! classification): a permanent one (the manifest exists already or was changed by another
+//! writer, …) ends the backup FAILED at once, and its FAILED status is kept in memory when the
+//! store cannot take it; a transient one is retried with capped backoff until the final manifest
+//! lands, however long the store is down, while the status answers FAILED from memory (a
+//! COMPLETED manifest that cannot land within [`COMPLETED_MANIFEST_BUDGET`] turns FAILED).
+//!
+//! Backup ids: after a restore the store may hold backups of ids above the restored checkpoint
+//! (of the history the restore left). [`BackupHandle::check_backup_id`] refuses such an id at
+//! the trigger: every broker learns the highest backup id in the store over all partitions of
+//! the cluster once (one listing per partition, at start-up or at the first trigger), so a new
+//! backup never shares an id with one of another history.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use futures::{StreamExt, TryStreamExt};
 use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileEntry, FileKind, Manifest,
-    Throttle,
+    Throttle, LIST_CONCURRENCY,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -79,6 +93,9 @@ pub struct BackupJob {
     pub files: Vec<FileToUpload>,
     /// Released when the job ends, whatever way.
     pub reservation: ReservationGuard,
+    /// Set when the backup cannot be taken (e.g. a snapshot file cannot be read): it ends FAILED
+    /// with this reason, uploading nothing.
+    pub failure: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +110,15 @@ struct Running {
 }
 
 type RunningMap = Arc<DashMap<(u32, u64), Running>>;
+
+/// What this broker knows of the backup ids in the store (see [`BackupHandle::check_backup_id`]).
+#[derive(Debug, Default)]
+struct StoredIds {
+    /// The highest backup id in the store over every partition of the cluster, once learned.
+    highest: Option<u64>,
+    /// Ids of the backups this broker started (they are in the store too, and are this history's).
+    started: BTreeSet<u64>,
+}
 
 /// Removes the job from the running map when the task ends or is aborted.
 struct RunningGuard {
@@ -111,6 +137,12 @@ pub struct BackupHandle {
     tx: mpsc::Sender<Queued>,
     store: BackupStore,
     running: RunningMap,
+    /// Backups that ended FAILED whose FAILED manifest the store does not hold and may never
+    /// hold (a permanent store error: the manifest exists from another history, or another
+    /// writer changed it), or does not hold yet (a restart's leftovers while the store is down):
+    /// status answers FAILED from here, never what the store says.
+    failed: RunningMap,
+    stored_ids: Arc<Mutex<StoredIds>>,
     node_id: u32,
     metrics: Arc<BackupMetrics>,
 }
@@ -128,14 +160,22 @@ pub struct BackupService {
     store: BackupStore,
     rx: mpsc::Receiver<Queued>,
     running: RunningMap,
+    failed: RunningMap,
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
     metrics: Arc<BackupMetrics>,
 }
 
 const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Attempts to write a final manifest: with the backoff capped at 30 s, about 15 minutes.
-const FINAL_MANIFEST_ATTEMPTS: u32 = 36;
+/// How long a COMPLETED manifest is retried before the backup counts as FAILED (whose manifest
+/// is then retried until it lands): a backup does not stay IN_PROGRESS while the store is down.
+pub const COMPLETED_MANIFEST_BUDGET: Duration = Duration::from_secs(15 * 60);
+/// The first delay between attempts to write a final manifest (or to fail a restart's
+/// leftovers); doubled after every failure up to [`STORE_RETRY_DELAY_MAX`].
+const STORE_RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
+/// The longest delay between two attempts: bounds the rate at which a store that is down is
+/// asked, for as long as it is down.
+pub const STORE_RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
 /// Manifests read at the same time when listing backups.
 const LIST_MANIFEST_READS: usize = 16;
 
@@ -152,10 +192,13 @@ impl BackupService {
     ) -> (BackupService, BackupHandle) {
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let running: RunningMap = Arc::new(DashMap::new());
+        let failed: RunningMap = Arc::new(DashMap::new());
         let handle = BackupHandle {
             tx,
             store: store.clone(),
             running: running.clone(),
+            failed: failed.clone(),
+            stored_ids: Arc::default(),
             node_id: options.node_id,
             metrics: metrics.clone(),
         };
@@ -168,6 +211,7 @@ impl BackupService {
                 store,
                 rx,
                 running,
+                failed,
                 uploads,
                 throttle,
                 metrics,
@@ -187,9 +231,9 @@ impl BackupService {
                     let store = self.store.clone();
                     let uploads = self.uploads.clone();
                     let throttle = self.throttle.clone();
-                    let running = self.running.clone();
+                    let maps = Maps { running: self.running.clone(), failed: self.failed.clone() };
                     let metrics = self.metrics.clone();
-                    tasks.spawn(execute(store, queued, uploads, throttle, self.options.clone(), running, metrics));
+                    tasks.spawn(execute(store, queued, uploads, throttle, self.options.clone(), maps, metrics));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -225,6 +269,12 @@ impl BackupService {
     }
 }
 
+/// The running backups and those FAILED in memory only (see [`BackupHandle`]).
+struct Maps {
+    running: RunningMap,
+    failed: RunningMap,
+}
+
 /// Runs one partition backup to COMPLETED or FAILED.
 async fn execute(
     store: BackupStore,
@@ -232,7 +282,7 @@ async fn execute(
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
     options: BackupOptions,
-    running: RunningMap,
+    maps: Maps,
     metrics: Arc<BackupMetrics>,
 ) {
     let Queued {
@@ -242,19 +292,25 @@ async fn execute(
                 descriptor,
                 files,
                 reservation,
+                failure,
             },
         running: _running,
         in_progress,
     } = queued;
+    let Maps { running, failed } = maps;
+    let key = (id.partition_id, id.checkpoint_id);
     // Counted as in progress until the final status is known (or the task is aborted).
     let mut in_progress = Some(in_progress);
     let manifest = Manifest::in_progress(id, descriptor.clone());
-    if let Some(mut entry) = running.get_mut(&(id.partition_id, id.checkpoint_id)) {
+    if let Some(mut entry) = running.get_mut(&key) {
         entry.created_at = Some(manifest.created_at.clone());
     }
     let started = std::time::Instant::now();
     let call_timeout = options.store_call_timeout;
     let result = async {
+        if let Some(failure) = failure {
+            return Err(failure);
+        }
         tokio::time::timeout(call_timeout, store.write_manifest(&manifest))
             .await
             .map_err(|_| format!("writing the IN_PROGRESS manifest timed out after {call_timeout:?}"))?
@@ -299,8 +355,16 @@ async fn execute(
     }
     .await;
     drop(reservation);
-    let completed = result.is_ok();
-    let final_manifest = match result {
+    // Marks the backup FAILED in memory: counted, and answered FAILED from the next line on.
+    let fail_in_memory = |reason: &str, in_progress: &mut Option<InProgressGuard>| {
+        metrics.backup_failed();
+        in_progress.take();
+        if let Some(mut entry) = running.get_mut(&key) {
+            entry.failure = Some(reason.to_string());
+        }
+    };
+    let mut completed = result.is_ok();
+    let mut final_manifest = match result {
         Ok(entries) => {
             let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
             tracing::info!(
@@ -311,31 +375,56 @@ async fn execute(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "backup completed"
             );
-            manifest.complete(entries)
+            manifest.clone().complete(entries)
         }
         Err(error) => {
             tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
             let reason = format!("upload failed: {error}");
-            // Counted before status answers FAILED (from the next line on).
-            metrics.backup_failed();
-            in_progress.take();
-            if let Some(mut entry) = running.get_mut(&(id.partition_id, id.checkpoint_id)) {
-                entry.failure = Some(reason.clone());
-            }
-            manifest.fail(reason)
+            fail_in_memory(&reason, &mut in_progress);
+            manifest.clone().fail(reason)
         }
     };
     // The final status is the commit point and must land, or the backup would look IN_PROGRESS
-    // in the store: retry with capped backoff for a bounded time (the store may be down for a
-    // while); until then this broker answers the status from memory.
-    let mut delay = Duration::from_millis(200);
-    for attempt in 1..=FINAL_MANIFEST_ATTEMPTS {
+    // in the store: transient errors are retried with capped backoff for as long as the store
+    // is down (until then this broker answers the status from memory); a permanent error ends
+    // the attempts at once, and the FAILED status stays in memory.
+    let completed_deadline = tokio::time::Instant::now() + COMPLETED_MANIFEST_BUDGET;
+    let mut delay = STORE_RETRY_DELAY_MIN;
+    for attempt in 1u64.. {
         let write = tokio::time::timeout(call_timeout, store.write_manifest(&final_manifest)).await;
         match write {
             Ok(Ok(())) => {
                 if completed {
                     metrics.backup_completed(id.checkpoint_id, started.elapsed());
                 }
+                return;
+            }
+            Ok(Err(error)) if error.is_permanent() => {
+                if !completed && landed_completed(&store, &manifest, call_timeout).await {
+                    tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id,
+                        "an earlier attempt of the COMPLETED manifest landed after all: the backup is COMPLETED");
+                    return;
+                }
+                let reason = match &final_manifest.failure_reason {
+                    Some(reason) => {
+                        format!("{reason}; the store cannot record this status: {error}")
+                    }
+                    None => format!("the COMPLETED manifest cannot be written: {error}"),
+                };
+                tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error,
+                    "the store refused the final manifest; the backup stays FAILED in memory");
+                if completed {
+                    fail_in_memory(&reason, &mut in_progress);
+                }
+                failed.insert(
+                    key,
+                    Running {
+                        id,
+                        descriptor: descriptor.clone(),
+                        failure: Some(reason),
+                        created_at: Some(manifest.created_at.clone()),
+                    },
+                );
                 return;
             }
             Ok(Err(error)) => {
@@ -351,18 +440,31 @@ async fn execute(
                 );
             }
         }
+        if completed && tokio::time::Instant::now() >= completed_deadline {
+            let reason = format!(
+                "the COMPLETED manifest could not be written within {}; is the backup store reachable? take a new backup",
+                humantime::format_duration(COMPLETED_MANIFEST_BUDGET)
+            );
+            tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %reason, "backup failed");
+            completed = false;
+            fail_in_memory(&reason, &mut in_progress);
+            final_manifest = manifest.clone().fail(reason);
+        }
         tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+        delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
     }
-    tracing::error!(
-        partition = id.partition_id,
-        backup = id.checkpoint_id,
-        "gave up writing the final manifest; the next start of this broker marks the backup FAILED"
-    );
-    if completed {
-        metrics.backup_failed();
+}
+
+/// Whether the store holds `in_progress` as COMPLETED (an attempt whose answer was lost landed).
+async fn landed_completed(store: &BackupStore, in_progress: &Manifest, timeout: Duration) -> bool {
+    match tokio::time::timeout(timeout, store.read_manifest(&in_progress.id)).await {
+        Ok(Ok(Some(stored))) => {
+            stored.status == BackupStatus::Completed
+                && stored.created_at == in_progress.created_at
+                && stored.descriptor == in_progress.descriptor
+        }
+        _ => false,
     }
-    drop(in_progress);
 }
 
 /// Writes a FAILED manifest for `id`, keeping what an existing manifest recorded.
@@ -445,6 +547,8 @@ impl BackupHandle {
     /// after the checkpoint was acknowledged answers IN_PROGRESS, not DOES_NOT_EXIST.
     pub async fn start(&self, job: BackupJob) {
         let key = (job.id.partition_id, job.id.checkpoint_id);
+        self.stored_ids().started.insert(job.id.checkpoint_id);
+        self.failed.remove(&key);
         self.running.insert(
             key,
             Running {
@@ -485,6 +589,9 @@ impl BackupHandle {
         if let Some(running) = self.running.get(&(partition_id, backup_id)) {
             return Ok(status_of_running(&running));
         }
+        if let Some(failed) = self.failed.get(&(partition_id, backup_id)) {
+            return Ok(status_of_running(&failed));
+        }
         let manifests = self.store.find_manifests(partition_id, backup_id).await?;
         Ok(match newest(manifests) {
             Some(manifest) => status_from_manifest(&manifest),
@@ -517,7 +624,8 @@ impl BackupHandle {
             .filter_map(newest)
             .map(|manifest| (manifest.id.checkpoint_id, status_from_manifest(&manifest)))
             .collect();
-        for running in self.running.iter().filter(|r| {
+        // What memory knows wins over the store: FAILED in memory, then running.
+        for running in self.failed.iter().chain(self.running.iter()).filter(|r| {
             r.key().0 == partition_id
                 && id_prefix.is_none_or(|prefix| r.key().1.to_string().starts_with(prefix))
         }) {
@@ -526,36 +634,107 @@ impl BackupHandle {
         Ok(statuses.into_values().collect())
     }
 
-    /// Deletes every object of the partition's backup `backup_id`. Refuses while it runs.
+    /// Deletes every object of the partition's backup `backup_id`, of every node (also a
+    /// folder whose manifest is gone). Refuses while it runs. Resumable and idempotent: see
+    /// [`BackupStore::delete_backup`].
     pub async fn delete(&self, partition_id: u32, backup_id: u64) -> Result<usize> {
-        if self.running.contains_key(&(partition_id, backup_id)) {
+        let key = (partition_id, backup_id);
+        if self.running.contains_key(&key) {
             return Err(BrokerError::BackupInProgress { backup_id });
         }
         let manifests = self.store.find_manifests(partition_id, backup_id).await?;
-        if manifests
-            .iter()
-            .any(|m| m.status == BackupStatus::InProgress)
+        // A restart's leftover that memory already answers FAILED may be deleted.
+        if !self.failed.contains_key(&key)
+            && manifests
+                .iter()
+                .any(|m| m.status == BackupStatus::InProgress)
         {
             return Err(BrokerError::BackupInProgress { backup_id });
         }
-        let mut deleted = 0;
-        for manifest in manifests {
-            deleted += self.store.delete_backup(&manifest.id).await?;
-        }
+        let deleted = self
+            .store
+            .delete_checkpoint(partition_id, backup_id)
+            .await?;
+        self.failed.remove(&key);
         Ok(deleted)
+    }
+
+    fn stored_ids(&self) -> std::sync::MutexGuard<'_, StoredIds> {
+        self.stored_ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Learns the highest backup id in the store over every partition of the cluster (one
+    /// listing per partition, [`LIST_CONCURRENCY`] at a time) and returns it (0: none).
+    pub async fn learn_stored_backup_ids(&self, partitions_count: u32) -> Result<u64> {
+        let highest: Vec<u64> = futures::stream::iter(1..=partitions_count)
+            .map(|partition_id| async move {
+                let ids = self.store.list_checkpoints(partition_id).await?;
+                Ok::<_, BrokerError>(ids.last().copied().unwrap_or(0))
+            })
+            .buffer_unordered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let highest = highest.into_iter().max().unwrap_or(0);
+        let mut known = self.stored_ids();
+        let highest = known.highest.map_or(highest, |h| h.max(highest));
+        known.highest = Some(highest);
+        Ok(highest)
+    }
+
+    /// [`Self::learn_stored_backup_ids`] at start-up, retried with capped backoff until the
+    /// store answers (a trigger before that learns on its own).
+    pub async fn learn_stored_backup_ids_until_done(&self, partitions_count: u32) {
+        let mut delay = STORE_RETRY_DELAY_MIN;
+        loop {
+            match self.learn_stored_backup_ids(partitions_count).await {
+                Ok(highest) => {
+                    tracing::info!(highest, "learned the highest backup id in the store");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not list the backups in the store; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Refuses a new backup id that is not greater than every backup id in the store (of any
+    /// partition of the cluster): after a restore of an older backup, the store still holds
+    /// backups of the history the restore left, and a new backup of such an id would mix two
+    /// histories. Ids of backups this broker started count as its own (a checkpoint propagated
+    /// before the trigger). The store is listed once (see [`Self::learn_stored_backup_ids`]);
+    /// the partition's own latest checkpoint is checked by the partition.
+    pub async fn check_backup_id(&self, backup_id: u64, partitions_count: u32) -> Result<()> {
+        let known = self.stored_ids().highest;
+        let highest = match known {
+            Some(highest) => highest,
+            None => self.learn_stored_backup_ids(partitions_count).await?,
+        };
+        if backup_id <= highest && !self.stored_ids().started.contains(&backup_id) {
+            return Err(BrokerError::BackupIdTaken {
+                backup_id,
+                stored_backup_id: highest,
+            });
+        }
+        Ok(())
     }
 
     /// After a start: marks FAILED every backup this node left IN_PROGRESS for `partition_id`
     /// (all of them, up to `latest_checkpoint`), and records a FAILED manifest for the latest
-    /// checkpoint when its upload never started. Retries with backoff; bounded.
+    /// checkpoint when its upload never started. Retries with capped backoff until the store
+    /// answers (however long it is down); once a leftover is known, status answers it FAILED
+    /// from memory until its FAILED manifest lands. A permanent error on one manifest (another
+    /// writer changed it) leaves that one to the store.
     pub async fn fail_unfinished(
         &self,
         partition_id: u32,
         latest_checkpoint: Option<(u64, u64)>,
         partitions_count: u32,
     ) {
-        let mut delay = Duration::from_millis(500);
-        for attempt in 1..=10 {
+        let mut delay = STORE_RETRY_DELAY_MIN;
+        for attempt in 1u64.. {
             match self
                 .try_fail_unfinished(partition_id, latest_checkpoint, partitions_count)
                 .await
@@ -574,14 +753,41 @@ impl BackupHandle {
                     tracing::warn!(partition = partition_id, attempt, %error,
                         "could not check for interrupted backups; retrying");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+                    delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
                 }
             }
         }
-        tracing::error!(
-            partition = partition_id,
-            "gave up checking for interrupted backups"
+    }
+
+    /// Writes `manifest` (FAILED) for a restart's leftover, answered FAILED from memory until it
+    /// lands. `Ok(false)`: the store refused it for good (another writer's).
+    async fn fail_leftover(&self, manifest: Manifest) -> Result<bool> {
+        let key = (manifest.id.partition_id, manifest.id.checkpoint_id);
+        if self.running.contains_key(&key) {
+            // This run took the id meanwhile: its own task writes the status.
+            return Ok(false);
+        }
+        self.failed.insert(
+            key,
+            Running {
+                id: manifest.id,
+                descriptor: manifest.descriptor.clone(),
+                failure: manifest.failure_reason.clone(),
+                created_at: Some(manifest.created_at.clone()),
+            },
         );
+        match self.store.write_manifest(&manifest).await {
+            Ok(()) => {
+                self.failed.remove(&key);
+                Ok(true)
+            }
+            Err(error) if error.is_permanent() => {
+                tracing::warn!(%error, "a backup left unfinished was changed by another writer; leaving it as the store has it");
+                self.failed.remove(&key);
+                Ok(false)
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn try_fail_unfinished(
@@ -598,24 +804,24 @@ impl BackupHandle {
             self.node_id
         );
         let mut failed = 0;
-        for manifest in self.store.list_manifests(partition_id).await? {
+        let manifests = self.store.list_manifests(partition_id).await?;
+        for manifest in &manifests {
             // Only backups started before this run: newer ids belong to this run.
             if manifest.id.node_id == self.node_id
                 && manifest.status == BackupStatus::InProgress
                 && manifest.id.checkpoint_id <= latest_id
+                && self
+                    .fail_leftover(manifest.clone().fail(reason.clone()))
+                    .await?
             {
-                self.store
-                    .write_manifest(&manifest.fail(reason.clone()))
-                    .await?;
                 failed += 1;
             }
         }
-        if self
-            .store
-            .find_manifests(partition_id, latest_id)
-            .await?
-            .is_empty()
-        {
+        let latest: Vec<&Manifest> = manifests
+            .iter()
+            .filter(|m| m.id.checkpoint_id == latest_id)
+            .collect();
+        if latest.is_empty() {
             let id = BackupIdentifier {
                 partition_id,
                 checkpoint_id: latest_id,
@@ -631,10 +837,34 @@ impl BackupHandle {
                 "broker node {} stopped before the upload of this backup started; take a new backup",
                 self.node_id
             );
-            self.store
-                .write_manifest(&Manifest::in_progress(id, descriptor).fail(reason))
-                .await?;
-            failed += 1;
+            if self
+                .fail_leftover(Manifest::in_progress(id, descriptor).fail(reason))
+                .await?
+            {
+                failed += 1;
+            }
+        }
+        // This node's manifest of its latest checkpoint at another position is another
+        // history's backup of the same id (its own create was refused): never answered as this
+        // partition's backup.
+        for foreign in latest.iter().filter(|m| {
+            m.id.node_id == self.node_id && m.descriptor.checkpoint_position != latest_position
+        }) {
+            let key = (partition_id, latest_id);
+            if !self.running.contains_key(&key) {
+                self.failed.insert(
+                    key,
+                    Running {
+                        id: foreign.id,
+                        descriptor: foreign.descriptor.clone(),
+                        failure: Some(format!(
+                            "the store holds backup {latest_id} of another history (checkpoint position {}, this partition's is {latest_position}), e.g. from before a restore; this partition's backup {latest_id} was not taken; take a backup with an id greater than every id in the store",
+                            foreign.descriptor.checkpoint_position
+                        )),
+                        created_at: Some(foreign.created_at.clone()),
+                    },
+                );
+            }
         }
         Ok(failed)
     }

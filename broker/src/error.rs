@@ -30,6 +30,11 @@ pub enum BrokerError {
     BackupStoreNotConfigured,
     #[error("backup is in progress: backupId={backup_id}; wait until it is COMPLETED or FAILED")]
     BackupInProgress { backup_id: u64 },
+    #[error("backup id must be greater than the latest backup id in the backup store: backupId={backup_id} stored={stored_backup_id}; the store already holds backup {stored_backup_id} (e.g. of the history before a restore of an older backup); use an id greater than {stored_backup_id}")]
+    BackupIdTaken {
+        backup_id: u64,
+        stored_backup_id: u64,
+    },
     #[error("backup not found: backupId={backup_id}")]
     BackupNotFound { backup_id: u64 },
     #[error("backup store error: {0}")]

@@ -65,6 +65,17 @@ pub struct ReservationGuard {
     checkpoint_id: u64,
 }
 
+impl ReservationGuard {
+    /// Reserves nothing itself: removes `checkpoint_id` from `reservations` when dropped (for a
+    /// job whose reservation was made elsewhere, e.g. tests of the backup service).
+    pub fn new(reservations: Reservations, checkpoint_id: u64) -> Self {
+        ReservationGuard {
+            reservations,
+            checkpoint_id,
+        }
+    }
+}
+
 impl Drop for ReservationGuard {
     fn drop(&mut self) {
         self.reservations.remove(&self.checkpoint_id);
@@ -566,15 +577,25 @@ impl PartitionService {
             checkpoint_id,
         };
         let mut files = Vec::new();
+        // A snapshot file whose size cannot be read fails the backup naming it: uploaded as 0
+        // bytes it would COMPLETE a backup that cannot be restored.
+        let mut failure = None;
         if let Some(snapshot) = &snapshot {
             for (name, path) in snapshot.files() {
-                let len_bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                files.push(FileToUpload {
-                    kind: FileKind::Snapshot,
-                    name,
-                    path,
-                    len_bytes,
-                });
+                match std::fs::metadata(&path) {
+                    Ok(meta) => files.push(FileToUpload {
+                        kind: FileKind::Snapshot,
+                        name,
+                        path,
+                        len_bytes: meta.len(),
+                    }),
+                    Err(error) => {
+                        failure.get_or_insert(format!(
+                            "cannot read snapshot file {}: {error}; check the disk and the file permissions of the data directory, then take a new backup",
+                            path.display()
+                        ));
+                    }
+                }
             }
         }
         for slice in self.log.slices(from_position, checkpoint) {
@@ -599,6 +620,7 @@ impl PartitionService {
             },
             files,
             reservation: guard,
+            failure,
         };
         backups.start(job).await;
     }

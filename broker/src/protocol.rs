@@ -149,6 +149,8 @@ pub enum ErrorKind {
     BackupInProgress,
     BackupNotFound,
     CheckpointNotNewer,
+    /// The store holds a backup of an id at least the requested one (`latest` is that id).
+    BackupExists,
     BackupStore,
     Unavailable,
     Internal,
@@ -160,7 +162,8 @@ pub enum ErrorKind {
 pub struct ErrorBody {
     pub kind: ErrorKind,
     pub message: String,
-    /// The latest checkpoint id, with `CHECKPOINT_NOT_NEWER`.
+    /// The latest checkpoint id, with `CHECKPOINT_NOT_NEWER`; the highest backup id in the
+    /// store, with `BACKUP_EXISTS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<u64>,
 }

@@ -232,6 +232,26 @@ impl BrokerService {
         }
         let backup_task =
             backup_service.map(|service| tokio::spawn(service.run(backup_cancel.clone())));
+        if let Some(backups) = &backup_handle {
+            // Before the API serves a trigger (see `BackupHandle::check_backup_id`), so that
+            // what is learned predates this run's backups; a store that does not answer in time
+            // is learned in the background (and by the first trigger, if still unknown).
+            let partitions_count = cluster.partitions_count;
+            let learn = backups.learn_stored_backup_ids(partitions_count);
+            match tokio::time::timeout(Duration::from_secs(30), learn).await {
+                Ok(Ok(highest)) => {
+                    tracing::info!(highest, "learned the highest backup id in the store")
+                }
+                _ => {
+                    let backups = backups.clone();
+                    tokio::spawn(async move {
+                        backups
+                            .learn_stored_backup_ids_until_done(partitions_count)
+                            .await;
+                    });
+                }
+            }
+        }
         let mut partition_tasks = Vec::new();
         for service in services {
             if let Some(backups) = &backup_handle {

@@ -161,8 +161,10 @@ pub async fn take(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
             .map(|partition| cluster.owner(&routing, partition).checkpoint(partition, id)),
     )
     .await;
-    // The most telling error wins: a conflict names the latest id, which is what the operator needs.
+    // The most telling error wins: a conflict names the id to exceed (a backup the store holds,
+    // or the latest checkpoint), which is what the operator needs.
     let mut latest = None;
+    let mut stored = None;
     let mut first_error = None;
     let mut created = 0;
     for result in results {
@@ -171,10 +173,18 @@ pub async fn take(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
             Err(ClientError::Remote { body, .. }) if body.kind == ErrorKind::CheckpointNotNewer => {
                 latest = latest.max(body.latest).or(body.latest);
             }
+            Err(ClientError::Remote { body, .. }) if body.kind == ErrorKind::BackupExists => {
+                stored = stored.max(body.latest).or(body.latest);
+            }
             Err(error) => {
                 first_error.get_or_insert(GatewayError::from(error));
             }
         }
+    }
+    if let Some(stored) = stored.filter(|stored| latest.is_none_or(|latest| *stored >= latest)) {
+        return Err(GatewayError::Conflict(format!(
+            "backup id must be greater than the latest backup id in the backup store: requested={id} latest={stored}; the store already holds backup {stored} (e.g. of the history before a restore of an older backup); use an id greater than {stored}"
+        )));
     }
     if let Some(latest) = latest {
         return Err(GatewayError::Conflict(format!(
@@ -271,18 +281,16 @@ async fn delete_backup(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Deletes every object of backup `id`; refuses an unknown or running backup.
+/// Deletes every object of backup `id`; refuses a running backup. Resumable: a deletion that
+/// failed half-way leaves the backup FAILED, and deleting it again finishes it. An id of which
+/// no partition has a manifest is still swept (data objects left without one); it is unknown
+/// (404) only when nothing at all was found to delete.
 pub async fn delete(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
     let status = collect_status(cluster, id).await?;
-    if status
+    let unknown = status
         .partitions
         .iter()
-        .all(|p| p.status == BackupState::DoesNotExist)
-    {
-        return Err(GatewayError::NotFound(format!(
-            "backup {id} does not exist"
-        )));
-    }
+        .all(|p| p.status == BackupState::DoesNotExist);
     if status
         .partitions
         .iter()
@@ -292,8 +300,17 @@ pub async fn delete(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
             "backup {id} is IN_PROGRESS; wait until it is COMPLETED or FAILED, then delete it"
         )));
     }
+    let mut deleted = 0;
     for answer in join_all(cluster.brokers().iter().map(|b| b.delete_backup(id))).await {
-        answer?;
+        deleted += answer?
+            .get("deletedObjects")
+            .and_then(|n| n.as_u64())
+            .unwrap_or(0);
+    }
+    if unknown && deleted == 0 {
+        return Err(GatewayError::NotFound(format!(
+            "backup {id} does not exist"
+        )));
     }
     Ok(())
 }

@@ -106,9 +106,9 @@ impl From<ClientError> for GatewayError {
                 | ErrorKind::TransferNotFound
                 | ErrorKind::BackupNotFound => GatewayError::NotFound(body.message),
                 ErrorKind::BackupStoreNotConfigured => GatewayError::BackupStoreNotConfigured,
-                ErrorKind::BackupInProgress | ErrorKind::CheckpointNotNewer => {
-                    GatewayError::Conflict(body.message)
-                }
+                ErrorKind::BackupInProgress
+                | ErrorKind::CheckpointNotNewer
+                | ErrorKind::BackupExists => GatewayError::Conflict(body.message),
                 ErrorKind::BackupStore => GatewayError::BackupStore {
                     address,
                     message: body.message,

@@ -4,9 +4,11 @@
 //! [`ScheduleHandle`] that `GET /actuator/backups/schedule` reads. Each run takes a backup whose id
 //! is the current time in epoch milliseconds (kept strictly increasing), then applies retention.
 //!
-//! Retention ([`Retention::to_delete`]) deletes only what it may: never a backup IN_PROGRESS,
-//! never the newest COMPLETED one; it keeps the last `keepLast` backups and/or those younger than
-//! `keepWithin`, and logs every backup it removes.
+//! Retention ([`Retention::to_delete`]) deletes only what it may: never a backup IN_PROGRESS
+//! (on any partition), never the newest COMPLETED one; it keeps the last `keepLast` backups and/or
+//! those younger than `keepWithin`, and deletes the others: COMPLETED, FAILED and partial ones
+//! (DOES_NOT_EXIST: only some partitions hold them, e.g. a half-finished deletion or a
+//! trigger that reached only some partitions), and logs every backup it removes.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -106,9 +108,20 @@ impl BackupAge {
             .filter_map(|p| p.created_at.as_deref())
             .filter_map(|t| humantime::parse_rfc3339_weak(t).ok())
             .min();
+        // A partition still uploading keeps the whole backup from retention, whatever the
+        // aggregate says (a partial backup aggregates to DOES_NOT_EXIST).
+        let status = if backup
+            .partitions
+            .iter()
+            .any(|p| p.status == BackupState::InProgress)
+        {
+            BackupState::InProgress
+        } else {
+            backup.status
+        };
         BackupAge {
             id: backup.backup_id,
-            status: backup.status,
+            status,
             created_at,
         }
     }
@@ -134,8 +147,10 @@ impl Retention {
             .iter()
             .enumerate()
             .filter(|(rank, backup)| {
-                let deletable =
-                    matches!(backup.status, BackupState::Completed | BackupState::Failed);
+                let deletable = matches!(
+                    backup.status,
+                    BackupState::Completed | BackupState::Failed | BackupState::DoesNotExist
+                );
                 let in_last = self.keep_last.is_some_and(|k| *rank < k);
                 let young = self.keep_within.is_some_and(|window| {
                     // Unknown age: young (never delete on a guess).
@@ -368,6 +383,33 @@ mod tests {
                 backups(&[(1, Completed, 900), (2, Completed, 500), (3, Failed, 700)]),
                 vec![1, 3],
             ),
+            // Partial backups (only some partitions hold them) older than the window go too;
+            // younger ones stay.
+            (
+                within(600),
+                backups(&[
+                    (1, DoesNotExist, 900),
+                    (2, Completed, 800),
+                    (3, DoesNotExist, 100),
+                    (4, Completed, 10),
+                ]),
+                vec![1, 2],
+            ),
+            (
+                keep_last(1),
+                backups(&[(1, DoesNotExist, 900), (2, Failed, 800), (3, Completed, 10)]),
+                vec![1, 2],
+            ),
+            // Partial or not, IN_PROGRESS and the newest COMPLETED stay.
+            (
+                within(60),
+                backups(&[
+                    (1, Completed, 900),
+                    (2, DoesNotExist, 800),
+                    (3, InProgress, 700),
+                ]),
+                vec![2],
+            ),
             // Both: keep what either rule keeps.
             (
                 Retention {
@@ -413,5 +455,34 @@ mod tests {
         assert_eq!(next.duration_since(UNIX_EPOCH).unwrap().as_secs(), 6 * 3600);
         assert!(Schedule::parse("every tuesday").is_err());
         assert!(Schedule::parse("100ms").is_err());
+    }
+
+    #[test]
+    fn a_backup_with_a_partition_in_progress_is_in_progress_for_retention() {
+        use sluice_broker::protocol::PartitionBackupStatus;
+        let partition = |partition_id, status| PartitionBackupStatus {
+            status,
+            created_at: Some("1970-01-01T00:00:00Z".to_string()),
+            ..PartitionBackupStatus::does_not_exist(partition_id, 5)
+        };
+        let response = actuator::aggregate(
+            5,
+            3,
+            vec![partition(1, InProgress), partition(2, Completed)],
+        );
+        assert_eq!(
+            response.status, DoesNotExist,
+            "partial: partition 3 has none"
+        );
+        let age = BackupAge::from_response(&response);
+        assert_eq!(age.status, InProgress);
+        let retention = Retention {
+            keep_last: None,
+            keep_within: Some(Duration::from_secs(1)),
+        };
+        assert_eq!(
+            retention.to_delete(&[age], SystemTime::now()),
+            Vec::<u64>::new()
+        );
     }
 }
