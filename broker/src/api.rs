@@ -100,7 +100,8 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         BrokerError::Io { .. }
         | BrokerError::Bind { .. }
         | BrokerError::CorruptLog { .. }
-        | BrokerError::CorruptSnapshot { .. } => {
+        | BrokerError::CorruptSnapshot { .. }
+        | BrokerError::UnfinishedRestore { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
         }
     }
