@@ -95,7 +95,7 @@ pub async fn conformance(store: BackupStore) {
 
 fn descriptor(position: u64) -> BackupDescriptor {
     BackupDescriptor {
-        snapshot_id: Some(format!("{position}-1-{position}-{position}")),
+        snapshot_id: Some(format!("{position:020}")),
         checkpoint_position: position,
         number_of_partitions: 3,
         broker_version: "0.1.0-conformance".to_string(),
@@ -359,12 +359,16 @@ async fn upload_download_round_trip(store: &BackupStore, dir: &LocalPath) {
             .unwrap_or_else(|e| panic!("download {name}: {e}"));
         let downloaded = tokio::fs::read(&destination).await.unwrap();
         assert!(downloaded == data, "downloaded {name} differs");
-        // Downloading again truncates and rewrites the destination.
-        store
+        // Downloading again over an existing file is refused and leaves it as it was.
+        let error = store
             .download_file(&id, &entry, &destination)
             .await
-            .unwrap();
-        assert_eq!(tokio::fs::read(&destination).await.unwrap().len(), len);
+            .unwrap_err();
+        assert!(
+            matches!(&error, BackupStoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists),
+            "{error}"
+        );
+        assert!(tokio::fs::read(&destination).await.unwrap() == data);
         entries.push(entry);
     }
     let prefix = store.backup_prefix(&id);
@@ -1073,7 +1077,7 @@ async fn compression_round_trip(store: &BackupStore, dir: &LocalPath) {
 
         // Downloads follow the entry, whatever the downloading store's setting.
         for (who, downloader) in [("zstd", &zstd), ("plain", store)] {
-            let destination = dir.join("zstd-down").join(name);
+            let destination = dir.join(format!("zstd-down-{who}")).join(name);
             downloader
                 .download_file(&id, &entry, &destination)
                 .await

@@ -120,6 +120,17 @@ pub enum BackupStoreError {
         name: String,
     },
 
+    /// A value of a manifest that becomes a path (or part of one) breaks its grammar.
+    #[error("invalid value in a backup manifest: field={field} value={value:?}; expected {grammar}; the manifest is damaged or was not written by Sluice: delete the backup and take a new one")]
+    InvalidField {
+        /// The JSON field, e.g. `descriptor.snapshotId`.
+        field: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What the value must look like.
+        grammar: &'static str,
+    },
+
     /// The store options are invalid or the store cannot be built from them.
     #[error("invalid backup store configuration: reason={reason}")]
     Config {

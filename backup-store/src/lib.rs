@@ -20,15 +20,17 @@ pub mod conformance;
 pub use codec::{MAX_DECODED_PER_STEP, ZSTD_LEVEL, ZSTD_WINDOW_LOG, ZSTD_WINDOW_LOG_MAX};
 pub use error::BackupStoreError;
 pub use manifest::{
-    format_checksum, now_rfc3339, parse_checksum, validate_file_name, BackupDescriptor,
-    BackupIdentifier, BackupStatus, FileEntry, FileKind, Manifest, MANIFEST_FORMAT_VERSION,
-    MANIFEST_FORMAT_VERSION_COMPRESSED, MAX_FILE_NAME_LEN, ZSTD_COMPRESSION,
+    canonical_json, format_checksum, now_rfc3339, parse_checksum, validate_file_name,
+    validate_snapshot_id, BackupDescriptor, BackupIdentifier, BackupStatus, FileEntry, FileKind,
+    Manifest, MANIFEST_CHECKSUM_FIELD, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED,
+    MANIFEST_SIZE_BYTES_MAX, MAX_FILE_NAME_LEN, SNAPSHOT_ID_LEN, ZSTD_COMPRESSION,
 };
 pub use store::{
-    BackupStore, BackupStoreOptions, Compression, StoreKind, DEFAULT_API_CALL_TIMEOUT,
-    DEFAULT_MAX_CONCURRENT_CONNECTIONS, DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES, DOWNLOAD_RANGE_BYTES,
-    LIST_CONCURRENCY, MANIFEST_FILE_NAME, MAX_CONCURRENT_PARTS, MAX_CONCURRENT_RANGES, MAX_RETRIES,
-    MULTIPART_PART_BYTES, RETRY_TIMEOUT, SINGLE_PUT_MAX_BYTES, THROTTLED_READ_BYTES,
+    BackupStore, BackupStoreOptions, Compression, ManifestListing, SkippedManifest, StoreKind,
+    DEFAULT_API_CALL_TIMEOUT, DEFAULT_MAX_CONCURRENT_CONNECTIONS,
+    DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES, DOWNLOAD_RANGE_BYTES, LIST_CONCURRENCY, MANIFEST_FILE_NAME,
+    MAX_CONCURRENT_PARTS, MAX_CONCURRENT_RANGES, MAX_RETRIES, MULTIPART_PART_BYTES, RETRY_TIMEOUT,
+    SINGLE_PUT_MAX_BYTES, THROTTLED_READ_BYTES,
 };
 pub use throttle::Throttle;
 

@@ -25,6 +25,19 @@ pub const ZSTD_COMPRESSION: &str = "zstd";
 /// The longest file name accepted by [`validate_file_name`].
 pub const MAX_FILE_NAME_LEN: usize = 255;
 
+/// The number of ASCII digits of a snapshot id: the broker names a snapshot
+/// by its processed position, zero-padded to 20 digits (`u64::MAX` has 20).
+pub const SNAPSHOT_ID_LEN: usize = 20;
+
+/// The JSON key of the manifest's own checksum (see [`Manifest::to_stored_json`]).
+pub const MANIFEST_CHECKSUM_FIELD: &str = "manifestChecksum";
+
+/// The largest manifest read or written. A file entry takes about 200 bytes
+/// of JSON, so 8 MiB holds about 40,000 files: a 5 TiB partition of 128 MiB
+/// segments. A manifest never needs more, and a reader must not load an
+/// object of any size that happens to sit where a manifest belongs.
+pub const MANIFEST_SIZE_BYTES_MAX: u64 = 8 * 1024 * 1024;
+
 /// Identifies one backup: the backup of partition `partition_id` at checkpoint
 /// `checkpoint_id`, taken by node `node_id`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -265,6 +278,59 @@ impl Manifest {
         }
     }
 
+    /// The JSON document stored for this manifest: its fields (pretty
+    /// printed) plus [`MANIFEST_CHECKSUM_FIELD`], `crc32c:<8 hex digits>` of
+    /// the manifest's canonical bytes without that field (see
+    /// [`canonical_json`]). Fails if the document would exceed
+    /// [`MANIFEST_SIZE_BYTES_MAX`].
+    pub fn to_stored_json(&self) -> Result<Vec<u8>, String> {
+        let mut value = serde_json::to_value(self).map_err(|e| format!("cannot serialize: {e}"))?;
+        let checksum = format_checksum(crc32c::crc32c(&canonical_json(&value)));
+        let serde_json::Value::Object(fields) = &mut value else {
+            return Err("a manifest serializes to a JSON object".to_string());
+        };
+        fields.insert(
+            MANIFEST_CHECKSUM_FIELD.to_string(),
+            serde_json::Value::String(checksum),
+        );
+        let json =
+            serde_json::to_vec_pretty(&value).map_err(|e| format!("cannot serialize: {e}"))?;
+        if json.len() as u64 > MANIFEST_SIZE_BYTES_MAX {
+            return Err(format!(
+                "the manifest would take {} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes ({} files)",
+                json.len(),
+                self.files.len()
+            ));
+        }
+        Ok(json)
+    }
+
+    /// Parses a stored manifest document and checks its own checksum
+    /// ([`MANIFEST_CHECKSUM_FIELD`]): a mismatch means the manifest was
+    /// damaged after it was written and is reported as such. A document
+    /// without the field was written before manifests had checksums and is
+    /// read as before (structure and [`Self::validate`] only), so that
+    /// backups taken by older releases stay restorable. Does not validate.
+    pub fn from_stored_json(bytes: &[u8]) -> Result<Manifest, String> {
+        let mut value: serde_json::Value = serde_json::from_slice(bytes)
+            .map_err(|e| format!("not a valid manifest JSON document: {e}"))?;
+        let stored = match &mut value {
+            serde_json::Value::Object(fields) => fields.remove(MANIFEST_CHECKSUM_FIELD),
+            _ => return Err("not a valid manifest JSON document: not an object".to_string()),
+        };
+        if let Some(stored) = stored {
+            let actual = format_checksum(crc32c::crc32c(&canonical_json(&value)));
+            let matches = stored.as_str().is_some_and(|s| s == actual);
+            if !matches {
+                return Err(format!(
+                    "the manifest is damaged: {MANIFEST_CHECKSUM_FIELD}={stored} but its content has {actual}"
+                ));
+            }
+        }
+        serde_json::from_value(value)
+            .map_err(|e| format!("not a valid manifest JSON document: {e}"))
+    }
+
     /// Checks the invariants of a manifest; returns the violated one.
     ///
     /// - the format version is [`MANIFEST_FORMAT_VERSION`] or
@@ -275,7 +341,9 @@ impl Manifest {
     /// - every file name is valid and appears at most once per kind;
     /// - every checksum has the form `crc32c:<8 lowercase hex digits>`;
     /// - every compression is absent or [`ZSTD_COMPRESSION`]; an uncompressed
-    ///   file has `stored_bytes == size_bytes`.
+    ///   file has `stored_bytes == size_bytes`;
+    /// - `descriptor.snapshotId` is absent or [`SNAPSHOT_ID_LEN`] ASCII
+    ///   digits, and present if a snapshot file is listed.
     pub fn validate(&self) -> Result<(), String> {
         if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_COMPRESSED)
             .contains(&self.format_version)
@@ -298,9 +366,20 @@ impl Manifest {
             }
             _ => {}
         }
+        // Values that become local paths on restore are held to their exact
+        // grammar here, so that no reader ever joins an unchecked one.
+        if let Some(snapshot_id) = &self.descriptor.snapshot_id {
+            validate_snapshot_id(snapshot_id).map_err(|e| e.to_string())?;
+        }
         let mut seen = std::collections::HashSet::new();
-        for file in &self.files {
-            validate_file_name(&file.name).map_err(|e| e.to_string())?;
+        for (index, file) in self.files.iter().enumerate() {
+            validate_file_name(&file.name).map_err(|e| format!("files[{index}].name: {e}"))?;
+            if file.kind == FileKind::Snapshot && self.descriptor.snapshot_id.is_none() {
+                return Err(format!(
+                    "files[{index}] name={} is a snapshot file but descriptor.snapshotId is null",
+                    file.name
+                ));
+            }
             if !seen.insert((file.kind, file.name.as_str())) {
                 return Err(format!(
                     "duplicate file entry: kind={} name={}",
@@ -340,6 +419,20 @@ impl Manifest {
     }
 }
 
+/// Checks that `snapshot_id` is a snapshot id: exactly [`SNAPSHOT_ID_LEN`]
+/// ASCII digits, the broker's snapshot directory name.
+pub fn validate_snapshot_id(snapshot_id: &str) -> Result<(), BackupStoreError> {
+    if snapshot_id.len() == SNAPSHOT_ID_LEN && snapshot_id.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(BackupStoreError::InvalidField {
+            field: "descriptor.snapshotId",
+            value: snapshot_id.to_string(),
+            grammar: "exactly 20 ASCII digits",
+        })
+    }
+}
+
 /// Checks that `name` can be used as a backup file name: 1 to
 /// [`MAX_FILE_NAME_LEN`] characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
 pub fn validate_file_name(name: &str) -> Result<(), BackupStoreError> {
@@ -359,6 +452,46 @@ pub fn validate_file_name(name: &str) -> Result<(), BackupStoreError> {
     }
 }
 
+/// The canonical bytes of a JSON value, over which the manifest checksum is
+/// computed: compact, object keys sorted by their UTF-8 bytes at every level,
+/// strings and numbers as `serde_json` writes them. Independent of the key
+/// order of the document (and of serde_json's `preserve_order` feature), so
+/// that any release computes the same bytes for the same content.
+pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+    fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                let mut keys: Vec<&String> = fields.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (index, key) in keys.into_iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key).expect("strings serialize");
+                    out.push(b':');
+                    write(&fields[key], out);
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (index, item) in items.iter().enumerate() {
+                    if index > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
+        }
+    }
+    let mut out = Vec::new();
+    write(value, &mut out);
+    out
+}
+
 /// Formats a CRC32C as stored in [`FileEntry::checksum`].
 pub fn format_checksum(crc: u32) -> String {
     format!("crc32c:{crc:08x}")
@@ -371,4 +504,190 @@ pub fn parse_checksum(checksum: &str) -> Option<u32> {
         return None;
     }
     u32::from_str_radix(hex, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(snapshot_id: Option<&str>, files: &[(&str, FileKind)]) -> Manifest {
+        Manifest::in_progress(
+            BackupIdentifier::new(1, 42, 0),
+            BackupDescriptor {
+                snapshot_id: snapshot_id.map(str::to_string),
+                checkpoint_position: 7,
+                number_of_partitions: 3,
+                broker_version: "1.2.3".to_string(),
+            },
+        )
+        .complete(
+            files
+                .iter()
+                .map(|(name, kind)| FileEntry {
+                    name: name.to_string(),
+                    kind: *kind,
+                    size_bytes: 5,
+                    checksum: "crc32c:0000abcd".to_string(),
+                    compression: None,
+                    stored_bytes: 5,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn values_that_become_paths_are_held_to_their_grammar() {
+        let segment = ("00000000000000000001.log", FileKind::Segment);
+        let state = ("state.rkyv", FileKind::Snapshot);
+        // (snapshot id, files, the error names this, or None when valid)
+        type Case<'a> = (Option<&'a str>, Vec<(&'a str, FileKind)>, Option<&'a str>);
+        let cases: &[Case] = &[
+            (Some("00000000000000000006"), vec![segment, state], None),
+            (None, vec![segment], None),
+            (Some("18446744073709551615"), vec![state], None),
+            (
+                Some("/tmp/sluice-escape"),
+                vec![state],
+                Some("field=descriptor.snapshotId value=\"/tmp/sluice-escape\""),
+            ),
+            (Some("../../etc"), vec![state], Some("value=\"../../etc\"")),
+            (
+                Some("0000000000000000006"),
+                vec![],
+                Some("descriptor.snapshotId"),
+            ),
+            (
+                Some("000000000000000000061"),
+                vec![],
+                Some("descriptor.snapshotId"),
+            ),
+            (
+                Some("0000000000000000006a"),
+                vec![],
+                Some("descriptor.snapshotId"),
+            ),
+            (
+                Some("０0000000000000000006"),
+                vec![],
+                Some("descriptor.snapshotId"),
+            ),
+            (Some(""), vec![], Some("descriptor.snapshotId")),
+            (
+                Some("00000000000000000006"),
+                vec![("../x", FileKind::Segment)],
+                Some("files[0].name: invalid backup file name: name=\"../x\""),
+            ),
+            (
+                Some("00000000000000000006"),
+                vec![segment, ("/abs", FileKind::Snapshot)],
+                Some("files[1].name"),
+            ),
+            (
+                None,
+                vec![state],
+                Some(
+                    "files[0] name=state.rkyv is a snapshot file but descriptor.snapshotId is null",
+                ),
+            ),
+        ];
+        for (snapshot_id, files, expected) in cases {
+            let result = manifest(*snapshot_id, files).validate();
+            match expected {
+                None => assert_eq!(result, Ok(()), "{snapshot_id:?} {files:?}"),
+                Some(expected) => {
+                    let error =
+                        result.expect_err(&format!("{snapshot_id:?} {files:?} must be refused"));
+                    assert!(
+                        error.contains(expected),
+                        "{error} should contain {expected}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stored_manifests_carry_a_checksum_that_catches_damage() {
+        let manifest = manifest(
+            Some("00000000000000000006"),
+            &[("00000000000000000001.log", FileKind::Segment)],
+        );
+        let json = manifest.to_stored_json().unwrap();
+        let text = String::from_utf8(json.clone()).unwrap();
+        assert!(text.contains("\"manifestChecksum\": \"crc32c:"), "{text}");
+        assert_eq!(Manifest::from_stored_json(&json).unwrap(), manifest);
+
+        // Damage that still parses and validates: another position, another size.
+        for (from, to) in [
+            ("\"checkpointPosition\": 7", "\"checkpointPosition\": 8"),
+            ("\"crc32c:0000abcd\"", "\"crc32c:0000abce\""),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let damaged = text.replacen(from, to, 1);
+            let parsed: Manifest = serde_json::from_str(&damaged).unwrap();
+            assert_eq!(
+                parsed.validate(),
+                Ok(()),
+                "the damage is otherwise invisible"
+            );
+            let error = Manifest::from_stored_json(damaged.as_bytes()).unwrap_err();
+            assert!(
+                error.contains("the manifest is damaged: manifestChecksum="),
+                "{error}"
+            );
+        }
+        // A checksum that is not a string is damage too.
+        let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        value[MANIFEST_CHECKSUM_FIELD] = serde_json::json!(12);
+        let error = Manifest::from_stored_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        assert!(error.contains("damaged"), "{error}");
+
+        // Key order and whitespace are not content: a compact, reordered copy reads.
+        let reordered = {
+            let mut fields: Vec<(String, serde_json::Value)> =
+                serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json)
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+            fields.reverse();
+            let body: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        };
+        assert_eq!(
+            Manifest::from_stored_json(reordered.as_bytes()).unwrap(),
+            manifest
+        );
+
+        // Written before manifests had checksums: read as before.
+        let legacy = serde_json::to_vec(&manifest).unwrap();
+        assert_eq!(Manifest::from_stored_json(&legacy).unwrap(), manifest);
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let value = serde_json::json!({"b": [{"z": 1, "a": "x\"y"}], "a": null, "c": 18446744073709551615u64});
+        assert_eq!(
+            String::from_utf8(canonical_json(&value)).unwrap(),
+            r#"{"a":null,"b":[{"a":"x\"y","z":1}],"c":18446744073709551615}"#
+        );
+    }
+
+    #[test]
+    fn manifests_larger_than_the_cap_are_not_written() {
+        let names: Vec<String> = (0..60_000).map(|i| format!("{i:020}.log")).collect();
+        let files: Vec<(&str, FileKind)> = names
+            .iter()
+            .map(|n| (n.as_str(), FileKind::Segment))
+            .collect();
+        let error = manifest(None, &files).to_stored_json().unwrap_err();
+        assert!(
+            error.contains("more than the limit of 8388608 bytes (60000 files)"),
+            "{error}"
+        );
+        let files: Vec<(&str, FileKind)> = files[..10_000].to_vec();
+        assert!(manifest(None, &files).to_stored_json().is_ok());
+    }
 }

@@ -25,7 +25,7 @@ use crate::codec::{Compressor, Decompressor};
 use crate::error::error_chain;
 use crate::manifest::{
     format_checksum, parse_checksum, validate_file_name, BackupIdentifier, BackupStatus, FileEntry,
-    FileKind, Manifest, ZSTD_COMPRESSION,
+    FileKind, Manifest, MANIFEST_SIZE_BYTES_MAX, ZSTD_COMPRESSION,
 };
 use crate::{BackupStoreError, Throttle};
 
@@ -74,6 +74,27 @@ pub const MAX_RETRIES: usize = 8;
 /// No request to a remote store is retried once this long has passed since
 /// its first attempt.
 pub const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A manifest that a listing skipped because it cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedManifest {
+    /// The backup whose folder holds it.
+    pub id: BackupIdentifier,
+    /// The manifest object path.
+    pub path: String,
+    /// Why it cannot be used (damaged, too large, newer format, …).
+    pub reason: String,
+}
+
+/// What a listing of manifests found: the usable manifests, sorted by id,
+/// and the skipped ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManifestListing {
+    /// The manifests that were read and are valid.
+    pub manifests: Vec<Manifest>,
+    /// The manifests that exist but cannot be used.
+    pub skipped: Vec<SkippedManifest>,
+}
 
 /// How backup files are compressed before upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -532,10 +553,11 @@ impl BackupStore {
                 path: path.to_string(),
                 reason,
             })?;
-        let json: Bytes = serde_json::to_vec_pretty(manifest)
-            .map_err(|e| BackupStoreError::InvalidManifest {
+        let json: Bytes = manifest
+            .to_stored_json()
+            .map_err(|reason| BackupStoreError::InvalidManifest {
                 path: path.to_string(),
-                reason: format!("cannot serialize: {e}"),
+                reason,
             })?
             .into();
         let tracked = self.tracked_version(&path);
@@ -654,21 +676,46 @@ impl BackupStore {
         &self,
         path: &Path,
     ) -> Result<Option<(Option<Manifest>, UpdateVersion)>> {
-        match self.store.get(path).await {
-            Ok(result) => {
-                let version = version_of(&result.meta);
-                let bytes = result
-                    .bytes()
-                    .await
-                    .map_err(|e| BackupStoreError::object_store("get", path, e))?;
-                Ok(Some((
-                    serde_json::from_slice::<Manifest>(&bytes).ok(),
-                    version,
-                )))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(BackupStoreError::object_store("get", path, e)),
+        Ok(self
+            .get_manifest_bytes(path)
+            .await?
+            .map(|(bytes, meta)| match bytes {
+                Ok(bytes) => (Manifest::from_stored_json(&bytes).ok(), version_of(&meta)),
+                Err(_) => (None, version_of(&meta)),
+            }))
+    }
+
+    /// The bytes of the manifest object at `path` and its metadata; `None` if
+    /// it does not exist. The bytes are an error (the reason) when the object
+    /// is larger than [`MANIFEST_SIZE_BYTES_MAX`]: it is not read beyond that.
+    async fn get_manifest_bytes(
+        &self,
+        path: &Path,
+    ) -> Result<Option<(Result<Vec<u8>, String>, ObjectMeta)>> {
+        let result = match self.store.get(path).await {
+            Ok(result) => result,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(BackupStoreError::object_store("get", path, e)),
+        };
+        let meta = result.meta.clone();
+        let too_large = |size: &dyn fmt::Display| {
+            format!("the manifest object is {size} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes; it is not a manifest Sluice wrote")
+        };
+        if meta.size > MANIFEST_SIZE_BYTES_MAX {
+            return Ok(Some((Err(too_large(&meta.size)), meta)));
         }
+        // The stream is capped as well: a store may send more than it announced.
+        let mut stream = result.into_stream();
+        let mut bytes = Vec::with_capacity(meta.size as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| BackupStoreError::object_store("get", path, e))?;
+            if (bytes.len() + chunk.len()) as u64 > MANIFEST_SIZE_BYTES_MAX {
+                let read = format!("at least {}", bytes.len() + chunk.len());
+                return Ok(Some((Err(too_large(&read)), meta)));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some((Ok(bytes), meta)))
     }
 
     async fn put_unconditionally(&self, path: &Path, json: Bytes) -> Result<UpdateVersion> {
@@ -755,8 +802,11 @@ impl BackupStore {
     /// Reads the manifest of a backup; `None` if it does not exist.
     ///
     /// Fails with [`BackupStoreError::InvalidManifest`] (naming the object
-    /// path) if it is not valid JSON, violates an invariant, or describes
-    /// another backup than its location says.
+    /// path) if it is larger than [`MANIFEST_SIZE_BYTES_MAX`], is not valid
+    /// JSON, fails its own checksum (damaged; see
+    /// [`Manifest::from_stored_json`]), violates an invariant (including the
+    /// grammar of every value that becomes a path, see [`Manifest::validate`]),
+    /// or describes another backup than its location says.
     ///
     /// Reading an `IN_PROGRESS` manifest remembers its version (unless this
     /// store already holds one), so that [`Self::write_manifest`] later
@@ -765,22 +815,14 @@ impl BackupStore {
     /// bounded by the backups in progress.
     pub async fn read_manifest(&self, id: &BackupIdentifier) -> Result<Option<Manifest>> {
         let path = self.manifest_path(id);
-        let result = match self.store.get(&path).await {
-            Ok(result) => result,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(BackupStoreError::object_store("get", &path, e)),
+        let Some((bytes, meta)) = self.get_manifest_bytes(&path).await? else {
+            return Ok(None);
         };
-        let meta = result.meta.clone();
-        let bytes = result
-            .bytes()
-            .await
-            .map_err(|e| BackupStoreError::object_store("get", &path, e))?;
         let invalid = |reason: String| BackupStoreError::InvalidManifest {
             path: path.to_string(),
             reason,
         };
-        let manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| invalid(format!("not a valid manifest JSON document: {e}")))?;
+        let manifest = Manifest::from_stored_json(&bytes.map_err(invalid)?).map_err(invalid)?;
         manifest.validate().map_err(invalid)?;
         if manifest.id != *id {
             return Err(invalid(format!(
@@ -949,8 +991,9 @@ impl BackupStore {
         Ok(entry)
     }
 
-    /// Downloads a backed-up file to `destination` (created or truncated; its
-    /// parent directories are created), streaming, and fsyncs it at the end.
+    /// Downloads a backed-up file to `destination`, which must not exist (it
+    /// is created new, never truncated; its missing parent directories are
+    /// created), streaming, and fsyncs it at the end.
     ///
     /// The object's size must be the entry's `stored_bytes`; it is fetched in
     /// ranges of [`DOWNLOAD_RANGE_BYTES`] (at most [`MAX_CONCURRENT_RANGES`] in
@@ -961,8 +1004,9 @@ impl BackupStore {
     ///
     /// A size, checksum or decompression mismatch gives
     /// [`BackupStoreError::Corrupt`], a missing object
-    /// [`BackupStoreError::MissingObject`]; on any error after the destination
-    /// was created, it is removed.
+    /// [`BackupStoreError::MissingObject`], an existing destination
+    /// [`BackupStoreError::Io`] (`AlreadyExists`, left untouched); on any
+    /// error after this call created the destination, it is removed.
     pub async fn download_file(
         &self,
         id: &BackupIdentifier,
@@ -1012,7 +1056,12 @@ impl BackupStore {
                     .map_err(|e| BackupStoreError::io(parent, e))?;
             }
         }
-        let file = tokio::fs::File::create(destination)
+        // Created new, never opened over an existing file: a download must not
+        // truncate (nor, on failure, remove) anything it did not create.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(destination)
             .await
             .map_err(|e| BackupStoreError::io(destination, e))?;
         let mut output = VerifiedFile {
@@ -1147,20 +1196,42 @@ impl BackupStore {
     }
 
     /// The manifests of all node folders of a checkpoint of a partition,
-    /// sorted by node id. Node folders without a manifest are skipped.
+    /// sorted by node id. Node folders without a manifest are skipped, and so
+    /// are manifests that cannot be used (damaged, too large, of a newer
+    /// format: [`BackupStoreError::InvalidManifest`]), each logged as a
+    /// warning; see [`Self::find_manifests_reporting`] to get them. Failing
+    /// requests still fail the call.
     pub async fn find_manifests(
         &self,
         partition_id: u32,
         checkpoint_id: u64,
     ) -> Result<Vec<Manifest>> {
+        Ok(self
+            .find_manifests_reporting(partition_id, checkpoint_id)
+            .await?
+            .manifests)
+    }
+
+    /// [`Self::find_manifests`] with the skipped manifests and why.
+    pub async fn find_manifests_reporting(
+        &self,
+        partition_id: u32,
+        checkpoint_id: u64,
+    ) -> Result<ManifestListing> {
         let ids = self.node_backups(partition_id, checkpoint_id).await?;
         self.read_manifests(ids).await
     }
 
-    /// Every manifest of a partition, sorted by checkpoint id then node id.
-    /// Listings and reads run with at most [`LIST_CONCURRENCY`] concurrent
-    /// requests each.
+    /// Every manifest of a partition, sorted by checkpoint id then node id,
+    /// skipping (and logging) those that cannot be used as
+    /// [`Self::find_manifests`] does. Listings and reads run with at most
+    /// [`LIST_CONCURRENCY`] concurrent requests each.
     pub async fn list_manifests(&self, partition_id: u32) -> Result<Vec<Manifest>> {
+        Ok(self.list_manifests_reporting(partition_id).await?.manifests)
+    }
+
+    /// [`Self::list_manifests`] with the skipped manifests and why.
+    pub async fn list_manifests_reporting(&self, partition_id: u32) -> Result<ManifestListing> {
         let checkpoints = self.list_checkpoints(partition_id).await?;
         let ids: Vec<Vec<BackupIdentifier>> = futures::stream::iter(checkpoints)
             .map(|checkpoint_id| self.node_backups(partition_id, checkpoint_id))
@@ -1294,15 +1365,30 @@ impl BackupStore {
             .collect())
     }
 
-    async fn read_manifests(&self, ids: Vec<BackupIdentifier>) -> Result<Vec<Manifest>> {
-        let manifests: Vec<Option<Manifest>> = futures::stream::iter(ids)
-            .map(|id| async move { self.read_manifest(&id).await })
+    /// Reads the manifests of `ids`; one that cannot be used is skipped and
+    /// reported, so that one bad manifest (another node's, a newer release's)
+    /// does not hide the others.
+    async fn read_manifests(&self, ids: Vec<BackupIdentifier>) -> Result<ManifestListing> {
+        let read: Vec<(BackupIdentifier, Result<Option<Manifest>>)> = futures::stream::iter(ids)
+            .map(|id| async move { (id, self.read_manifest(&id).await) })
             .buffer_unordered(LIST_CONCURRENCY)
-            .try_collect()
-            .await?;
-        let mut manifests: Vec<Manifest> = manifests.into_iter().flatten().collect();
-        manifests.sort_by_key(|m| m.id);
-        Ok(manifests)
+            .collect()
+            .await;
+        let mut listing = ManifestListing::default();
+        for (id, result) in read {
+            match result {
+                Ok(Some(manifest)) => listing.manifests.push(manifest),
+                Ok(None) => {}
+                Err(BackupStoreError::InvalidManifest { path, reason }) => {
+                    warn!(%id, %path, %reason, "skipping a backup manifest that cannot be used");
+                    listing.skipped.push(SkippedManifest { id, path, reason });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        listing.manifests.sort_by_key(|m| m.id);
+        listing.skipped.sort_by_key(|s| s.id);
+        Ok(listing)
     }
 }
 

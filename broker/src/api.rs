@@ -116,7 +116,8 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         | BrokerError::Bind { .. }
         | BrokerError::Tls { .. }
         | BrokerError::CorruptLog { .. }
-        | BrokerError::CorruptSnapshot { .. } => {
+        | BrokerError::CorruptSnapshot { .. }
+        | BrokerError::UnfinishedRestore { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
         }
     }

@@ -51,6 +51,8 @@ pub enum BrokerError {
         address: String,
         source: std::io::Error,
     },
+    #[error("a restore of this node did not finish: marker={marker}; the data directory may hold only some of the backup's partitions, so the broker does not start; rerun sluice-restore with the same backup id and configuration: it removes what the unfinished restore installed and restores again", marker = .marker.display())]
+    UnfinishedRestore { marker: PathBuf },
     #[error("broker is shutting down")]
     ShuttingDown,
     #[error("TLS setting {key}: path={}: {reason}; point {key} at a readable PEM file", path.display())]

@@ -115,6 +115,25 @@ pub async fn open_store(config: &BackupConfig) -> Result<Option<BackupStore>> {
     Ok(Some(store))
 }
 
+/// The file the restore tool writes (fsynced) into the data directory before it moves the first
+/// partition into place and removes after the last one: while it exists the directory may hold
+/// only some partitions of the backup, so the broker refuses to start.
+pub const RESTORE_MARKER_FILE: &str = "restore-unfinished.json";
+
+/// Refuses a data directory that an unfinished restore left behind (see [`RESTORE_MARKER_FILE`]).
+pub fn refuse_unfinished_restore(data_directory: &std::path::Path) -> Result<()> {
+    let marker = data_directory.join(RESTORE_MARKER_FILE);
+    match std::fs::symlink_metadata(&marker) {
+        Ok(_) => Err(BrokerError::UnfinishedRestore { marker }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(BrokerError::Io {
+            path: marker,
+            operation: "look for an unfinished restore",
+            source,
+        }),
+    }
+}
+
 pub struct BrokerService {
     config: BrokerConfig,
 }
@@ -127,6 +146,7 @@ impl BrokerService {
     pub async fn run(self, cancel: CancellationToken) -> Result<()> {
         let config = self.config;
         let cluster = &config.cluster;
+        refuse_unfinished_restore(&config.data.directory)?;
         let store = open_store(&config.data.backup).await?;
         let metrics = BackupMetrics::new();
         let restore = match RestoreReport::read(&config.data.directory) {

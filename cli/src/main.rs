@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use sluice_backup_store::{BackupStatus, BackupStore, BackupStoreError, FileKind, Manifest};
-use sluice_broker::record::Command;
+use sluice_backup_store::{BackupStore, FileEntry, Manifest};
+use sluice_config::BrokerConfig;
+use sluice_restore::FailureKind;
 
 #[derive(Parser)]
 #[command(name = "sluice", version, about = "Operate Sluice backups")]
@@ -88,7 +89,9 @@ enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Download every file of backup <id>, check every checksum and the checkpoint record.
+    /// Run every check a restore of backup <id> runs, for every partition, in a temporary
+    /// directory: every partition COMPLETED, every file's size and checksum, the checkpoint
+    /// record, the snapshot, and the broker's recovery up to the checkpoint.
     Verify { id: u64 },
 }
 
@@ -328,8 +331,8 @@ fn print_backups(remote: &Remote, backups: &[Value], as_list: bool) {
     }
 }
 
-/// The store and partition count from the broker configuration.
-async fn open_store() -> Result<(BackupStore, u32), Failure> {
+/// The store and the broker configuration.
+async fn open_store() -> Result<(BackupStore, BrokerConfig), Failure> {
     let config = sluice_config::load().context("invalid configuration")?;
     config.validate_broker().context("invalid configuration")?;
     let store = sluice_broker::service::open_store(&config.broker.data.backup)
@@ -339,17 +342,18 @@ async fn open_store() -> Result<(BackupStore, u32), Failure> {
             error: anyhow!("cannot open the backup store: {error}"),
         })?
         .ok_or_else(|| anyhow!("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) as on the brokers"))?;
-    Ok((store, config.broker.cluster.partitions_count))
+    Ok((store, config.broker))
 }
 
-/// The manifest that speaks for each partition (a COMPLETED one if any, else the newest).
+/// The manifest that speaks for each partition: the COMPLETED one restore would choose (the
+/// same rule, `sluice_restore::choose_completed`), else the newest.
 async fn manifests(
     store: &BackupStore,
-    partitions_count: u32,
+    cluster: &sluice_config::ClusterConfig,
     id: u64,
 ) -> Result<Vec<(u32, Option<Manifest>)>, Failure> {
     let mut out = Vec::new();
-    for partition in 1..=partitions_count {
+    for partition in 1..=cluster.partitions_count {
         let found = store
             .find_manifests(partition, id)
             .await
@@ -357,9 +361,9 @@ async fn manifests(
                 code: EXIT_UNREACHABLE,
                 error: anyhow!("cannot read the manifests of partition {partition}: {error}"),
             })?;
-        let chosen = found
-            .iter()
-            .find(|m| m.status == BackupStatus::Completed)
+        let hosting_node =
+            sluice_broker::routing::node_for_partition(partition, cluster.cluster_size);
+        let chosen = sluice_restore::choose_completed(&found, hosting_node)
             .cloned()
             .or_else(|| {
                 found
@@ -372,8 +376,8 @@ async fn manifests(
 }
 
 async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
-    let (store, partitions_count) = open_store().await?;
-    let found = manifests(&store, partitions_count, id).await?;
+    let (store, config) = open_store().await?;
+    let found = manifests(&store, &config.cluster, id).await?;
     if found.iter().all(|(_, m)| m.is_none()) {
         return Err(Failure {
             code: EXIT_MISSING,
@@ -415,107 +419,73 @@ async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
 }
 
 async fn verify(id: u64) -> Result<(), Failure> {
-    let (store, partitions_count) = open_store().await?;
-    let found = manifests(&store, partitions_count, id).await?;
-    let mut missing = Vec::new();
-    for (partition, manifest) in &found {
-        match manifest {
-            None => missing.push(format!("partition {partition} has no backup {id}")),
-            Some(m) if m.status != BackupStatus::Completed => missing.push(format!(
-                "partition {partition} is {:?}{}",
-                m.status,
-                m.failure_reason
-                    .as_deref()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            )),
-            Some(_) => {}
-        }
-    }
-    if !missing.is_empty() {
-        return Err(Failure {
-            code: EXIT_MISSING,
-            error: anyhow!("backup {id} is not complete: {}", missing.join("; ")),
-        });
-    }
-    let total_bytes: u64 = found
-        .iter()
-        .flat_map(|(_, m)| m.iter())
-        .flat_map(|m| &m.files)
-        .map(|f| f.size_bytes)
-        .sum();
-    let progress = if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new(total_bytes);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-            )
-            .expect("valid template"),
-        );
-        Some(bar)
-    } else {
-        None
-    };
+    let (store, config) = open_store().await?;
     let started = Instant::now();
-    let mut verified_bytes = 0u64;
-    for (partition, manifest) in found {
-        let manifest = manifest.expect("checked above");
-        let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
-        let log_dir = scratch.path().join("log");
-        for file in &manifest.files {
-            let destination = match file.kind {
-                FileKind::Segment => log_dir.join(&file.name),
-                FileKind::Snapshot => scratch.path().join("snapshot").join(&file.name),
-            };
-            if let Some(bar) = &progress {
-                bar.set_message(format!("partition {partition} {}", file.name));
-            }
-            store
-                .download_file(&manifest.id, file, &destination)
-                .await
-                .map_err(|error| download_failure(partition, &file.name, error))?;
-            verified_bytes += file.size_bytes;
-            match &progress {
-                Some(bar) => bar.set_position(verified_bytes),
-                None => eprintln!(
-                    "verified partition {partition} {} ({} bytes)",
-                    file.name, file.size_bytes
-                ),
-            }
-        }
-        let position = manifest.descriptor.checkpoint_position;
-        let payload = sluice_broker::log::truncate_after(&log_dir, position).map_err(|error| Failure {
-            code: EXIT_CORRUPT,
-            error: anyhow!("partition {partition}: the segments do not hold the checkpoint record at position {position}: {error}"),
+    let mut progress = VerifyProgress { bar: None, done: 0 };
+    let verified = sluice_restore::verify_backup(&store, &config, id, None, &mut progress)
+        .await
+        .map_err(|error| Failure {
+            code: match error.kind() {
+                FailureKind::Corrupt => EXIT_CORRUPT,
+                FailureKind::Missing => EXIT_MISSING,
+                FailureKind::Unreachable => EXIT_UNREACHABLE,
+                FailureKind::Other => 1,
+            },
+            error: error.into(),
         })?;
-        match Command::decode(&payload) {
-            Ok(Command::Checkpoint { checkpoint_id }) if checkpoint_id == id => {}
-            other => {
-                return Err(Failure {
-                    code: EXIT_CORRUPT,
-                    error: anyhow!("partition {partition}: the record at position {position} is {other:?}, not checkpoint {id}"),
-                })
-            }
-        }
-    }
-    if let Some(bar) = &progress {
-        bar.finish_and_clear();
+    for skipped in &verified.skipped {
+        eprintln!(
+            "warning: skipped an unusable manifest of partition {} (node {}): {}: {}",
+            skipped.id.partition_id, skipped.id.node_id, skipped.path, skipped.reason
+        );
     }
     println!(
-        "verified: backup {id}, {partitions_count} partitions, {verified_bytes} bytes in {:.1?}",
+        "verified: backup {id}, {} partitions, {} files, {} bytes in {:.1?}; every partition recovers to its checkpoint",
+        verified.partitions.len(),
+        verified.files,
+        verified.bytes,
         started.elapsed()
     );
     Ok(())
 }
 
-fn download_failure(partition: u32, name: &str, error: BackupStoreError) -> Failure {
-    let code = match &error {
-        BackupStoreError::Corrupt { .. } => EXIT_CORRUPT,
-        BackupStoreError::MissingObject { .. } => EXIT_MISSING,
-        _ => EXIT_UNREACHABLE,
-    };
-    Failure {
-        code,
-        error: anyhow!("partition {partition}: file {name} is bad: {error}"),
+/// A bar on a terminal, a line a file otherwise.
+struct VerifyProgress {
+    bar: Option<indicatif::ProgressBar>,
+    done: u64,
+}
+
+impl sluice_restore::Progress for VerifyProgress {
+    fn start(&mut self, _files: u64, bytes: u64) {
+        self.bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(bytes);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
+                )
+                .expect("valid template"),
+            );
+            bar
+        });
+    }
+
+    fn file_done(&mut self, partition: u32, entry: &FileEntry) {
+        self.done += entry.size_bytes;
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(self.done);
+                bar.set_message(format!("partition {partition} {}", entry.name));
+            }
+            None => eprintln!(
+                "verified partition {partition} {} ({} bytes)",
+                entry.name, entry.size_bytes
+            ),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }

@@ -1,0 +1,864 @@
+//! The restore of a backup, as a library: `sluice-restore` installs it into a node's data
+//! directory and `sluice backup verify` runs the very same checks into a scratch directory, so
+//! that a backup that verifies is one that restores.
+//!
+//! - [`choose_manifests`]: one rule for which manifest speaks for a partition, and the check,
+//!   before anything is written, that every partition of the backup (1 to `partitionsCount`) is
+//!   COMPLETED and was taken with the configured partition count.
+//! - [`stage_partition`]: downloads a partition's files into a new directory (only there: every
+//!   name is checked against its grammar, every file is created new), cuts the log after the
+//!   checkpoint record (which must carry the backup id), loads the snapshot and recovers the
+//!   partition with the broker's own code, which must land on the checkpoint.
+//! - [`verify_backup`]: every partition staged into a temporary directory, deleted afterwards.
+//! - [`restore_node`]: this node's partitions staged under `<data dir>/.sluice-restore-<uuid>/`,
+//!   fsynced, then installed under a marker ([`RESTORE_MARKER_FILE`], fsynced before the first
+//!   rename, removed after the last) that the broker refuses to start with and that a rerun of
+//!   the restore cleans up.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sluice_backup_store::{
+    validate_snapshot_id, BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind,
+    Manifest, SkippedManifest,
+};
+use sluice_broker::error::BrokerError;
+use sluice_broker::metrics::RestoreReport;
+use sluice_broker::partition::{partition_directory, PartitionOptions, PartitionService};
+use sluice_broker::record::Command;
+use sluice_broker::routing::{node_for_partition, partitions_for_node};
+pub use sluice_broker::service::RESTORE_MARKER_FILE;
+use sluice_config::{BrokerConfig, ClusterConfig};
+
+/// The prefix of the staging directory of a restore inside the data directory.
+pub const STAGING_PREFIX: &str = ".sluice-restore-";
+
+/// Everything that can make a restore or a verification fail.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Listing or reading the manifests of a partition failed.
+    #[error(
+        "cannot read backup {backup_id} of partition {partition} from the backup store: {source}"
+    )]
+    Store {
+        backup_id: u64,
+        partition: u32,
+        source: Box<BackupStoreError>,
+    },
+    /// A file of the backup could not be downloaded intact.
+    #[error("partition {partition}: file {name} of backup {backup_id} is bad: {source}")]
+    File {
+        backup_id: u64,
+        partition: u32,
+        name: String,
+        source: Box<BackupStoreError>,
+    },
+    /// Some partition of the backup is missing or not COMPLETED.
+    #[error("backup {backup_id} cannot be restored: {problems}; only a backup whose every partition (1 to {partitions_count}) is COMPLETED can be restored: choose another backup id (sluice backup list)")]
+    NotRestorable {
+        backup_id: u64,
+        partitions_count: u32,
+        problems: String,
+        /// Whether a partition is not restorable because its manifests are damaged (not just
+        /// missing or unfinished).
+        damaged: bool,
+    },
+    /// The backup was taken with another partition count than configured.
+    #[error("backup {backup_id} was taken with partitionsCount={backup} (partition {partition}) but broker.cluster.partitionsCount={configured}; restore with the partition count of the backup")]
+    PartitionCount {
+        backup_id: u64,
+        partition: u32,
+        backup: u32,
+        configured: u32,
+    },
+    /// The backup's data does not hold what its manifest promises.
+    #[error(
+        "partition {partition}: backup {backup_id} is damaged: {reason}; choose another backup"
+    )]
+    Damaged {
+        backup_id: u64,
+        partition: u32,
+        reason: String,
+    },
+    /// The staged partition does not recover with the broker's code.
+    #[error("partition {partition}: the restored data of backup {backup_id} does not recover: {source}; the backup is damaged: choose another backup")]
+    Recovery {
+        backup_id: u64,
+        partition: u32,
+        source: Box<BrokerError>,
+    },
+    /// The data directory holds something other than an unfinished restore's leftovers.
+    #[error("the data directory {dir} is not empty (it holds {entries}); restore only into an empty directory: move its contents away or point broker.data.directory (SLUICE_BROKER_DATA_DIRECTORY) elsewhere", dir = .dir.display())]
+    NotEmpty { dir: PathBuf, entries: String },
+    /// The marker of an unfinished restore cannot be used to clean up after it.
+    #[error("the marker of an unfinished restore {path} cannot be used: {reason}; it was not written by this restore tool: check the data directory by hand", path = .path.display())]
+    BadMarker { path: PathBuf, reason: String },
+    /// A local file or directory could not be created, written, synced, renamed or removed.
+    #[error("local file I/O failed: path={path} operation={operation} error={source}", path = .path.display())]
+    Io {
+        path: PathBuf,
+        operation: &'static str,
+        source: std::io::Error,
+    },
+    /// The recovery check's blocking task died.
+    #[error("the recovery check of partition {partition} panicked: {reason}")]
+    Panicked { partition: u32, reason: String },
+}
+
+/// What kind of failure a [`RestoreError`] is, for exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// A file or manifest of the backup is damaged.
+    Corrupt,
+    /// The backup, a partition of it, or a file is missing or not COMPLETED.
+    Missing,
+    /// The backup store did not answer.
+    Unreachable,
+    /// Anything else (configuration, local disk).
+    Other,
+}
+
+impl RestoreError {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> FailureKind {
+        let of_store = |source: &BackupStoreError| match source {
+            BackupStoreError::Corrupt { .. }
+            | BackupStoreError::InvalidManifest { .. }
+            | BackupStoreError::InvalidField { .. }
+            | BackupStoreError::InvalidFileName { .. } => FailureKind::Corrupt,
+            error if error.is_not_found() => FailureKind::Missing,
+            BackupStoreError::Io { .. } => FailureKind::Other,
+            _ => FailureKind::Unreachable,
+        };
+        match self {
+            Self::Store { source, .. } | Self::File { source, .. } => of_store(source),
+            Self::NotRestorable { damaged: true, .. } => FailureKind::Corrupt,
+            Self::NotRestorable { .. } => FailureKind::Missing,
+            Self::Damaged { .. } | Self::Recovery { .. } => FailureKind::Corrupt,
+            Self::PartitionCount { .. }
+            | Self::NotEmpty { .. }
+            | Self::BadMarker { .. }
+            | Self::Io { .. }
+            | Self::Panicked { .. } => FailureKind::Other,
+        }
+    }
+}
+
+type Result<T, E = RestoreError> = std::result::Result<T, E>;
+
+fn io_error(path: &Path, operation: &'static str) -> impl FnOnce(std::io::Error) -> RestoreError {
+    let path = path.to_path_buf();
+    move |source| RestoreError::Io {
+        path,
+        operation,
+        source,
+    }
+}
+
+/// Follows a restore or verification file by file (a progress bar, log lines).
+pub trait Progress: Send {
+    /// Before the first download: what will be downloaded in total.
+    fn start(&mut self, _files: u64, _bytes: u64) {}
+    /// One file was downloaded and verified.
+    fn file_done(&mut self, _partition: u32, _entry: &FileEntry) {}
+    /// Every file was downloaded.
+    fn finish(&mut self) {}
+}
+
+/// No progress reporting.
+pub struct NoProgress;
+
+impl Progress for NoProgress {}
+
+/// The manifest that speaks for one partition of a backup, and the manifests of that partition
+/// that were skipped because they cannot be used (damaged, newer format, …).
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub manifest: Manifest,
+    pub skipped: Vec<SkippedManifest>,
+}
+
+/// The one rule for which manifest speaks for a partition: among its COMPLETED manifests, the one
+/// taken by the node that hosts the partition (the node that restores it), else the most
+/// recently updated one (then the lowest node id). Restore and verify both use it.
+pub fn choose_completed(manifests: &[Manifest], hosting_node: u32) -> Option<&Manifest> {
+    let mut completed: Vec<&Manifest> = manifests
+        .iter()
+        .filter(|m| m.status == BackupStatus::Completed)
+        .collect();
+    completed.sort_by(|a, b| {
+        (b.id.node_id == hosting_node)
+            .cmp(&(a.id.node_id == hosting_node))
+            .then_with(|| b.last_updated_at.cmp(&a.last_updated_at))
+            .then_with(|| a.id.node_id.cmp(&b.id.node_id))
+    });
+    completed.first().copied()
+}
+
+/// Chooses the manifest of every partition 1 to `partitionsCount` of backup `backup_id`, and
+/// refuses, naming each, partitions that are missing or not COMPLETED, and a backup taken with
+/// another partition count. Nothing is written. Manifests that cannot be used are skipped (and
+/// returned) unless no usable COMPLETED one is left, then they are named in the refusal.
+pub async fn choose_manifests(
+    store: &BackupStore,
+    cluster: &ClusterConfig,
+    backup_id: u64,
+) -> Result<Vec<Chosen>> {
+    let mut chosen = Vec::new();
+    let mut problems = Vec::new();
+    let mut damaged = false;
+    for partition in 1..=cluster.partitions_count {
+        let listing = store
+            .find_manifests_reporting(partition, backup_id)
+            .await
+            .map_err(|source| RestoreError::Store {
+                backup_id,
+                partition,
+                source: Box::new(source),
+            })?;
+        let hosting_node = node_for_partition(partition, cluster.cluster_size);
+        match choose_completed(&listing.manifests, hosting_node) {
+            Some(manifest) => {
+                if manifest.descriptor.number_of_partitions != cluster.partitions_count {
+                    return Err(RestoreError::PartitionCount {
+                        backup_id,
+                        partition,
+                        backup: manifest.descriptor.number_of_partitions,
+                        configured: cluster.partitions_count,
+                    });
+                }
+                chosen.push(Chosen {
+                    manifest: manifest.clone(),
+                    skipped: listing.skipped,
+                });
+            }
+            None => {
+                let mut states: Vec<String> = listing
+                    .manifests
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "{} on node {}{}",
+                            m.status,
+                            m.id.node_id,
+                            m.failure_reason
+                                .as_deref()
+                                .map(|r| format!(" ({r})"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                damaged |= !listing.skipped.is_empty();
+                states.extend(listing.skipped.iter().map(|s| {
+                    format!(
+                        "unusable on node {}: {}: {}",
+                        s.id.node_id, s.path, s.reason
+                    )
+                }));
+                problems.push(if states.is_empty() {
+                    format!("partition {partition} does not exist")
+                } else {
+                    format!("partition {partition} is {}", states.join(", "))
+                });
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(RestoreError::NotRestorable {
+            backup_id,
+            partitions_count: cluster.partitions_count,
+            problems: problems.join("; "),
+            damaged,
+        });
+    }
+    Ok(chosen)
+}
+
+/// A partition downloaded and verified in its staging directory.
+#[derive(Debug, Clone)]
+pub struct StagedPartition {
+    pub partition_id: u32,
+    pub manifest: Manifest,
+    /// The number of accounts after recovery.
+    pub accounts: u64,
+    /// Where it is staged (or, after [`restore_node`], installed).
+    pub directory: PathBuf,
+}
+
+/// Where a file of the backup goes inside a partition directory: `log/<segment name>` or
+/// `snapshots/<snapshot id>/<snapshot file>`, each name checked against its exact grammar, so
+/// that nothing lands outside `partition_dir` whatever the manifest says.
+fn staged_destination(
+    partition_dir: &Path,
+    manifest: &Manifest,
+    entry: &FileEntry,
+) -> Result<PathBuf> {
+    let damaged = |reason: String| RestoreError::Damaged {
+        backup_id: manifest.id.checkpoint_id,
+        partition: manifest.id.partition_id,
+        reason,
+    };
+    match entry.kind {
+        FileKind::Segment => {
+            if sluice_broker::log::parse_segment_file_name(&entry.name).is_none() {
+                return Err(damaged(format!(
+                    "the manifest lists segment name={:?}, not a segment file name (<20 digits>.log)",
+                    entry.name
+                )));
+            }
+            Ok(partition_dir.join("log").join(&entry.name))
+        }
+        FileKind::Snapshot => {
+            let Some(snapshot_id) = &manifest.descriptor.snapshot_id else {
+                return Err(damaged(format!(
+                    "the manifest lists snapshot file {} but descriptor.snapshotId is null",
+                    entry.name
+                )));
+            };
+            validate_snapshot_id(snapshot_id).map_err(|e| damaged(e.to_string()))?;
+            let known = [
+                sluice_broker::snapshot::STATE_FILE,
+                sluice_broker::snapshot::META_FILE,
+            ];
+            if !known.contains(&entry.name.as_str()) {
+                return Err(damaged(format!(
+                    "the manifest lists snapshot file name={:?}, not one of {known:?}",
+                    entry.name
+                )));
+            }
+            Ok(partition_dir
+                .join("snapshots")
+                .join(snapshot_id)
+                .join(&entry.name))
+        }
+    }
+}
+
+/// Downloads and verifies one partition into `partition_dir`, which must not exist (it is
+/// created, its parent must exist). Checks the checkpoint record, loads the snapshot and runs
+/// the broker's recovery on the staged copy, as the broker will at start-up. `recovery_node` is
+/// the node the partition is recovered for (the node that hosts it).
+pub async fn stage_partition(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    manifest: &Manifest,
+    partition_dir: &Path,
+    progress: &mut dyn Progress,
+) -> Result<StagedPartition> {
+    let partition_id = manifest.id.partition_id;
+    let backup_id = manifest.id.checkpoint_id;
+    let damaged = |reason: String| RestoreError::Damaged {
+        backup_id,
+        partition: partition_id,
+        reason,
+    };
+    // Every destination is checked before anything is created.
+    let destinations: Vec<PathBuf> = manifest
+        .files
+        .iter()
+        .map(|entry| staged_destination(partition_dir, manifest, entry))
+        .collect::<Result<_>>()?;
+    std::fs::create_dir(partition_dir).map_err(io_error(partition_dir, "create"))?;
+    let log_dir = partition_dir.join("log");
+    std::fs::create_dir(&log_dir).map_err(io_error(&log_dir, "create"))?;
+    let snapshot_dir = manifest
+        .descriptor
+        .snapshot_id
+        .as_ref()
+        .map(|id| partition_dir.join("snapshots").join(id));
+    if let Some(dir) = &snapshot_dir {
+        std::fs::create_dir_all(dir).map_err(io_error(dir, "create"))?;
+    }
+    for (entry, destination) in manifest.files.iter().zip(&destinations) {
+        store
+            .download_file(&manifest.id, entry, destination)
+            .await
+            .map_err(|source| RestoreError::File {
+                backup_id,
+                partition: partition_id,
+                name: entry.name.clone(),
+                source: Box::new(source),
+            })?;
+        progress.file_done(partition_id, entry);
+    }
+    // Cut the log right after the checkpoint record, and check that record is this backup's.
+    let position = manifest.descriptor.checkpoint_position;
+    let payload = sluice_broker::log::truncate_after(&log_dir, position)
+        .map_err(|e| damaged(format!("the log does not hold its checkpoint record: {e}")))?;
+    match Command::decode(&payload) {
+        Ok(Command::Checkpoint { checkpoint_id }) if checkpoint_id == backup_id => {}
+        other => {
+            return Err(damaged(format!(
+                "the record at checkpoint position {position} is {other:?}, not the checkpoint of backup {backup_id}"
+            )))
+        }
+    }
+    // The snapshot must load: recovery would silently skip one that does not.
+    if let Some(dir) = &snapshot_dir {
+        let snapshot = sluice_broker::snapshot::read(dir)
+            .map_err(|e| damaged(format!("the snapshot does not read: {e}")))?;
+        sluice_broker::snapshot::load(&snapshot)
+            .map_err(|e| damaged(format!("the snapshot does not load: {e}")))?;
+        if snapshot.meta.processed_position >= position {
+            return Err(damaged(format!(
+                "the snapshot ends at position {}, not before the checkpoint at {position}",
+                snapshot.meta.processed_position
+            )));
+        }
+    }
+    // Recover the partition exactly as the broker will, and check where it lands.
+    let options = PartitionOptions {
+        partition_id,
+        partitions_count: config.cluster.partitions_count,
+        node_id: node_for_partition(partition_id, config.cluster.cluster_size),
+        directory: partition_dir.to_path_buf(),
+        segment_bytes_max: config.data.log_segment_size_bytes,
+        snapshot_period: config.data.snapshot_period,
+        request_queue_capacity: 1,
+        batch_commands_max: 1,
+    };
+    let (service, _handle) =
+        tokio::task::spawn_blocking(move || PartitionService::open(options, None))
+            .await
+            .map_err(|e| RestoreError::Panicked {
+                partition: partition_id,
+                reason: e.to_string(),
+            })?
+            .map_err(|source| RestoreError::Recovery {
+                backup_id,
+                partition: partition_id,
+                source: Box::new(source),
+            })?;
+    if service.latest_checkpoint() != Some((backup_id, position)) {
+        return Err(damaged(format!(
+            "after recovery the latest checkpoint is {:?}, expected backup {backup_id} at position {position}",
+            service.latest_checkpoint()
+        )));
+    }
+    Ok(StagedPartition {
+        partition_id,
+        manifest: manifest.clone(),
+        accounts: service.summary().accounts,
+        directory: partition_dir.to_path_buf(),
+    })
+}
+
+/// What [`verify_backup`] checked.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub partitions: Vec<StagedPartition>,
+    pub skipped: Vec<SkippedManifest>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Runs every check of a restore of backup `backup_id`, for every partition of the cluster, in
+/// a temporary directory under `scratch` (the system's temporary directory when `None`), which
+/// is deleted afterwards: when this passes, `sluice-restore` of the same backup on every node
+/// passes its checks too (same manifests, same downloads, same recovery).
+pub async fn verify_backup(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    backup_id: u64,
+    scratch: Option<&Path>,
+    progress: &mut dyn Progress,
+) -> Result<Verified> {
+    let chosen = choose_manifests(store, &config.cluster, backup_id).await?;
+    let (files, bytes) = totals(&chosen);
+    progress.start(files, bytes);
+    let temp = match scratch {
+        Some(dir) => tempfile::Builder::new()
+            .prefix(".sluice-verify-")
+            .tempdir_in(dir),
+        None => tempfile::Builder::new().prefix("sluice-verify-").tempdir(),
+    }
+    .map_err(io_error(
+        scratch.unwrap_or(Path::new("$TMPDIR")),
+        "create scratch directory",
+    ))?;
+    let mut partitions = Vec::new();
+    let mut skipped = Vec::new();
+    for chosen in chosen {
+        let dir = partition_directory(temp.path(), chosen.manifest.id.partition_id);
+        let mut staged = stage_partition(store, config, &chosen.manifest, &dir, progress).await?;
+        // One partition on disk at a time.
+        std::fs::remove_dir_all(&dir).map_err(io_error(&dir, "remove"))?;
+        staged.directory = PathBuf::new();
+        partitions.push(staged);
+        skipped.extend(chosen.skipped);
+    }
+    progress.finish();
+    let path = temp.path().to_path_buf();
+    temp.close()
+        .map_err(io_error(&path, "remove scratch directory"))?;
+    Ok(Verified {
+        partitions,
+        skipped,
+        files,
+        bytes,
+    })
+}
+
+fn totals(chosen: &[Chosen]) -> (u64, u64) {
+    let files = chosen.iter().map(|c| c.manifest.files.len() as u64).sum();
+    let bytes = chosen
+        .iter()
+        .flat_map(|c| &c.manifest.files)
+        .map(|f| f.size_bytes)
+        .sum();
+    (files, bytes)
+}
+
+/// The steps of installing a staged restore, for fault injection in tests: the hook runs after
+/// each step, and a hook that panics stops the restore right there, as a crash would (nothing
+/// after it runs, nothing is rolled back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallStep {
+    /// Every partition and the report are staged and fsynced.
+    Staged,
+    /// The marker is written and fsynced; nothing is installed yet.
+    MarkerWritten,
+    /// The partition was renamed into place.
+    PartitionInstalled(u32),
+    /// The restore report was renamed into place.
+    ReportInstalled,
+    /// The staging directory is gone, the marker removed and fsynced: the restore is complete.
+    MarkerRemoved,
+}
+
+/// A hook called after every [`InstallStep`].
+pub type StepHook = Arc<dyn Fn(InstallStep) + Send + Sync>;
+
+/// Options of [`restore_node`].
+#[derive(Clone, Default)]
+pub struct RestoreOptions {
+    /// Called after every installation step (tests).
+    pub step_hook: Option<StepHook>,
+}
+
+/// What [`restore_node`] did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub backup_id: u64,
+    /// This node's partitions, installed.
+    pub partitions: Vec<StagedPartition>,
+    /// Manifests of this node's partitions that were skipped as unusable.
+    pub skipped: Vec<SkippedManifest>,
+    /// Entries of an unfinished restore that were removed before restoring.
+    pub cleaned_up: Vec<String>,
+}
+
+/// The content of [`RESTORE_MARKER_FILE`]: what an unfinished restore may have installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Marker {
+    backup_id: u64,
+    /// The staging directory's name in the data directory.
+    staging: String,
+    /// The names, in the data directory, of everything the restore moves into place.
+    installs: Vec<String>,
+}
+
+fn marker_tmp_name() -> String {
+    format!("{RESTORE_MARKER_FILE}.tmp")
+}
+
+/// Whether `name` is a staging directory name: the prefix and a UUID.
+fn is_staging_name(name: &str) -> bool {
+    name.strip_prefix(STAGING_PREFIX)
+        .is_some_and(|id| uuid::Uuid::try_parse(id).is_ok())
+}
+
+/// Whether `name` is something a restore installs: a partition directory or the report.
+fn is_install_name(name: &str) -> bool {
+    let report = RestoreReport::path(Path::new(""));
+    if Some(std::ffi::OsStr::new(name)) == report.file_name() {
+        return true;
+    }
+    name.strip_prefix("partition-").is_some_and(|digits| {
+        digits.len() == 5
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && digits
+                .parse::<u32>()
+                .is_ok_and(|p| p > 0 && partition_directory(Path::new(""), p) == Path::new(name))
+    })
+}
+
+fn read_marker(path: &Path) -> Result<Marker> {
+    let bad = |reason: String| RestoreError::BadMarker {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    let marker: Marker =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not a restore marker: {e}")))?;
+    if !is_staging_name(&marker.staging) {
+        return Err(bad(format!(
+            "staging={:?} is not a staging directory name",
+            marker.staging
+        )));
+    }
+    if let Some(name) = marker.installs.iter().find(|n| !is_install_name(n)) {
+        return Err(bad(format!(
+            "installs lists {name:?}, not a partition directory or the restore report"
+        )));
+    }
+    Ok(marker)
+}
+
+/// Entries of `dir` other than `lost+found`, sorted; `None` when `dir` does not exist.
+fn existing_entries(dir: &Path) -> Result<Option<Vec<String>>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            let mut names = Vec::new();
+            for entry in entries {
+                let name = entry
+                    .map_err(io_error(dir, "list"))?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
+                if name != "lost+found" {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            Ok(Some(names))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(io_error(dir, "read")(error)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir, "fsync"))
+}
+
+/// Fsyncs every file and directory under `dir` and `dir` itself, so that what is renamed into
+/// place is on disk before the rename is.
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir, "list"))? {
+        let entry = entry.map_err(io_error(dir, "list"))?;
+        let path = entry.path();
+        if entry.file_type().map_err(io_error(&path, "stat"))?.is_dir() {
+            sync_tree(&path)?;
+        } else {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_error(&path, "fsync"))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn remove_entry(path: &Path) -> Result<()> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(error),
+    };
+    result.map_err(io_error(path, "remove"))
+}
+
+/// Restores every partition this node hosts from backup `backup_id` into
+/// `broker.data.directory`. Refuses a data directory that holds anything but `lost+found` and
+/// the leftovers of an unfinished restore (its marker, staging directory and what its marker
+/// says it installed, which are removed once every check passed). Checks every partition of the
+/// backup first ([`choose_manifests`]), stages this node's ([`stage_partition`]), fsyncs them,
+/// then installs them under the marker. On a failure the data directory is left as it was found
+/// (without the leftovers of an unfinished restore, if there were any).
+pub async fn restore_node(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    backup_id: u64,
+    options: &RestoreOptions,
+    progress: &mut dyn Progress,
+) -> Result<Restored> {
+    let started = Instant::now();
+    let step = |step: InstallStep| {
+        if let Some(hook) = &options.step_hook {
+            hook(step);
+        }
+    };
+    let data_dir = config.data.directory.clone();
+    let entries = existing_entries(&data_dir)?;
+    let existed = entries.is_some();
+    let entries = entries.unwrap_or_default();
+    let marker_path = data_dir.join(RESTORE_MARKER_FILE);
+    let marker = if entries.iter().any(|e| e == RESTORE_MARKER_FILE) {
+        Some(read_marker(&marker_path)?)
+    } else {
+        None
+    };
+    // What an unfinished restore left: its marker, its staging directories (never installed,
+    // all of their content is the restore's) and what its marker says it installed.
+    let mut leftovers: BTreeSet<String> = entries
+        .iter()
+        .filter(|e| is_staging_name(e) || **e == marker_tmp_name())
+        .cloned()
+        .collect();
+    if let Some(marker) = &marker {
+        leftovers.extend(marker.installs.iter().cloned());
+        leftovers.insert(marker.staging.clone());
+    }
+    let others: Vec<&String> = entries
+        .iter()
+        .filter(|e| !leftovers.contains(*e) && *e != RESTORE_MARKER_FILE)
+        .collect();
+    if !others.is_empty() {
+        return Err(RestoreError::NotEmpty {
+            dir: data_dir,
+            entries: others
+                .iter()
+                .take(5)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+
+    // Every partition of the backup, not only this node's, before anything is written.
+    let hosted = partitions_for_node(
+        config.cluster.node_id,
+        config.cluster.cluster_size,
+        config.cluster.partitions_count,
+    );
+    let chosen: Vec<Chosen> = choose_manifests(store, &config.cluster, backup_id)
+        .await?
+        .into_iter()
+        .filter(|c| hosted.contains(&c.manifest.id.partition_id))
+        .collect();
+
+    // Clean up after an unfinished restore: what it installed, then its marker.
+    let mut cleaned_up = Vec::new();
+    for name in &leftovers {
+        let path = data_dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() {
+            remove_entry(&path)?;
+            cleaned_up.push(name.clone());
+        }
+    }
+    if marker.is_some() {
+        sync_dir(&data_dir)?;
+        remove_entry(&marker_path)?;
+        cleaned_up.push(RESTORE_MARKER_FILE.to_string());
+    }
+    if !cleaned_up.is_empty() {
+        sync_dir(&data_dir)?;
+        tracing::warn!(dir = %data_dir.display(), removed = ?cleaned_up, "removed what an unfinished restore left");
+    }
+
+    std::fs::create_dir_all(&data_dir).map_err(io_error(&data_dir, "create"))?;
+    let staging_name = format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4());
+    let staging = data_dir.join(&staging_name);
+    let mut installed: Vec<PathBuf> = Vec::new();
+    let mut marker_written = false;
+    let (files, bytes) = totals(&chosen);
+    progress.start(files, bytes);
+    let result = async {
+        std::fs::create_dir(&staging).map_err(io_error(&staging, "create"))?;
+        let mut staged = Vec::new();
+        let mut skipped = Vec::new();
+        for chosen in &chosen {
+            let dir = partition_directory(&staging, chosen.manifest.id.partition_id);
+            staged.push(stage_partition(store, config, &chosen.manifest, &dir, progress).await?);
+            skipped.extend(chosen.skipped.iter().cloned());
+        }
+        progress.finish();
+        // Everything is verified: the report is staged with the partitions, published last.
+        let report = RestoreReport::finished_now(
+            backup_id,
+            config.cluster.node_id,
+            staged.iter().map(|p| p.partition_id).collect(),
+            files,
+            bytes,
+            started.elapsed(),
+        );
+        let staged_report = RestoreReport::path(&staging);
+        report
+            .write(&staged_report)
+            .map_err(io_error(&staged_report, "write restore report"))?;
+        sync_tree(&staging)?;
+        sync_dir(&data_dir)?;
+        step(InstallStep::Staged);
+
+        // The marker is durable before the first rename: a crash from here on leaves a node the
+        // broker refuses to start and a rerun of the restore cleans up.
+        let mut installs: Vec<String> = staged
+            .iter()
+            .map(|p| format!("partition-{:05}", p.partition_id))
+            .collect();
+        let report_target = RestoreReport::path(&data_dir);
+        let report_name = report_target
+            .file_name()
+            .expect("the report has a file name")
+            .to_string_lossy()
+            .into_owned();
+        installs.push(report_name);
+        let marker = Marker {
+            backup_id,
+            staging: staging_name.clone(),
+            installs,
+        };
+        debug_assert!(marker.installs.iter().all(|n| is_install_name(n)));
+        let marker_tmp = data_dir.join(marker_tmp_name());
+        let json = serde_json::to_vec_pretty(&marker).expect("the marker serializes");
+        std::fs::write(&marker_tmp, &json)
+            .and_then(|()| std::fs::File::open(&marker_tmp)?.sync_all())
+            .map_err(io_error(&marker_tmp, "write restore marker"))?;
+        std::fs::rename(&marker_tmp, &marker_path)
+            .map_err(io_error(&marker_path, "rename restore marker into place"))?;
+        marker_written = true;
+        sync_dir(&data_dir)?;
+        step(InstallStep::MarkerWritten);
+
+        for partition in &mut staged {
+            let target = partition_directory(&data_dir, partition.partition_id);
+            std::fs::rename(&partition.directory, &target)
+                .map_err(io_error(&target, "move the restored partition into place"))?;
+            installed.push(target.clone());
+            partition.directory = target;
+            step(InstallStep::PartitionInstalled(partition.partition_id));
+        }
+        std::fs::rename(&staged_report, &report_target).map_err(io_error(
+            &report_target,
+            "move the restore report into place",
+        ))?;
+        installed.push(report_target);
+        step(InstallStep::ReportInstalled);
+        std::fs::remove_dir_all(&staging).map_err(io_error(&staging, "remove"))?;
+        sync_dir(&data_dir)?;
+        std::fs::remove_file(&marker_path)
+            .map_err(io_error(&marker_path, "remove restore marker"))?;
+        sync_dir(&data_dir)?;
+        step(InstallStep::MarkerRemoved);
+        Ok(Restored {
+            backup_id,
+            partitions: staged,
+            skipped,
+            cleaned_up: cleaned_up.clone(),
+        })
+    }
+    .await;
+    if result.is_err() {
+        // Leave the data directory as it was found (the marker goes last).
+        let _ = remove_entry(&staging);
+        for path in &installed {
+            let _ = remove_entry(path);
+        }
+        if marker_written {
+            let _ = sync_dir(&data_dir);
+            let _ = remove_entry(&marker_path);
+        }
+        let _ = sync_dir(&data_dir);
+        if !existed {
+            let _ = std::fs::remove_dir_all(&data_dir);
+        }
+    }
+    result
+}

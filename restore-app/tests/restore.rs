@@ -1,0 +1,563 @@
+//! The restore library on real backups: partitions run by the broker's own partition and backup
+//! services into an in-memory store, then restored (or verified) with the code `sluice-restore`
+//! and `sluice backup verify` run.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_backup_store::object_store::memory::InMemory;
+use sluice_backup_store::object_store::PutPayload;
+use sluice_backup_store::{BackupIdentifier, BackupStore, FileKind, Manifest};
+use sluice_broker::backup::{BackupHandle, BackupOptions, BackupService};
+use sluice_broker::error::BrokerError;
+use sluice_broker::partition::{
+    partition_directory, PartitionHandle, PartitionOptions, PartitionService,
+};
+use sluice_broker::protocol::BackupState;
+use sluice_broker::record::{Command, Outcome};
+use sluice_broker::service::refuse_unfinished_restore;
+use sluice_config::BrokerConfig;
+use sluice_restore::{
+    restore_node, verify_backup, FailureKind, InstallStep, NoProgress, RestoreError,
+    RestoreOptions, RESTORE_MARKER_FILE,
+};
+use tokio_util::sync::CancellationToken;
+
+/// Two partitions (of nodes 0 and 1) backed up into one in-memory store.
+struct Source {
+    store: BackupStore,
+    partitions: Vec<(PartitionHandle, BackupHandle)>,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+const PARTITIONS: u32 = 2;
+
+fn source() -> Source {
+    let store = BackupStore::from_object_store(Arc::new(InMemory::new()), None);
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = CancellationToken::new();
+    let mut partitions = Vec::new();
+    for partition_id in 1..=PARTITIONS {
+        let (service, backups) = BackupService::new(
+            store.clone(),
+            BackupOptions {
+                node_id: partition_id - 1,
+                max_concurrent_uploads: 2,
+                upload_rate_limit_bytes_per_second: 0,
+                queue_capacity: 8,
+                store_call_timeout: Duration::from_secs(5),
+            },
+        );
+        let options = PartitionOptions {
+            partition_id,
+            partitions_count: PARTITIONS,
+            node_id: partition_id - 1,
+            directory: partition_directory(dir.path(), partition_id),
+            segment_bytes_max: 4096,
+            snapshot_period: Duration::from_millis(50),
+            request_queue_capacity: 64,
+            batch_commands_max: 256,
+        };
+        let (partition_service, partition) =
+            PartitionService::open(options, Some(backups.clone())).unwrap();
+        tokio::spawn(service.run(cancel.clone()));
+        tokio::spawn(partition_service.run(cancel.clone()));
+        partitions.push((partition, backups));
+    }
+    Source {
+        store,
+        partitions,
+        cancel,
+        _dir: dir,
+    }
+}
+
+impl Source {
+    async fn deposits(&self, round: u64) {
+        for (partition, _) in &self.partitions {
+            let commands = (0..100)
+                .map(|i| Command::Deposit {
+                    account: format!("account-{i}"),
+                    amount: round * 1000 + i + 1,
+                })
+                .collect();
+            partition.execute(commands).await.unwrap();
+        }
+    }
+
+    /// Checkpoint `id` on the given partitions, waiting until each backup is COMPLETED.
+    async fn backup(&self, id: u64, partitions: &[u32]) {
+        for partition_id in partitions {
+            let (partition, backups) = &self.partitions[*partition_id as usize - 1];
+            let outcomes = partition
+                .execute(vec![Command::Checkpoint { checkpoint_id: id }])
+                .await
+                .unwrap();
+            assert!(
+                matches!(outcomes.as_slice(), [Outcome::CheckpointCreated { .. }]),
+                "{outcomes:?}"
+            );
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let status = backups.status(*partition_id, id).await.unwrap();
+                if status.status == BackupState::Completed {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "backup {id} never completed: {status:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    async fn manifest(&self, partition_id: u32, id: u64) -> Manifest {
+        self.store
+            .read_manifest(&BackupIdentifier::new(partition_id, id, partition_id - 1))
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Replaces a manifest in the store with `json` as is (no checks).
+    async fn put_manifest(&self, id: &BackupIdentifier, json: Vec<u8>) {
+        self.store
+            .object_store()
+            .put(&self.store.manifest_path(id), PutPayload::from(json))
+            .await
+            .unwrap();
+    }
+}
+
+/// Backups 1 (both partitions, with a snapshot), 2 (only partition 1).
+async fn backed_up() -> Source {
+    let source = source();
+    source.deposits(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // a snapshot is taken
+    source.deposits(2).await;
+    source.backup(1, &[1, 2]).await;
+    source.deposits(3).await;
+    source.backup(2, &[1]).await;
+    let manifest = source.manifest(1, 1).await;
+    assert!(manifest.descriptor.snapshot_id.is_some(), "{manifest:?}");
+    source
+}
+
+fn config(data_dir: &Path, node_id: u32, cluster_size: u32) -> BrokerConfig {
+    let env = [
+        (
+            "SLUICE_BROKER_DATA_DIRECTORY",
+            data_dir.display().to_string(),
+        ),
+        ("SLUICE_BROKER_CLUSTER_NODEID", node_id.to_string()),
+        (
+            "SLUICE_BROKER_CLUSTER_CLUSTERSIZE",
+            cluster_size.to_string(),
+        ),
+        (
+            "SLUICE_BROKER_CLUSTER_PARTITIONSCOUNT",
+            PARTITIONS.to_string(),
+        ),
+    ];
+    sluice_config::load_from(None, env.map(|(k, v)| (k.to_string(), v)))
+        .unwrap()
+        .broker
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => return vec!["<absent>".to_string()],
+    };
+    names.sort();
+    names
+}
+
+/// The broker's recovery of an installed partition lands on the backup's checkpoint.
+fn recovers_to(config: &BrokerConfig, partition_id: u32, backup_id: u64) {
+    let (service, _) = PartitionService::open(
+        PartitionOptions {
+            partition_id,
+            partitions_count: PARTITIONS,
+            node_id: config.cluster.node_id,
+            directory: partition_directory(&config.data.directory, partition_id),
+            segment_bytes_max: config.data.log_segment_size_bytes,
+            snapshot_period: config.data.snapshot_period,
+            request_queue_capacity: 1,
+            batch_commands_max: 1,
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(service.latest_checkpoint().map(|c| c.0), Some(backup_id));
+    assert!(service.summary().accounts > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_restored_and_its_backup_verified() {
+    let source = backed_up().await;
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    let config = config(&data, 0, 1);
+    verify_backup(
+        &source.store,
+        &config,
+        1,
+        Some(target.path()),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        entries(target.path()),
+        Vec::<String>::new(),
+        "verify leaves nothing behind"
+    );
+    let restored = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.partitions.len(), 2);
+    assert_eq!(
+        entries(&data),
+        vec!["partition-00001", "partition-00002", "restore-report.json"]
+    );
+    refuse_unfinished_restore(&data).unwrap();
+    recovers_to(&config, 1, 1);
+    recovers_to(&config, 2, 1);
+}
+
+/// Item 15: node 0 hosts only partition 1, but a backup whose partition 2 is FAILED or missing
+/// is refused before anything is written, naming the partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_with_any_partition_not_completed_is_refused_before_writing() {
+    let source = backed_up().await;
+    // Backup 3: partition 1 COMPLETED, partition 2 FAILED.
+    source.backup(3, &[1]).await;
+    let failed = Manifest::in_progress(
+        BackupIdentifier::new(2, 3, 1),
+        source.manifest(2, 1).await.descriptor,
+    )
+    .fail("disk on fire");
+    source.store.write_manifest(&failed).await.unwrap();
+
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    let config = config(&data, 0, 2);
+    for (backup_id, expected) in [
+        (2, "partition 2 does not exist"),
+        (3, "partition 2 is FAILED on node 1 (disk on fire)"),
+    ] {
+        let error = restore_node(
+            &source.store,
+            &config,
+            backup_id,
+            &RestoreOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(error, RestoreError::NotRestorable { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains(expected), "{error}");
+        assert!(!error.to_string().contains("partition 1 "), "{error}");
+        assert_eq!(entries(&data), vec!["<absent>"], "nothing written");
+        let error = verify_backup(
+            &source.store,
+            &config,
+            backup_id,
+            Some(target.path()),
+            &mut NoProgress,
+        )
+        .await
+        .unwrap_err();
+        assert!(error.to_string().contains(expected), "{error}");
+        assert_eq!(error.kind(), FailureKind::Missing);
+    }
+}
+
+/// Item 1: a manifest whose snapshotId is an absolute path (as an older release would have
+/// read it, without a checksum) is refused naming the field and the value; nothing is written
+/// there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_id_that_is_a_path_is_refused_and_nothing_is_written_there() {
+    let source = backed_up().await;
+    let target = tempfile::tempdir().unwrap();
+    let escape = target.path().join("escape");
+    let manifest = source.manifest(1, 1).await;
+    let mut json = serde_json::to_value(&manifest).unwrap();
+    json["descriptor"]["snapshotId"] = serde_json::json!(escape.display().to_string());
+    source
+        .put_manifest(&manifest.id, serde_json::to_vec(&json).unwrap())
+        .await;
+
+    let data = target.path().join("data");
+    let config = config(&data, 0, 1);
+    let error = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "field=descriptor.snapshotId value={:?}",
+            escape.display().to_string()
+        )),
+        "{text}"
+    );
+    assert!(
+        !escape.exists(),
+        "nothing is created at the manifest's path"
+    );
+    assert_eq!(entries(&data), vec!["<absent>"]);
+    let error = verify_backup(
+        &source.store,
+        &config,
+        1,
+        Some(target.path()),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(error.kind(), FailureKind::Corrupt, "{error}");
+    assert!(!escape.exists());
+}
+
+/// Item 13: a snapshot whose bytes match the manifest (re-uploaded with a fresh checksum) but
+/// does not load is refused by verify exactly as by restore: verify runs the restore's checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_what_restore_refuses() {
+    let source = backed_up().await;
+    let mut manifest = source.manifest(1, 1).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let position = manifest
+        .files
+        .iter()
+        .position(|f| f.kind == FileKind::Snapshot && f.name == "state.rkyv")
+        .unwrap();
+    let entry = manifest.files[position].clone();
+    let local = scratch.path().join("state.rkyv");
+    source
+        .store
+        .download_file(&manifest.id, &entry, &local)
+        .await
+        .unwrap();
+    let mut bytes = std::fs::read(&local).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&local, &bytes).unwrap();
+    manifest.files[position] = source
+        .store
+        .upload_file(
+            &manifest.id,
+            FileKind::Snapshot,
+            "state.rkyv",
+            &local,
+            bytes.len() as u64,
+            None,
+        )
+        .await
+        .unwrap();
+    source
+        .put_manifest(&manifest.id, manifest.to_stored_json().unwrap())
+        .await;
+
+    let data = scratch.path().join("data");
+    let config = config(&data, 0, 1);
+    let verified = verify_backup(
+        &source.store,
+        &config,
+        1,
+        Some(scratch.path()),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    let restored = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    for error in [&verified, &restored] {
+        assert!(
+            error
+                .to_string()
+                .contains("partition 1: backup 1 is damaged: the snapshot does not load"),
+            "{error}"
+        );
+        assert_eq!(error.kind(), FailureKind::Corrupt);
+    }
+    assert_eq!(entries(&data), vec!["<absent>"]);
+}
+
+/// Item 11: a damaged manifest of another node next to the one restore uses is skipped and
+/// reported, not fatal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_manifest_of_another_node_is_skipped_and_reported() {
+    let source = backed_up().await;
+    let other = BackupIdentifier::new(1, 1, 7);
+    source.put_manifest(&other, b"{ damaged".to_vec()).await;
+    let target = tempfile::tempdir().unwrap();
+    let config = config(&target.path().join("data"), 0, 1);
+    let restored = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.skipped.len(), 1);
+    assert_eq!(restored.skipped[0].id, other);
+    assert!(restored.skipped[0]
+        .reason
+        .contains("not a valid manifest JSON document"));
+}
+
+/// Item 5: a restore that dies between any two installation steps leaves a marker the broker
+/// refuses to start with (once anything may be installed), and a rerun cleans up and restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_killed_between_steps_is_refused_by_the_broker_and_finished_by_a_rerun() {
+    let source = Arc::new(backed_up().await);
+    let steps = [
+        InstallStep::Staged,
+        InstallStep::MarkerWritten,
+        InstallStep::PartitionInstalled(1),
+        InstallStep::PartitionInstalled(2),
+        InstallStep::ReportInstalled,
+    ];
+    for crash_at in steps {
+        let target = tempfile::tempdir().unwrap();
+        let data: PathBuf = target.path().join("data");
+        let config = config(&data, 0, 1);
+        let options = RestoreOptions {
+            step_hook: Some(Arc::new(move |step| {
+                if step == crash_at {
+                    panic!("killed after {step:?}");
+                }
+            })),
+        };
+        let crashed = {
+            let source = source.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                restore_node(&source.store, &config, 1, &options, &mut NoProgress).await
+            })
+            .await
+        };
+        assert!(crashed.unwrap_err().is_panic(), "{crash_at:?}");
+
+        let left = entries(&data);
+        if crash_at == InstallStep::Staged {
+            assert!(!left.iter().any(|e| e == RESTORE_MARKER_FILE), "{left:?}");
+            assert!(
+                !left.iter().any(|e| e.starts_with("partition-")),
+                "nothing installed: {left:?}"
+            );
+        } else {
+            assert!(
+                left.iter().any(|e| e == RESTORE_MARKER_FILE),
+                "{crash_at:?}: {left:?}"
+            );
+            let error = refuse_unfinished_restore(&data).unwrap_err();
+            assert!(
+                matches!(error, BrokerError::UnfinishedRestore { .. }),
+                "{error}"
+            );
+            assert!(
+                error.to_string().contains("rerun sluice-restore"),
+                "{error}"
+            );
+        }
+        if crash_at == InstallStep::PartitionInstalled(1) {
+            // The half-installed node of the issue: partition 1 in place, partition 2 not.
+            assert!(left.contains(&"partition-00001".to_string()), "{left:?}");
+            assert!(!left.contains(&"partition-00002".to_string()), "{left:?}");
+        }
+
+        let rerun = restore_node(
+            &source.store,
+            &config,
+            1,
+            &RestoreOptions::default(),
+            &mut NoProgress,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("rerun after a crash at {crash_at:?}: {e}"));
+        assert!(!rerun.cleaned_up.is_empty(), "{crash_at:?}");
+        assert_eq!(
+            entries(&data),
+            vec!["partition-00001", "partition-00002", "restore-report.json"],
+            "{crash_at:?}"
+        );
+        refuse_unfinished_restore(&data).unwrap();
+        recovers_to(&config, 1, 1);
+        recovers_to(&config, 2, 1);
+    }
+}
+
+/// Anything in the data directory that is not an unfinished restore's is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_directory_with_other_content_is_refused() {
+    let source = backed_up().await;
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    std::fs::create_dir_all(data.join("partition-00001")).unwrap();
+    std::fs::write(data.join(RESTORE_MARKER_FILE), br#"{"backupId":1,"staging":".sluice-restore-00000000-0000-0000-0000-000000000000","installs":["restore-report.json"]}"#).unwrap();
+    let config = config(&data, 0, 1);
+    let error = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, RestoreError::NotEmpty { .. }), "{error}");
+    assert!(error.to_string().contains("partition-00001"), "{error}");
+    assert!(data.join("partition-00001").is_dir(), "left as found");
+
+    std::fs::write(
+        data.join(RESTORE_MARKER_FILE),
+        br#"{"backupId":1,"staging":"../../etc","installs":[]}"#,
+    )
+    .unwrap();
+    let error = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(error, RestoreError::BadMarker { .. }), "{error}");
+}
