@@ -183,6 +183,7 @@ impl BackupStoreError {
             | Self::Conflict { .. }
             | Self::InvalidManifest { .. }
             | Self::InvalidFileName { .. }
+            | Self::InvalidField { .. }
             | Self::Config { .. }
             | Self::ShortFile { .. }
             | Self::Compression { .. }

@@ -496,7 +496,9 @@ async fn the_checkpoint_endpoint_refuses_an_id_the_store_holds() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     tokio::spawn(async move { axum::serve(listener, api::router(state)).await });
-    let client = BrokerClient::new(reqwest::Client::new(), address, Duration::from_secs(10));
+    let transport =
+        sluice_broker::transport::ClusterTransport::new(None, None, "broker.cluster.ca").unwrap();
+    let client = BrokerClient::new(transport, address, Duration::from_secs(10));
 
     match client.checkpoint(1, 7).await {
         Err(ClientError::Remote { status, body, .. }) => {

@@ -52,6 +52,8 @@ mod tests {
         let cluster = Arc::new(Cluster::new(
             &["127.0.0.1:1".to_string()],
             Duration::from_millis(200),
+            sluice_broker::transport::ClusterTransport::new(None, None, "gateway.cluster.ca")
+                .unwrap(),
         ));
         let client = crate::client_api::router(cluster.clone());
         let actuator = crate::actuator::router(cluster, ScheduleHandle::default());
