@@ -224,7 +224,7 @@ async fn a_broker_on_a_public_address_without_a_token_refuses_to_start() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(!status.success(), "{status}");
-    let log = broker.log_tail();
+    let log = std::fs::read_to_string(broker.log_path()).expect("the broker's log");
     assert!(
         log.contains("broker.cluster.token") && log.contains("broker.network.insecure"),
         "the refusal names the setting and the way out:\n{log}"
