@@ -92,7 +92,9 @@ impl IntoResponse for ApiError {
 
 pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
     match error {
-        BrokerError::InvalidRequest(_) => (StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest),
+        BrokerError::InvalidRequest(_) | BrokerError::InvalidBackupId { .. } => {
+            (StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest)
+        }
         BrokerError::UnknownPartition { .. } => {
             (StatusCode::NOT_FOUND, ErrorKind::UnknownPartition)
         }

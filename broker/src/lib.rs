@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backup;
+pub mod backup_id;
 pub mod client;
 pub mod error;
 pub mod log;

@@ -16,6 +16,7 @@ use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use sluice_backup_store::{BackupStore, FileEntry, Manifest};
+use sluice_broker::backup_id::BackupId;
 use sluice_config::BrokerConfig;
 use sluice_restore::FailureKind;
 
@@ -54,6 +55,7 @@ struct Remote {
 enum BackupCommand {
     /// Take backup <id>; with --wait, until it is COMPLETED or FAILED.
     Take {
+        #[arg(value_parser = backup_id)]
         id: String,
         #[arg(long)]
         wait: bool,
@@ -65,6 +67,7 @@ enum BackupCommand {
     },
     /// Status of backup <id>.
     Status {
+        #[arg(value_parser = backup_id)]
         id: String,
         #[command(flatten)]
         remote: Remote,
@@ -79,12 +82,14 @@ enum BackupCommand {
     },
     /// Delete backup <id> from the store.
     Delete {
+        #[arg(value_parser = backup_id)]
         id: String,
         #[command(flatten)]
         remote: Remote,
     },
     /// Describe backup <id> from its manifests in the store.
     Inspect {
+        #[arg(value_parser = backup_id_number)]
         id: u64,
         #[arg(long)]
         json: bool,
@@ -92,7 +97,21 @@ enum BackupCommand {
     /// Run every check a restore of backup <id> runs, for every partition, in a temporary
     /// directory: every partition COMPLETED, every file's size and checksum, the checkpoint
     /// record, the snapshot, and the broker's recovery up to the checkpoint.
-    Verify { id: u64 },
+    Verify {
+        #[arg(value_parser = backup_id_number)]
+        id: u64,
+    },
+}
+
+/// A backup id as every Sluice tool parses it, kept as written (it goes into a URL).
+fn backup_id(text: &str) -> Result<String, String> {
+    backup_id_number(text).map(|_| text.to_string())
+}
+
+fn backup_id_number(text: &str) -> Result<u64, String> {
+    text.parse::<BackupId>()
+        .map(BackupId::get)
+        .map_err(|error| error.to_string())
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -486,6 +505,35 @@ impl sluice_restore::Progress for VerifyProgress {
     fn finish(&mut self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every subcommand takes backup ids by the one grammar (sluice_broker::backup_id): `0`, `+3`
+    /// or a number past i64::MAX are usage errors, before anything is asked of a gateway or store.
+    #[test]
+    fn every_subcommand_parses_backup_ids_one_way() {
+        for command in ["take", "status", "delete", "inspect", "verify"] {
+            for bad in ["0", "+3", "1.5", "9223372036854775808", "seven"] {
+                let parsed = Cli::try_parse_from(["sluice", "backup", command, bad]);
+                let Err(error) = parsed else {
+                    panic!("{command} {bad} was accepted")
+                };
+                assert!(
+                    error
+                        .to_string()
+                        .contains("backupId must be a positive 64-bit integer"),
+                    "{command} {bad}: {error}"
+                );
+            }
+            assert!(
+                Cli::try_parse_from(["sluice", "backup", command, "9223372036854775807"]).is_ok(),
+                "{command}"
+            );
         }
     }
 }

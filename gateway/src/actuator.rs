@@ -13,6 +13,7 @@ use axum::{Json, Router};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sluice_broker::backup_id::BackupId;
 use sluice_broker::client::ClientError;
 use sluice_broker::protocol::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
 
@@ -65,25 +66,11 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-/// Backup ids are positive 64-bit signed integers (1 ..= 9223372036854775807), as in Zeebe.
+/// Backup ids as every Sluice tool parses them (`sluice_broker::backup_id::BackupId`).
 pub fn parse_backup_id(raw: &str) -> Result<u64, GatewayError> {
-    let invalid = |why: &str| {
-        GatewayError::InvalidRequest(format!(
-            "backupId must be a positive 64-bit integer (1 to {}), got {raw:?}: {why}",
-            i64::MAX
-        ))
-    };
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("not a decimal number"));
-    }
-    let id: u64 = raw.parse().map_err(|_| invalid("too large"))?;
-    if id == 0 {
-        return Err(invalid("must be greater than 0"));
-    }
-    if id > i64::MAX as u64 {
-        return Err(invalid("too large"));
-    }
-    Ok(id)
+    raw.parse::<BackupId>()
+        .map(BackupId::get)
+        .map_err(|error| GatewayError::InvalidRequest(error.to_string()))
 }
 
 #[derive(Debug, Serialize)]

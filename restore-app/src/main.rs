@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sluice_backup_store::{FileEntry, FileKind};
+use sluice_broker::backup_id::BackupId;
 use sluice_config::SluiceConfig;
 use sluice_restore::RestoreOptions;
 
@@ -46,17 +47,8 @@ fn parse_args() -> Result<u64> {
         }
         _ => bail!("expected exactly one backup id\n\n{USAGE}"),
     };
-    let id: u64 = raw
-        .parse()
-        .ok()
-        .filter(|id| *id > 0 && *id <= i64::MAX as u64)
-        .ok_or_else(|| {
-            anyhow!(
-                "backupId must be a positive 64-bit integer (1 to {}), got {raw:?}",
-                i64::MAX
-            )
-        })?;
-    Ok(id)
+    let id: BackupId = raw.parse()?;
+    Ok(id.get())
 }
 
 async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
