@@ -331,8 +331,8 @@ impl Raw {
         }
     }
 
-    fn into_config(self) -> Result<SluiceConfig, ConfigError> {
-        let cluster = ClusterConfig {
+    fn cluster(&self) -> Result<ClusterConfig, ConfigError> {
+        Ok(ClusterConfig {
             node_id: self.u32_in("broker.cluster.nodeId", 0, u32::MAX)?,
             cluster_size: self.u32_in("broker.cluster.clusterSize", 1, 64)?,
             partitions_count: self.u32_in("broker.cluster.partitionsCount", 1, 1024)?,
@@ -347,12 +347,18 @@ impl Raw {
                 .optional_verbatim("broker.cluster.token")
                 .map(Secret::from),
             ca: self.optional("broker.cluster.ca").map(PathBuf::from),
-        };
-        let network = NetworkConfig {
+        })
+    }
+
+    fn network(&self) -> Result<NetworkConfig, ConfigError> {
+        Ok(NetworkConfig {
             host: self.host("broker.network.host")?,
             port: self.port("broker.network.port")?,
-        };
-        let s3 = S3BackupConfig {
+        })
+    }
+
+    fn s3(&self) -> Result<S3BackupConfig, ConfigError> {
+        Ok(S3BackupConfig {
             bucket_name: self.optional("broker.data.backup.s3.bucketName"),
             endpoint: self.optional_url("broker.data.backup.s3.endpoint")?,
             region: self.parse("broker.data.backup.s3.region", non_empty)?,
@@ -377,16 +383,22 @@ impl Raw {
             compression: self.parse("broker.data.backup.s3.compression", |s| {
                 s.parse::<BackupCompression>()
             })?,
-        };
-        let gcs = GcsBackupConfig {
+        })
+    }
+
+    fn gcs(&self) -> Result<GcsBackupConfig, ConfigError> {
+        Ok(GcsBackupConfig {
             bucket_name: self.optional("broker.data.backup.gcs.bucketName"),
             base_path: self.optional_base_path("broker.data.backup.gcs.basePath"),
             host: self.optional_url("broker.data.backup.gcs.host")?,
             credentials: self
                 .optional("broker.data.backup.gcs.credentials")
                 .map(PathBuf::from),
-        };
-        let azure = AzureBackupConfig {
+        })
+    }
+
+    fn azure(&self) -> Result<AzureBackupConfig, ConfigError> {
+        Ok(AzureBackupConfig {
             account: self.optional("broker.data.backup.azure.account"),
             key: self
                 .optional_verbatim("broker.data.backup.azure.key")
@@ -397,17 +409,20 @@ impl Raw {
             container: self.optional("broker.data.backup.azure.container"),
             endpoint: self.optional_url("broker.data.backup.azure.endpoint")?,
             base_path: self.optional_base_path("broker.data.backup.azure.basePath"),
-        };
-        let backup = BackupConfig {
+        })
+    }
+
+    fn backup(&self) -> Result<BackupConfig, ConfigError> {
+        Ok(BackupConfig {
             store: self.parse("broker.data.backup.store", |s| s.parse::<BackupStoreKind>())?,
             filesystem: FilesystemBackupConfig {
                 base_path: self
                     .optional("broker.data.backup.filesystem.basePath")
                     .map(PathBuf::from),
             },
-            s3,
-            gcs,
-            azure,
+            s3: self.s3()?,
+            gcs: self.gcs()?,
+            azure: self.azure()?,
             max_concurrent_uploads: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
                 let n = uint_in(s, 1, 64)?;
                 usize::try_from(n).map_err(|_| "must be between 1 and 64".to_string())
@@ -417,16 +432,22 @@ impl Raw {
             upload_memory_limit_bytes: self.parse("broker.data.backup.uploadMemoryLimit", |s| {
                 size_in(s, 8 << 20, 4 << 30, "8MB and 4GB")
             })?,
-        };
-        let data = DataConfig {
+        })
+    }
+
+    fn data(&self) -> Result<DataConfig, ConfigError> {
+        Ok(DataConfig {
             directory: self.parse("broker.data.directory", |s| non_empty(s).map(PathBuf::from))?,
             log_segment_size_bytes: self.parse("broker.data.logSegmentSize", |s| {
                 size_in(s, 4 << 10, 2 << 30, "4KB and 2GB")
             })?,
             snapshot_period: self.parse("broker.data.snapshotPeriod", duration_at_least_100ms)?,
-            backup,
-        };
-        let gateway = GatewayConfig {
+            backup: self.backup()?,
+        })
+    }
+
+    fn gateway(&self) -> Result<GatewayConfig, ConfigError> {
+        Ok(GatewayConfig {
             cluster: GatewayClusterConfig {
                 brokers: self.parse("gateway.cluster.brokers", parse_address_list)?,
                 request_timeout: self
@@ -465,16 +486,20 @@ impl Raw {
                     },
                 )?,
             },
-        };
+        })
+    }
+
+    /// Every section, parsed key by key.
+    fn into_config(self) -> Result<SluiceConfig, ConfigError> {
         Ok(SluiceConfig {
             broker: BrokerConfig {
-                cluster,
-                network,
+                cluster: self.cluster()?,
+                network: self.network()?,
                 tls: self.tls("broker.network.tls.certificate", "broker.network.tls.key")?,
                 insecure: self.parse("broker.network.insecure", parse_bool)?,
-                data,
+                data: self.data()?,
             },
-            gateway,
+            gateway: self.gateway()?,
         })
     }
 }
