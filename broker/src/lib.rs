@@ -12,15 +12,15 @@ pub mod metrics;
 pub mod outbox;
 pub mod partition;
 pub mod protocol;
-pub mod record;
 pub mod rejection;
-pub mod routing;
 pub mod service;
 pub mod snapshot;
-pub mod state;
 pub mod transport;
 
 pub use error::{BrokerError, Result};
+/// The deterministic ledger (records, state, routing) lives in its own crate, `sluice-ledger`,
+/// so that nothing non-deterministic can be linked into it; re-exported under the old paths.
+pub use sluice_ledger::{record, routing, state};
 
 /// Written into every backup manifest.
 pub const BROKER_VERSION: &str = env!("CARGO_PKG_VERSION");
