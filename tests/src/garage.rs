@@ -67,7 +67,10 @@ impl Garage {
 
     /// The S3 settings of this Garage (endpoint, bucket, key), as the brokers get them.
     pub fn s3(&self) -> S3Settings {
-        let setting = |key: &str| self.setting(&format!("SLUICE_BROKER_DATA_BACKUP_S3_{key}")).to_string();
+        let setting = |key: &str| {
+            self.setting(&format!("SLUICE_BROKER_DATA_BACKUP_S3_{key}"))
+                .to_string()
+        };
         S3Settings {
             endpoint: setting("ENDPOINT"),
             region: setting("REGION"),

@@ -27,7 +27,8 @@ pub use http::{
 };
 pub use paths::{bin, bin_dir, free_port, launcher, workspace_root};
 pub use process::{
-    clean_command, describe, run_program_in, run_restore, run_restore_in, tail, Proc, READY_TIMEOUT, STOP_TIMEOUT,
+    clean_command, describe, run_program_in, run_restore, run_restore_in, tail, Proc,
+    READY_TIMEOUT, STOP_TIMEOUT,
 };
 
 /// Environment of a process: `SLUICE_*` settings and the like.
