@@ -49,6 +49,7 @@ pub fn free_port() -> u16 {
     panic!("no free port found");
 }
 
+/// The `bin/<name>` launcher of the repository when the binaries are the workspace's own
 /// (`SLUICE_BIN_DIR` unset), else the binary `sluice-<name>` of [`bin_dir`] itself.
 pub fn launcher(name: &str) -> PathBuf {
     let binary = bin(&format!("sluice-{name}"));

@@ -254,8 +254,6 @@ pub fn run_program_in(program: &Path, env: &Env, cwd: &Path, args: &[&str]) -> O
     )
 }
 
-/// The `bin/<name>` launcher of the repository when the binaries are the workspace's own
-
 /// Runs `sluice-restore` with `env` and `args` in a fresh temporary directory.
 pub fn run_restore(env: &Env, args: &[&str]) -> Output {
     let cwd = tempfile::tempdir().expect("create a temporary directory");
