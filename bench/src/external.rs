@@ -5,6 +5,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use sluice_tests::S3Settings;
 use tempfile::TempDir;
 use tokio::process::Command;
 
@@ -113,12 +114,7 @@ pub struct Aws {
 
 impl Aws {
     /// `None` (with the reason) when `aws` is not installed.
-    pub async fn find(
-        endpoint: &str,
-        access_key: &str,
-        secret_key: &str,
-        region: &str,
-    ) -> std::result::Result<Aws, String> {
+    pub async fn find(s3: &S3Settings) -> std::result::Result<Aws, String> {
         let output = Command::new("aws")
             .arg("--version")
             .stdin(Stdio::null())
@@ -147,14 +143,17 @@ impl Aws {
             .prefix("sluice-bench-aws-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let file = format!("[default]\nregion = {region}\ns3 =\n  addressing_style = path\n");
+        let file = format!(
+            "[default]\nregion = {}\ns3 =\n  addressing_style = path\n",
+            s3.region
+        );
         std::fs::write(config.path().join("config"), file)
             .map_err(|e| format!("cannot write the aws config: {e}"))?;
         Ok(Aws {
-            endpoint: endpoint.to_string(),
-            access_key: access_key.to_string(),
-            secret_key: secret_key.to_string(),
-            region: region.to_string(),
+            endpoint: s3.endpoint.clone(),
+            access_key: s3.access_key.clone(),
+            secret_key: s3.secret_key.clone(),
+            region: s3.region.clone(),
             config,
             version,
         })

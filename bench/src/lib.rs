@@ -10,8 +10,11 @@
 //! a panic); `sluice-bench` also drops everything on Ctrl-C / SIGTERM.
 
 pub mod args;
+mod backups;
 pub mod external;
+mod fill;
 pub mod loadgen;
+mod phases;
 pub mod report;
 pub mod run;
 pub mod stats;

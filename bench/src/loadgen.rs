@@ -668,19 +668,84 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
         .progress
         .clone()
         .map(|label| tokio::spawn(progress(label, config.duration, live.clone(), done.clone())));
-    let commands_url = format!("{url}/v1/commands");
-    let started = Instant::now();
-    let deadline = started + config.duration;
-    let mut tally = Tally::default();
-    if config.rate == 0 {
+    let load = Load {
+        client: client.clone(),
+        commands_url: format!("{url}/v1/commands"),
+        accounts,
+        live,
+        started: Instant::now(),
+    };
+    let tally = if config.rate == 0 {
+        load.closed_loop(&config).await?
+    } else {
+        load.open_loop(&config).await
+    };
+    let elapsed = load.started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    if let Some(printer) = printer {
+        let _ = printer.await;
+    }
+
+    let ledger = match total_before {
+        Some(total_before) => Some(check_ledger(&client, &url, total_before, &tally).await?),
+        None => None,
+    };
+    Ok(LoadReport {
+        config,
+        partitions,
+        elapsed,
+        requests: tally.requests,
+        ok: tally.ok,
+        errors: tally.errors,
+        codes: tally.codes,
+        first_error: tally.first_error,
+        latency: tally.latency,
+        by_kind: tally.by_kind,
+        deposited: tally.deposited,
+        withdrawn: tally.withdrawn,
+        ledger,
+    })
+}
+
+/// Waits until cross-partition transfers landed and compares the total with what the run
+/// deposited and withdrew.
+async fn check_ledger(
+    client: &reqwest::Client,
+    url: &str,
+    total_before: u64,
+    tally: &Tally,
+) -> Result<LedgerCheck> {
+    let (total_after, drained_in) = drained_total(client, url).await?;
+    Ok(LedgerCheck {
+        total_before,
+        total_after,
+        expected_after: total_before + tally.deposited - tally.withdrawn,
+        drained_in,
+    })
+}
+
+/// What every sender of a load shares.
+struct Load {
+    client: reqwest::Client,
+    commands_url: String,
+    accounts: Arc<Accounts>,
+    live: Arc<Live>,
+    started: Instant,
+}
+
+impl Load {
+    /// `config.concurrency` workers, each sending its next request as soon as the previous one
+    /// is answered, until `config.duration` is over.
+    async fn closed_loop(&self, config: &LoadConfig) -> Result<Tally> {
+        let deadline = self.started + config.duration;
         let mut workers = tokio::task::JoinSet::new();
         for worker in 0..config.concurrency {
             let (client, url, config, accounts, live) = (
-                client.clone(),
-                commands_url.clone(),
+                self.client.clone(),
+                self.commands_url.clone(),
                 config.clone(),
-                accounts.clone(),
-                live.clone(),
+                self.accounts.clone(),
+                self.live.clone(),
             );
             workers.spawn(async move {
                 let mut rng = Rng::new(config.seed.wrapping_add(worker as u64 * 7919));
@@ -701,10 +766,17 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
                 tally
             });
         }
+        let mut tally = Tally::default();
         while let Some(result) = workers.join_next().await {
             tally.merge(result.context("a load worker panicked")?);
         }
-    } else {
+        Ok(tally)
+    }
+
+    /// One request every `batch / rate` seconds on a fixed schedule, at most
+    /// `config.concurrency` in flight, until `config.duration` is over.
+    async fn open_loop(&self, config: &LoadConfig) -> Tally {
+        let deadline = self.started + config.duration;
         let interval = Duration::from_secs_f64(config.batch as f64 / config.rate as f64);
         let permits = Arc::new(Semaphore::new(config.concurrency));
         let results = Arc::new(Mutex::new(Tally::default()));
@@ -712,7 +784,7 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
         let mut tasks = tokio::task::JoinSet::new();
         let mut k: u32 = 0;
         loop {
-            let scheduled = started + interval * k;
+            let scheduled = self.started + interval * k;
             if scheduled >= deadline {
                 break;
             }
@@ -720,11 +792,11 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
             // Waiting for a permit delays the send, not the clock: latency counts from
             // `scheduled`.
             let permit = permits.clone().acquire_owned().await.expect("not closed");
-            let (body, kinds) = build_batch(&config, &accounts, &mut rng);
+            let (body, kinds) = build_batch(config, &self.accounts, &mut rng);
             let (client, url, live, results) = (
-                client.clone(),
-                commands_url.clone(),
-                live.clone(),
+                self.client.clone(),
+                self.commands_url.clone(),
+                self.live.clone(),
                 results.clone(),
             );
             tasks.spawn(async move {
@@ -738,41 +810,9 @@ pub async fn run(config: LoadConfig) -> Result<LoadReport> {
             k += 1;
         }
         while tasks.join_next().await.is_some() {}
-        tally = std::mem::take(&mut *results.lock().expect("results lock"));
+        let tally = std::mem::take(&mut *results.lock().expect("results lock"));
+        tally
     }
-    let elapsed = started.elapsed();
-    done.store(true, Ordering::Relaxed);
-    if let Some(printer) = printer {
-        let _ = printer.await;
-    }
-
-    let ledger = match total_before {
-        Some(total_before) => {
-            let (total_after, drained_in) = drained_total(&client, &url).await?;
-            Some(LedgerCheck {
-                total_before,
-                total_after,
-                expected_after: total_before + tally.deposited - tally.withdrawn,
-                drained_in,
-            })
-        }
-        None => None,
-    };
-    Ok(LoadReport {
-        config,
-        partitions,
-        elapsed,
-        requests: tally.requests,
-        ok: tally.ok,
-        errors: tally.errors,
-        codes: tally.codes,
-        first_error: tally.first_error,
-        latency: tally.latency,
-        by_kind: tally.by_kind,
-        deposited: tally.deposited,
-        withdrawn: tally.withdrawn,
-        ledger,
-    })
 }
 
 #[cfg(test)]

@@ -6,45 +6,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_backup_store::{
-    BackupIdentifier, BackupStatus, BackupStore, BackupStoreOptions, StoreKind,
-};
+use sluice_backup_store::{BackupIdentifier, BackupStatus};
 use sluice_tests::*;
 
 /// Roughly 2.5 MB of log at 256 KiB/s: an upload of about ten seconds, long enough to interrupt.
 const ACCOUNTS: usize = 25_000;
 const UPLOAD_RATE: &str = "256KB";
-
-fn store_on(garage: &Garage) -> BackupStore {
-    let endpoint = garage
-        .setting("SLUICE_BROKER_DATA_BACKUP_S3_ENDPOINT")
-        .to_string();
-    BackupStore::open(BackupStoreOptions::new(
-        StoreKind::S3 {
-            bucket: garage
-                .setting("SLUICE_BROKER_DATA_BACKUP_S3_BUCKETNAME")
-                .to_string(),
-            allow_http: true,
-            endpoint: Some(endpoint),
-            region: garage
-                .setting("SLUICE_BROKER_DATA_BACKUP_S3_REGION")
-                .to_string(),
-            access_key: Some(
-                garage
-                    .setting("SLUICE_BROKER_DATA_BACKUP_S3_ACCESSKEY")
-                    .to_string(),
-            ),
-            secret_key: Some(
-                garage
-                    .setting("SLUICE_BROKER_DATA_BACKUP_S3_SECRETKEY")
-                    .to_string(),
-            ),
-            force_path_style: true,
-        },
-        None,
-    ))
-    .expect("open the S3 backup store")
-}
 
 /// Waits until backup `id` is IN_PROGRESS (its manifest is in the bucket), then two more seconds,
 /// so that the outage hits the middle of the upload; panics if it completed meanwhile.
@@ -71,7 +38,7 @@ async fn wait_failed(mgmt: &str, id: u64, timeout: Duration) -> (Value, Duration
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_outage_mid_upload_fails_the_backup_and_a_later_one_succeeds() {
     let garage = Garage::start();
-    let store = store_on(&garage);
+    let store = garage.store(None);
     let spec = ClusterSpec::new(1, 1)
         .with_env(&garage.env())
         .with("SLUICE_BROKER_DATA_BACKUP_UPLOADRATELIMIT", UPLOAD_RATE)
