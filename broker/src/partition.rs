@@ -238,54 +238,43 @@ impl PartitionService {
         if state.partition_id != options.partition_id
             || state.partitions_count != options.partitions_count
         {
-            return Err(BrokerError::CorruptSnapshot {
+            return Err(BrokerError::PartitionLayoutChanged {
                 path: snapshots_dir,
-                reason: format!(
-                    "the data was written for partition {} of {}, but this broker is configured for partition {} of {} (broker.cluster.partitionsCount must not change)",
-                    state.partition_id,
-                    state.partitions_count,
-                    options.partition_id,
-                    options.partitions_count
-                ),
+                stored_partition_id: state.partition_id,
+                stored_partitions_count: state.partitions_count,
+                configured_partition_id: options.partition_id,
+                configured_partitions_count: options.partitions_count,
             });
         }
         if log.first_position() > state.processed_position + 1 {
-            return Err(BrokerError::CorruptLog {
+            return Err(BrokerError::LogStartsAfterSnapshot {
                 path: options.directory.join("log"),
-                offset: 0,
-                reason: format!(
-                    "the log starts at position {} but the newest loadable snapshot ends at {}: records are missing",
-                    log.first_position(),
-                    state.processed_position
-                ),
+                log_first_position: log.first_position(),
+                snapshot_position: state.processed_position,
             });
         }
         // A log that ends before the snapshot (segments deleted or truncated, a disk that lost
         // the tail) would give the next record a position the state has already processed.
         if log.next_position() <= state.processed_position {
-            return Err(BrokerError::CorruptLog {
+            return Err(BrokerError::LogEndsBeforeSnapshot {
                 path: options.directory.join("log"),
-                offset: 0,
-                reason: format!(
-                    "partition {}: the newest loadable snapshot {} is at position {} but the log ends at position {}: records {}..={} are missing (segments deleted or truncated?); the partition cannot go on from that snapshot",
-                    options.partition_id,
-                    latest_snapshot
-                        .as_ref()
-                        .map_or_else(String::new, |s: &SnapshotRef| s.meta.snapshot_id.clone()),
-                    state.processed_position,
-                    log.next_position() - 1,
-                    log.next_position(),
-                    state.processed_position
-                ),
+                partition_id: options.partition_id,
+                snapshot_id: latest_snapshot
+                    .as_ref()
+                    .map_or_else(String::new, |s: &SnapshotRef| s.meta.snapshot_id.clone()),
+                snapshot_position: state.processed_position,
+                log_last_position: log.next_position() - 1,
             });
         }
         let mut replayed = 0u64;
-        log.replay(state.processed_position + 1, |position, payload| {
-            let command = Command::decode(payload).map_err(|reason| BrokerError::CorruptLog {
-                path: options.directory.join("log"),
-                offset: 0,
-                reason: format!("record at position {position} does not decode: {reason}"),
-            })?;
+        log.replay(state.processed_position + 1, |position, payload, at| {
+            let command =
+                Command::decode(payload).map_err(|source| BrokerError::CorruptRecord {
+                    path: at.path.to_path_buf(),
+                    offset: at.offset,
+                    position,
+                    source,
+                })?;
             state.apply(position, &command);
             replayed += 1;
             Ok(())
