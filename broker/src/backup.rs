@@ -50,6 +50,7 @@ use crate::error::{BrokerError, Result};
 use crate::metrics::{BackupMetrics, InProgressGuard};
 use crate::partition::ReservationGuard;
 use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
+use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -171,11 +172,15 @@ const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// is then retried until it lands): a backup does not stay IN_PROGRESS while the store is down.
 pub const COMPLETED_MANIFEST_BUDGET: Duration = Duration::from_secs(15 * 60);
 /// The first delay between attempts to write a final manifest (or to fail a restart's
-/// leftovers); doubled after every failure up to [`STORE_RETRY_DELAY_MAX`].
+/// leftovers, or to learn the store's backup ids); doubled after every failure up to
+/// [`STORE_RETRY_DELAY_MAX`].
 const STORE_RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
 /// The longest delay between two attempts: bounds the rate at which a store that is down is
 /// asked, for as long as it is down.
 pub const STORE_RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
+/// How every store call of the backup service is retried: for as long as the store is down.
+pub const STORE_RETRY: RetryPolicy =
+    RetryPolicy::exponential(STORE_RETRY_DELAY_MIN, STORE_RETRY_DELAY_MAX);
 /// Manifests read at the same time when listing backups.
 const LIST_MANIFEST_READS: usize = 16;
 
@@ -388,9 +393,9 @@ async fn execute(
     // in the store: transient errors are retried with capped backoff for as long as the store
     // is down (until then this broker answers the status from memory); a permanent error ends
     // the attempts at once, and the FAILED status stays in memory.
-    let completed_deadline = tokio::time::Instant::now() + COMPLETED_MANIFEST_BUDGET;
-    let mut delay = STORE_RETRY_DELAY_MIN;
-    for attempt in 1u64.. {
+    let mut backoff = STORE_RETRY.start();
+    loop {
+        let attempt = backoff.failures() + 1;
         let write = tokio::time::timeout(call_timeout, store.write_manifest(&final_manifest)).await;
         match write {
             Ok(Ok(())) => {
@@ -440,7 +445,7 @@ async fn execute(
                 );
             }
         }
-        if completed && tokio::time::Instant::now() >= completed_deadline {
+        if completed && backoff.elapsed() >= COMPLETED_MANIFEST_BUDGET {
             let reason = format!(
                 "the COMPLETED manifest could not be written within {}; is the backup store reachable? take a new backup",
                 humantime::format_duration(COMPLETED_MANIFEST_BUDGET)
@@ -450,8 +455,7 @@ async fn execute(
             fail_in_memory(&reason, &mut in_progress);
             final_manifest = manifest.clone().fail(reason);
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+        backoff.wait().await;
     }
 }
 
@@ -684,7 +688,7 @@ impl BackupHandle {
     /// [`Self::learn_stored_backup_ids`] at start-up, retried with capped backoff until the
     /// store answers (a trigger before that learns on its own).
     pub async fn learn_stored_backup_ids_until_done(&self, partitions_count: u32) {
-        let mut delay = STORE_RETRY_DELAY_MIN;
+        let mut backoff = STORE_RETRY.start();
         loop {
             match self.learn_stored_backup_ids(partitions_count).await {
                 Ok(highest) => {
@@ -693,8 +697,7 @@ impl BackupHandle {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not list the backups in the store; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+                    backoff.wait().await;
                 }
             }
         }
@@ -733,8 +736,8 @@ impl BackupHandle {
         latest_checkpoint: Option<(u64, u64)>,
         partitions_count: u32,
     ) {
-        let mut delay = STORE_RETRY_DELAY_MIN;
-        for attempt in 1u64.. {
+        let mut backoff = STORE_RETRY.start();
+        loop {
             match self
                 .try_fail_unfinished(partition_id, latest_checkpoint, partitions_count)
                 .await
@@ -750,10 +753,9 @@ impl BackupHandle {
                     return;
                 }
                 Err(error) => {
-                    tracing::warn!(partition = partition_id, attempt, %error,
+                    tracing::warn!(partition = partition_id, attempt = backoff.failures() + 1, %error,
                         "could not check for interrupted backups; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+                    backoff.wait().await;
                 }
             }
         }

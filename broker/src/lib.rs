@@ -13,6 +13,7 @@ pub mod partition;
 pub mod protocol;
 pub mod record;
 pub mod rejection;
+pub mod retry;
 pub mod routing;
 pub mod service;
 pub mod snapshot;
