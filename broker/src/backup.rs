@@ -39,8 +39,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures::{StreamExt, TryStreamExt};
 use sluice_backup_store::{
-    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileEntry, FileKind, Manifest,
-    Throttle, LIST_CONCURRENCY,
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, FileEntry,
+    FileKind, Manifest, Throttle, LIST_CONCURRENCY,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -96,7 +96,28 @@ pub struct BackupJob {
     pub reservation: ReservationGuard,
     /// Set when the backup cannot be taken (e.g. a snapshot file cannot be read): it ends FAILED
     /// with this reason, uploading nothing.
-    pub failure: Option<String>,
+    pub failure: Option<BackupFailure>,
+}
+
+/// Why a partition backup failed. Kept as a value while the backup runs; its text becomes the
+/// failure reason where the FAILED status is recorded (in memory and in the manifest).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFailure {
+    #[error("cannot read snapshot file {path}: {source}; check the disk and the file permissions of the data directory, then take a new backup")]
+    SnapshotUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing the IN_PROGRESS manifest timed out after {timeout:?}; is the backup store reachable?")]
+    ManifestTimeout { timeout: Duration },
+    #[error("upload of {name} ({len_bytes} bytes) did not finish within {deadline:?}; is the backup store reachable?")]
+    UploadTimeout {
+        name: String,
+        len_bytes: u64,
+        deadline: Duration,
+    },
+    #[error(transparent)]
+    Store(#[from] BackupStoreError),
 }
 
 #[derive(Debug, Clone)]
@@ -318,8 +339,9 @@ async fn execute(
         }
         tokio::time::timeout(call_timeout, store.write_manifest(&manifest))
             .await
-            .map_err(|_| format!("writing the IN_PROGRESS manifest timed out after {call_timeout:?}"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| BackupFailure::ManifestTimeout {
+                timeout: call_timeout,
+            })??;
         let entries: Vec<FileEntry> = futures::stream::iter(files)
             .map(|file| {
                 let store = store.clone();
@@ -345,18 +367,19 @@ async fn execute(
                             metrics.file_uploaded(entry.stored_bytes);
                             Ok(entry)
                         }
-                        Ok(Err(error)) => Err(error.to_string()),
-                        Err(_) => Err(format!(
-                            "upload of {} ({} bytes) did not finish within {deadline:?}; is the backup store reachable?",
-                            file.name, file.len_bytes
-                        )),
+                        Ok(Err(error)) => Err(BackupFailure::Store(error)),
+                        Err(_) => Err(BackupFailure::UploadTimeout {
+                            name: file.name,
+                            len_bytes: file.len_bytes,
+                            deadline,
+                        }),
                     }
                 }
             })
             .buffered(options.max_concurrent_uploads.max(1))
             .try_collect()
             .await?;
-        Ok::<_, String>(entries)
+        Ok::<_, BackupFailure>(entries)
     }
     .await;
     drop(reservation);

@@ -21,7 +21,7 @@ use sluice_backup_store::{BackupDescriptor, BackupIdentifier, FileKind};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{BackupHandle, BackupJob, FileToUpload};
+use crate::backup::{BackupFailure, BackupHandle, BackupJob, FileToUpload};
 use crate::error::{io_err, BrokerError, Result};
 use crate::log::{Appended, Log};
 use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
@@ -578,11 +578,8 @@ impl PartitionService {
                         path,
                         len_bytes: meta.len(),
                     }),
-                    Err(error) => {
-                        failure.get_or_insert(format!(
-                            "cannot read snapshot file {}: {error}; check the disk and the file permissions of the data directory, then take a new backup",
-                            path.display()
-                        ));
+                    Err(source) => {
+                        failure.get_or_insert(BackupFailure::SnapshotUnreadable { path, source });
                     }
                 }
             }
