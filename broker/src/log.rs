@@ -292,11 +292,20 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(segments)
 }
 
-/// Scans every segment of `dir` strictly; `allow_torn_tail` permits an invalid tail in the last
-/// segment and truncates it. Calls `visit` for every valid record.
+/// What [`scan_all`] does with an invalid tail of the last segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TornTail {
+    /// Cut it off (opening the log for writing: a crash in the middle of a write).
+    Truncate,
+    /// Refuse it like any other bad frame (reading a log that must be whole).
+    Refuse,
+}
+
+/// Scans every segment of `dir` strictly, with `torn_tail` deciding about an invalid tail of
+/// the last segment. Calls `visit` for every valid record.
 fn scan_all(
     dir: &Path,
-    allow_torn_tail: bool,
+    torn_tail: TornTail,
     mut visit: impl FnMut(u64, &[u8], u64, &SegmentInfo) -> Result<()>,
 ) -> Result<Vec<SegmentInfo>> {
     let files = list_segments(dir)?;
@@ -328,7 +337,7 @@ fn scan_all(
         info.len_bytes = scan.valid_len;
         if let Some(reason) = scan.invalid_tail {
             let is_last = index + 1 == count;
-            if !(is_last && allow_torn_tail) {
+            if !(is_last && torn_tail == TornTail::Truncate) {
                 return Err(BrokerError::CorruptLog {
                     path,
                     offset: scan.valid_len,
@@ -375,7 +384,7 @@ impl Log {
     /// Opens (or creates) the log in `dir`, truncating a torn tail.
     pub fn open(dir: &Path, segment_bytes_max: u64) -> Result<Log> {
         fs::create_dir_all(dir).map_err(io_err(dir, "create log directory"))?;
-        let mut segments = scan_all(dir, true, |_, _, _, _| Ok(()))?;
+        let mut segments = scan_all(dir, TornTail::Truncate, |_, _, _, _| Ok(()))?;
         if segments.is_empty() {
             let path = dir.join(segment_file_name(1));
             File::create(&path).map_err(io_err(&path, "create segment"))?;
@@ -563,12 +572,16 @@ impl Log {
 /// right after it and deletes later segments. Returns the record's payload. Used by restore.
 pub fn truncate_after(dir: &Path, position: u64) -> Result<Vec<u8>> {
     let mut found: Option<(Vec<u8>, u64, PathBuf)> = None;
-    let segments = scan_all(dir, false, |record_position, payload, end, segment| {
-        if record_position == position {
-            found = Some((payload.to_vec(), end, segment.path.clone()));
-        }
-        Ok(())
-    })?;
+    let segments = scan_all(
+        dir,
+        TornTail::Refuse,
+        |record_position, payload, end, segment| {
+            if record_position == position {
+                found = Some((payload.to_vec(), end, segment.path.clone()));
+            }
+            Ok(())
+        },
+    )?;
     let (payload, end, path) = found.ok_or_else(|| BrokerError::RecordNotInLog {
         path: dir.to_path_buf(),
         position,
