@@ -107,7 +107,6 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         }
         BrokerError::BackupInProgress { .. } => (StatusCode::CONFLICT, ErrorKind::BackupInProgress),
         BrokerError::BackupIdTaken { .. } => (StatusCode::CONFLICT, ErrorKind::BackupExists),
-        BrokerError::BackupNotFound { .. } => (StatusCode::NOT_FOUND, ErrorKind::BackupNotFound),
         BrokerError::BackupStore(_) | BrokerError::BackupStoreTimeout { .. } => {
             (StatusCode::BAD_GATEWAY, ErrorKind::BackupStore)
         }
@@ -118,7 +117,14 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         | BrokerError::Bind { .. }
         | BrokerError::Tls { .. }
         | BrokerError::CorruptLog { .. }
+        | BrokerError::CorruptRecord { .. }
+        | BrokerError::UnexpectedLogFile { .. }
+        | BrokerError::LogSegmentsDisjoint { .. }
+        | BrokerError::LogStartsAfterSnapshot { .. }
+        | BrokerError::LogEndsBeforeSnapshot { .. }
+        | BrokerError::RecordNotInLog { .. }
         | BrokerError::CorruptSnapshot { .. }
+        | BrokerError::PartitionLayoutChanged { .. }
         | BrokerError::UnfinishedRestore { .. } => {
             (StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal)
         }

@@ -39,8 +39,8 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures::{StreamExt, TryStreamExt};
 use sluice_backup_store::{
-    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileEntry, FileKind, Manifest,
-    Throttle, LIST_CONCURRENCY,
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, FileEntry,
+    FileKind, Manifest, Throttle, LIST_CONCURRENCY,
 };
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
@@ -50,6 +50,7 @@ use crate::error::{BrokerError, Result};
 use crate::metrics::{BackupMetrics, InProgressGuard};
 use crate::partition::ReservationGuard;
 use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
+use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
@@ -95,7 +96,28 @@ pub struct BackupJob {
     pub reservation: ReservationGuard,
     /// Set when the backup cannot be taken (e.g. a snapshot file cannot be read): it ends FAILED
     /// with this reason, uploading nothing.
-    pub failure: Option<String>,
+    pub failure: Option<BackupFailure>,
+}
+
+/// Why a partition backup failed. Kept as a value while the backup runs; its text becomes the
+/// failure reason where the FAILED status is recorded (in memory and in the manifest).
+#[derive(Debug, thiserror::Error)]
+pub enum BackupFailure {
+    #[error("cannot read snapshot file {path}: {source}; check the disk and the file permissions of the data directory, then take a new backup")]
+    SnapshotUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("writing the IN_PROGRESS manifest timed out after {timeout:?}; is the backup store reachable?")]
+    ManifestTimeout { timeout: Duration },
+    #[error("upload of {name} ({len_bytes} bytes) did not finish within {deadline:?}; is the backup store reachable?")]
+    UploadTimeout {
+        name: String,
+        len_bytes: u64,
+        deadline: Duration,
+    },
+    #[error(transparent)]
+    Store(#[from] BackupStoreError),
 }
 
 #[derive(Debug, Clone)]
@@ -171,11 +193,15 @@ const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// is then retried until it lands): a backup does not stay IN_PROGRESS while the store is down.
 pub const COMPLETED_MANIFEST_BUDGET: Duration = Duration::from_secs(15 * 60);
 /// The first delay between attempts to write a final manifest (or to fail a restart's
-/// leftovers); doubled after every failure up to [`STORE_RETRY_DELAY_MAX`].
+/// leftovers, or to learn the store's backup ids); doubled after every failure up to
+/// [`STORE_RETRY_DELAY_MAX`].
 const STORE_RETRY_DELAY_MIN: Duration = Duration::from_millis(200);
 /// The longest delay between two attempts: bounds the rate at which a store that is down is
 /// asked, for as long as it is down.
 pub const STORE_RETRY_DELAY_MAX: Duration = Duration::from_secs(30);
+/// How every store call of the backup service is retried: for as long as the store is down.
+pub const STORE_RETRY: RetryPolicy =
+    RetryPolicy::exponential(STORE_RETRY_DELAY_MIN, STORE_RETRY_DELAY_MAX);
 /// Manifests read at the same time when listing backups.
 const LIST_MANIFEST_READS: usize = 16;
 
@@ -313,8 +339,9 @@ async fn execute(
         }
         tokio::time::timeout(call_timeout, store.write_manifest(&manifest))
             .await
-            .map_err(|_| format!("writing the IN_PROGRESS manifest timed out after {call_timeout:?}"))?
-            .map_err(|error| error.to_string())?;
+            .map_err(|_| BackupFailure::ManifestTimeout {
+                timeout: call_timeout,
+            })??;
         let entries: Vec<FileEntry> = futures::stream::iter(files)
             .map(|file| {
                 let store = store.clone();
@@ -340,18 +367,19 @@ async fn execute(
                             metrics.file_uploaded(entry.stored_bytes);
                             Ok(entry)
                         }
-                        Ok(Err(error)) => Err(error.to_string()),
-                        Err(_) => Err(format!(
-                            "upload of {} ({} bytes) did not finish within {deadline:?}; is the backup store reachable?",
-                            file.name, file.len_bytes
-                        )),
+                        Ok(Err(error)) => Err(BackupFailure::Store(error)),
+                        Err(_) => Err(BackupFailure::UploadTimeout {
+                            name: file.name,
+                            len_bytes: file.len_bytes,
+                            deadline,
+                        }),
                     }
                 }
             })
             .buffered(options.max_concurrent_uploads.max(1))
             .try_collect()
             .await?;
-        Ok::<_, String>(entries)
+        Ok::<_, BackupFailure>(entries)
     }
     .await;
     drop(reservation);
@@ -388,9 +416,9 @@ async fn execute(
     // in the store: transient errors are retried with capped backoff for as long as the store
     // is down (until then this broker answers the status from memory); a permanent error ends
     // the attempts at once, and the FAILED status stays in memory.
-    let completed_deadline = tokio::time::Instant::now() + COMPLETED_MANIFEST_BUDGET;
-    let mut delay = STORE_RETRY_DELAY_MIN;
-    for attempt in 1u64.. {
+    let mut backoff = STORE_RETRY.start();
+    loop {
+        let attempt = backoff.failures() + 1;
         let write = tokio::time::timeout(call_timeout, store.write_manifest(&final_manifest)).await;
         match write {
             Ok(Ok(())) => {
@@ -440,7 +468,7 @@ async fn execute(
                 );
             }
         }
-        if completed && tokio::time::Instant::now() >= completed_deadline {
+        if completed && backoff.elapsed() >= COMPLETED_MANIFEST_BUDGET {
             let reason = format!(
                 "the COMPLETED manifest could not be written within {}; is the backup store reachable? take a new backup",
                 humantime::format_duration(COMPLETED_MANIFEST_BUDGET)
@@ -450,8 +478,7 @@ async fn execute(
             fail_in_memory(&reason, &mut in_progress);
             final_manifest = manifest.clone().fail(reason);
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+        backoff.wait().await;
     }
 }
 
@@ -684,7 +711,7 @@ impl BackupHandle {
     /// [`Self::learn_stored_backup_ids`] at start-up, retried with capped backoff until the
     /// store answers (a trigger before that learns on its own).
     pub async fn learn_stored_backup_ids_until_done(&self, partitions_count: u32) {
-        let mut delay = STORE_RETRY_DELAY_MIN;
+        let mut backoff = STORE_RETRY.start();
         loop {
             match self.learn_stored_backup_ids(partitions_count).await {
                 Ok(highest) => {
@@ -693,8 +720,7 @@ impl BackupHandle {
                 }
                 Err(error) => {
                     tracing::warn!(%error, "could not list the backups in the store; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+                    backoff.wait().await;
                 }
             }
         }
@@ -733,8 +759,8 @@ impl BackupHandle {
         latest_checkpoint: Option<(u64, u64)>,
         partitions_count: u32,
     ) {
-        let mut delay = STORE_RETRY_DELAY_MIN;
-        for attempt in 1u64.. {
+        let mut backoff = STORE_RETRY.start();
+        loop {
             match self
                 .try_fail_unfinished(partition_id, latest_checkpoint, partitions_count)
                 .await
@@ -750,10 +776,9 @@ impl BackupHandle {
                     return;
                 }
                 Err(error) => {
-                    tracing::warn!(partition = partition_id, attempt, %error,
+                    tracing::warn!(partition = partition_id, attempt = backoff.failures() + 1, %error,
                         "could not check for interrupted backups; retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(STORE_RETRY_DELAY_MAX);
+                    backoff.wait().await;
                 }
             }
         }

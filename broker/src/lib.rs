@@ -13,6 +13,7 @@ pub mod outbox;
 pub mod partition;
 pub mod protocol;
 pub mod rejection;
+pub mod retry;
 pub mod service;
 pub mod snapshot;
 pub mod transport;

@@ -102,6 +102,13 @@ fn encode_frame(position: u64, payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Where a record's frame starts: its segment file and the byte offset in it.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameAt<'a> {
+    pub path: &'a Path,
+    pub offset: u64,
+}
+
 /// Reads frames from `reader`, calling `visit(position, payload, end_offset)` for each valid one.
 /// Stops at the end of the file or at the first invalid frame (reported in `invalid_tail`).
 fn scan_frames(
@@ -277,23 +284,28 @@ fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     for entry in fs::read_dir(dir).map_err(io_err(dir, "list log directory"))? {
         let entry = entry.map_err(io_err(dir, "list log directory"))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        let first = parse_segment_file_name(&name).ok_or_else(|| BrokerError::CorruptLog {
-            path: entry.path(),
-            offset: 0,
-            reason: "unexpected file in the log directory (segments are named <20 digits>.log)"
-                .into(),
-        })?;
+        let first = parse_segment_file_name(&name)
+            .ok_or_else(|| BrokerError::UnexpectedLogFile { path: entry.path() })?;
         segments.push((first, entry.path()));
     }
     segments.sort();
     Ok(segments)
 }
 
-/// Scans every segment of `dir` strictly; `allow_torn_tail` permits an invalid tail in the last
-/// segment and truncates it. Calls `visit` for every valid record.
+/// What [`scan_all`] does with an invalid tail of the last segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TornTail {
+    /// Cut it off (opening the log for writing: a crash in the middle of a write).
+    Truncate,
+    /// Refuse it like any other bad frame (reading a log that must be whole).
+    Refuse,
+}
+
+/// Scans every segment of `dir` strictly, with `torn_tail` deciding about an invalid tail of
+/// the last segment. Calls `visit` for every valid record.
 fn scan_all(
     dir: &Path,
-    allow_torn_tail: bool,
+    torn_tail: TornTail,
     mut visit: impl FnMut(u64, &[u8], u64, &SegmentInfo) -> Result<()>,
 ) -> Result<Vec<SegmentInfo>> {
     let files = list_segments(dir)?;
@@ -305,12 +317,10 @@ fn scan_all(
                 .last_position
                 .map_or(previous.first_position, |p| p + 1);
             if first_position != expected {
-                return Err(BrokerError::CorruptLog {
+                return Err(BrokerError::LogSegmentsDisjoint {
                     path,
-                    offset: 0,
-                    reason: format!(
-                        "segment starts at position {first_position} but the previous segment ends before {expected}"
-                    ),
+                    first_position,
+                    expected_position: expected,
                 });
             }
         }
@@ -327,7 +337,7 @@ fn scan_all(
         info.len_bytes = scan.valid_len;
         if let Some(reason) = scan.invalid_tail {
             let is_last = index + 1 == count;
-            if !(is_last && allow_torn_tail) {
+            if !(is_last && torn_tail == TornTail::Truncate) {
                 return Err(BrokerError::CorruptLog {
                     path,
                     offset: scan.valid_len,
@@ -374,7 +384,7 @@ impl Log {
     /// Opens (or creates) the log in `dir`, truncating a torn tail.
     pub fn open(dir: &Path, segment_bytes_max: u64) -> Result<Log> {
         fs::create_dir_all(dir).map_err(io_err(dir, "create log directory"))?;
-        let mut segments = scan_all(dir, true, |_, _, _, _| Ok(()))?;
+        let mut segments = scan_all(dir, TornTail::Truncate, |_, _, _, _| Ok(()))?;
         if segments.is_empty() {
             let path = dir.join(segment_file_name(1));
             File::create(&path).map_err(io_err(&path, "create segment"))?;
@@ -475,11 +485,12 @@ impl Log {
         Ok(())
     }
 
-    /// Calls `visit` for every durable record with a position ≥ `from_position`, in order.
+    /// Calls `visit` for every durable record with a position ≥ `from_position`, in order, with
+    /// where its frame is (so that a record that does not decode can be named).
     pub fn replay(
         &self,
         from_position: u64,
-        mut visit: impl FnMut(u64, &[u8]) -> Result<()>,
+        mut visit: impl FnMut(u64, &[u8], FrameAt<'_>) -> Result<()>,
     ) -> Result<()> {
         for segment in &self.segments {
             if segment
@@ -491,9 +502,13 @@ impl Log {
             let scan = scan_frames(
                 &segment.path,
                 segment.first_position,
-                |position, payload, _| {
+                |position, payload, end| {
                     if position >= from_position {
-                        visit(position, payload)?;
+                        let at = FrameAt {
+                            path: &segment.path,
+                            offset: end - FRAME_HEADER_BYTES - payload.len() as u64,
+                        };
+                        visit(position, payload, at)?;
                     }
                     Ok(())
                 },
@@ -557,23 +572,24 @@ impl Log {
 /// right after it and deletes later segments. Returns the record's payload. Used by restore.
 pub fn truncate_after(dir: &Path, position: u64) -> Result<Vec<u8>> {
     let mut found: Option<(Vec<u8>, u64, PathBuf)> = None;
-    let segments = scan_all(dir, false, |record_position, payload, end, segment| {
-        if record_position == position {
-            found = Some((payload.to_vec(), end, segment.path.clone()));
-        }
-        Ok(())
-    })?;
-    let (payload, end, path) = found.ok_or_else(|| BrokerError::CorruptLog {
+    let segments = scan_all(
+        dir,
+        TornTail::Refuse,
+        |record_position, payload, end, segment| {
+            if record_position == position {
+                found = Some((payload.to_vec(), end, segment.path.clone()));
+            }
+            Ok(())
+        },
+    )?;
+    let (payload, end, path) = found.ok_or_else(|| BrokerError::RecordNotInLog {
         path: dir.to_path_buf(),
-        offset: 0,
-        reason: format!(
-            "the log holds no record at position {position} (segments: {})",
-            segments
-                .iter()
-                .map(|s| format!("{}..{:?}", s.first_position, s.last_position))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        position,
+        segments: segments
+            .iter()
+            .map(|s| format!("{}..{:?}", s.first_position, s.last_position))
+            .collect::<Vec<_>>()
+            .join(", "),
     })?;
     for segment in &segments {
         if segment.path == path {
@@ -602,7 +618,7 @@ mod tests {
 
     fn collect(log: &Log, from: u64) -> Vec<(u64, Vec<u8>)> {
         let mut records = Vec::new();
-        log.replay(from, |position, payload| {
+        log.replay(from, |position, payload, _| {
             records.push((position, payload.to_vec()));
             Ok(())
         })

@@ -14,9 +14,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::BrokerClient;
+use crate::client::{BrokerClient, ClientError};
+use crate::error::BrokerError;
 use crate::partition::PartitionHandle;
 use crate::record::{answer_for_credit, Delivery, Outcome};
+use crate::retry::RetryPolicy;
 use crate::routing::node_for_partition;
 
 #[derive(Debug, Clone)]
@@ -24,8 +26,8 @@ pub struct OutboxOptions {
     pub cluster_size: u32,
     /// Outbox entries read and sent per round.
     pub batch_entries_max: usize,
-    pub retry_delay_min: Duration,
-    pub retry_delay_max: Duration,
+    /// How a round that failed is retried (for ever: the outbox must drain).
+    pub retry: RetryPolicy,
     /// A round also runs this often without a signal (a safety net, e.g. after a restore).
     pub idle_poll: Duration,
 }
@@ -35,11 +37,25 @@ impl Default for OutboxOptions {
         OutboxOptions {
             cluster_size: 1,
             batch_entries_max: 1000,
-            retry_delay_min: Duration::from_millis(50),
-            retry_delay_max: Duration::from_secs(5),
+            retry: RetryPolicy::exponential(Duration::from_millis(50), Duration::from_secs(5)),
             idle_poll: Duration::from_secs(1),
         }
     }
+}
+
+/// Why a round of the outbox sender did not deliver everything (it is retried).
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error("source partition: {0}")]
+    Source(#[from] BrokerError),
+    #[error("target partition {target}: {source}")]
+    Target { target: u32, source: ClientError },
+    #[error("target partition {target} answered {outcomes} outcomes for {credits} credits")]
+    Miscounted {
+        target: u32,
+        outcomes: usize,
+        credits: usize,
+    },
 }
 
 pub struct OutboxSender {
@@ -64,20 +80,21 @@ impl OutboxSender {
 
     pub async fn run(self, cancel: CancellationToken) {
         let notify = self.partition.outbox_notify();
-        let mut delay = self.options.retry_delay_min;
+        let mut backoff = self.options.retry.start();
         loop {
             let wait = match self.round().await {
                 Ok(sent) if sent >= self.options.batch_entries_max => Duration::ZERO,
                 Ok(_) => {
-                    delay = self.options.retry_delay_min;
+                    backoff.reset();
                     self.options.idle_poll
                 }
                 Err(error) => {
+                    // Past a budget (if one is configured) the sender polls at the idle rate:
+                    // the outbox must drain.
+                    let delay = backoff.next_delay().unwrap_or(self.options.idle_poll);
                     tracing::warn!(partition = self.partition.partition_id(), %error, retry_ms = delay.as_millis() as u64,
                         "could not deliver cross-partition credits; retrying");
-                    let wait = delay;
-                    delay = (delay * 2).min(self.options.retry_delay_max);
-                    wait
+                    delay
                 }
             };
             if wait.is_zero() {
@@ -96,13 +113,12 @@ impl OutboxSender {
     }
 
     /// Sends one batch of outbox entries; returns how many were sent.
-    async fn round(&self) -> Result<usize, String> {
+    async fn round(&self) -> Result<usize, RoundError> {
         let source = self.partition.partition_id();
         let batch = self
             .partition
             .outbox(self.options.batch_entries_max)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let sent = batch.credits.len();
         if sent == 0 {
             return Ok(0);
@@ -146,22 +162,19 @@ impl OutboxSender {
                     }
                 }
                 Ok(response) => {
-                    first_error.get_or_insert(format!(
-                        "target partition {target} answered {} outcomes for {} credits",
-                        response.outcomes.len(),
-                        deliveries.len()
-                    ));
+                    first_error.get_or_insert(RoundError::Miscounted {
+                        target,
+                        outcomes: response.outcomes.len(),
+                        credits: deliveries.len(),
+                    });
                 }
-                Err(error) => {
-                    first_error.get_or_insert(format!("target partition {target}: {error}"));
+                Err(source) => {
+                    first_error.get_or_insert(RoundError::Target { target, source });
                 }
             }
         }
         if !acks.is_empty() {
-            self.partition
-                .deliver(acks)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.partition.deliver(acks).await?;
         }
         match first_error {
             Some(error) => Err(error),

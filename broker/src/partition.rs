@@ -21,7 +21,7 @@ use sluice_backup_store::{BackupDescriptor, BackupIdentifier, FileKind};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{BackupHandle, BackupJob, FileToUpload};
+use crate::backup::{BackupFailure, BackupHandle, BackupJob, FileToUpload};
 use crate::error::{io_err, BrokerError, Result};
 use crate::log::{Appended, Log};
 use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
@@ -120,6 +120,40 @@ enum Pending {
 enum WriteReply {
     Execute(oneshot::Sender<Result<Vec<Outcome>>>),
     Deliver(oneshot::Sender<Result<DeliverResponse>>),
+}
+
+impl Request {
+    /// The reply of a write (execute, deliver); `None` for a read, whose dropped reply tells
+    /// the asker that the partition stopped.
+    fn into_write_reply(self) -> Option<WriteReply> {
+        match self {
+            Request::Execute { reply, .. } => Some(WriteReply::Execute(reply)),
+            Request::Deliver { reply, .. } => Some(WriteReply::Deliver(reply)),
+            Request::Balance { .. }
+            | Request::Summary { .. }
+            | Request::Outbox { .. }
+            | Request::Transfer { .. } => None,
+        }
+    }
+}
+
+impl WriteReply {
+    /// Answers the writer with what processing its records gave, or with `error`. A delivery's
+    /// answer carries the partition's `latest_checkpoint_id` after it (the consistent cut).
+    fn send(self, result: Result<Vec<Outcome>>, latest_checkpoint_id: u64) {
+        // A writer that stopped waiting is gone: nothing to answer.
+        match self {
+            WriteReply::Execute(reply) => {
+                let _ = reply.send(result);
+            }
+            WriteReply::Deliver(reply) => {
+                let _ = reply.send(result.map(|outcomes| DeliverResponse {
+                    outcomes,
+                    latest_checkpoint_id,
+                }));
+            }
+        }
+    }
 }
 
 /// Credits to (re-)send, by target partition (`LedgerState::outbox_credits`), with the source's
@@ -238,54 +272,43 @@ impl PartitionService {
         if state.partition_id != options.partition_id
             || state.partitions_count != options.partitions_count
         {
-            return Err(BrokerError::CorruptSnapshot {
+            return Err(BrokerError::PartitionLayoutChanged {
                 path: snapshots_dir,
-                reason: format!(
-                    "the data was written for partition {} of {}, but this broker is configured for partition {} of {} (broker.cluster.partitionsCount must not change)",
-                    state.partition_id,
-                    state.partitions_count,
-                    options.partition_id,
-                    options.partitions_count
-                ),
+                stored_partition_id: state.partition_id,
+                stored_partitions_count: state.partitions_count,
+                configured_partition_id: options.partition_id,
+                configured_partitions_count: options.partitions_count,
             });
         }
         if log.first_position() > state.processed_position + 1 {
-            return Err(BrokerError::CorruptLog {
+            return Err(BrokerError::LogStartsAfterSnapshot {
                 path: options.directory.join("log"),
-                offset: 0,
-                reason: format!(
-                    "the log starts at position {} but the newest loadable snapshot ends at {}: records are missing",
-                    log.first_position(),
-                    state.processed_position
-                ),
+                log_first_position: log.first_position(),
+                snapshot_position: state.processed_position,
             });
         }
         // A log that ends before the snapshot (segments deleted or truncated, a disk that lost
         // the tail) would give the next record a position the state has already processed.
         if log.next_position() <= state.processed_position {
-            return Err(BrokerError::CorruptLog {
+            return Err(BrokerError::LogEndsBeforeSnapshot {
                 path: options.directory.join("log"),
-                offset: 0,
-                reason: format!(
-                    "partition {}: the newest loadable snapshot {} is at position {} but the log ends at position {}: records {}..={} are missing (segments deleted or truncated?); the partition cannot go on from that snapshot",
-                    options.partition_id,
-                    latest_snapshot
-                        .as_ref()
-                        .map_or_else(String::new, |s: &SnapshotRef| s.meta.snapshot_id.clone()),
-                    state.processed_position,
-                    log.next_position() - 1,
-                    log.next_position(),
-                    state.processed_position
-                ),
+                partition_id: options.partition_id,
+                snapshot_id: latest_snapshot
+                    .as_ref()
+                    .map_or_else(String::new, |s: &SnapshotRef| s.meta.snapshot_id.clone()),
+                snapshot_position: state.processed_position,
+                log_last_position: log.next_position() - 1,
             });
         }
         let mut replayed = 0u64;
-        log.replay(state.processed_position + 1, |position, payload| {
-            let command = Command::decode(payload).map_err(|reason| BrokerError::CorruptLog {
-                path: options.directory.join("log"),
-                offset: 0,
-                reason: format!("record at position {position} does not decode: {reason}"),
-            })?;
+        log.replay(state.processed_position + 1, |position, payload, at| {
+            let command =
+                Command::decode(payload).map_err(|source| BrokerError::CorruptRecord {
+                    path: at.path.to_path_buf(),
+                    offset: at.offset,
+                    position,
+                    source,
+                })?;
             state.apply(position, &command);
             replayed += 1;
             Ok(())
@@ -365,19 +388,10 @@ impl PartitionService {
         }
         // Drain: fail every request still queued, explicitly.
         self.rx.close();
+        let latest_checkpoint_id = self.state.latest_checkpoint_id;
         while let Ok(request) = self.rx.try_recv() {
-            match request {
-                Request::Execute { reply, .. } => {
-                    let _ = reply.send(Err(BrokerError::ShuttingDown));
-                }
-                Request::Deliver { reply, .. } => {
-                    let _ = reply.send(Err(BrokerError::ShuttingDown));
-                }
-                // Dropping the reply tells the asker the partition stopped.
-                Request::Balance { .. }
-                | Request::Summary { .. }
-                | Request::Outbox { .. }
-                | Request::Transfer { .. } => {}
+            if let Some(reply) = request.into_write_reply() {
+                reply.send(Err(BrokerError::ShuttingDown), latest_checkpoint_id);
             }
         }
         tracing::info!(partition = self.options.partition_id, "partition stopped");
@@ -450,20 +464,8 @@ impl PartitionService {
                 reason: reason.clone(),
             };
             for item in pending {
-                match item {
-                    Pending::Write {
-                        reply: WriteReply::Execute(reply),
-                        ..
-                    } => {
-                        let _ = reply.send(Err(unavailable()));
-                    }
-                    Pending::Write {
-                        reply: WriteReply::Deliver(reply),
-                        ..
-                    } => {
-                        let _ = reply.send(Err(unavailable()));
-                    }
-                    Pending::Read(_) => {}
+                if let Pending::Write { reply, .. } = item {
+                    reply.send(Err(unavailable()), self.state.latest_checkpoint_id);
                 }
             }
             return Err(error);
@@ -487,17 +489,7 @@ impl PartitionService {
                             outcomes.push(outcome);
                         }
                     }
-                    match reply {
-                        WriteReply::Execute(reply) => {
-                            let _ = reply.send(Ok(outcomes));
-                        }
-                        WriteReply::Deliver(reply) => {
-                            let _ = reply.send(Ok(DeliverResponse {
-                                outcomes,
-                                latest_checkpoint_id: self.state.latest_checkpoint_id,
-                            }));
-                        }
-                    }
+                    reply.send(Ok(outcomes), self.state.latest_checkpoint_id);
                 }
                 Pending::Read(request) => self.answer(request),
             }
@@ -589,11 +581,8 @@ impl PartitionService {
                         path,
                         len_bytes: meta.len(),
                     }),
-                    Err(error) => {
-                        failure.get_or_insert(format!(
-                            "cannot read snapshot file {}: {error}; check the disk and the file permissions of the data directory, then take a new backup",
-                            path.display()
-                        ));
+                    Err(source) => {
+                        failure.get_or_insert(BackupFailure::SnapshotUnreadable { path, source });
                     }
                 }
             }
@@ -687,5 +676,77 @@ fn count_commands(request: &Request) -> usize {
         | Request::Summary { .. }
         | Request::Outbox { .. }
         | Request::Transfer { .. } => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests still queued when the partition stops are answered explicitly: writes (execute,
+    /// deliver) with `ShuttingDown`, reads by dropping their reply (the asker sees the
+    /// partition unavailable). Deterministic: the requests are queued before the actor runs,
+    /// and its token is already cancelled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn queued_requests_are_answered_when_the_partition_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = PartitionOptions {
+            partition_id: 1,
+            partitions_count: 2,
+            node_id: 0,
+            directory: dir.path().join("partition-00001"),
+            segment_bytes_max: 1 << 20,
+            snapshot_period: Duration::from_secs(3600),
+            request_queue_capacity: 8,
+            batch_commands_max: 64,
+        };
+        let (service, handle) = PartitionService::open(options, None).unwrap();
+        let deposit = Command::Deposit {
+            account: "a".into(),
+            amount: 1,
+        };
+        let credit = Delivery {
+            command: Command::CreditAck {
+                transfer_id: "t".into(),
+                source_position: 1,
+            },
+            checkpoint_id: 0,
+        };
+        let execute = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.execute(vec![deposit]).await }
+        });
+        let deliver = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.deliver(vec![credit]).await }
+        });
+        let balance = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.balance("a".into()).await }
+        });
+        while handle.tx.capacity() > 8 - 3 {
+            tokio::task::yield_now().await;
+        }
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        service.run(cancel).await;
+        assert!(
+            matches!(execute.await.unwrap(), Err(BrokerError::ShuttingDown)),
+            "execute"
+        );
+        assert!(
+            matches!(deliver.await.unwrap(), Err(BrokerError::ShuttingDown)),
+            "deliver"
+        );
+        assert!(
+            matches!(
+                balance.await.unwrap(),
+                Err(BrokerError::PartitionUnavailable {
+                    partition_id: 1,
+                    ..
+                })
+            ),
+            "balance"
+        );
     }
 }

@@ -147,7 +147,6 @@ pub enum ErrorKind {
     TransferNotFound,
     BackupStoreNotConfigured,
     BackupInProgress,
-    BackupNotFound,
     CheckpointNotNewer,
     /// The store holds a backup of an id at least the requested one (`latest` is that id).
     BackupExists,

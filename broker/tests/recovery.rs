@@ -85,7 +85,7 @@ async fn a_log_shorter_than_its_snapshot_refuses_to_open() {
             Err(error) => error,
         };
         assert!(
-            matches!(error, BrokerError::CorruptLog { .. }),
+            matches!(error, BrokerError::LogEndsBeforeSnapshot { .. }),
             "{name}: {error}"
         );
         let message = error.to_string();
@@ -178,4 +178,121 @@ async fn a_corrupt_snapshot_in_the_way_is_rewritten_before_compaction() {
     snapshot::load(&snapshot::read(&newest.dir).unwrap()).expect("the snapshot at 20 loads");
     let (reopened, _handle) = open().expect("the partition opens again");
     assert_eq!(reopened.summary(), state_at(20).summary());
+}
+
+/// What the broker finds on disk when a partition cannot be opened, each named by its own error
+/// with the fields that are known (no placeholder offsets): (case, how the partition directory
+/// is damaged, the expected error and message parts).
+#[test]
+fn an_unopenable_partition_names_what_is_wrong() {
+    type Damage = fn(&Path) -> Box<dyn Fn(&BrokerError) -> bool>;
+    let cases: [(&str, Damage, &[&str]); 5] = [
+        (
+            "a record whose frame is valid but whose payload is not a command",
+            |partition_dir| {
+                write_log(partition_dir, 2, 1 << 20);
+                let mut log = Log::open(&partition_dir.join("log"), 1 << 20).unwrap();
+                log.append(b"not a command").unwrap();
+                log.flush().unwrap();
+                let offset: u64 = (1..=2).map(|p| 16 + deposit(p).encode().len() as u64).sum();
+                let segment = partition_dir.join("log").join(format!("{:020}.log", 1));
+                Box::new(move |error| {
+                    matches!(error, BrokerError::CorruptRecord { path, offset: o, position: 3, .. }
+                        if *path == segment && *o == offset)
+                })
+            },
+            &[
+                "position=3",
+                "not a JSON command",
+                "restore this node from a backup",
+            ],
+        ),
+        (
+            "a snapshot of another partitions count",
+            |partition_dir| {
+                write_log(partition_dir, 1, 1 << 20);
+                let mut state = LedgerState::new(1, 4);
+                state.apply(1, &deposit(1));
+                snapshot::write(&partition_dir.join("snapshots"), &state).unwrap();
+                Box::new(|error| {
+                    matches!(
+                        error,
+                        BrokerError::PartitionLayoutChanged {
+                            stored_partitions_count: 4,
+                            configured_partitions_count: 1,
+                            ..
+                        }
+                    )
+                })
+            },
+            &[
+                "partition 1 of 4",
+                "partition 1 of 1",
+                "broker.cluster.partitionsCount",
+                "set it back to 4",
+            ],
+        ),
+        (
+            "a log compacted past the (missing) snapshot",
+            |partition_dir| {
+                write_log(partition_dir, 20, 200);
+                let mut log = Log::open(&partition_dir.join("log"), 200).unwrap();
+                assert!(log.compact(10).unwrap() > 0);
+                let first = log.first_position();
+                Box::new(move |error| {
+                    matches!(error, BrokerError::LogStartsAfterSnapshot { log_first_position, snapshot_position: 0, .. }
+                        if *log_first_position == first)
+                })
+            },
+            &["records are missing", "restore this node from a backup"],
+        ),
+        (
+            "a segment deleted from the middle of the log",
+            |partition_dir| {
+                write_log(partition_dir, 20, 200);
+                let mut segments: Vec<_> = std::fs::read_dir(partition_dir.join("log"))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .collect();
+                segments.sort();
+                assert!(segments.len() >= 3, "{segments:?}");
+                std::fs::remove_file(&segments[1]).unwrap();
+                let after = segments[2].clone();
+                Box::new(move |error| {
+                    matches!(error, BrokerError::LogSegmentsDisjoint { path, first_position, expected_position }
+                        if *path == after && first_position > expected_position)
+                })
+            },
+            &["do not join", "restore this node from a backup"],
+        ),
+        (
+            "a stray file in the log directory",
+            |partition_dir| {
+                write_log(partition_dir, 1, 1 << 20);
+                let stray = partition_dir.join("log").join("notes.txt");
+                std::fs::write(&stray, "hello").unwrap();
+                Box::new(
+                    move |error| matches!(error, BrokerError::UnexpectedLogFile { path } if *path == stray),
+                )
+            },
+            &["notes.txt", "<20 digits>.log"],
+        ),
+    ];
+    for (name, damage, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let partition_dir = dir.path().join("partition-00001");
+        let is_expected = damage(&partition_dir);
+        let error = match PartitionService::open(
+            options(&partition_dir, 1 << 20, Duration::from_secs(3600)),
+            None,
+        ) {
+            Ok(_) => panic!("{name}: opened"),
+            Err(error) => error,
+        };
+        assert!(is_expected(&error), "{name}: {error:?}");
+        let message = error.to_string();
+        for part in expected {
+            assert!(message.contains(part), "{name}: {message:?} lacks {part:?}");
+        }
+    }
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 use sluice_broker::client::ClientError;
 use sluice_broker::protocol::{ErrorKind, TransferState};
 use sluice_broker::record::{Command, Outcome};
+use sluice_broker::retry::RetryPolicy;
 use sluice_broker::routing::validate_account;
 
 use crate::cluster::Cluster;
@@ -220,6 +221,11 @@ async fn withdraw(
 
 /// How long `POST /v1/transfers` waits for a cross-partition credit before answering PENDING.
 pub const TRANSFER_WAIT: Duration = Duration::from_secs(2);
+/// How often the transfer is asked for within [`TRANSFER_WAIT`]: soon at first (a credit to a
+/// partition of the same broker lands in milliseconds), then every 100 ms.
+const TRANSFER_POLL: RetryPolicy =
+    RetryPolicy::exponential(Duration::from_millis(2), Duration::from_millis(100))
+        .within(TRANSFER_WAIT);
 
 async fn transfer(
     State(cluster): State<Arc<Cluster>>,
@@ -240,11 +246,8 @@ async fn transfer(
     let routing = cluster.routing().await?;
     let source = routing.partition_of(&from);
     let broker = cluster.owner(&routing, source);
-    let deadline = tokio::time::Instant::now() + TRANSFER_WAIT;
-    let mut delay = Duration::from_millis(2);
-    while tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(100));
+    let mut backoff = TRANSFER_POLL.start();
+    while backoff.wait().await {
         let status = broker.transfer(source, &transfer_id).await?;
         match status.status {
             TransferState::Pending => {}

@@ -17,7 +17,7 @@ pub enum GatewayError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
-    #[error("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) to FILESYSTEM or S3 on every broker")]
+    #[error("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) to FILESYSTEM, S3, GCS or AZURE on every broker")]
     BackupStoreNotConfigured,
     #[error("broker unreachable: address={address}: {reason}")]
     BrokerUnreachable { address: String, reason: String },
@@ -102,9 +102,9 @@ impl From<ClientError> for GatewayError {
             },
             ClientError::Remote { address, body, .. } => match body.kind {
                 ErrorKind::InvalidRequest => GatewayError::InvalidRequest(body.message),
-                ErrorKind::AccountNotFound
-                | ErrorKind::TransferNotFound
-                | ErrorKind::BackupNotFound => GatewayError::NotFound(body.message),
+                ErrorKind::AccountNotFound | ErrorKind::TransferNotFound => {
+                    GatewayError::NotFound(body.message)
+                }
                 ErrorKind::BackupStoreNotConfigured => GatewayError::BackupStoreNotConfigured,
                 ErrorKind::BackupInProgress
                 | ErrorKind::CheckpointNotNewer
@@ -142,5 +142,31 @@ pub fn rejection_error(rejection: &Rejection) -> GatewayError {
         Rejection::BalanceOverflow { .. } => GatewayError::Unprocessable(message),
         Rejection::InvalidCommand { .. } => GatewayError::InvalidRequest(message),
         Rejection::WrongPartition { .. } => GatewayError::Internal(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_config::BackupStoreKind;
+
+    /// The hint names every store the configuration accepts (the list comes from the config's
+    /// own refusal of an unknown kind).
+    #[test]
+    fn the_store_hint_names_every_backup_store() {
+        let message = GatewayError::BackupStoreNotConfigured.to_string();
+        let refusal = "?".parse::<BackupStoreKind>().unwrap_err();
+        let (_, list) = refusal.split_once('(').expect("a list of stores");
+        let kinds: Vec<BackupStoreKind> = list
+            .trim_end_matches(')')
+            .split([',', ' '])
+            .filter(|word| !word.is_empty() && *word != "or")
+            .map(|word| word.parse().expect("each listed store parses"))
+            .filter(|kind| *kind != BackupStoreKind::None)
+            .collect();
+        assert!(kinds.len() >= 4, "{kinds:?}");
+        for kind in kinds {
+            assert!(message.contains(kind.as_str()), "{message} lacks {kind}");
+        }
     }
 }

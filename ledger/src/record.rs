@@ -69,9 +69,21 @@ impl Command {
         serde_json::to_vec(self).expect("a Command always serializes")
     }
 
-    pub fn decode(payload: &[u8]) -> Result<Command, String> {
-        serde_json::from_slice(payload).map_err(|error| error.to_string())
+    pub fn decode(payload: &[u8]) -> Result<Command, DecodeError> {
+        serde_json::from_slice(payload).map_err(|source| DecodeError {
+            payload_bytes: payload.len(),
+            source,
+        })
     }
+}
+
+/// A log payload that is not a [`Command`] (the framing around it was valid).
+#[derive(Debug, thiserror::Error)]
+#[error("payload of {payload_bytes} bytes is not a JSON command: {source}")]
+pub struct DecodeError {
+    pub payload_bytes: usize,
+    #[source]
+    pub source: serde_json::Error,
 }
 
 /// An inter-partition command (`Credit` or `CreditAck`) with the sender's latest checkpoint id
@@ -301,6 +313,27 @@ mod tests {
                 }
             ),
         ]
+    }
+
+    /// Payloads that are not commands are refused with a typed error that says what was read.
+    #[test]
+    fn bad_payloads_do_not_decode() {
+        for (payload, expected) in [
+            (&b""[..], "payload of 0 bytes"),
+            (b"not json", "payload of 8 bytes is not a JSON command"),
+            (
+                br#"{"type":"teleport","account":"a"}"#,
+                "unknown variant `teleport`",
+            ),
+            (
+                br#"{"type":"deposit","account":"a"}"#,
+                "missing field `amount`",
+            ),
+        ] {
+            let error = Command::decode(payload).unwrap_err();
+            assert_eq!(error.payload_bytes, payload.len());
+            assert!(error.to_string().contains(expected), "{error}");
+        }
     }
 
     proptest! {
