@@ -22,6 +22,7 @@ use crate::protocol::{
 };
 use crate::record::{Command, Delivery, Outcome, Rejection, CHECKPOINT_ID_MAX};
 use crate::routing::validate_account;
+use sluice_protocol::ProtocolError;
 
 /// Commands accepted in one execute request.
 pub const EXECUTE_COMMANDS_MAX: usize = 10_000;
@@ -92,7 +93,8 @@ impl IntoResponse for ApiError {
 
 pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
     match error {
-        BrokerError::InvalidRequest(_) | BrokerError::InvalidBackupId { .. } => {
+        BrokerError::InvalidRequest(_)
+        | BrokerError::Protocol(ProtocolError::InvalidBackupId { .. }) => {
             (StatusCode::BAD_REQUEST, ErrorKind::InvalidRequest)
         }
         BrokerError::UnknownPartition { .. } => {
@@ -115,7 +117,7 @@ pub fn error_response(error: &BrokerError) -> (StatusCode, ErrorKind) {
         }
         BrokerError::Io { .. }
         | BrokerError::Bind { .. }
-        | BrokerError::Tls { .. }
+        | BrokerError::Protocol(ProtocolError::Tls { .. })
         | BrokerError::CorruptLog { .. }
         | BrokerError::CorruptRecord { .. }
         | BrokerError::UnexpectedLogFile { .. }

@@ -97,14 +97,9 @@ pub enum BrokerError {
     UnfinishedRestore { marker: PathBuf },
     #[error("broker is shutting down")]
     ShuttingDown,
-    #[error("backupId must be a positive 64-bit integer (1 to 9223372036854775807), got {raw:?}: {reason}")]
-    InvalidBackupId { raw: String, reason: &'static str },
-    #[error("TLS setting {key}: path={}: {reason}; point {key} at a readable PEM file", path.display())]
-    Tls {
-        key: &'static str,
-        path: PathBuf,
-        reason: String,
-    },
+    /// What the shared protocol crate refuses (backup id grammar, TLS files).
+    #[error(transparent)]
+    Protocol(#[from] sluice_protocol::ProtocolError),
 }
 
 pub type Result<T, E = BrokerError> = std::result::Result<T, E>;

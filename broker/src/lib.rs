@@ -4,52 +4,25 @@
 
 pub mod api;
 pub mod backup;
-pub mod backup_id;
-pub mod client;
 pub mod error;
 pub mod log;
 pub mod metrics;
 pub mod outbox;
 pub mod partition;
-pub mod protocol;
-pub mod rejection;
-pub mod retry;
 pub mod service;
 pub mod snapshot;
-pub mod transport;
 
 pub use error::{BrokerError, Result};
 /// The deterministic ledger (records, state, routing) lives in its own crate, `sluice-ledger`,
 /// so that nothing non-deterministic can be linked into it; re-exported under the old paths.
 pub use sluice_ledger::{record, routing, state};
+/// What the broker shares with the gateway and the CLI (wire types, client, transport, backup id
+/// grammar, retry policy, error bodies) lives in `sluice-protocol`; re-exported under the old paths.
+pub use sluice_protocol::process::{init_tracing, shutdown_signal};
+pub use sluice_protocol::{backup_id, client, rejection, retry, transport, wire as protocol};
+
+#[cfg(test)]
+mod rejection_tests;
 
 /// Written into every backup manifest.
 pub const BROKER_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-/// Installs the tracing subscriber used by every Sluice binary: `RUST_LOG` or `info`.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Resolves when the process receives SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("install SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-}

@@ -13,9 +13,9 @@ use axum::{Json, Router};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sluice_broker::backup_id::BackupId;
-use sluice_broker::client::ClientError;
-use sluice_broker::protocol::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
+use sluice_protocol::backup_id::BackupId;
+use sluice_protocol::client::ClientError;
+use sluice_protocol::wire::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
 
 use crate::client_api::not_found;
 use crate::cluster::Cluster;
@@ -66,7 +66,7 @@ async fn openapi() -> impl IntoResponse {
     )
 }
 
-/// Backup ids as every Sluice tool parses them (`sluice_broker::backup_id::BackupId`).
+/// Backup ids as every Sluice tool parses them (`sluice_protocol::backup_id::BackupId`).
 pub fn parse_backup_id(raw: &str) -> Result<u64, GatewayError> {
     raw.parse::<BackupId>()
         .map(BackupId::get)

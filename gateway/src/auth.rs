@@ -9,8 +9,8 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sluice_broker::transport::authorized;
 use sluice_config::Secret;
+use sluice_protocol::transport::authorized;
 
 use crate::error::GatewayError;
 

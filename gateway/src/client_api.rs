@@ -12,11 +12,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
 use serde_json::{json, Value};
-use sluice_broker::client::ClientError;
-use sluice_broker::protocol::{ErrorKind, TransferState};
-use sluice_broker::record::{Command, Outcome};
-use sluice_broker::retry::RetryPolicy;
-use sluice_broker::routing::validate_account;
+use sluice_ledger::record::{Command, Outcome};
+use sluice_ledger::routing::validate_account;
+use sluice_protocol::client::ClientError;
+use sluice_protocol::retry::RetryPolicy;
+use sluice_protocol::wire::{ErrorKind, TransferState};
 
 use crate::cluster::Cluster;
 use crate::error::{rejection_error, GatewayError};

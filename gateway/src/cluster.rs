@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
-use sluice_broker::client::BrokerClient;
-use sluice_broker::routing::partition_for_account;
-use sluice_broker::transport::ClusterTransport;
+use sluice_ledger::routing::partition_for_account;
+use sluice_protocol::client::BrokerClient;
+use sluice_protocol::transport::ClusterTransport;
 use tokio::sync::RwLock;
 
 use crate::error::GatewayError;

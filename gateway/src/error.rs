@@ -3,9 +3,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use sluice_broker::client::ClientError;
-use sluice_broker::protocol::ErrorKind;
-use sluice_broker::record::Rejection;
+use sluice_ledger::record::Rejection;
+use sluice_protocol::client::ClientError;
+use sluice_protocol::wire::ErrorKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {

@@ -11,7 +11,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use futures::future::join_all;
-use sluice_broker::protocol::BrokerMetrics;
+use sluice_protocol::wire::BrokerMetrics;
 
 use crate::cluster::Cluster;
 
@@ -235,9 +235,7 @@ fn float(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_broker::protocol::{
-        Histogram, HistogramBucket, LastCompletedBackup, RestoreMetrics,
-    };
+    use sluice_protocol::wire::{Histogram, HistogramBucket, LastCompletedBackup, RestoreMetrics};
 
     fn broker(node_id: u32) -> BrokerMetrics {
         BrokerMetrics {

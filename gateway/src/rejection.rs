@@ -10,7 +10,7 @@ use axum::{Json, Router};
 /// Wraps `router` so that every error answer is `{"message": ...}`; `body_bytes_max` is its
 /// request body limit, named in 413 answers.
 pub fn json_error_bodies(router: Router, body_bytes_max: Option<usize>) -> Router {
-    sluice_broker::rejection::json_error_bodies(router, body_bytes_max, message_body)
+    sluice_protocol::rejection::json_error_bodies(router, body_bytes_max, message_body)
 }
 
 fn message_body(status: StatusCode, message: String) -> Response {
@@ -31,7 +31,7 @@ mod tests {
     use crate::schedule::ScheduleHandle;
     use axum::body::Body;
     use axum::extract::Request;
-    use sluice_broker::rejection::is_json;
+    use sluice_protocol::rejection::is_json;
 
     /// Reads a whole answer body in tests.
     async fn body_json(body: axum::body::Body) -> serde_json::Value {
@@ -52,7 +52,7 @@ mod tests {
         let cluster = Arc::new(Cluster::new(
             &["127.0.0.1:1".to_string()],
             Duration::from_millis(200),
-            sluice_broker::transport::ClusterTransport::new(None, None, "gateway.cluster.ca")
+            sluice_protocol::transport::ClusterTransport::new(None, None, "gateway.cluster.ca")
                 .unwrap(),
         ));
         let client = crate::client_api::router(cluster.clone());

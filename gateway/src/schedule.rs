@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sluice_broker::protocol::BackupState;
+use sluice_protocol::wire::BackupState;
 use tokio_util::sync::CancellationToken;
 
 use crate::actuator::{self, BackupResponse};
@@ -459,7 +459,7 @@ mod tests {
 
     #[test]
     fn a_backup_with_a_partition_in_progress_is_in_progress_for_retention() {
-        use sluice_broker::protocol::PartitionBackupStatus;
+        use sluice_protocol::wire::PartitionBackupStatus;
         let partition = |partition_id, status| PartitionBackupStatus {
             status,
             created_at: Some("1970-01-01T00:00:00Z".to_string()),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use sluice_broker::transport::{self, ClusterTransport};
-use sluice_broker::BrokerError;
 use sluice_config::{ConfigError, GatewayConfig};
+use sluice_protocol::transport::{self, ClusterTransport};
+use sluice_protocol::ProtocolError;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{require_token, RequiredToken};
@@ -146,9 +146,9 @@ fn bind(address: &str) -> Result<std::net::TcpListener, GatewayError> {
 }
 
 /// A TLS setting that cannot be loaded, as the configuration error it is.
-fn tls_error(error: BrokerError) -> GatewayError {
+fn tls_error(error: ProtocolError) -> GatewayError {
     match error {
-        BrokerError::Tls { key, path, reason } => GatewayError::Config(ConfigError::invalid(
+        ProtocolError::Tls { key, path, reason } => GatewayError::Config(ConfigError::invalid(
             key,
             &path.display().to_string(),
             reason,

@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    sluice_broker::init_tracing();
+    sluice_protocol::process::init_tracing();
     let config = sluice_config::load().context("cannot start the gateway")?;
     config
         .validate_gateway()
@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let signal_cancel = cancel.clone();
     tokio::spawn(async move {
-        sluice_broker::shutdown_signal().await;
+        sluice_protocol::process::shutdown_signal().await;
         tracing::info!("shutdown requested");
         signal_cancel.cancel();
     });

@@ -5,8 +5,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::BrokerError;
-use crate::record::CHECKPOINT_ID_MAX;
+use crate::error::ProtocolError;
+use sluice_ledger::record::CHECKPOINT_ID_MAX;
 
 /// The largest backup id.
 pub const BACKUP_ID_MAX: u64 = CHECKPOINT_ID_MAX;
@@ -29,10 +29,10 @@ impl fmt::Display for BackupId {
 }
 
 impl FromStr for BackupId {
-    type Err = BrokerError;
+    type Err = ProtocolError;
 
-    fn from_str(raw: &str) -> Result<BackupId, BrokerError> {
-        let invalid = |reason: &'static str| BrokerError::InvalidBackupId {
+    fn from_str(raw: &str) -> Result<BackupId, ProtocolError> {
+        let invalid = |reason: &'static str| ProtocolError::InvalidBackupId {
             raw: raw.chars().take(64).collect(),
             reason,
         };

@@ -1,9 +1,9 @@
 //! Wire types of the broker's internal HTTP API (gateway → broker), JSON with camelCase fields.
-//! The server is [`crate::api`], the client [`crate::client`].
+//! The server is the broker's `api` module, the client [`crate::client`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Command, Delivery, Outcome};
+use sluice_ledger::record::{Command, Delivery, Outcome};
 
 pub const API_PREFIX: &str = "/internal/v1";
 

@@ -20,8 +20,8 @@ use sluice_config::{Secret, TlsConfig};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::BrokerError;
-use crate::protocol::{ErrorBody, ErrorKind};
+use crate::error::ProtocolError;
+use crate::wire::{ErrorBody, ErrorKind};
 
 /// Whether `header` (the whole `Authorization` value) carries exactly `token`.
 pub fn authorized(header: Option<&[u8]>, token: &Secret) -> bool {
@@ -93,12 +93,12 @@ impl ClusterTransport {
         token: Option<Secret>,
         ca: Option<&Path>,
         ca_key: &'static str,
-    ) -> Result<ClusterTransport, BrokerError> {
+    ) -> Result<ClusterTransport, ProtocolError> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             .pool_idle_timeout(Duration::from_secs(30));
         if let Some(ca) = ca {
-            let tls_error = |reason: String| BrokerError::Tls {
+            let tls_error = |reason: String| ProtocolError::Tls {
                 key: ca_key,
                 path: ca.to_path_buf(),
                 reason,
@@ -114,7 +114,7 @@ impl ClusterTransport {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        let http = builder.build().map_err(|error| BrokerError::Tls {
+        let http = builder.build().map_err(|error| ProtocolError::Tls {
             key: ca_key,
             path: ca.map(Path::to_path_buf).unwrap_or_default(),
             reason: format!("cannot build the HTTP client: {error}"),
@@ -146,12 +146,12 @@ impl ClusterTransport {
 pub async fn rustls_config(
     tls: &TlsConfig,
     key: &'static str,
-) -> Result<axum_server::tls_rustls::RustlsConfig, BrokerError> {
+) -> Result<axum_server::tls_rustls::RustlsConfig, ProtocolError> {
     // One process-wide crypto provider (ring); installing it twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.certificate, &tls.key)
         .await
-        .map_err(|error| BrokerError::Tls {
+        .map_err(|error| ProtocolError::Tls {
             key,
             path: tls.certificate.clone(),
             reason: format!(

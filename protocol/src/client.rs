@@ -4,14 +4,14 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::protocol::{
+use crate::transport::ClusterTransport;
+use crate::wire::{
     AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, DeliverRequest,
     DeliverResponse, ErrorBody, ExecuteRequest, ExecuteResponse, Topology, TransferStatus,
     API_PREFIX,
 };
-use crate::record::{Command, Delivery, Outcome};
-use crate::state::PartitionSummary;
-use crate::transport::ClusterTransport;
+use sluice_ledger::record::{Command, Delivery, Outcome};
+use sluice_ledger::state::PartitionSummary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
