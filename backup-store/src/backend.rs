@@ -18,7 +18,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::error_chain;
-use crate::store::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
+use crate::options::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
 use crate::BackupStoreError;
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
