@@ -21,6 +21,9 @@ mod store;
 mod throttle;
 mod upload;
 
+/// The conformance suite and the forwarding wrapper of fault-injection
+/// stores; test code, behind the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
 pub use codec::{MAX_DECODED_PER_STEP, ZSTD_LEVEL, ZSTD_WINDOW_LOG, ZSTD_WINDOW_LOG_MAX};
