@@ -565,6 +565,7 @@ struct HangingUpload {
     aborted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+#[deny(clippy::missing_trait_methods)]
 impl object_store::MultipartUpload for HangingUpload {
     fn put_part(&mut self, data: object_store::PutPayload) -> object_store::UploadPart {
         if self.hang.load(Ordering::SeqCst) {
@@ -719,4 +720,112 @@ async fn an_abandoned_upload_aborts_its_multipart_upload() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(aborted.load(Ordering::SeqCst), 1);
+}
+
+/// Counts the deletions that reach a store, bulk and single.
+#[derive(Debug, Default)]
+struct DeleteCounts {
+    bulk_calls: std::sync::atomic::AtomicUsize,
+    single_calls: std::sync::atomic::AtomicUsize,
+}
+
+/// The store a wrapper wraps: counts how deletions reach it.
+#[derive(Debug)]
+struct CountingDeletes {
+    inner: Arc<dyn object_store::ObjectStore>,
+    counts: Arc<DeleteCounts>,
+}
+
+impl std::fmt::Display for CountingDeletes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CountingDeletes({})", self.inner)
+    }
+}
+
+impl conformance::Intercept for CountingDeletes {
+    fn inner(&self) -> &Arc<dyn object_store::ObjectStore> {
+        &self.inner
+    }
+
+    fn delete<'a>(
+        &'a self,
+        location: &'a object_store::path::Path,
+    ) -> conformance::StoreFuture<'a, ()> {
+        self.counts.single_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(location)
+    }
+
+    fn delete_stream<'a>(
+        &'a self,
+        locations: futures::stream::BoxStream<'a, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'a, object_store::Result<object_store::path::Path>> {
+        self.counts.bulk_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete_stream(locations)
+    }
+}
+
+/// A wrapper that changes nothing.
+#[derive(Debug)]
+struct Passthrough {
+    inner: Arc<dyn object_store::ObjectStore>,
+}
+
+impl std::fmt::Display for Passthrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Passthrough({})", self.inner)
+    }
+}
+
+impl conformance::Intercept for Passthrough {
+    fn inner(&self) -> &Arc<dyn object_store::ObjectStore> {
+        &self.inner
+    }
+}
+
+/// A wrapped S3 or Azure store keeps its bulk deletes: the wrapper forwards
+/// `delete_stream` instead of turning it into one `delete` per object.
+#[tokio::test]
+async fn a_wrapper_forwards_bulk_deletes_to_the_wrapped_store() {
+    let counts = Arc::new(DeleteCounts::default());
+    let wrapped: Arc<dyn object_store::ObjectStore> =
+        Arc::new(conformance::Intercepted(CountingDeletes {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            counts: counts.clone(),
+        }));
+    let store = BackupStore::from_object_store(
+        Arc::new(conformance::Intercepted(Passthrough { inner: wrapped })),
+        None,
+    );
+    let id = BackupIdentifier::new(1, 5, 0);
+    let descriptor = BackupDescriptor {
+        snapshot_id: Some("00000000000000000010".to_string()),
+        checkpoint_position: 10,
+        number_of_partitions: 1,
+        broker_version: "test".to_string(),
+    };
+    store
+        .write_manifest(&Manifest::in_progress(id, descriptor))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.log", "b.log", "c.log"] {
+        let local = dir.path().join(name);
+        std::fs::write(&local, name).unwrap();
+        store
+            .upload_file(&id, FileKind::Segment, name, &local, 5, None)
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 4);
+    assert_eq!(
+        counts.bulk_calls.load(Ordering::SeqCst),
+        1,
+        "the data objects go in one bulk deletion"
+    );
+    assert_eq!(
+        counts.single_calls.load(Ordering::SeqCst),
+        1,
+        "only the manifest is deleted on its own"
+    );
 }
