@@ -107,6 +107,7 @@ fn parse_base_path(base_path: Option<&str>) -> Result<Path> {
         return Ok(Path::default());
     }
     Path::parse(base_path).map_err(|e| BackupStoreError::Config {
+        option: "BackupStoreOptions.base_path",
         reason: format!(
             "invalid base path: base_path={base_path:?} error={e}; use `/`-separated segments without `.`, `..` or empty segments"
         ),

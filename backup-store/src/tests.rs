@@ -399,13 +399,13 @@ fn gcs_and_azure_configuration_errors_name_the_setting() {
     assert!(
         error
             .to_string()
-            .contains("broker.data.backup.gcs.credentials"),
+            .contains("option=StoreKind::Gcs.credentials"),
         "{error}"
     );
     let error =
         BackupStore::open(BackupStoreOptions::new(gcs(Some("localhost"), None), None)).unwrap_err();
     assert!(
-        error.to_string().contains("broker.data.backup.gcs.host"),
+        error.to_string().contains("option=StoreKind::Gcs.host"),
         "{error}"
     );
     let error = BackupStore::open(BackupStoreOptions::new(
@@ -420,7 +420,9 @@ fn gcs_and_azure_configuration_errors_name_the_setting() {
     ))
     .unwrap_err();
     assert!(
-        error.to_string().contains("broker.data.backup.azure.key"),
+        error
+            .to_string()
+            .contains("option=StoreKind::Azure.access_key"),
         "{error}"
     );
     assert!(!error.to_string().contains("not base64!"), "{error}");
@@ -432,7 +434,7 @@ fn gcs_and_azure_configuration_errors_name_the_setting() {
     assert!(
         error
             .to_string()
-            .contains("broker.data.backup.azure.container"),
+            .contains("option=StoreKind::Azure.container"),
         "{error}"
     );
 }
@@ -442,7 +444,7 @@ async fn unreachable_gcs_and_azure_name_the_endpoint() {
     for (kind, key) in [
         (
             gcs(Some("http://127.0.0.1:1"), None),
-            "broker.data.backup.gcs.host",
+            "(StoreKind::Gcs.host)",
         ),
         (
             azure(
@@ -450,7 +452,7 @@ async fn unreachable_gcs_and_azure_name_the_endpoint() {
                 None,
                 Some("http://127.0.0.1:1/devstoreaccount1"),
             ),
-            "broker.data.backup.azure.endpoint",
+            "(StoreKind::Azure.endpoint, StoreKind::Azure.account)",
         ),
     ] {
         let store = open(kind, None);
@@ -461,6 +463,7 @@ async fn unreachable_gcs_and_azure_name_the_endpoint() {
             "{message}"
         );
         assert!(message.contains(key), "{message}");
+        assert!(!message.contains("broker."), "{message}");
     }
 }
 
@@ -501,13 +504,111 @@ fn invalid_options_are_config_errors() {
         bucket.clear();
     }
     let error = BackupStore::open(BackupStoreOptions::new(kind, None)).unwrap_err();
-    assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackupStoreError::Config {
+                option: "StoreKind::S3.bucket",
+                ..
+            }
+        ),
+        "{error}"
+    );
     let error = BackupStore::open(BackupStoreOptions::new(
         s3(Some("localhost:9000"), true),
         None,
     ))
     .unwrap_err();
     assert!(error.to_string().contains("http://"), "{error}");
+    assert!(
+        error.to_string().contains("option=StoreKind::S3.endpoint"),
+        "{error}"
+    );
+}
+
+/// Every refusal of options names the option to fix, in the store's own
+/// terms (its callers may add their configuration key for it).
+#[test]
+fn config_errors_name_the_option_never_a_configuration_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut empty_s3 = s3(None, false);
+    if let StoreKind::S3 { bucket, .. } = &mut empty_s3 {
+        bucket.clear();
+    }
+    let mut empty_gcs = gcs(None, None);
+    if let StoreKind::Gcs { bucket, .. } = &mut empty_gcs {
+        bucket.clear();
+    }
+    let mut empty_account = azure(None, None, None);
+    if let StoreKind::Azure { account, .. } = &mut empty_account {
+        account.clear();
+    }
+    let cases = [
+        (
+            BackupStoreOptions::new(StoreKind::InMemory, Some("a//b".to_string())),
+            "BackupStoreOptions.base_path",
+        ),
+        (
+            BackupStoreOptions {
+                api_call_timeout: Duration::ZERO,
+                ..BackupStoreOptions::default()
+            },
+            "BackupStoreOptions.api_call_timeout",
+        ),
+        (
+            BackupStoreOptions {
+                max_concurrent_connections: 0,
+                ..BackupStoreOptions::default()
+            },
+            "BackupStoreOptions.max_concurrent_connections",
+        ),
+        (
+            BackupStoreOptions::new(
+                StoreKind::Filesystem {
+                    root: std::path::PathBuf::new(),
+                },
+                None,
+            ),
+            "StoreKind::Filesystem.root",
+        ),
+        (
+            BackupStoreOptions::new(empty_s3, None),
+            "StoreKind::S3.bucket",
+        ),
+        (
+            BackupStoreOptions::new(s3(Some("s3.example.com"), false), None),
+            "StoreKind::S3.endpoint",
+        ),
+        (
+            BackupStoreOptions::new(empty_gcs, None),
+            "StoreKind::Gcs.bucket",
+        ),
+        (
+            BackupStoreOptions::new(
+                gcs(Some("http://h"), Some(dir.path().join("missing.json"))),
+                None,
+            ),
+            "StoreKind::Gcs.credentials",
+        ),
+        (
+            BackupStoreOptions::new(empty_account, None),
+            "StoreKind::Azure.account",
+        ),
+        (
+            BackupStoreOptions::new(azure(None, None, Some("127.0.0.1:10000")), None),
+            "StoreKind::Azure.endpoint",
+        ),
+    ];
+    for (options, expected) in cases {
+        let error = BackupStore::open(options).unwrap_err();
+        let message = error.to_string();
+        match &error {
+            BackupStoreError::Config { option, .. } => assert_eq!(*option, expected, "{message}"),
+            other => panic!("not a Config error: {other}"),
+        }
+        assert!(message.contains(&format!("option={expected}")), "{message}");
+        assert!(!message.contains("broker."), "{message}");
+    }
 }
 
 #[tokio::test]
@@ -524,7 +625,7 @@ async fn unreachable_s3_endpoint_is_reported_quickly() {
     assert!(message.contains("sluice-backups"), "{message}");
     assert!(!message.contains("very-secret-key"), "{message}");
     assert!(
-        message.contains("cannot connect to http://127.0.0.1:1 (broker.data.backup.s3.endpoint)"),
+        message.contains("cannot connect to http://127.0.0.1:1 (StoreKind::S3.endpoint)"),
         "{message}"
     );
     assert!(
