@@ -41,10 +41,13 @@ use object_store::{
 };
 use rand::RngCore;
 
+use crate::codec::ZSTD_LEVEL;
+use crate::manifest::{
+    format_checksum, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED, ZSTD_COMPRESSION,
+};
 use crate::{
-    format_checksum, BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore,
-    BackupStoreError, Compression, FileEntry, FileKind, Manifest, Throttle,
-    MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED, ZSTD_COMPRESSION,
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, Compression,
+    FileEntry, FileKind, Manifest, Throttle,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -1170,7 +1173,7 @@ async fn compressed_corruption_detected(store: &BackupStore, dir: &LocalPath) {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x10;
     let garbage = random_bytes(original.len());
-    let bomb = zstd::bulk::compress(&vec![b'x'; 64 * MIB], crate::ZSTD_LEVEL).unwrap();
+    let bomb = zstd::bulk::compress(&vec![b'x'; 64 * MIB], ZSTD_LEVEL).unwrap();
     let half = original[..original.len() / 2].to_vec();
     let mut longer = original.clone();
     longer.extend_from_slice(&original);

@@ -21,10 +21,10 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 
 /// Downloads fetch objects in ranges of this size, each one request (so that
 /// each is bounded by the per-request timeout, whatever the object's size).
-pub const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
+pub(crate) const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The maximum number of ranges of one download in flight at once.
-pub const MAX_CONCURRENT_RANGES: usize = 4;
+pub(crate) const MAX_CONCURRENT_RANGES: usize = 4;
 
 impl BackupStore {
     /// Downloads a backed-up file to `destination`, which must not exist (it
@@ -32,7 +32,7 @@ impl BackupStore {
     /// created), streaming, and fsyncs it at the end.
     ///
     /// The object's size must be the entry's `stored_bytes`; it is fetched in
-    /// ranges of [`DOWNLOAD_RANGE_BYTES`] (at most [`MAX_CONCURRENT_RANGES`] in
+    /// ranges of `DOWNLOAD_RANGE_BYTES` (at most `MAX_CONCURRENT_RANGES` in
     /// flight, each one request bounded by the request timeout, all pinned to
     /// the object version seen first), decompressed while streaming when the
     /// entry says so, and the result must have the entry's `size_bytes` and

@@ -10,20 +10,20 @@ use crate::manifest::ZSTD_COMPRESSION;
 
 /// The default memory budget of all uploads of a store together
 /// ([`BackupStoreOptions::upload_memory_limit_bytes`]): 8 part buffers.
-pub const DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+pub(crate) const DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// The default time limit of one request to a remote store.
-pub const DEFAULT_API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The default number of requests in flight at once per [`BackupStore`].
-pub const DEFAULT_MAX_CONCURRENT_CONNECTIONS: usize = 32;
+/// The default number of requests in flight at once per [`BackupStore`](crate::BackupStore).
+pub(crate) const DEFAULT_MAX_CONCURRENT_CONNECTIONS: usize = 32;
 
 /// The maximum number of retries of one request to a remote store.
-pub const MAX_RETRIES: usize = 8;
+pub(crate) const MAX_RETRIES: usize = 8;
 
 /// No request to a remote store is retried once this long has passed since
 /// its first attempt.
-pub const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How backup files are compressed before upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,7 +36,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// The value recorded in [`FileEntry::compression`].
+    /// The value recorded in [`FileEntry::compression`](crate::FileEntry::compression).
     pub fn manifest_name(self) -> Option<&'static str> {
         match self {
             Self::None => None,
@@ -45,7 +45,7 @@ impl Compression {
     }
 }
 
-/// How to open a [`BackupStore`].
+/// How to open a [`BackupStore`](crate::BackupStore).
 ///
 /// Build one with [`BackupStoreOptions::new`] (or struct update syntax from
 /// [`BackupStoreOptions::default`]) to get the defaults of the tuning fields.
@@ -57,19 +57,19 @@ pub struct BackupStoreOptions {
     /// which all backups live. Leading and trailing `/` are ignored.
     pub base_path: Option<String>,
     /// The time limit of one request (each retry has its own); remote stores
-    /// only. Default [`DEFAULT_API_CALL_TIMEOUT`].
+    /// only. Default `DEFAULT_API_CALL_TIMEOUT`.
     pub api_call_timeout: Duration,
     /// The maximum number of requests in flight at once, shared by every
     /// clone of the store (so by every partition of a broker). Default
-    /// [`DEFAULT_MAX_CONCURRENT_CONNECTIONS`].
+    /// `DEFAULT_MAX_CONCURRENT_CONNECTIONS`.
     pub max_concurrent_connections: usize,
     /// How uploaded files are compressed. Default [`Compression::None`].
     /// Downloads follow what each file's manifest entry says.
     pub compression: Compression,
     /// The memory for upload buffers, shared by every clone of the store:
     /// `upload_memory_limit_bytes / MULTIPART_PART_BYTES` part buffers (at
-    /// least one). Default [`DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`]. See
-    /// [`BackupStore::upload_file`].
+    /// least one). Default `DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`. See
+    /// [`BackupStore::upload_file`](crate::BackupStore::upload_file).
     pub upload_memory_limit_bytes: u64,
 }
 
@@ -94,7 +94,7 @@ impl Default for BackupStoreOptions {
     }
 }
 
-/// The kind of object store backing a [`BackupStore`].
+/// The kind of object store backing a [`BackupStore`](crate::BackupStore).
 ///
 /// `Debug` redacts every secret (S3 secret key, Azure key and SAS token).
 #[derive(Clone, PartialEq, Eq)]

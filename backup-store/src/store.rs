@@ -64,8 +64,8 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 /// `object_store::limit::LimitStore`), so all partitions of a broker share it.
 /// Remote stores time out each request after
 /// [`BackupStoreOptions::api_call_timeout`] and retry failed ones with
-/// randomized exponential backoff, at most [`MAX_RETRIES`](crate::MAX_RETRIES) times and not
-/// after [`RETRY_TIMEOUT`](crate::RETRY_TIMEOUT).
+/// randomized exponential backoff, at most `MAX_RETRIES` (8) times and not
+/// after `RETRY_TIMEOUT` (2 minutes).
 #[derive(Clone)]
 pub struct BackupStore {
     pub(crate) store: Arc<dyn ObjectStore>,
@@ -133,7 +133,7 @@ impl BackupStore {
 
     /// Wraps an existing object store (tests, fault-injection wrappers),
     /// without compression and without a request limit of its own, with the
-    /// default upload memory ([`DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`]). As the
+    /// default upload memory (`DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`). As the
     /// store may keep the bytes it is given, uploads send copies of their
     /// buffers.
     ///

@@ -3,6 +3,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::manifest::{
+    format_checksum, parse_checksum, validate_file_name, MANIFEST_FORMAT_VERSION,
+    MANIFEST_FORMAT_VERSION_COMPRESSED, MAX_FILE_NAME_LEN, ZSTD_COMPRESSION,
+};
+use crate::options::DEFAULT_API_CALL_TIMEOUT;
+use crate::upload::MULTIPART_PART_BYTES;
 
 fn open(kind: StoreKind, base_path: Option<&str>) -> BackupStore {
     BackupStore::open(BackupStoreOptions::new(kind, base_path.map(str::to_string))).unwrap()

@@ -19,19 +19,17 @@ use crate::{BackupStore, BackupStoreError, Compression, Throttle};
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 
-/// Uploads that end up at most this size are done with a single `put`;
-/// larger ones with a multipart upload. What fits in one part buffer.
-pub const SINGLE_PUT_MAX_BYTES: u64 = MULTIPART_PART_BYTES as u64;
-
-/// The part size of multipart uploads.
-pub const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
+/// The part size of multipart uploads, and the size of a part buffer: an
+/// upload that ends up at most this size is done with a single `put`, a
+/// larger one with a multipart upload.
+pub(crate) const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// The maximum number of parts of one multipart upload in flight at once.
-pub const MAX_CONCURRENT_PARTS: usize = 4;
+pub(crate) const MAX_CONCURRENT_PARTS: usize = 4;
 
 /// The read size when uploads are throttled or compressed, for smooth
 /// progress at low rates and bounded compression steps.
-pub const THROTTLED_READ_BYTES: usize = 1024 * 1024;
+pub(crate) const THROTTLED_READ_BYTES: usize = 1024 * 1024;
 
 impl BackupStore {
     /// Uploads the first `length` bytes of `local_path` as file `name` of
@@ -41,19 +39,19 @@ impl BackupStore {
     /// append-only log segment): only the prefix is uploaded. With
     /// [`Compression::Zstd`] the bytes are compressed while they stream (one
     /// zstd frame; see the `codec` module for why in blocking tasks). What is
-    /// sent goes with one `put` while it totals at most
-    /// [`SINGLE_PUT_MAX_BYTES`], else as a multipart upload of
-    /// [`MULTIPART_PART_BYTES`] parts, at most [`MAX_CONCURRENT_PARTS`] in
+    /// sent goes with one `put` while it fits in one part buffer
+    /// (`MULTIPART_PART_BYTES`), else as a multipart upload of
+    /// `MULTIPART_PART_BYTES` parts, at most `MAX_CONCURRENT_PARTS` in
     /// flight; a failed multipart upload is aborted. With a `throttle`, every
     /// piece sent waits for it (so the rate limits bytes sent, compressed or
     /// not).
     ///
     /// Memory: every byte to send waits in a part buffer of the store's one
-    /// pool ([`BackupStoreOptions::upload_memory_limit_bytes`]), taken before
+    /// pool ([`BackupStoreOptions::upload_memory_limit_bytes`](crate::BackupStoreOptions::upload_memory_limit_bytes)), taken before
     /// the file is read into it and given back when the request that sent it
     /// is over. So all uploads of a store together hold at most that much,
     /// whatever the size and number of files; compression adds one read chunk
-    /// ([`THROTTLED_READ_BYTES`]) and the zstd context per upload.
+    /// (`THROTTLED_READ_BYTES`) and the zstd context per upload.
     ///
     /// Afterwards the object's size in the store is compared with what was
     /// sent: a store that kept less (or more) gives [`BackupStoreError::Corrupt`].
