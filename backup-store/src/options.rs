@@ -56,12 +56,13 @@ pub struct BackupStoreOptions {
     /// An optional prefix inside the store (e.g. `cluster-a/backups`) under
     /// which all backups live. Leading and trailing `/` are ignored.
     pub base_path: Option<String>,
-    /// The time limit of one request (each retry has its own); remote stores
-    /// only. Default `DEFAULT_API_CALL_TIMEOUT`.
+    /// The time limit of one request (each retry has its own), of every
+    /// remote store alike (S3, GCS, Azure); the local ones do not wait on a
+    /// network. Default 30 s (`DEFAULT_API_CALL_TIMEOUT`).
     pub api_call_timeout: Duration,
     /// The maximum number of requests in flight at once, shared by every
-    /// clone of the store (so by every partition of a broker). Default
-    /// `DEFAULT_MAX_CONCURRENT_CONNECTIONS`.
+    /// clone of the store (so by every partition of a broker), whatever the
+    /// kind of store. Default 32 (`DEFAULT_MAX_CONCURRENT_CONNECTIONS`).
     pub max_concurrent_connections: usize,
     /// How uploaded files are compressed. Default [`Compression::None`].
     /// Downloads follow what each file's manifest entry says.

@@ -936,3 +936,95 @@ async fn a_wrapper_forwards_bulk_deletes_to_the_wrapped_store() {
         "only the manifest is deleted on its own"
     );
 }
+
+/// A server that accepts connections and never answers; counts them.
+async fn silent_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            open.push(socket);
+        }
+    });
+    (address, accepted)
+}
+
+/// The remote backends at `address`, each with credentials that need no
+/// request of their own.
+fn remote_kinds(address: &str) -> Vec<StoreKind> {
+    vec![
+        s3(Some(address), true),
+        gcs(Some(address), None),
+        azure(
+            Some("a2V5"),
+            None,
+            Some(&format!("{address}/devstoreaccount1")),
+        ),
+    ]
+}
+
+/// `api_call_timeout` and `max_concurrent_connections` are options of every
+/// remote store, not of S3 alone: a request that gets no answer ends after
+/// the timeout, and no more requests than the limit are in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_remote_backend_honours_the_request_timeout_and_limit() {
+    let (address, _) = silent_server().await;
+    for kind in remote_kinds(&address) {
+        let name = format!("{kind:?}");
+        let store = BackupStore::open(BackupStoreOptions {
+            api_call_timeout: Duration::from_millis(300),
+            ..BackupStoreOptions::new(kind, None)
+        })
+        .unwrap();
+        let started = Instant::now();
+        // Without the timeout this waits for the default 30 s per attempt.
+        let error = tokio::time::timeout(Duration::from_secs(20), store.check_reachable())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the request timeout is not applied"))
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name}: took {:?}: {error}",
+            started.elapsed()
+        );
+    }
+
+    for backend in 0..remote_kinds(&address).len() {
+        let (address, accepted) = silent_server().await;
+        let kind = remote_kinds(&address).swap_remove(backend);
+        let name = format!("{kind:?}");
+        let store = BackupStore::open(BackupStoreOptions {
+            api_call_timeout: Duration::from_secs(30),
+            max_concurrent_connections: 2,
+            ..BackupStoreOptions::new(kind, None)
+        })
+        .unwrap();
+        let requests: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let path = object_store::path::Path::from(format!("object-{i}"));
+                    store.object_store().head(&path).await
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while accepted.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Time for the other four to connect if nothing held them back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "{name}: requests in flight beyond max_concurrent_connections"
+        );
+        for request in requests {
+            request.abort();
+        }
+    }
+}
