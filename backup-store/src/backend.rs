@@ -1,7 +1,8 @@
 //! Building the `object_store` client of each [`StoreKind`]: credentials,
 //! per-request timeout, retries, the per-broker request limit, and the hints
-//! that turn a failed reachability check into a message naming the setting to
-//! fix.
+//! that turn a failed reachability check into a message naming the option to
+//! fix. Messages name [`BackupStoreOptions`] fields (`StoreKind::S3.bucket`),
+//! never the configuration keys of a caller, which may add its own.
 
 use std::path::{Path as LocalPath, PathBuf};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::error_chain;
-use crate::store::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
+use crate::options::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
 use crate::BackupStoreError;
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -236,12 +237,14 @@ impl LocalFiles {
 pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
     if options.api_call_timeout.is_zero() {
         return Err(BackupStoreError::Config {
-            reason: "api_call_timeout must be positive".to_string(),
+            option: "BackupStoreOptions.api_call_timeout",
+            reason: "the request timeout is zero; set a positive duration".to_string(),
         });
     }
     if options.max_concurrent_connections == 0 {
         return Err(BackupStoreError::Config {
-            reason: "max_concurrent_connections must be at least 1".to_string(),
+            option: "BackupStoreOptions.max_concurrent_connections",
+            reason: "the request limit is zero; allow at least 1 request in flight".to_string(),
         });
     }
     let limit = options.max_concurrent_connections;
@@ -263,7 +266,8 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
         StoreKind::Filesystem { root } => {
             if root.as_os_str().is_empty() {
                 return Err(BackupStoreError::Config {
-                    reason: "the backup directory is empty; set it (broker.data.backup.filesystem.basePath)".to_string(),
+                    option: "StoreKind::Filesystem.root",
+                    reason: "the backup directory is empty; set it".to_string(),
                 });
             }
             std::fs::create_dir_all(root).map_err(|source| BackupStoreError::io(root, source))?;
@@ -271,6 +275,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 LocalFileSystem::new_with_prefix(root)
                     .map(|fs| fs.with_automatic_cleanup(true))
                     .map_err(|e| BackupStoreError::Config {
+                        option: "StoreKind::Filesystem.root",
                         reason: format!(
                             "cannot use directory as backup store: root={} error={}",
                             root.display(),
@@ -278,7 +283,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                         ),
                     })
             };
-            let key = "broker.data.backup.filesystem.basePath";
+            let key = "StoreKind::Filesystem.root";
             let canonical_root =
                 std::fs::canonicalize(root).map_err(|source| BackupStoreError::io(root, source))?;
             Ok(Backend {
@@ -311,7 +316,8 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             let bucket = bucket.trim().to_string();
             if bucket.is_empty() {
                 return Err(BackupStoreError::Config {
-                    reason: "the S3 bucket name is empty; set the bucket (broker.data.backup.s3.bucketName)".to_string(),
+                    option: "StoreKind::S3.bucket",
+                    reason: "the S3 bucket name is empty; set the bucket".to_string(),
                 });
             }
             let allow_http = *allow_http
@@ -339,7 +345,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             if let Some(endpoint) = endpoint.as_deref().map(str::trim) {
                 if !endpoint.is_empty() {
                     let endpoint = if *force_path_style {
-                        check_endpoint(endpoint, "broker.data.backup.s3.endpoint")?;
+                        check_endpoint(endpoint, "StoreKind::S3.endpoint")?;
                         endpoint.to_string()
                     } else {
                         virtual_hosted_endpoint(endpoint, &bucket)?
@@ -356,6 +362,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             }
             let build_error = |e: object_store::Error| {
                 BackupStoreError::Config {
+                option: "StoreKind::S3",
                 reason: format!(
                     "cannot build the S3 client: bucket={bucket} endpoint={endpoint_description} error={}",
                     error_chain(&e)
@@ -368,11 +375,11 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             )?;
             let connect = if endpoint_description == "default" {
                 format!(
-                    "cannot connect to the S3 service of region {} (broker.data.backup.s3.region, broker.data.backup.s3.endpoint)",
+                    "cannot connect to the S3 service of region {} (StoreKind::S3.region, StoreKind::S3.endpoint)",
                     region.trim()
                 )
             } else {
-                format!("cannot connect to {endpoint_description} (broker.data.backup.s3.endpoint)")
+                format!("cannot connect to {endpoint_description} (StoreKind::S3.endpoint)")
             };
             Ok(Backend {
                 local: None,
@@ -383,10 +390,10 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 ),
                 hints: Hints {
                     missing: format!(
-                        "bucket {bucket} does not exist (broker.data.backup.s3.bucketName); create it or correct the setting"
+                        "bucket {bucket} does not exist (StoreKind::S3.bucket); create it or correct the setting"
                     ),
                     connect,
-                    credentials: "access denied or no credentials; check broker.data.backup.s3.accessKey and secretKey, or the AWS credential chain (AWS_* variables, web identity, instance profile), and the bucket's permissions".to_string(),
+                    credentials: "access denied or no credentials; check StoreKind::S3.access_key and secret_key, or the AWS credential chain (AWS_* variables, web identity, instance profile), and the bucket's permissions".to_string(),
                 },
             })
         }
@@ -398,19 +405,20 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             let bucket = bucket.trim().to_string();
             if bucket.is_empty() {
                 return Err(BackupStoreError::Config {
-                    reason: "the GCS bucket name is empty; set the bucket (broker.data.backup.gcs.bucketName)".to_string(),
+                    option: "StoreKind::Gcs.bucket",
+                    reason: "the GCS bucket name is empty; set the bucket".to_string(),
                 });
             }
             let host = host.as_deref().map(str::trim).filter(|h| !h.is_empty());
             if let Some(host) = host {
-                check_endpoint(host, "broker.data.backup.gcs.host")?;
+                check_endpoint(host, "StoreKind::Gcs.host")?;
             }
             // Explicit credentials or host replace the credential chain; otherwise
             // the environment (GOOGLE_*) and application default credentials apply.
             let mut builder = match (host, credentials) {
                 (None, None) => GoogleCloudStorageBuilder::from_env(),
                 (None, Some(path)) => {
-                    check_readable(path, "broker.data.backup.gcs.credentials")?;
+                    check_readable(path, "StoreKind::Gcs.credentials")?;
                     GoogleCloudStorageBuilder::new()
                         .with_service_account_path(path.to_string_lossy())
                 }
@@ -428,13 +436,12 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                     connect_timeout.as_str(),
                 );
             let host_description = host.unwrap_or("https://storage.googleapis.com").to_string();
-            let build_error = |e: object_store::Error| {
-                BackupStoreError::Config {
+            let build_error = |e: object_store::Error| BackupStoreError::Config {
+                option: "StoreKind::Gcs.credentials",
                 reason: format!(
-                    "cannot build the GCS client: bucket={bucket} host={host_description} error={} (broker.data.backup.gcs.credentials)",
+                    "cannot build the GCS client: bucket={bucket} host={host_description} error={}",
                     error_chain(&e)
                 ),
-            }
             };
             let (store, probe) = store_and_probe(
                 |retry| builder.clone().with_retry(retry).build(),
@@ -447,12 +454,12 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 description: format!("GCS(bucket={bucket} host={host_description})"),
                 hints: Hints {
                     missing: format!(
-                        "bucket {bucket} does not exist (broker.data.backup.gcs.bucketName); create it or correct the setting"
+                        "bucket {bucket} does not exist (StoreKind::Gcs.bucket); create it or correct the setting"
                     ),
                     connect: format!(
-                        "cannot connect to {host_description} (broker.data.backup.gcs.host)"
+                        "cannot connect to {host_description} (StoreKind::Gcs.host)"
                     ),
-                    credentials: "access denied or no credentials; check broker.data.backup.gcs.credentials, or the application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server), and the bucket's permissions".to_string(),
+                    credentials: "access denied or no credentials; check StoreKind::Gcs.credentials, or the application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server), and the bucket's permissions".to_string(),
                 },
             })
         }
@@ -467,14 +474,14 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             let container = container.trim().to_string();
             if account.is_empty() {
                 return Err(BackupStoreError::Config {
-                    reason: "the Azure storage account is empty; set it (broker.data.backup.azure.account)".to_string(),
+                    option: "StoreKind::Azure.account",
+                    reason: "the Azure storage account is empty; set it".to_string(),
                 });
             }
             if container.is_empty() {
                 return Err(BackupStoreError::Config {
-                    reason:
-                        "the Azure container is empty; set it (broker.data.backup.azure.container)"
-                            .to_string(),
+                    option: "StoreKind::Azure.container",
+                    reason: "the Azure container is empty; set it".to_string(),
                 });
             }
             // Explicit credentials replace the chain (an AZURE_STORAGE_ACCOUNT_KEY in the
@@ -482,7 +489,8 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             let mut builder = match (access_key, sas_token) {
                 (Some(_), Some(_)) => {
                     return Err(BackupStoreError::Config {
-                        reason: "an Azure access key and a SAS token are mutually exclusive (broker.data.backup.azure.key, broker.data.backup.azure.sasToken)".to_string(),
+                        option: "StoreKind::Azure.sas_token",
+                        reason: "an Azure access key and a SAS token are mutually exclusive (StoreKind::Azure.access_key, StoreKind::Azure.sas_token); set one of them".to_string(),
                     })
                 }
                 (Some(key), None) => MicrosoftAzureBuilder::new().with_access_key(key),
@@ -505,7 +513,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             let endpoint = endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
             let endpoint_description = match endpoint {
                 Some(endpoint) => {
-                    check_endpoint(endpoint, "broker.data.backup.azure.endpoint")?;
+                    check_endpoint(endpoint, "StoreKind::Azure.endpoint")?;
                     builder = builder
                         .with_endpoint(endpoint.trim_end_matches('/').to_string())
                         .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
@@ -515,8 +523,9 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             };
             let build_error = |e: object_store::Error| {
                 BackupStoreError::Config {
+                option: "StoreKind::Azure.access_key",
                 reason: format!(
-                    "cannot build the Azure client: account={account} container={container} endpoint={endpoint_description} error={} (broker.data.backup.azure.key, broker.data.backup.azure.sasToken)",
+                    "cannot build the Azure client: account={account} container={container} endpoint={endpoint_description} error={}; check StoreKind::Azure.access_key or sas_token",
                     error_chain(&e)
                 ),
             }
@@ -534,12 +543,12 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 ),
                 hints: Hints {
                     missing: format!(
-                        "container {container} does not exist in account {account} (broker.data.backup.azure.container); create it or correct the setting"
+                        "container {container} does not exist in account {account} (StoreKind::Azure.container); create it or correct the setting"
                     ),
                     connect: format!(
-                        "cannot connect to {endpoint_description} (broker.data.backup.azure.endpoint, broker.data.backup.azure.account)"
+                        "cannot connect to {endpoint_description} (StoreKind::Azure.endpoint, StoreKind::Azure.account)"
                     ),
-                    credentials: "access denied or no credentials; check broker.data.backup.azure.key or sasToken, or the Azure credential chain (AZURE_* variables, workload or managed identity), and the container's permissions".to_string(),
+                    credentials: "access denied or no credentials; check StoreKind::Azure.access_key or sas_token, or the Azure credential chain (AZURE_* variables, workload or managed identity), and the container's permissions".to_string(),
                 },
             })
         }
@@ -550,7 +559,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
 /// credentials file with its `gcs_base_url` replaced, or, without credentials,
 /// an anonymous key (`disable_oauth`).
 fn gcs_key_for_host(host: &str, credentials: Option<&LocalPath>) -> Result<String> {
-    let key = "broker.data.backup.gcs.credentials";
+    let key = "StoreKind::Gcs.credentials";
     let mut document = match credentials {
         None => serde_json::json!({
             "private_key": "",
@@ -561,15 +570,17 @@ fn gcs_key_for_host(host: &str, credentials: Option<&LocalPath>) -> Result<Strin
         Some(path) => {
             check_readable(path, key)?;
             let text = std::fs::read_to_string(path).map_err(|e| BackupStoreError::Config {
+                option: key,
                 reason: format!(
-                    "cannot read the GCS credentials file: path={} error={e} ({key})",
+                    "cannot read the GCS credentials file: path={} error={e}",
                     path.display()
                 ),
             })?;
             serde_json::from_str::<serde_json::Value>(&text).map_err(|e| {
                 BackupStoreError::Config {
+                    option: key,
                     reason: format!(
-                        "the GCS credentials file is not JSON: path={} error={e} ({key})",
+                        "the GCS credentials file is not JSON: path={} error={e}",
                         path.display()
                     ),
                 }
@@ -578,7 +589,8 @@ fn gcs_key_for_host(host: &str, credentials: Option<&LocalPath>) -> Result<Strin
     };
     let Some(object) = document.as_object_mut() else {
         return Err(BackupStoreError::Config {
-            reason: format!("the GCS credentials file is not a JSON object ({key})"),
+            option: key,
+            reason: "the GCS credentials file is not a JSON object".to_string(),
         });
     };
     object.insert(
@@ -588,18 +600,22 @@ fn gcs_key_for_host(host: &str, credentials: Option<&LocalPath>) -> Result<Strin
     Ok(document.to_string())
 }
 
-fn check_readable(path: &LocalPath, key: &str) -> Result<()> {
+fn check_readable(path: &LocalPath, option: &'static str) -> Result<()> {
     std::fs::metadata(path)
         .map(|_| ())
         .map_err(|e| BackupStoreError::Config {
+            option,
             reason: format!(
-                "cannot read the credentials file: path={} error={e} ({key})",
+                "cannot read the credentials file: path={} error={e}",
                 path.display()
             ),
         })
 }
 
-pub(crate) fn check_endpoint<'a>(endpoint: &'a str, key: &str) -> Result<(&'a str, &'a str)> {
+pub(crate) fn check_endpoint<'a>(
+    endpoint: &'a str,
+    option: &'static str,
+) -> Result<(&'a str, &'a str)> {
     endpoint
         .split_once("://")
         .filter(|(scheme, rest)| {
@@ -607,8 +623,9 @@ pub(crate) fn check_endpoint<'a>(endpoint: &'a str, key: &str) -> Result<(&'a st
                 && !rest.is_empty()
         })
         .ok_or_else(|| BackupStoreError::Config {
+            option,
             reason: format!(
-                "invalid endpoint: endpoint={endpoint:?}; it must start with http:// or https:// ({key})"
+                "invalid endpoint: endpoint={endpoint:?}; it must start with http:// or https://"
             ),
         })
 }
@@ -616,7 +633,7 @@ pub(crate) fn check_endpoint<'a>(endpoint: &'a str, key: &str) -> Result<(&'a st
 /// object_store uses a custom endpoint as-is for virtual-hosted style
 /// requests, so the bucket must be part of its host.
 pub(crate) fn virtual_hosted_endpoint(endpoint: &str, bucket: &str) -> Result<String> {
-    let (scheme, rest) = check_endpoint(endpoint, "broker.data.backup.s3.endpoint")?;
+    let (scheme, rest) = check_endpoint(endpoint, "StoreKind::S3.endpoint")?;
     if rest.starts_with(&format!("{bucket}.")) {
         Ok(endpoint.to_string())
     } else {
@@ -668,7 +685,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("broker.data.backup.gcs.credentials"),
+            error.contains("option=StoreKind::Gcs.credentials"),
             "{error}"
         );
     }

@@ -24,19 +24,19 @@ use bytes::Bytes;
 use zstd::stream::raw::{CParameter, DParameter, Decoder, Encoder, InBuffer, Operation, OutBuffer};
 
 /// The zstd compression level (zstd's default: fast, good ratio on logs).
-pub const ZSTD_LEVEL: i32 = 3;
+pub(crate) const ZSTD_LEVEL: i32 = 3;
 
 /// The window size of written frames, as a power of two (2 MiB).
-pub const ZSTD_WINDOW_LOG: u32 = 21;
+pub(crate) const ZSTD_WINDOW_LOG: u32 = 21;
 
 /// The largest window the decoder accepts, as a power of two (8 MiB).
-pub const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// The size of the scratch buffer each step writes into.
 const SCRATCH_BYTES: usize = 1024 * 1024;
 
 /// The most bytes one decompression step produces before it returns.
-pub const MAX_DECODED_PER_STEP: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_DECODED_PER_STEP: usize = 8 * 1024 * 1024;
 
 /// A streaming zstd compressor of one file.
 pub(crate) struct Compressor {

@@ -25,6 +25,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::ops::Range;
 use std::path::Path as LocalPath;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -40,10 +41,13 @@ use object_store::{
 };
 use rand::RngCore;
 
+use crate::codec::ZSTD_LEVEL;
+use crate::manifest::{
+    format_checksum, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED, ZSTD_COMPRESSION,
+};
 use crate::{
-    format_checksum, BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore,
-    BackupStoreError, Compression, FileEntry, FileKind, Manifest, Throttle,
-    MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED, ZSTD_COMPRESSION,
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, Compression,
+    FileEntry, FileKind, Manifest, Throttle,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -1169,7 +1173,7 @@ async fn compressed_corruption_detected(store: &BackupStore, dir: &LocalPath) {
     let middle = flipped.len() / 2;
     flipped[middle] ^= 0x10;
     let garbage = random_bytes(original.len());
-    let bomb = zstd::bulk::compress(&vec![b'x'; 64 * MIB], crate::ZSTD_LEVEL).unwrap();
+    let bomb = zstd::bulk::compress(&vec![b'x'; 64 * MIB], ZSTD_LEVEL).unwrap();
     let half = original[..original.len() / 2].to_vec();
     let mut longer = original.clone();
     longer.extend_from_slice(&original);
@@ -1305,6 +1309,7 @@ struct TruncatingUpload {
     inner: Box<dyn MultipartUpload>,
 }
 
+#[deny(clippy::missing_trait_methods)]
 impl MultipartUpload for TruncatingUpload {
     fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
         self.inner.put_part(truncated(data))
@@ -1406,6 +1411,15 @@ impl Intercept for DeleteRecorder {
         })
     }
 
+    /// Every deletion, also the bulk ones, goes through [`Self::delete`] to be
+    /// recorded (and failed).
+    fn delete_stream<'a>(
+        &'a self,
+        locations: BoxStream<'a, object_store::Result<Path>>,
+    ) -> BoxStream<'a, object_store::Result<Path>> {
+        delete_each(self, locations)
+    }
+
     /// Lists in reverse order, so that the manifest comes after the data
     /// objects and a deletion driven by the listing alone deletes it last.
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
@@ -1418,6 +1432,18 @@ impl Intercept for DeleteRecorder {
         .try_flatten()
         .boxed()
     }
+
+    /// [`Self::list`]'s order, from an offset.
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let offset = offset.clone();
+        self.list(prefix)
+            .try_filter(move |meta| std::future::ready(meta.location > offset))
+            .boxed()
+    }
 }
 
 /// The future of an [`ObjectStore`] call.
@@ -1425,11 +1451,31 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T
 
 /// A store that wraps another one, for tests and fault injection: implement
 /// [`Intercept::inner`] and only the calls that change; [`Intercepted`] makes
-/// it an [`ObjectStore`] that forwards every other call to the inner store
-/// unchanged. (So every wrapper shares one forwarding implementation.)
+/// it an [`ObjectStore`] that forwards every other call. (So every wrapper
+/// shares one forwarding implementation, and none loses a method of the
+/// store it wraps.)
+///
+/// Every [`ObjectStore`] method has a default here, of one of two kinds:
+///
+/// - **Spellings of a primitive** go through this intercept's primitive, so
+///   that a wrapper sees a call however it is spelled, at no cost (no backend
+///   does them better than object_store's own default): `put` → `put_opts`,
+///   `put_multipart` → `put_multipart_opts`, and `get`, `get_range`, `head` →
+///   `get_opts`.
+/// - **Methods that backends do better** go to the inner store's own method,
+///   which is what the wrapped store is chosen for: `delete_stream` (one
+///   request per 1,000 objects on S3, per 256 on Azure), `list_with_offset`
+///   (S3, GCS, files), `get_ranges` (files, memory), `rename` and
+///   `rename_if_not_exists` (files). A wrapper that changes `delete`, `list`,
+///   `get_opts` or `copy`/`copy_if_not_exists` changes these as well (e.g.
+///   `delete_stream` with [`delete_each`]), or they bypass it.
 pub trait Intercept: fmt::Debug + fmt::Display + Send + Sync + 'static {
     /// The wrapped store.
     fn inner(&self) -> &Arc<dyn ObjectStore>;
+
+    fn put<'a>(&'a self, location: &'a Path, payload: PutPayload) -> StoreFuture<'a, PutResult> {
+        self.put_opts(location, payload, PutOptions::default())
+    }
 
     fn put_opts<'a>(
         &'a self,
@@ -1440,12 +1486,23 @@ pub trait Intercept: fmt::Debug + fmt::Display + Send + Sync + 'static {
         self.inner().put_opts(location, payload, opts)
     }
 
+    fn put_multipart<'a>(
+        &'a self,
+        location: &'a Path,
+    ) -> StoreFuture<'a, Box<dyn MultipartUpload>> {
+        self.put_multipart_opts(location, PutMultipartOptions::default())
+    }
+
     fn put_multipart_opts<'a>(
         &'a self,
         location: &'a Path,
         opts: PutMultipartOptions,
     ) -> StoreFuture<'a, Box<dyn MultipartUpload>> {
         self.inner().put_multipart_opts(location, opts)
+    }
+
+    fn get<'a>(&'a self, location: &'a Path) -> StoreFuture<'a, GetResult> {
+        self.get_opts(location, GetOptions::default())
     }
 
     fn get_opts<'a>(
@@ -1456,12 +1513,55 @@ pub trait Intercept: fmt::Debug + fmt::Display + Send + Sync + 'static {
         self.inner().get_opts(location, options)
     }
 
+    fn get_range<'a>(&'a self, location: &'a Path, range: Range<u64>) -> StoreFuture<'a, Bytes> {
+        Box::pin(async move {
+            let options = GetOptions {
+                range: Some(range.into()),
+                ..GetOptions::default()
+            };
+            self.get_opts(location, options).await?.bytes().await
+        })
+    }
+
+    fn get_ranges<'a>(
+        &'a self,
+        location: &'a Path,
+        ranges: &'a [Range<u64>],
+    ) -> StoreFuture<'a, Vec<Bytes>> {
+        self.inner().get_ranges(location, ranges)
+    }
+
+    fn head<'a>(&'a self, location: &'a Path) -> StoreFuture<'a, ObjectMeta> {
+        Box::pin(async move {
+            let options = GetOptions {
+                head: true,
+                ..GetOptions::default()
+            };
+            Ok(self.get_opts(location, options).await?.meta)
+        })
+    }
+
     fn delete<'a>(&'a self, location: &'a Path) -> StoreFuture<'a, ()> {
         self.inner().delete(location)
     }
 
+    fn delete_stream<'a>(
+        &'a self,
+        locations: BoxStream<'a, object_store::Result<Path>>,
+    ) -> BoxStream<'a, object_store::Result<Path>> {
+        self.inner().delete_stream(locations)
+    }
+
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.inner().list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner().list_with_offset(prefix, offset)
     }
 
     fn list_with_delimiter<'a>(&'a self, prefix: Option<&'a Path>) -> StoreFuture<'a, ListResult> {
@@ -1472,9 +1572,34 @@ pub trait Intercept: fmt::Debug + fmt::Display + Send + Sync + 'static {
         self.inner().copy(from, to)
     }
 
+    fn rename<'a>(&'a self, from: &'a Path, to: &'a Path) -> StoreFuture<'a, ()> {
+        self.inner().rename(from, to)
+    }
+
     fn copy_if_not_exists<'a>(&'a self, from: &'a Path, to: &'a Path) -> StoreFuture<'a, ()> {
         self.inner().copy_if_not_exists(from, to)
     }
+
+    fn rename_if_not_exists<'a>(&'a self, from: &'a Path, to: &'a Path) -> StoreFuture<'a, ()> {
+        self.inner().rename_if_not_exists(from, to)
+    }
+}
+
+/// `delete_stream` through the intercept's own `delete`, one request per
+/// object (at most 10 at once, as object_store's default): for a wrapper
+/// that changes `delete` and so must see every deletion.
+pub fn delete_each<'a, I: Intercept + ?Sized>(
+    intercept: &'a I,
+    locations: BoxStream<'a, object_store::Result<Path>>,
+) -> BoxStream<'a, object_store::Result<Path>> {
+    locations
+        .map(move |location| async move {
+            let location = location?;
+            intercept.delete(&location).await?;
+            Ok(location)
+        })
+        .buffered(10)
+        .boxed()
 }
 
 /// An [`Intercept`] as an [`ObjectStore`]; derefs to the intercept (to reach
@@ -1496,8 +1621,25 @@ impl<I: Intercept> fmt::Display for Intercepted<I> {
     }
 }
 
-// `ObjectStore` is an `async_trait`; these are its desugared signatures.
+// `ObjectStore` is an `async_trait`; these are its desugared signatures. Every
+// method is forwarded (to the intercept, see [`Intercept`]): a provided method
+// left to its default here would silently replace the wrapped store's own
+// (e.g. a bulk `delete_stream` by one request per object).
+#[deny(clippy::missing_trait_methods)]
 impl<I: Intercept> ObjectStore for Intercepted<I> {
+    fn put<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        payload: PutPayload,
+    ) -> StoreFuture<'c, PutResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.put(location, payload)
+    }
+
     fn put_opts<'a, 'b, 'c>(
         &'a self,
         location: &'b Path,
@@ -1510,6 +1652,18 @@ impl<I: Intercept> ObjectStore for Intercepted<I> {
         Self: 'c,
     {
         self.0.put_opts(location, payload, opts)
+    }
+
+    fn put_multipart<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+    ) -> StoreFuture<'c, Box<dyn MultipartUpload>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.put_multipart(location)
     }
 
     fn put_multipart_opts<'a, 'b, 'c>(
@@ -1525,6 +1679,15 @@ impl<I: Intercept> ObjectStore for Intercepted<I> {
         self.0.put_multipart_opts(location, opts)
     }
 
+    fn get<'a, 'b, 'c>(&'a self, location: &'b Path) -> StoreFuture<'c, GetResult>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.get(location)
+    }
+
     fn get_opts<'a, 'b, 'c>(
         &'a self,
         location: &'b Path,
@@ -1538,6 +1701,42 @@ impl<I: Intercept> ObjectStore for Intercepted<I> {
         self.0.get_opts(location, options)
     }
 
+    fn get_range<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        range: Range<u64>,
+    ) -> StoreFuture<'c, Bytes>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.get_range(location, range)
+    }
+
+    fn get_ranges<'a, 'b, 'c, 'd>(
+        &'a self,
+        location: &'b Path,
+        ranges: &'c [Range<u64>],
+    ) -> StoreFuture<'d, Vec<Bytes>>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.0.get_ranges(location, ranges)
+    }
+
+    fn head<'a, 'b, 'c>(&'a self, location: &'b Path) -> StoreFuture<'c, ObjectMeta>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.0.head(location)
+    }
+
     fn delete<'a, 'b, 'c>(&'a self, location: &'b Path) -> StoreFuture<'c, ()>
     where
         'a: 'c,
@@ -1547,8 +1746,23 @@ impl<I: Intercept> ObjectStore for Intercepted<I> {
         self.0.delete(location)
     }
 
+    fn delete_stream<'a>(
+        &'a self,
+        locations: BoxStream<'a, object_store::Result<Path>>,
+    ) -> BoxStream<'a, object_store::Result<Path>> {
+        self.0.delete_stream(locations)
+    }
+
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         self.0.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.0.list_with_offset(prefix, offset)
     }
 
     fn list_with_delimiter<'a, 'b, 'c>(
@@ -1573,6 +1787,16 @@ impl<I: Intercept> ObjectStore for Intercepted<I> {
         self.0.copy(from, to)
     }
 
+    fn rename<'a, 'b, 'c, 'd>(&'a self, from: &'b Path, to: &'c Path) -> StoreFuture<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.0.rename(from, to)
+    }
+
     fn copy_if_not_exists<'a, 'b, 'c, 'd>(
         &'a self,
         from: &'b Path,
@@ -1585,5 +1809,19 @@ impl<I: Intercept> ObjectStore for Intercepted<I> {
         Self: 'd,
     {
         self.0.copy_if_not_exists(from, to)
+    }
+
+    fn rename_if_not_exists<'a, 'b, 'c, 'd>(
+        &'a self,
+        from: &'b Path,
+        to: &'c Path,
+    ) -> StoreFuture<'d, ()>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.0.rename_if_not_exists(from, to)
     }
 }

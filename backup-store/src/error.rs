@@ -34,8 +34,8 @@ pub enum BackupStoreError {
     )]
     Unreachable {
         /// What is most likely wrong and which setting to fix, e.g. `bucket
-        /// sluice does not exist (broker.data.backup.s3.bucketName); create it
-        /// or correct the setting`.
+        /// sluice does not exist (StoreKind::S3.bucket); create it or correct
+        /// the setting`.
         hint: String,
         /// A description of the store (never credentials), e.g. `S3(bucket=my-bucket …)`.
         store: String,
@@ -132,8 +132,13 @@ pub enum BackupStoreError {
     },
 
     /// The store options are invalid or the store cannot be built from them.
-    #[error("invalid backup store configuration: reason={reason}")]
+    #[error("invalid backup store options: option={option} reason={reason}")]
     Config {
+        /// The option to fix, as a field of [`crate::BackupStoreOptions`],
+        /// e.g. `StoreKind::S3.bucket` or `BackupStoreOptions.base_path`; a
+        /// caller that reads the options from its configuration can name its
+        /// own key for it.
+        option: &'static str,
         /// What is wrong.
         reason: String,
     },

@@ -10,28 +10,31 @@
 mod backend;
 mod buffers;
 mod codec;
+mod delete;
+mod download;
 mod error;
+mod layout;
 mod manifest;
+mod manifest_io;
+mod options;
 mod store;
 mod throttle;
+mod upload;
 
+// The conformance suite and the forwarding wrapper of fault-injection stores:
+// test code, behind the `testing` feature (never in a production build).
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
-pub use codec::{MAX_DECODED_PER_STEP, ZSTD_LEVEL, ZSTD_WINDOW_LOG, ZSTD_WINDOW_LOG_MAX};
 pub use error::BackupStoreError;
+pub use layout::MANIFEST_FILE_NAME;
 pub use manifest::{
-    canonical_json, format_checksum, now_rfc3339, parse_checksum, validate_file_name,
     validate_snapshot_id, BackupDescriptor, BackupIdentifier, BackupStatus, FileEntry, FileKind,
-    Manifest, MANIFEST_CHECKSUM_FIELD, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED,
-    MANIFEST_SIZE_BYTES_MAX, MAX_FILE_NAME_LEN, SNAPSHOT_ID_LEN, ZSTD_COMPRESSION,
+    Manifest, MANIFEST_SIZE_BYTES_MAX,
 };
-pub use store::{
-    BackupStore, BackupStoreOptions, Compression, ManifestListing, SkippedManifest, StoreKind,
-    DEFAULT_API_CALL_TIMEOUT, DEFAULT_MAX_CONCURRENT_CONNECTIONS,
-    DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES, DOWNLOAD_RANGE_BYTES, LIST_CONCURRENCY, MANIFEST_FILE_NAME,
-    MAX_CONCURRENT_PARTS, MAX_CONCURRENT_RANGES, MAX_RETRIES, MULTIPART_PART_BYTES, RETRY_TIMEOUT,
-    SINGLE_PUT_MAX_BYTES, THROTTLED_READ_BYTES,
-};
+pub use manifest_io::{ManifestListing, SkippedManifest, LIST_CONCURRENCY};
+pub use options::{BackupStoreOptions, Compression, StoreKind};
+pub use store::BackupStore;
 pub use throttle::Throttle;
 
 /// The `object_store` crate this crate is built on, for tests and

@@ -11,26 +11,26 @@ use crate::BackupStoreError;
 
 /// The manifest format version written for backups without compressed files;
 /// every release reads it.
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 1;
 
 /// The manifest format version written when a file of the backup is
 /// compressed (see [`FileEntry::compression`]). Releases that understand only
 /// version 1 refuse it ("use a newer release") instead of reporting the
 /// compressed objects as corrupt. The newest version this crate understands.
-pub const MANIFEST_FORMAT_VERSION_COMPRESSED: u32 = 2;
+pub(crate) const MANIFEST_FORMAT_VERSION_COMPRESSED: u32 = 2;
 
 /// The value of [`FileEntry::compression`] for zstd-compressed files.
-pub const ZSTD_COMPRESSION: &str = "zstd";
+pub(crate) const ZSTD_COMPRESSION: &str = "zstd";
 
 /// The longest file name accepted by [`validate_file_name`].
-pub const MAX_FILE_NAME_LEN: usize = 255;
+pub(crate) const MAX_FILE_NAME_LEN: usize = 255;
 
 /// The number of ASCII digits of a snapshot id: the broker names a snapshot
 /// by its processed position, zero-padded to 20 digits (`u64::MAX` has 20).
-pub const SNAPSHOT_ID_LEN: usize = 20;
+pub(crate) const SNAPSHOT_ID_LEN: usize = 20;
 
 /// The JSON key of the manifest's own checksum (see [`Manifest::to_stored_json`]).
-pub const MANIFEST_CHECKSUM_FIELD: &str = "manifestChecksum";
+pub(crate) const MANIFEST_CHECKSUM_FIELD: &str = "manifestChecksum";
 
 /// The largest manifest read or written. A file entry takes about 200 bytes
 /// of JSON, so 8 MiB holds about 40,000 files: a 5 TiB partition of 128 MiB
@@ -158,7 +158,7 @@ pub struct FileEntry {
     /// `crc32c:<8 lowercase hex digits>` of the original (uncompressed) bytes.
     pub checksum: String,
     /// How the object is compressed: `None` (stored as is) or
-    /// [`ZSTD_COMPRESSION`]. Omitted from the JSON when `None`.
+    /// `ZSTD_COMPRESSION`. Omitted from the JSON when `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
     /// The size of the object in the store; equals `size_bytes` when the file
@@ -214,7 +214,7 @@ fn required_format_version(files: &[FileEntry]) -> u32 {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Manifest {
-    /// [`MANIFEST_FORMAT_VERSION`], or [`MANIFEST_FORMAT_VERSION_COMPRESSED`]
+    /// `MANIFEST_FORMAT_VERSION`, or `MANIFEST_FORMAT_VERSION_COMPRESSED`
     /// when a file is compressed.
     pub format_version: u32,
     /// Which backup this is.
@@ -234,7 +234,7 @@ pub struct Manifest {
 }
 
 /// The current time as RFC 3339 with milliseconds, e.g. `2024-05-01T12:00:00.123Z`.
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
@@ -255,7 +255,7 @@ impl Manifest {
     }
 
     /// This manifest as `COMPLETED` with the given files (the format version
-    /// becomes [`MANIFEST_FORMAT_VERSION_COMPRESSED`] if one is compressed).
+    /// becomes `MANIFEST_FORMAT_VERSION_COMPRESSED` if one is compressed).
     pub fn complete(self, files: Vec<FileEntry>) -> Self {
         Self {
             format_version: self.format_version.max(required_format_version(&files)),
@@ -279,9 +279,9 @@ impl Manifest {
     }
 
     /// The JSON document stored for this manifest: its fields (pretty
-    /// printed) plus [`MANIFEST_CHECKSUM_FIELD`], `crc32c:<8 hex digits>` of
+    /// printed) plus `MANIFEST_CHECKSUM_FIELD`, `crc32c:<8 hex digits>` of
     /// the manifest's canonical bytes without that field (see
-    /// [`canonical_json`]). Fails if the document would exceed
+    /// `canonical_json`). Fails if the document would exceed
     /// [`MANIFEST_SIZE_BYTES_MAX`].
     pub fn to_stored_json(&self) -> Result<Vec<u8>, String> {
         let mut value = serde_json::to_value(self).map_err(|e| format!("cannot serialize: {e}"))?;
@@ -306,7 +306,7 @@ impl Manifest {
     }
 
     /// Parses a stored manifest document and checks its own checksum
-    /// ([`MANIFEST_CHECKSUM_FIELD`]): a mismatch means the manifest was
+    /// (`MANIFEST_CHECKSUM_FIELD`): a mismatch means the manifest was
     /// damaged after it was written and is reported as such. A document
     /// without the field was written before manifests had checksums and is
     /// read as before (structure and [`Self::validate`] only), so that
@@ -333,16 +333,16 @@ impl Manifest {
 
     /// Checks the invariants of a manifest; returns the violated one.
     ///
-    /// - the format version is [`MANIFEST_FORMAT_VERSION`] or
-    ///   [`MANIFEST_FORMAT_VERSION_COMPRESSED`], and the latter if a file is
+    /// - the format version is `MANIFEST_FORMAT_VERSION` or
+    ///   `MANIFEST_FORMAT_VERSION_COMPRESSED`, and the latter if a file is
     ///   compressed;
     /// - `COMPLETED` ⇒ no `failure_reason`; `FAILED` ⇒ `failure_reason` set;
     ///   `IN_PROGRESS` ⇒ no `failure_reason`;
     /// - every file name is valid and appears at most once per kind;
     /// - every checksum has the form `crc32c:<8 lowercase hex digits>`;
-    /// - every compression is absent or [`ZSTD_COMPRESSION`]; an uncompressed
+    /// - every compression is absent or `ZSTD_COMPRESSION`; an uncompressed
     ///   file has `stored_bytes == size_bytes`;
-    /// - `descriptor.snapshotId` is absent or [`SNAPSHOT_ID_LEN`] ASCII
+    /// - `descriptor.snapshotId` is absent or `SNAPSHOT_ID_LEN` ASCII
     ///   digits, and present if a snapshot file is listed.
     pub fn validate(&self) -> Result<(), String> {
         if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_COMPRESSED)
@@ -419,7 +419,7 @@ impl Manifest {
     }
 }
 
-/// Checks that `snapshot_id` is a snapshot id: exactly [`SNAPSHOT_ID_LEN`]
+/// Checks that `snapshot_id` is a snapshot id: exactly `SNAPSHOT_ID_LEN`
 /// ASCII digits, the broker's snapshot directory name.
 pub fn validate_snapshot_id(snapshot_id: &str) -> Result<(), BackupStoreError> {
     if snapshot_id.len() == SNAPSHOT_ID_LEN && snapshot_id.bytes().all(|b| b.is_ascii_digit()) {
@@ -435,7 +435,7 @@ pub fn validate_snapshot_id(snapshot_id: &str) -> Result<(), BackupStoreError> {
 
 /// Checks that `name` can be used as a backup file name: 1 to
 /// [`MAX_FILE_NAME_LEN`] characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
-pub fn validate_file_name(name: &str) -> Result<(), BackupStoreError> {
+pub(crate) fn validate_file_name(name: &str) -> Result<(), BackupStoreError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_FILE_NAME_LEN
         && name != "."
@@ -457,7 +457,7 @@ pub fn validate_file_name(name: &str) -> Result<(), BackupStoreError> {
 /// strings and numbers as `serde_json` writes them. Independent of the key
 /// order of the document (and of serde_json's `preserve_order` feature), so
 /// that any release computes the same bytes for the same content.
-pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
+pub(crate) fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
     fn write(value: &serde_json::Value, out: &mut Vec<u8>) {
         match value {
             serde_json::Value::Object(fields) => {
@@ -493,12 +493,12 @@ pub fn canonical_json(value: &serde_json::Value) -> Vec<u8> {
 }
 
 /// Formats a CRC32C as stored in [`FileEntry::checksum`].
-pub fn format_checksum(crc: u32) -> String {
+pub(crate) fn format_checksum(crc: u32) -> String {
     format!("crc32c:{crc:08x}")
 }
 
 /// Parses a [`FileEntry::checksum`]; `None` unless it is `crc32c:<8 lowercase hex digits>`.
-pub fn parse_checksum(checksum: &str) -> Option<u32> {
+pub(crate) fn parse_checksum(checksum: &str) -> Option<u32> {
     let hex = checksum.strip_prefix("crc32c:")?;
     if hex.len() != 8 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
         return None;

@@ -3,6 +3,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::manifest::{
+    format_checksum, parse_checksum, validate_file_name, MANIFEST_FORMAT_VERSION,
+    MANIFEST_FORMAT_VERSION_COMPRESSED, MAX_FILE_NAME_LEN, ZSTD_COMPRESSION,
+};
+use crate::options::DEFAULT_API_CALL_TIMEOUT;
+use crate::upload::MULTIPART_PART_BYTES;
 
 fn open(kind: StoreKind, base_path: Option<&str>) -> BackupStore {
     BackupStore::open(BackupStoreOptions::new(kind, base_path.map(str::to_string))).unwrap()
@@ -399,13 +405,13 @@ fn gcs_and_azure_configuration_errors_name_the_setting() {
     assert!(
         error
             .to_string()
-            .contains("broker.data.backup.gcs.credentials"),
+            .contains("option=StoreKind::Gcs.credentials"),
         "{error}"
     );
     let error =
         BackupStore::open(BackupStoreOptions::new(gcs(Some("localhost"), None), None)).unwrap_err();
     assert!(
-        error.to_string().contains("broker.data.backup.gcs.host"),
+        error.to_string().contains("option=StoreKind::Gcs.host"),
         "{error}"
     );
     let error = BackupStore::open(BackupStoreOptions::new(
@@ -420,7 +426,9 @@ fn gcs_and_azure_configuration_errors_name_the_setting() {
     ))
     .unwrap_err();
     assert!(
-        error.to_string().contains("broker.data.backup.azure.key"),
+        error
+            .to_string()
+            .contains("option=StoreKind::Azure.access_key"),
         "{error}"
     );
     assert!(!error.to_string().contains("not base64!"), "{error}");
@@ -432,7 +440,7 @@ fn gcs_and_azure_configuration_errors_name_the_setting() {
     assert!(
         error
             .to_string()
-            .contains("broker.data.backup.azure.container"),
+            .contains("option=StoreKind::Azure.container"),
         "{error}"
     );
 }
@@ -442,7 +450,7 @@ async fn unreachable_gcs_and_azure_name_the_endpoint() {
     for (kind, key) in [
         (
             gcs(Some("http://127.0.0.1:1"), None),
-            "broker.data.backup.gcs.host",
+            "(StoreKind::Gcs.host)",
         ),
         (
             azure(
@@ -450,7 +458,7 @@ async fn unreachable_gcs_and_azure_name_the_endpoint() {
                 None,
                 Some("http://127.0.0.1:1/devstoreaccount1"),
             ),
-            "broker.data.backup.azure.endpoint",
+            "(StoreKind::Azure.endpoint, StoreKind::Azure.account)",
         ),
     ] {
         let store = open(kind, None);
@@ -461,6 +469,7 @@ async fn unreachable_gcs_and_azure_name_the_endpoint() {
             "{message}"
         );
         assert!(message.contains(key), "{message}");
+        assert!(!message.contains("broker."), "{message}");
     }
 }
 
@@ -501,13 +510,111 @@ fn invalid_options_are_config_errors() {
         bucket.clear();
     }
     let error = BackupStore::open(BackupStoreOptions::new(kind, None)).unwrap_err();
-    assert!(matches!(error, BackupStoreError::Config { .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            BackupStoreError::Config {
+                option: "StoreKind::S3.bucket",
+                ..
+            }
+        ),
+        "{error}"
+    );
     let error = BackupStore::open(BackupStoreOptions::new(
         s3(Some("localhost:9000"), true),
         None,
     ))
     .unwrap_err();
     assert!(error.to_string().contains("http://"), "{error}");
+    assert!(
+        error.to_string().contains("option=StoreKind::S3.endpoint"),
+        "{error}"
+    );
+}
+
+/// Every refusal of options names the option to fix, in the store's own
+/// terms (its callers may add their configuration key for it).
+#[test]
+fn config_errors_name_the_option_never_a_configuration_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut empty_s3 = s3(None, false);
+    if let StoreKind::S3 { bucket, .. } = &mut empty_s3 {
+        bucket.clear();
+    }
+    let mut empty_gcs = gcs(None, None);
+    if let StoreKind::Gcs { bucket, .. } = &mut empty_gcs {
+        bucket.clear();
+    }
+    let mut empty_account = azure(None, None, None);
+    if let StoreKind::Azure { account, .. } = &mut empty_account {
+        account.clear();
+    }
+    let cases = [
+        (
+            BackupStoreOptions::new(StoreKind::InMemory, Some("a//b".to_string())),
+            "BackupStoreOptions.base_path",
+        ),
+        (
+            BackupStoreOptions {
+                api_call_timeout: Duration::ZERO,
+                ..BackupStoreOptions::default()
+            },
+            "BackupStoreOptions.api_call_timeout",
+        ),
+        (
+            BackupStoreOptions {
+                max_concurrent_connections: 0,
+                ..BackupStoreOptions::default()
+            },
+            "BackupStoreOptions.max_concurrent_connections",
+        ),
+        (
+            BackupStoreOptions::new(
+                StoreKind::Filesystem {
+                    root: std::path::PathBuf::new(),
+                },
+                None,
+            ),
+            "StoreKind::Filesystem.root",
+        ),
+        (
+            BackupStoreOptions::new(empty_s3, None),
+            "StoreKind::S3.bucket",
+        ),
+        (
+            BackupStoreOptions::new(s3(Some("s3.example.com"), false), None),
+            "StoreKind::S3.endpoint",
+        ),
+        (
+            BackupStoreOptions::new(empty_gcs, None),
+            "StoreKind::Gcs.bucket",
+        ),
+        (
+            BackupStoreOptions::new(
+                gcs(Some("http://h"), Some(dir.path().join("missing.json"))),
+                None,
+            ),
+            "StoreKind::Gcs.credentials",
+        ),
+        (
+            BackupStoreOptions::new(empty_account, None),
+            "StoreKind::Azure.account",
+        ),
+        (
+            BackupStoreOptions::new(azure(None, None, Some("127.0.0.1:10000")), None),
+            "StoreKind::Azure.endpoint",
+        ),
+    ];
+    for (options, expected) in cases {
+        let error = BackupStore::open(options).unwrap_err();
+        let message = error.to_string();
+        match &error {
+            BackupStoreError::Config { option, .. } => assert_eq!(*option, expected, "{message}"),
+            other => panic!("not a Config error: {other}"),
+        }
+        assert!(message.contains(&format!("option={expected}")), "{message}");
+        assert!(!message.contains("broker."), "{message}");
+    }
 }
 
 #[tokio::test]
@@ -524,7 +631,7 @@ async fn unreachable_s3_endpoint_is_reported_quickly() {
     assert!(message.contains("sluice-backups"), "{message}");
     assert!(!message.contains("very-secret-key"), "{message}");
     assert!(
-        message.contains("cannot connect to http://127.0.0.1:1 (broker.data.backup.s3.endpoint)"),
+        message.contains("cannot connect to http://127.0.0.1:1 (StoreKind::S3.endpoint)"),
         "{message}"
     );
     assert!(
@@ -565,6 +672,7 @@ struct HangingUpload {
     aborted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
+#[deny(clippy::missing_trait_methods)]
 impl object_store::MultipartUpload for HangingUpload {
     fn put_part(&mut self, data: object_store::PutPayload) -> object_store::UploadPart {
         if self.hang.load(Ordering::SeqCst) {
@@ -719,4 +827,204 @@ async fn an_abandoned_upload_aborts_its_multipart_upload() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(aborted.load(Ordering::SeqCst), 1);
+}
+
+/// Counts the deletions that reach a store, bulk and single.
+#[derive(Debug, Default)]
+struct DeleteCounts {
+    bulk_calls: std::sync::atomic::AtomicUsize,
+    single_calls: std::sync::atomic::AtomicUsize,
+}
+
+/// The store a wrapper wraps: counts how deletions reach it.
+#[derive(Debug)]
+struct CountingDeletes {
+    inner: Arc<dyn object_store::ObjectStore>,
+    counts: Arc<DeleteCounts>,
+}
+
+impl std::fmt::Display for CountingDeletes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CountingDeletes({})", self.inner)
+    }
+}
+
+impl conformance::Intercept for CountingDeletes {
+    fn inner(&self) -> &Arc<dyn object_store::ObjectStore> {
+        &self.inner
+    }
+
+    fn delete<'a>(
+        &'a self,
+        location: &'a object_store::path::Path,
+    ) -> conformance::StoreFuture<'a, ()> {
+        self.counts.single_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(location)
+    }
+
+    fn delete_stream<'a>(
+        &'a self,
+        locations: futures::stream::BoxStream<'a, object_store::Result<object_store::path::Path>>,
+    ) -> futures::stream::BoxStream<'a, object_store::Result<object_store::path::Path>> {
+        self.counts.bulk_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete_stream(locations)
+    }
+}
+
+/// A wrapper that changes nothing.
+#[derive(Debug)]
+struct Passthrough {
+    inner: Arc<dyn object_store::ObjectStore>,
+}
+
+impl std::fmt::Display for Passthrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Passthrough({})", self.inner)
+    }
+}
+
+impl conformance::Intercept for Passthrough {
+    fn inner(&self) -> &Arc<dyn object_store::ObjectStore> {
+        &self.inner
+    }
+}
+
+/// A wrapped S3 or Azure store keeps its bulk deletes: the wrapper forwards
+/// `delete_stream` instead of turning it into one `delete` per object.
+#[tokio::test]
+async fn a_wrapper_forwards_bulk_deletes_to_the_wrapped_store() {
+    let counts = Arc::new(DeleteCounts::default());
+    let wrapped: Arc<dyn object_store::ObjectStore> =
+        Arc::new(conformance::Intercepted(CountingDeletes {
+            inner: Arc::new(object_store::memory::InMemory::new()),
+            counts: counts.clone(),
+        }));
+    let store = BackupStore::from_object_store(
+        Arc::new(conformance::Intercepted(Passthrough { inner: wrapped })),
+        None,
+    );
+    let id = BackupIdentifier::new(1, 5, 0);
+    let descriptor = BackupDescriptor {
+        snapshot_id: Some("00000000000000000010".to_string()),
+        checkpoint_position: 10,
+        number_of_partitions: 1,
+        broker_version: "test".to_string(),
+    };
+    store
+        .write_manifest(&Manifest::in_progress(id, descriptor))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.log", "b.log", "c.log"] {
+        let local = dir.path().join(name);
+        std::fs::write(&local, name).unwrap();
+        store
+            .upload_file(&id, FileKind::Segment, name, &local, 5, None)
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(store.delete_backup(&id).await.unwrap(), 4);
+    assert_eq!(
+        counts.bulk_calls.load(Ordering::SeqCst),
+        1,
+        "the data objects go in one bulk deletion"
+    );
+    assert_eq!(
+        counts.single_calls.load(Ordering::SeqCst),
+        1,
+        "only the manifest is deleted on its own"
+    );
+}
+
+/// A server that accepts connections and never answers; counts them.
+async fn silent_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            open.push(socket);
+        }
+    });
+    (address, accepted)
+}
+
+/// The remote backends at `address`, each with credentials that need no
+/// request of their own.
+fn remote_kinds(address: &str) -> Vec<StoreKind> {
+    vec![
+        s3(Some(address), true),
+        gcs(Some(address), None),
+        azure(
+            Some("a2V5"),
+            None,
+            Some(&format!("{address}/devstoreaccount1")),
+        ),
+    ]
+}
+
+/// `api_call_timeout` and `max_concurrent_connections` are options of every
+/// remote store, not of S3 alone: a request that gets no answer ends after
+/// the timeout, and no more requests than the limit are in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_remote_backend_honours_the_request_timeout_and_limit() {
+    let (address, _) = silent_server().await;
+    for kind in remote_kinds(&address) {
+        let name = format!("{kind:?}");
+        let store = BackupStore::open(BackupStoreOptions {
+            api_call_timeout: Duration::from_millis(300),
+            ..BackupStoreOptions::new(kind, None)
+        })
+        .unwrap();
+        let started = Instant::now();
+        // Without the timeout this waits for the default 30 s per attempt.
+        let error = tokio::time::timeout(Duration::from_secs(20), store.check_reachable())
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the request timeout is not applied"))
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name}: took {:?}: {error}",
+            started.elapsed()
+        );
+    }
+
+    for backend in 0..remote_kinds(&address).len() {
+        let (address, accepted) = silent_server().await;
+        let kind = remote_kinds(&address).swap_remove(backend);
+        let name = format!("{kind:?}");
+        let store = BackupStore::open(BackupStoreOptions {
+            api_call_timeout: Duration::from_secs(30),
+            max_concurrent_connections: 2,
+            ..BackupStoreOptions::new(kind, None)
+        })
+        .unwrap();
+        let requests: Vec<_> = (0..6)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let path = object_store::path::Path::from(format!("object-{i}"));
+                    store.object_store().head(&path).await
+                })
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while accepted.load(Ordering::SeqCst) < 2 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Time for the other four to connect if nothing held them back.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "{name}: requests in flight beyond max_concurrent_connections"
+        );
+        for request in requests {
+            request.abort();
+        }
+    }
 }

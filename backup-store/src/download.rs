@@ -1,0 +1,277 @@
+//! Verified downloads: ranged requests pinned to one object version, streaming
+//! decompression, size and CRC32C checked against the manifest entry, the
+//! destination created new and removed on any mismatch.
+
+use std::path::Path as LocalPath;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{GetOptions, GetRange};
+use tokio::io::AsyncWriteExt;
+use tracing::{debug, warn};
+
+use crate::codec::Decompressor;
+use crate::manifest::{
+    format_checksum, parse_checksum, BackupIdentifier, FileEntry, ZSTD_COMPRESSION,
+};
+use crate::{BackupStore, BackupStoreError};
+
+type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
+
+/// Downloads fetch objects in ranges of this size, each one request (so that
+/// each is bounded by the per-request timeout, whatever the object's size).
+pub(crate) const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The maximum number of ranges of one download in flight at once.
+pub(crate) const MAX_CONCURRENT_RANGES: usize = 4;
+
+impl BackupStore {
+    /// Downloads a backed-up file to `destination`, which must not exist (it
+    /// is created new, never truncated; its missing parent directories are
+    /// created), streaming, and fsyncs it at the end.
+    ///
+    /// The object's size must be the entry's `stored_bytes`; it is fetched in
+    /// ranges of `DOWNLOAD_RANGE_BYTES` (at most `MAX_CONCURRENT_RANGES` in
+    /// flight, each one request bounded by the request timeout, all pinned to
+    /// the object version seen first), decompressed while streaming when the
+    /// entry says so, and the result must have the entry's `size_bytes` and
+    /// CRC32C. Decompression stops as soon as the output exceeds `size_bytes`.
+    ///
+    /// A size, checksum or decompression mismatch gives
+    /// [`BackupStoreError::Corrupt`], a missing object
+    /// [`BackupStoreError::MissingObject`], an existing destination
+    /// [`BackupStoreError::Io`] (`AlreadyExists`, left untouched); on any
+    /// error after this call created the destination, it is removed.
+    pub async fn download_file(
+        &self,
+        id: &BackupIdentifier,
+        entry: &FileEntry,
+        destination: &LocalPath,
+    ) -> Result<()> {
+        let path = self.file_path(id, entry.kind, &entry.name)?;
+        let invalid_entry = |reason: String| BackupStoreError::InvalidManifest {
+            path: self.manifest_path(id).to_string(),
+            reason,
+        };
+        let expected_crc = parse_checksum(&entry.checksum).ok_or_else(|| {
+            invalid_entry(format!(
+                "invalid checksum: name={} checksum={:?} (expected crc32c:<8 lowercase hex digits>)",
+                entry.name, entry.checksum
+            ))
+        })?;
+        let compressed = match entry.compression.as_deref() {
+            None => false,
+            Some(ZSTD_COMPRESSION) => true,
+            Some(other) => {
+                return Err(invalid_entry(format!(
+                    "unsupported compression={other:?} of file name={}",
+                    entry.name
+                )))
+            }
+        };
+        let meta = match self.head_optional(&path).await? {
+            Some(meta) => meta,
+            None => {
+                return Err(BackupStoreError::MissingObject {
+                    path: path.to_string(),
+                })
+            }
+        };
+        if meta.size != entry.stored_bytes {
+            return Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: format!("{} bytes in the store", entry.stored_bytes),
+                actual: format!("{} bytes", meta.size),
+            });
+        }
+        if let Some(parent) = destination.parent() {
+            if !parent.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| BackupStoreError::io(parent, e))?;
+            }
+        }
+        // Created new, never opened over an existing file: a download must not
+        // truncate (nor, on failure, remove) anything it did not create.
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(destination)
+            .await
+            .map_err(|e| BackupStoreError::io(destination, e))?;
+        let mut output = VerifiedFile {
+            file,
+            destination,
+            path: &path,
+            expected_size: entry.size_bytes,
+            size: 0,
+            crc: 0,
+        };
+
+        let outcome = async {
+            let corrupt_stream = |e: std::io::Error| BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: "a zstd-compressed object".to_string(),
+                actual: format!("undecodable data ({e})"),
+            };
+            let mut decompressor = if compressed {
+                Some(
+                    Decompressor::new().map_err(|e| BackupStoreError::Compression {
+                        path: path.to_string(),
+                        reason: e.to_string(),
+                    })?,
+                )
+            } else {
+                None
+            };
+            let size = meta.size;
+            let ranges = (0..size)
+                .step_by(DOWNLOAD_RANGE_BYTES as usize)
+                .map(|start| start..(start + DOWNLOAD_RANGE_BYTES).min(size));
+            let mut chunks = futures::stream::iter(ranges)
+                .map(|range| self.get_range(&path, range, meta.e_tag.clone()))
+                .buffered(MAX_CONCURRENT_RANGES);
+            while let Some(chunk) = chunks.next().await {
+                let chunk = chunk?;
+                match decompressor.as_mut() {
+                    None => output.write(&chunk).await?,
+                    Some(decompressor) => {
+                        let mut start = 0;
+                        loop {
+                            let decoded = decompressor
+                                .step(chunk.clone(), start)
+                                .await
+                                .map_err(corrupt_stream)?;
+                            for piece in &decoded.pieces {
+                                output.write(piece).await?;
+                            }
+                            start = decoded.consumed;
+                            if !decoded.more {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if decompressor.is_some_and(|d| !d.frame_complete()) {
+                return Err(BackupStoreError::Corrupt {
+                    path: path.to_string(),
+                    expected: "a complete zstd frame".to_string(),
+                    actual: "the compressed data ends inside the frame".to_string(),
+                });
+            }
+            output.finish(&entry.checksum, expected_crc).await
+        }
+        .await;
+
+        if let Err(error) = outcome {
+            drop(output);
+            if let Err(remove_error) = tokio::fs::remove_file(destination).await {
+                if remove_error.kind() != std::io::ErrorKind::NotFound {
+                    warn!(path = %destination.display(), error = %remove_error, "cannot remove partially downloaded file");
+                }
+            }
+            return Err(error);
+        }
+        debug!(%path, destination = %destination.display(), size = entry.size_bytes, stored = entry.stored_bytes, "downloaded backup file");
+        Ok(())
+    }
+
+    /// One range of an object, which must not have changed since `e_tag`.
+    async fn get_range(
+        &self,
+        path: &Path,
+        range: std::ops::Range<u64>,
+        e_tag: Option<String>,
+    ) -> Result<Bytes> {
+        let expected = range.end - range.start;
+        let start = range.start;
+        let options = GetOptions {
+            if_match: e_tag,
+            range: Some(GetRange::Bounded(range)),
+            ..GetOptions::default()
+        };
+        let error = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => BackupStoreError::MissingObject {
+                path: path.to_string(),
+            },
+            object_store::Error::Precondition { .. } => BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: "an object that does not change".to_string(),
+                actual: "the object was replaced during the download".to_string(),
+            },
+            e => BackupStoreError::object_store("get", path, e),
+        };
+        let bytes = self
+            .store
+            .get_opts(path, options)
+            .await
+            .map_err(error)?
+            .bytes()
+            .await
+            .map_err(error)?;
+        if bytes.len() as u64 != expected {
+            return Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: format!("{expected} bytes at offset {start}"),
+                actual: format!("{} bytes", bytes.len()),
+            });
+        }
+        Ok(bytes)
+    }
+}
+
+/// The destination of a download: counts and checksums what is written.
+struct VerifiedFile<'a> {
+    file: tokio::fs::File,
+    destination: &'a LocalPath,
+    path: &'a Path,
+    expected_size: u64,
+    size: u64,
+    crc: u32,
+}
+
+impl VerifiedFile<'_> {
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.size += bytes.len() as u64;
+        if self.size > self.expected_size {
+            return Err(BackupStoreError::Corrupt {
+                path: self.path.to_string(),
+                expected: format!("{} bytes", self.expected_size),
+                actual: format!("more than {} bytes", self.expected_size),
+            });
+        }
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| BackupStoreError::io(self.destination, e))
+    }
+
+    /// Checks size and checksum, then flushes and fsyncs.
+    async fn finish(&mut self, checksum: &str, expected_crc: u32) -> Result<()> {
+        if self.size != self.expected_size {
+            return Err(BackupStoreError::Corrupt {
+                path: self.path.to_string(),
+                expected: format!("{} bytes", self.expected_size),
+                actual: format!("{} bytes", self.size),
+            });
+        }
+        if self.crc != expected_crc {
+            return Err(BackupStoreError::Corrupt {
+                path: self.path.to_string(),
+                expected: checksum.to_string(),
+                actual: format_checksum(self.crc),
+            });
+        }
+        self.file
+            .flush()
+            .await
+            .map_err(|e| BackupStoreError::io(self.destination, e))?;
+        self.file
+            .sync_all()
+            .await
+            .map_err(|e| BackupStoreError::io(self.destination, e))
+    }
+}
