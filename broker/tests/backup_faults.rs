@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 use futures::StreamExt;
-use sluice_backup_store::conformance::{Intercept, Intercepted, StoreFuture};
+use sluice_backup_store::conformance::{delete_each, Intercept, Intercepted, StoreFuture};
 use sluice_backup_store::object_store::memory::InMemory;
 use sluice_backup_store::object_store::path::Path;
 use sluice_backup_store::object_store::{
@@ -140,6 +140,14 @@ impl Intercept for Outage {
             self.check(&[Scope::Everything, Scope::WritesButCreates])?;
             self.inner.delete(location).await
         })
+    }
+
+    // Bulk deletes must meet the outage too: one delete at a time, through `delete` above.
+    fn delete_stream<'a>(
+        &'a self,
+        locations: futures::stream::BoxStream<'a, StoreResult<Path>>,
+    ) -> futures::stream::BoxStream<'a, StoreResult<Path>> {
+        delete_each(self, locations)
     }
 
     fn list(
