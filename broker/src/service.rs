@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_backup_store::{BackupStore, BackupStoreOptions, Compression, StoreKind};
-use sluice_config::{BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig};
+use sluice_config::{
+    BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
@@ -23,6 +25,19 @@ use crate::transport::{self, ClusterTransport};
 /// How long in-flight internal requests may finish after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// A store's options with the request settings of its section (timeout, connections, compression).
+fn with_requests(options: BackupStoreOptions, requests: &StoreRequestConfig) -> BackupStoreOptions {
+    BackupStoreOptions {
+        api_call_timeout: requests.api_call_timeout,
+        max_concurrent_connections: requests.max_concurrent_connections,
+        compression: match requests.compression {
+            BackupCompression::None => Compression::None,
+            BackupCompression::Zstd => Compression::Zstd,
+        },
+        ..options
+    }
+}
+
 /// The backup store settings of the configuration, as the backup store takes them; `None` when
 /// no store is configured. A required setting that is missing (the configuration was not
 /// validated) becomes an empty value, which [`BackupStore::open`] refuses naming the key.
@@ -37,14 +52,8 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
         )),
         BackupStoreKind::S3 => {
             let s3 = &config.s3;
-            Some(BackupStoreOptions {
-                api_call_timeout: s3.api_call_timeout,
-                max_concurrent_connections: s3.max_concurrent_connections,
-                compression: match s3.compression {
-                    BackupCompression::None => Compression::None,
-                    BackupCompression::Zstd => Compression::Zstd,
-                },
-                ..BackupStoreOptions::new(
+            Some(with_requests(
+                BackupStoreOptions::new(
                     StoreKind::S3 {
                         bucket: s3.bucket_name.clone().unwrap_or_default(),
                         endpoint: s3.endpoint.clone(),
@@ -58,31 +67,38 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
                             .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://")),
                     },
                     s3.base_path.clone(),
-                )
-            })
+                ),
+                &s3.requests,
+            ))
         }
         BackupStoreKind::Gcs => {
             let gcs = &config.gcs;
-            Some(BackupStoreOptions::new(
-                StoreKind::Gcs {
-                    bucket: gcs.bucket_name.clone().unwrap_or_default(),
-                    host: gcs.host.clone(),
-                    credentials: gcs.credentials.clone(),
-                },
-                gcs.base_path.clone(),
+            Some(with_requests(
+                BackupStoreOptions::new(
+                    StoreKind::Gcs {
+                        bucket: gcs.bucket_name.clone().unwrap_or_default(),
+                        host: gcs.host.clone(),
+                        credentials: gcs.credentials.clone(),
+                    },
+                    gcs.base_path.clone(),
+                ),
+                &gcs.requests,
             ))
         }
         BackupStoreKind::Azure => {
             let azure = &config.azure;
-            Some(BackupStoreOptions::new(
-                StoreKind::Azure {
-                    account: azure.account.clone().unwrap_or_default(),
-                    container: azure.container.clone().unwrap_or_default(),
-                    access_key: azure.key.as_ref().map(|k| k.expose().to_string()),
-                    sas_token: azure.sas_token.as_ref().map(|t| t.expose().to_string()),
-                    endpoint: azure.endpoint.clone(),
-                },
-                azure.base_path.clone(),
+            Some(with_requests(
+                BackupStoreOptions::new(
+                    StoreKind::Azure {
+                        account: azure.account.clone().unwrap_or_default(),
+                        container: azure.container.clone().unwrap_or_default(),
+                        access_key: azure.key.as_ref().map(|k| k.expose().to_string()),
+                        sas_token: azure.sas_token.as_ref().map(|t| t.expose().to_string()),
+                        endpoint: azure.endpoint.clone(),
+                    },
+                    azure.base_path.clone(),
+                ),
+                &azure.requests,
             ))
         }
     }?;
@@ -322,5 +338,42 @@ impl BrokerService {
             let _ = task.await;
         }
         served.map_err(|source| BrokerError::Bind { address, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every remote store takes the request settings of its own section (GCS and Azure used to
+    /// get the defaults whatever was configured).
+    #[test]
+    fn every_remote_store_gets_the_request_settings_of_its_section() {
+        for store in ["S3", "GCS", "AZURE"] {
+            let section = store.to_ascii_uppercase();
+            let env = [
+                (
+                    "SLUICE_BROKER_DATA_BACKUP_STORE".to_string(),
+                    store.to_string(),
+                ),
+                (
+                    format!("SLUICE_BROKER_DATA_BACKUP_{section}_APICALLTIMEOUT"),
+                    "7s".into(),
+                ),
+                (
+                    format!("SLUICE_BROKER_DATA_BACKUP_{section}_MAXCONCURRENTCONNECTIONS"),
+                    "5".into(),
+                ),
+                (
+                    format!("SLUICE_BROKER_DATA_BACKUP_{section}_COMPRESSION"),
+                    "ZSTD".into(),
+                ),
+            ];
+            let config = sluice_config::load_from(None, env).expect("loads");
+            let options = store_options(&config.broker.data.backup).expect("a remote store");
+            assert_eq!(options.api_call_timeout, Duration::from_secs(7), "{store}");
+            assert_eq!(options.max_concurrent_connections, 5, "{store}");
+            assert_eq!(options.compression, Compression::Zstd, "{store}");
+        }
     }
 }

@@ -245,6 +245,24 @@ pub const KEYS: &[KeyDoc] = &[
          (`GOOGLE_APPLICATION_CREDENTIALS`, gcloud's file, then the metadata server).",
     ),
     key(
+        "broker.data.backup.gcs.apiCallTimeout",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_APICALLTIMEOUT",
+        "30s",
+        "Time limit of one request to the store (each retry has its own); at least 100ms; as `s3.apiCallTimeout`.",
+    ),
+    key(
+        "broker.data.backup.gcs.maxConcurrentConnections",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_MAXCONCURRENTCONNECTIONS",
+        "32",
+        "Maximum number of requests to the store in flight at once for this broker (1..=1024); as `s3.maxConcurrentConnections`.",
+    ),
+    key(
+        "broker.data.backup.gcs.compression",
+        "SLUICE_BROKER_DATA_BACKUP_GCS_COMPRESSION",
+        "NONE",
+        "Compression of uploaded backup files: `NONE` or `ZSTD`; as `s3.compression`.",
+    ),
+    key(
         "broker.data.backup.azure.account",
         "SLUICE_BROKER_DATA_BACKUP_AZURE_ACCOUNT",
         "",
@@ -281,6 +299,24 @@ pub const KEYS: &[KeyDoc] = &[
         "SLUICE_BROKER_DATA_BACKUP_AZURE_BASEPATH",
         "",
         "Prefix inside the container under which backups are written; leading and trailing `/` are removed.",
+    ),
+    key(
+        "broker.data.backup.azure.apiCallTimeout",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_APICALLTIMEOUT",
+        "30s",
+        "Time limit of one request to the store (each retry has its own); at least 100ms; as `s3.apiCallTimeout`.",
+    ),
+    key(
+        "broker.data.backup.azure.maxConcurrentConnections",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_MAXCONCURRENTCONNECTIONS",
+        "32",
+        "Maximum number of requests to the store in flight at once for this broker (1..=1024); as `s3.maxConcurrentConnections`.",
+    ),
+    key(
+        "broker.data.backup.azure.compression",
+        "SLUICE_BROKER_DATA_BACKUP_AZURE_COMPRESSION",
+        "NONE",
+        "Compression of uploaded backup files: `NONE` or `ZSTD`; as `s3.compression`.",
     ),
     key(
         "broker.data.backup.maxConcurrentUploads",

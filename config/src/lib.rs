@@ -239,11 +239,8 @@ pub struct S3BackupConfig {
     /// Without leading or trailing `/`; `None` when empty.
     pub base_path: Option<String>,
     pub force_path_style_access: bool,
-    /// `broker.data.backup.s3.apiCallTimeout`: the time limit of one request.
-    pub api_call_timeout: Duration,
-    /// `broker.data.backup.s3.maxConcurrentConnections`: requests in flight per broker.
-    pub max_concurrent_connections: usize,
-    pub compression: BackupCompression,
+    /// `s3.apiCallTimeout`, `s3.maxConcurrentConnections`, `s3.compression`.
+    pub requests: StoreRequestConfig,
 }
 
 impl fmt::Debug for S3BackupConfig {
@@ -259,12 +256,7 @@ impl fmt::Debug for S3BackupConfig {
             .field("secret_key", &self.secret_key)
             .field("base_path", &self.base_path)
             .field("force_path_style_access", &self.force_path_style_access)
-            .field("api_call_timeout", &self.api_call_timeout)
-            .field(
-                "max_concurrent_connections",
-                &self.max_concurrent_connections,
-            )
-            .field("compression", &self.compression)
+            .field("requests", &self.requests)
             .finish()
     }
 }
@@ -279,6 +271,17 @@ pub struct GcsBackupConfig {
     pub host: Option<String>,
     /// Path of a service-account JSON key file; `None` means application default credentials.
     pub credentials: Option<PathBuf>,
+    /// `gcs.apiCallTimeout`, `gcs.maxConcurrentConnections`, `gcs.compression`.
+    pub requests: StoreRequestConfig,
+}
+
+/// The request settings every remote store has (`<store>.apiCallTimeout`,
+/// `<store>.maxConcurrentConnections`, `<store>.compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreRequestConfig {
+    pub api_call_timeout: Duration,
+    pub max_concurrent_connections: usize,
+    pub compression: BackupCompression,
 }
 
 /// `broker.data.backup.azure.*`. `key` and `sas_token` are [`Secret`]s: `Debug` redacts them.
@@ -294,6 +297,8 @@ pub struct AzureBackupConfig {
     pub endpoint: Option<String>,
     /// Without leading or trailing `/`; `None` when empty.
     pub base_path: Option<String>,
+    /// `azure.apiCallTimeout`, `azure.maxConcurrentConnections`, `azure.compression`.
+    pub requests: StoreRequestConfig,
 }
 
 /// Placeholder printed instead of a secret.

@@ -18,7 +18,7 @@ use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
     ClusterConfig, ConfigError, DataConfig, FilesystemBackupConfig, GatewayBackupConfig,
     GatewayClusterConfig, GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig,
-    S3BackupConfig, Secret, SluiceConfig, TlsConfig,
+    S3BackupConfig, Secret, SluiceConfig, StoreRequestConfig, TlsConfig,
 };
 
 /// Loads the configuration of this process: defaults, then the YAML file named by
@@ -369,20 +369,28 @@ impl Raw {
             base_path: self.optional_base_path("broker.data.backup.s3.basePath"),
             force_path_style_access: self
                 .parse("broker.data.backup.s3.forcePathStyleAccess", parse_bool)?,
-            api_call_timeout: self.parse(
+            requests: self.store_requests(
                 "broker.data.backup.s3.apiCallTimeout",
-                duration_at_least_100ms,
-            )?,
-            max_concurrent_connections: self.parse(
                 "broker.data.backup.s3.maxConcurrentConnections",
-                |s| {
-                    let n = uint_in(s, 1, 1024)?;
-                    usize::try_from(n).map_err(|_| "must be between 1 and 1024".to_string())
-                },
+                "broker.data.backup.s3.compression",
             )?,
-            compression: self.parse("broker.data.backup.s3.compression", |s| {
-                s.parse::<BackupCompression>()
+        })
+    }
+
+    /// The request settings of one remote store, the same rules for each.
+    fn store_requests(
+        &self,
+        timeout_key: &'static str,
+        connections_key: &'static str,
+        compression_key: &'static str,
+    ) -> Result<StoreRequestConfig, ConfigError> {
+        Ok(StoreRequestConfig {
+            api_call_timeout: self.parse(timeout_key, duration_at_least_100ms)?,
+            max_concurrent_connections: self.parse(connections_key, |s| {
+                let n = uint_in(s, 1, 1024)?;
+                usize::try_from(n).map_err(|_| "must be between 1 and 1024".to_string())
             })?,
+            compression: self.parse(compression_key, |s| s.parse::<BackupCompression>())?,
         })
     }
 
@@ -394,6 +402,11 @@ impl Raw {
             credentials: self
                 .optional("broker.data.backup.gcs.credentials")
                 .map(PathBuf::from),
+            requests: self.store_requests(
+                "broker.data.backup.gcs.apiCallTimeout",
+                "broker.data.backup.gcs.maxConcurrentConnections",
+                "broker.data.backup.gcs.compression",
+            )?,
         })
     }
 
@@ -409,6 +422,11 @@ impl Raw {
             container: self.optional("broker.data.backup.azure.container"),
             endpoint: self.optional_url("broker.data.backup.azure.endpoint")?,
             base_path: self.optional_base_path("broker.data.backup.azure.basePath"),
+            requests: self.store_requests(
+                "broker.data.backup.azure.apiCallTimeout",
+                "broker.data.backup.azure.maxConcurrentConnections",
+                "broker.data.backup.azure.compression",
+            )?,
         })
     }
 

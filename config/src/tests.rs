@@ -62,9 +62,9 @@ fn defaults_match_the_table() {
     assert_eq!(b.s3.secret_key, None);
     assert_eq!(b.s3.base_path, None);
     assert!(!b.s3.force_path_style_access);
-    assert_eq!(b.s3.api_call_timeout, Duration::from_secs(30));
-    assert_eq!(b.s3.max_concurrent_connections, 32);
-    assert_eq!(b.s3.compression, BackupCompression::None);
+    assert_eq!(b.s3.requests.api_call_timeout, Duration::from_secs(30));
+    assert_eq!(b.s3.requests.max_concurrent_connections, 32);
+    assert_eq!(b.s3.requests.compression, BackupCompression::None);
     assert_eq!(
         b.gcs,
         GcsBackupConfig {
@@ -72,6 +72,7 @@ fn defaults_match_the_table() {
             base_path: None,
             host: None,
             credentials: None,
+            requests: b.s3.requests,
         }
     );
     assert_eq!(
@@ -83,6 +84,7 @@ fn defaults_match_the_table() {
             container: None,
             endpoint: None,
             base_path: None,
+            requests: b.s3.requests,
         }
     );
     assert_eq!(b.max_concurrent_uploads, 4);
@@ -254,6 +256,9 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.data.backup.gcs.basePath", "/gcs/base/"),
         ("broker.data.backup.gcs.host", "http://127.0.0.1:4443"),
         ("broker.data.backup.gcs.credentials", "/etc/sluice/gcs.json"),
+        ("broker.data.backup.gcs.apiCallTimeout", "5s"),
+        ("broker.data.backup.gcs.maxConcurrentConnections", "7"),
+        ("broker.data.backup.gcs.compression", "ZSTD"),
         ("broker.data.backup.azure.account", "acct"),
         ("broker.data.backup.azure.key", "azure-key=="),
         ("broker.data.backup.azure.sasToken", "?sv=2024&sig=abc"),
@@ -263,6 +268,9 @@ fn every_key_can_be_set_from_env_and_from_file() {
             "http://127.0.0.1:10000/devstoreaccount1",
         ),
         ("broker.data.backup.azure.basePath", "azure/base"),
+        ("broker.data.backup.azure.apiCallTimeout", "250ms"),
+        ("broker.data.backup.azure.maxConcurrentConnections", "9"),
+        ("broker.data.backup.azure.compression", "none"),
         ("broker.data.backup.maxConcurrentUploads", "8"),
         ("broker.data.backup.uploadRateLimit", "10MB/s"),
         ("broker.data.backup.uploadMemoryLimit", "128MB"),
@@ -313,9 +321,9 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(b.s3.secret_key.as_ref().map(Secret::expose), Some("s3cr3t"));
     assert_eq!(b.s3.base_path.as_deref(), Some("cluster-a"));
     assert!(b.s3.force_path_style_access);
-    assert_eq!(b.s3.api_call_timeout, Duration::from_secs(90));
-    assert_eq!(b.s3.max_concurrent_connections, 1024);
-    assert_eq!(b.s3.compression, BackupCompression::Zstd);
+    assert_eq!(b.s3.requests.api_call_timeout, Duration::from_secs(90));
+    assert_eq!(b.s3.requests.max_concurrent_connections, 1024);
+    assert_eq!(b.s3.requests.compression, BackupCompression::Zstd);
     assert_eq!(
         b.gcs,
         GcsBackupConfig {
@@ -323,6 +331,19 @@ fn every_key_can_be_set_from_env_and_from_file() {
             base_path: Some("gcs/base".into()),
             host: Some("http://127.0.0.1:4443".into()),
             credentials: Some("/etc/sluice/gcs.json".into()),
+            requests: StoreRequestConfig {
+                api_call_timeout: Duration::from_secs(5),
+                max_concurrent_connections: 7,
+                compression: BackupCompression::Zstd,
+            },
+        }
+    );
+    assert_eq!(
+        b.azure.requests,
+        StoreRequestConfig {
+            api_call_timeout: Duration::from_millis(250),
+            max_concurrent_connections: 9,
+            compression: BackupCompression::None,
         }
     );
     assert_eq!(b.azure.account.as_deref(), Some("acct"));
