@@ -1,11 +1,12 @@
 //! The backup service of a broker: uploads partition backups to the backup store, answers status,
 //! list and delete, and fails what a previous run of this node left unfinished.
 //!
-//! Shape: `BackupService::new(store, options)` gives the service and a cheap [`BackupHandle`];
-//! `run(cancel)` is the actor loop. Partitions hand jobs over a bounded channel; each job becomes a
-//! task; file uploads of all jobs share one semaphore (`maxConcurrentUploads`), so many large
-//! segments never open more connections than configured. Starts, uploaded files and final
-//! statuses are counted into a shared [`BackupMetrics`] (`BackupService::with_metrics`).
+//! Shape: `BackupService::new(options, store, metrics)` gives the service and a cheap
+//! [`BackupHandle`]; `run(cancel)` is the actor loop. Partitions hand jobs over a bounded
+//! channel; each job becomes a task; file uploads of all jobs share one semaphore
+//! (`maxConcurrentUploads`), so many large segments never open more connections than
+//! configured. Starts, uploaded files and final statuses are counted into the shared
+//! [`BackupMetrics`] given to `new`.
 //!
 //! Lifecycle of one partition backup (the manifest is the commit point):
 //! 1. the job is registered as running (status answers IN_PROGRESS from here on);
@@ -206,14 +207,11 @@ pub const STORE_RETRY: RetryPolicy =
 const LIST_MANIFEST_READS: usize = 16;
 
 impl BackupService {
-    pub fn new(store: BackupStore, options: BackupOptions) -> (BackupService, BackupHandle) {
-        BackupService::with_metrics(store, options, BackupMetrics::new())
-    }
-
-    /// [`BackupService::new`], counting into `metrics` (shared with the API that serves them).
-    pub fn with_metrics(
-        store: BackupStore,
+    /// The actor and its handle (the service shape, ARCHITECTURE.md); statuses are counted into
+    /// `metrics`, which the API that serves them shares.
+    pub fn new(
         options: BackupOptions,
+        store: BackupStore,
         metrics: Arc<BackupMetrics>,
     ) -> (BackupService, BackupHandle) {
         let (tx, rx) = mpsc::channel(options.queue_capacity);

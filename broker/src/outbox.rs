@@ -1,7 +1,8 @@
 //! The outbox sender of one partition: delivers the credits of cross-partition transfers to their
 //! target partitions and feeds the acknowledgements back, until the outbox is empty.
 //!
-//! Shape: `OutboxSender::new(options, partition, brokers)` → `run(cancel)`. Every credit carries
+//! Shape: `OutboxSender::new(options, partition, brokers)` → `run(cancel)`; nothing sends it
+//! requests, so it has no handle (ARCHITECTURE.md, service shape). Every credit carries
 //! the source's latest checkpoint id read together with the outbox (after the debit), and every
 //! acknowledgement carries the target's latest checkpoint id after the credit: the two halves of
 //! the consistent cut (ARCHITECTURE.md). The outbox lives in the partition state, so after a

@@ -5,7 +5,7 @@
 //! (see [`crate::snapshot`]).
 //!
 //! # The actor
-//! `PartitionService::open` recovers (newest valid snapshot, then replay of the log after it);
+//! `PartitionService::new` recovers (newest valid snapshot, then replay of the log after it);
 //! `PartitionService::run` is the only writer of the log and the state. Requests arrive on a
 //! bounded channel through the cheap, cloneable [`PartitionHandle`]. Each loop turn takes a batch
 //! (capped by count), appends every command, fsyncs once (group commit), then applies them in log
@@ -245,8 +245,9 @@ pub struct PartitionService {
 }
 
 impl PartitionService {
-    /// Recovers the partition from disk. Blocking I/O: call from a blocking context.
-    pub fn open(
+    /// Recovers the partition from disk and gives the actor and its handle (the service shape,
+    /// ARCHITECTURE.md). Blocking I/O: call from a blocking context.
+    pub fn new(
         options: PartitionOptions,
         backups: Option<BackupHandle>,
     ) -> Result<(PartitionService, PartitionHandle)> {
@@ -700,7 +701,7 @@ mod tests {
             request_queue_capacity: 8,
             batch_commands_max: 64,
         };
-        let (service, handle) = PartitionService::open(options, None).unwrap();
+        let (service, handle) = PartitionService::new(options, None).unwrap();
         let deposit = Command::Deposit {
             account: "a".into(),
             amount: 1,

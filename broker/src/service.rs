@@ -1,5 +1,5 @@
 //! The broker process: partitions of this node, the backup service and the internal API, wired
-//! together. `BrokerService::new(config)` → `run(cancel)`.
+//! together. `BrokerService::new(config)` → `run(cancel)` (the service shape, ARCHITECTURE.md).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,15 +9,16 @@ use sluice_backup_store::{BackupStore, BackupStoreOptions, Compression, StoreKin
 use sluice_config::{
     BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig,
 };
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
-use crate::backup::{BackupOptions, BackupService};
+use crate::backup::{BackupHandle, BackupOptions, BackupService};
 use crate::client::BrokerClient;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{BackupMetrics, RestoreReport};
 use crate::outbox::{OutboxOptions, OutboxSender};
-use crate::partition::{partition_directory, PartitionOptions, PartitionService};
+use crate::partition::{partition_directory, PartitionHandle, PartitionOptions, PartitionService};
 use crate::protocol::Topology;
 use crate::routing::partitions_for_node;
 use crate::transport::{self, ClusterTransport};
@@ -150,6 +151,8 @@ pub fn refuse_unfinished_restore(data_directory: &std::path::Path) -> Result<()>
     }
 }
 
+/// The broker process. It takes no requests of its own (the API serves its parts), so it has no
+/// handle: `BrokerService::new(config)` → `run(cancel)`.
 pub struct BrokerService {
     config: BrokerConfig,
 }
@@ -159,74 +162,141 @@ impl BrokerService {
         BrokerService { config }
     }
 
+    /// Starts every part (backup service, partitions, outbox senders), serves the internal API
+    /// until `cancel`, then stops the parts in order.
     pub async fn run(self, cancel: CancellationToken) -> Result<()> {
-        let config = self.config;
+        let config = &self.config;
         let cluster = &config.cluster;
         refuse_unfinished_restore(&config.data.directory)?;
         let store = open_store(&config.data.backup).await?;
         let metrics = BackupMetrics::new();
-        let restore = match RestoreReport::read(&config.data.directory) {
-            Ok(report) => report,
-            Err(error) => {
-                tracing::warn!(%error, "ignoring the restore report: no restore metrics");
-                None
-            }
-        };
-        if let Some(report) = &restore {
-            tracing::info!(
-                backup = report.backup_id,
-                finished_at = %report.finished_at,
-                "the data directory was restored from a backup"
-            );
-        }
-        let (backup_service, backup_handle) = match store {
+        let restore = read_restore_report(&config.data.directory);
+        let (backup_service, backups) = match store {
             Some(store) => {
-                let (service, handle) = BackupService::with_metrics(
-                    store,
-                    BackupOptions {
-                        node_id: cluster.node_id,
-                        max_concurrent_uploads: config.data.backup.max_concurrent_uploads,
-                        upload_rate_limit_bytes_per_second: config
-                            .data
-                            .backup
-                            .upload_rate_limit_bytes_per_second,
-                        queue_capacity: 256,
-                        store_call_timeout: Duration::from_secs(120),
-                    },
-                    metrics.clone(),
-                );
+                let (service, handle) =
+                    BackupService::new(backup_options(config), store, metrics.clone());
                 (Some(service), Some(handle))
             }
             None => (None, None),
         };
-
         let hosted = partitions_for_node(
             cluster.node_id,
             cluster.cluster_size,
             cluster.partitions_count,
         );
-        let mut services = Vec::new();
-        let mut handles = BTreeMap::new();
-        for partition_id in &hosted {
-            let options = PartitionOptions {
-                partition_id: *partition_id,
-                partitions_count: cluster.partitions_count,
-                node_id: cluster.node_id,
-                directory: partition_directory(&config.data.directory, *partition_id),
-                segment_bytes_max: config.data.log_segment_size_bytes,
-                snapshot_period: config.data.snapshot_period,
-                request_queue_capacity: 1024,
-                batch_commands_max: 8192,
+        let partitions = recover_partitions(config, &hosted, &backups).await?;
+        let listening = Listening::bind(config).await?;
+
+        let mut stages = Stages::default();
+        let brokers = broker_clients(config, &listening.transport);
+        for (_, handle) in &partitions {
+            let options = OutboxOptions {
+                cluster_size: cluster.cluster_size,
+                ..OutboxOptions::default()
             };
-            let backups = backup_handle.clone();
-            let (service, handle) =
-                tokio::task::spawn_blocking(move || PartitionService::open(options, backups))
-                    .await
-                    .expect("partition recovery panicked")?;
-            services.push(service);
-            handles.insert(*partition_id, handle);
+            let sender = OutboxSender::new(options, handle.clone(), brokers.clone());
+            stages.senders.spawn(|cancel| sender.run(cancel));
+        }
+        if let Some(service) = backup_service {
+            stages.backups.spawn(|cancel| service.run(cancel));
+        }
+        if let Some(backups) = &backups {
+            learn_stored_backup_ids(backups, cluster.partitions_count).await;
+        }
+        let mut handles = BTreeMap::new();
+        for (service, handle) in partitions {
+            if let Some(backups) = &backups {
+                fail_unfinished_in_background(backups, &service, cluster.partitions_count);
+            }
+            handles.insert(service.partition_id(), handle);
+            stages.partitions.spawn(|cancel| service.run(cancel));
         }
 
+        let state = Arc::new(ApiState {
+            topology: topology(config, hosted.clone()),
+            partitions: handles,
+            backups,
+            metrics,
+            restore,
+        });
+        tracing::info!(node = cluster.node_id, address = %listening.address, partitions = ?hosted,
+            backup_store = store_kind_name(config.data.backup.store),
+            tls = listening.tls.is_some(), cluster_token = cluster.token.is_some(), "broker ready");
+        let router = transport::with_cluster_token(api::router(state), cluster.token.as_ref());
+        let served = listening.serve(router, cancel).await;
+        stages.stop().await;
+        served
+    }
+}
+
+/// The restore report the restore tool left in the data directory, if any (it feeds the restore
+/// metrics; one that cannot be read only costs those).
+fn read_restore_report(data_directory: &std::path::Path) -> Option<RestoreReport> {
+    let report = match RestoreReport::read(data_directory) {
+        Ok(report) => report,
+        Err(error) => {
+            tracing::warn!(%error, "ignoring the restore report: no restore metrics");
+            None
+        }
+    };
+    if let Some(report) = &report {
+        tracing::info!(
+            backup = report.backup_id,
+            finished_at = %report.finished_at,
+            "the data directory was restored from a backup"
+        );
+    }
+    report
+}
+
+fn backup_options(config: &BrokerConfig) -> BackupOptions {
+    BackupOptions {
+        node_id: config.cluster.node_id,
+        max_concurrent_uploads: config.data.backup.max_concurrent_uploads,
+        upload_rate_limit_bytes_per_second: config.data.backup.upload_rate_limit_bytes_per_second,
+        queue_capacity: 256,
+        store_call_timeout: Duration::from_secs(120),
+    }
+}
+
+/// Recovers every hosted partition from disk (blocking I/O, off the async threads), in order.
+async fn recover_partitions(
+    config: &BrokerConfig,
+    hosted: &[u32],
+    backups: &Option<BackupHandle>,
+) -> Result<Vec<(PartitionService, PartitionHandle)>> {
+    let mut partitions = Vec::with_capacity(hosted.len());
+    for &partition_id in hosted {
+        let options = PartitionOptions {
+            partition_id,
+            partitions_count: config.cluster.partitions_count,
+            node_id: config.cluster.node_id,
+            directory: partition_directory(&config.data.directory, partition_id),
+            segment_bytes_max: config.data.log_segment_size_bytes,
+            snapshot_period: config.data.snapshot_period,
+            request_queue_capacity: 1024,
+            batch_commands_max: 8192,
+        };
+        let backups = backups.clone();
+        let partition =
+            tokio::task::spawn_blocking(move || PartitionService::new(options, backups))
+                .await
+                .expect("partition recovery panicked")?;
+        partitions.push(partition);
+    }
+    Ok(partitions)
+}
+
+/// The internal API's port, bound, with its TLS settings and the transport to the other brokers.
+struct Listening {
+    address: String,
+    listener: std::net::TcpListener,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    transport: ClusterTransport,
+}
+
+impl Listening {
+    async fn bind(config: &BrokerConfig) -> Result<Listening> {
         let address = format!("{}:{}", config.network.host, config.network.port);
         let tls = match &config.tls {
             Some(tls) => {
@@ -235,109 +305,133 @@ impl BrokerService {
             None => None,
         };
         let transport = ClusterTransport::new(
-            cluster.token.clone(),
-            cluster.ca.as_deref(),
+            config.cluster.token.clone(),
+            config.cluster.ca.as_deref(),
             "broker.cluster.ca",
         )?;
         let listener = transport::bind(&address).map_err(|source| BrokerError::Bind {
             address: address.clone(),
             source,
         })?;
+        Ok(Listening {
+            address,
+            listener,
+            tls,
+            transport,
+        })
+    }
 
-        let backup_cancel = CancellationToken::new();
-        let partitions_cancel = CancellationToken::new();
-        let senders_cancel = CancellationToken::new();
-        let brokers: Vec<BrokerClient> = cluster
-            .brokers
-            .iter()
-            .map(|address| {
-                BrokerClient::new(transport.clone(), address.clone(), Duration::from_secs(10))
+    /// Serves `router` until `cancel`, then lets in-flight requests finish for at most
+    /// [`SHUTDOWN_GRACE`].
+    async fn serve(self, router: axum::Router, cancel: CancellationToken) -> Result<()> {
+        transport::serve(self.listener, router, self.tls, cancel, SHUTDOWN_GRACE)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                address: self.address,
+                source,
             })
-            .collect();
-        let mut sender_tasks = Vec::new();
-        for handle in handles.values() {
-            let sender = OutboxSender::new(
-                OutboxOptions {
-                    cluster_size: cluster.cluster_size,
-                    ..OutboxOptions::default()
-                },
-                handle.clone(),
-                brokers.clone(),
-            );
-            sender_tasks.push(tokio::spawn(sender.run(senders_cancel.clone())));
-        }
-        let backup_task =
-            backup_service.map(|service| tokio::spawn(service.run(backup_cancel.clone())));
-        if let Some(backups) = &backup_handle {
-            // Before the API serves a trigger (see `BackupHandle::check_backup_id`), so that
-            // what is learned predates this run's backups; a store that does not answer in time
-            // is learned in the background (and by the first trigger, if still unknown).
-            let partitions_count = cluster.partitions_count;
-            let learn = backups.learn_stored_backup_ids(partitions_count);
-            match tokio::time::timeout(Duration::from_secs(30), learn).await {
-                Ok(Ok(highest)) => {
-                    tracing::info!(highest, "learned the highest backup id in the store")
-                }
-                _ => {
-                    let backups = backups.clone();
-                    tokio::spawn(async move {
-                        backups
-                            .learn_stored_backup_ids_until_done(partitions_count)
-                            .await;
-                    });
-                }
-            }
-        }
-        let mut partition_tasks = Vec::new();
-        for service in services {
-            if let Some(backups) = &backup_handle {
-                let backups = backups.clone();
-                let partition_id = service.partition_id();
-                let latest = service.latest_checkpoint();
-                let partitions_count = cluster.partitions_count;
-                tokio::spawn(async move {
-                    backups
-                        .fail_unfinished(partition_id, latest, partitions_count)
-                        .await;
-                });
-            }
-            partition_tasks.push(tokio::spawn(service.run(partitions_cancel.clone())));
-        }
+    }
+}
 
-        let state = Arc::new(ApiState {
-            topology: Topology {
-                node_id: cluster.node_id,
-                cluster_size: cluster.cluster_size,
-                partitions_count: cluster.partitions_count,
-                partitions: hosted.clone(),
-                broker_version: crate::BROKER_VERSION.to_string(),
-                backup_store: store_kind_name(config.data.backup.store).to_string(),
-            },
-            partitions: handles,
-            backups: backup_handle,
-            metrics,
-            restore,
-        });
-        tracing::info!(node = cluster.node_id, %address, partitions = ?hosted,
-            backup_store = store_kind_name(config.data.backup.store),
-            tls = tls.is_some(), cluster_token = cluster.token.is_some(), "broker ready");
-        let router = transport::with_cluster_token(api::router(state), cluster.token.as_ref());
-        let served = transport::serve(listener, router, tls, cancel.clone(), SHUTDOWN_GRACE).await;
+fn topology(config: &BrokerConfig, hosted: Vec<u32>) -> Topology {
+    Topology {
+        node_id: config.cluster.node_id,
+        cluster_size: config.cluster.cluster_size,
+        partitions_count: config.cluster.partitions_count,
+        partitions: hosted,
+        broker_version: crate::BROKER_VERSION.to_string(),
+        backup_store: store_kind_name(config.data.backup.store).to_string(),
+    }
+}
 
-        // Shutdown in order: the API is closed; senders stop; partitions drain; then backups end.
-        senders_cancel.cancel();
-        for task in sender_tasks {
+/// One client per broker of the cluster, in node-id order (the outbox senders' targets).
+fn broker_clients(config: &BrokerConfig, transport: &ClusterTransport) -> Vec<BrokerClient> {
+    config
+        .cluster
+        .brokers
+        .iter()
+        .map(|address| {
+            BrokerClient::new(transport.clone(), address.clone(), Duration::from_secs(10))
+        })
+        .collect()
+}
+
+/// Learns the highest backup id in the store before the API serves a trigger (see
+/// `BackupHandle::check_backup_id`), so that what is learned predates this run's backups; a
+/// store that does not answer in time is learned in the background (and by the first trigger,
+/// if still unknown).
+async fn learn_stored_backup_ids(backups: &BackupHandle, partitions_count: u32) {
+    let learn = backups.learn_stored_backup_ids(partitions_count);
+    match tokio::time::timeout(Duration::from_secs(30), learn).await {
+        Ok(Ok(highest)) => tracing::info!(highest, "learned the highest backup id in the store"),
+        _ => {
+            let backups = backups.clone();
+            tokio::spawn(async move {
+                backups
+                    .learn_stored_backup_ids_until_done(partitions_count)
+                    .await;
+            });
+        }
+    }
+}
+
+/// Marks FAILED, in the background, what a previous run of this node left unfinished for the
+/// partition up to its recovered latest checkpoint.
+fn fail_unfinished_in_background(
+    backups: &BackupHandle,
+    partition: &PartitionService,
+    partitions_count: u32,
+) {
+    let backups = backups.clone();
+    let partition_id = partition.partition_id();
+    let latest = partition.latest_checkpoint();
+    tokio::spawn(async move {
+        backups
+            .fail_unfinished(partition_id, latest, partitions_count)
+            .await;
+    });
+}
+
+/// Tasks that are stopped together: one token cancels them all, and [`Stage::stop`] waits for
+/// each (each drains before it returns).
+#[derive(Default)]
+struct Stage {
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Stage {
+    fn spawn<F>(&mut self, run: impl FnOnce(CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(tokio::spawn(run(self.cancel.clone())));
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
             let _ = task.await;
         }
-        partitions_cancel.cancel();
-        for task in partition_tasks {
-            let _ = task.await;
-        }
-        backup_cancel.cancel();
-        if let Some(task) = backup_task {
-            let _ = task.await;
-        }
-        served.map_err(|source| BrokerError::Bind { address, source })
+    }
+}
+
+/// The broker's running parts, by the order in which they stop.
+#[derive(Default)]
+struct Stages {
+    senders: Stage,
+    partitions: Stage,
+    backups: Stage,
+}
+
+impl Stages {
+    /// Shutdown in order, once the API is closed: senders stop (nothing more leaves this node),
+    /// partitions drain (their queued requests are answered), then backups end (unfinished ones
+    /// FAILED).
+    async fn stop(self) {
+        self.senders.stop().await;
+        self.partitions.stop().await;
+        self.backups.stop().await;
     }
 }
 

@@ -187,7 +187,6 @@ fn start() -> Fixture {
     }));
     let store = BackupStore::from_object_store(outage.clone(), None);
     let (service, backups) = BackupService::new(
-        store,
         BackupOptions {
             node_id: 0,
             max_concurrent_uploads: 2,
@@ -195,6 +194,8 @@ fn start() -> Fixture {
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(10),
         },
+        store,
+        BackupMetrics::new(),
     );
     let cancel = CancellationToken::new();
     tokio::spawn(service.run(cancel.clone()));
@@ -472,7 +473,7 @@ async fn the_checkpoint_endpoint_refuses_an_id_the_store_holds() {
     let fixture = start();
     let stored = Manifest::in_progress(id(2, 7), descriptor(1)).complete(Vec::new());
     fixture.raw.write_manifest(&stored).await.unwrap();
-    let (partition_service, partition) = PartitionService::open(
+    let (partition_service, partition) = PartitionService::new(
         PartitionOptions {
             partition_id: 1,
             partitions_count: 2,
@@ -529,7 +530,7 @@ async fn the_checkpoint_endpoint_refuses_an_id_the_store_holds() {
 async fn an_unreadable_snapshot_file_fails_the_backup_naming_it() {
     let fixture = start();
     let directory = fixture.dir.path().join("partition-00001");
-    let (partition_service, partition) = PartitionService::open(
+    let (partition_service, partition) = PartitionService::new(
         PartitionOptions {
             partition_id: 1,
             partitions_count: 1,

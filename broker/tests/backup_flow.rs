@@ -19,6 +19,7 @@ use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileKind, Manifest,
 };
 use sluice_broker::backup::{BackupHandle, BackupOptions, BackupService};
+use sluice_broker::metrics::BackupMetrics;
 use sluice_broker::partition::{PartitionHandle, PartitionOptions, PartitionService};
 use sluice_broker::protocol::{BackupState, PartitionBackupStatus};
 use sluice_broker::record::{Command, Outcome};
@@ -108,7 +109,6 @@ fn start() -> Fixture {
     }));
     let store = BackupStore::from_object_store(faulty.clone(), None);
     let (service, backups) = BackupService::new(
-        store.clone(),
         BackupOptions {
             node_id: 0,
             max_concurrent_uploads: 2,
@@ -116,6 +116,8 @@ fn start() -> Fixture {
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(2),
         },
+        store.clone(),
+        BackupMetrics::new(),
     );
     let dir = tempfile::tempdir().unwrap();
     let options = PartitionOptions {
@@ -129,7 +131,7 @@ fn start() -> Fixture {
         batch_commands_max: 256,
     };
     let (partition_service, partition) =
-        PartitionService::open(options, Some(backups.clone())).unwrap();
+        PartitionService::new(options, Some(backups.clone())).unwrap();
     let cancel = CancellationToken::new();
     tokio::spawn(service.run(cancel.clone()));
     tokio::spawn(partition_service.run(cancel.clone()));
@@ -407,7 +409,6 @@ async fn a_restart_fails_every_unfinished_backup_of_this_node() {
 async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
     let store = BackupStore::from_object_store(Arc::new(InMemory::new()), None);
     let (service, backups) = BackupService::new(
-        store.clone(),
         BackupOptions {
             node_id: 0,
             max_concurrent_uploads: 2,
@@ -415,6 +416,8 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(30),
         },
+        store.clone(),
+        BackupMetrics::new(),
     );
     let cancel = CancellationToken::new();
     tokio::spawn(service.run(cancel.clone()));
@@ -430,9 +433,9 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
         batch_commands_max: 64,
     };
     let (source_service, source) =
-        PartitionService::open(options(1), Some(backups.clone())).unwrap();
+        PartitionService::new(options(1), Some(backups.clone())).unwrap();
     let (target_service, target) =
-        PartitionService::open(options(2), Some(backups.clone())).unwrap();
+        PartitionService::new(options(2), Some(backups.clone())).unwrap();
     tokio::spawn(source_service.run(cancel.clone()));
     tokio::spawn(target_service.run(cancel.clone()));
     let on = |p: u32| {
@@ -513,7 +516,7 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
     sluice_broker::log::truncate_after(&log_dir, manifest.descriptor.checkpoint_position).unwrap();
     let mut restored_options = options(2);
     restored_options.directory = restored.path().to_path_buf();
-    let (recovered, _handle) = PartitionService::open(restored_options, None).unwrap();
+    let (recovered, _handle) = PartitionService::new(restored_options, None).unwrap();
     assert_eq!(
         recovered.latest_checkpoint(),
         Some((7, manifest.descriptor.checkpoint_position))

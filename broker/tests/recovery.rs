@@ -77,7 +77,7 @@ async fn a_log_shorter_than_its_snapshot_refuses_to_open() {
             &state_at(snapshot_position),
         )
         .unwrap();
-        let error = match PartitionService::open(
+        let error = match PartitionService::new(
             options(&partition_dir, 1 << 20, Duration::from_secs(3600)),
             None,
         ) {
@@ -113,7 +113,7 @@ async fn a_log_through_its_snapshot_opens_and_appends() {
     let partition_dir = dir.path().join("partition-00001");
     write_log(&partition_dir, 10, 1 << 20);
     snapshot::write(&partition_dir.join("snapshots"), &state_at(10)).unwrap();
-    let (service, handle) = PartitionService::open(
+    let (service, handle) = PartitionService::new(
         options(&partition_dir, 1 << 20, Duration::from_secs(3600)),
         None,
     )
@@ -157,7 +157,7 @@ async fn a_corrupt_snapshot_in_the_way_is_rewritten_before_compaction() {
     std::fs::write(&state_path, bytes).unwrap();
 
     let open = || {
-        PartitionService::open(
+        PartitionService::new(
             options(&partition_dir, segment_bytes_max, Duration::from_millis(20)),
             None,
         )
@@ -282,7 +282,7 @@ fn an_unopenable_partition_names_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let partition_dir = dir.path().join("partition-00001");
         let is_expected = damage(&partition_dir);
-        let error = match PartitionService::open(
+        let error = match PartitionService::new(
             options(&partition_dir, 1 << 20, Duration::from_secs(3600)),
             None,
         ) {

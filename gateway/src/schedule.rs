@@ -1,7 +1,7 @@
 //! Scheduled backups with retention, built into the gateway (no external cron).
 //!
-//! Shape: `BackupScheduler::new(options, cluster)` → `run(cancel)`, and a cheap
-//! [`ScheduleHandle`] that `GET /actuator/backups/schedule` reads. Each run takes a backup whose id
+//! Shape: `BackupScheduler::new(options, cluster)` gives the scheduler and a cheap
+//! [`ScheduleHandle`] that `GET /actuator/backups/schedule` reads; `run(cancel)` runs it. Each run takes a backup whose id
 //! is the current time in epoch milliseconds (kept strictly increasing), then applies retention.
 //!
 //! Retention ([`Retention::to_delete`]) deletes only what it may: never a backup IN_PROGRESS
@@ -227,21 +227,24 @@ fn epoch_millis(time: SystemTime) -> u64 {
 }
 
 impl BackupScheduler {
+    /// The scheduler and the handle that shows its status (the service shape, ARCHITECTURE.md).
+    /// A gateway without a schedule shows `ScheduleHandle::default()`: not enabled.
     pub fn new(
         options: ScheduleOptions,
         cluster: Arc<Cluster>,
-        handle: ScheduleHandle,
-    ) -> BackupScheduler {
+    ) -> (BackupScheduler, ScheduleHandle) {
+        let handle = ScheduleHandle::default();
         handle.update(|status| {
             status.enabled = true;
             status.schedule = Some(options.schedule.describe());
             status.retention = options.retention.clone();
         });
-        BackupScheduler {
+        let scheduler = BackupScheduler {
             options,
             cluster,
-            handle,
-        }
+            handle: handle.clone(),
+        };
+        (scheduler, handle)
     }
 
     pub async fn run(self, cancel: CancellationToken) {

@@ -63,7 +63,13 @@ impl GatewayService {
             config.cluster.request_timeout,
             transport,
         ));
-        let schedule_handle = ScheduleHandle::default();
+        let (scheduler, schedule_handle) = match self.schedule.clone() {
+            Some(options) => {
+                let (scheduler, handle) = BackupScheduler::new(options, cluster.clone());
+                (Some(scheduler), handle)
+            }
+            None => (None, ScheduleHandle::default()),
+        };
         let client_address = format!("{}:{}", config.network.host, config.network.port);
         let management_address = format!("{}:{}", config.management.host, config.management.port);
 
@@ -95,10 +101,7 @@ impl GatewayService {
             schedule = self.schedule.as_ref().map(|s| s.schedule.describe()),
             "gateway ready");
 
-        let scheduler = self.schedule.clone().map(|options| {
-            let scheduler = BackupScheduler::new(options, cluster.clone(), schedule_handle);
-            tokio::spawn(scheduler.run(cancel.clone()))
-        });
+        let scheduler = scheduler.map(|scheduler| tokio::spawn(scheduler.run(cancel.clone())));
         let client = serve(
             client_listener,
             client_router,

@@ -421,7 +421,7 @@ pub async fn stage_partition(
         batch_commands_max: 1,
     };
     let (service, _handle) =
-        tokio::task::spawn_blocking(move || PartitionService::open(options, None))
+        tokio::task::spawn_blocking(move || PartitionService::new(options, None))
             .await
             .map_err(|e| RestoreError::Panicked {
                 partition: partition_id,

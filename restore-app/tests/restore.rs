@@ -11,6 +11,7 @@ use sluice_backup_store::object_store::PutPayload;
 use sluice_backup_store::{BackupIdentifier, BackupStore, FileKind, Manifest};
 use sluice_broker::backup::{BackupHandle, BackupOptions, BackupService};
 use sluice_broker::error::BrokerError;
+use sluice_broker::metrics::BackupMetrics;
 use sluice_broker::partition::{
     partition_directory, PartitionHandle, PartitionOptions, PartitionService,
 };
@@ -47,7 +48,6 @@ fn source() -> Source {
     let mut partitions = Vec::new();
     for partition_id in 1..=PARTITIONS {
         let (service, backups) = BackupService::new(
-            store.clone(),
             BackupOptions {
                 node_id: partition_id - 1,
                 max_concurrent_uploads: 2,
@@ -55,6 +55,8 @@ fn source() -> Source {
                 queue_capacity: 8,
                 store_call_timeout: Duration::from_secs(5),
             },
+            store.clone(),
+            BackupMetrics::new(),
         );
         let options = PartitionOptions {
             partition_id,
@@ -67,7 +69,7 @@ fn source() -> Source {
             batch_commands_max: 256,
         };
         let (partition_service, partition) =
-            PartitionService::open(options, Some(backups.clone())).unwrap();
+            PartitionService::new(options, Some(backups.clone())).unwrap();
         tokio::spawn(service.run(cancel.clone()));
         tokio::spawn(partition_service.run(cancel.clone()));
         partitions.push((partition, backups));
@@ -186,7 +188,7 @@ fn entries(dir: &Path) -> Vec<String> {
 
 /// The broker's recovery of an installed partition lands on the backup's checkpoint.
 fn recovers_to(config: &BrokerConfig, partition_id: u32, backup_id: u64) {
-    let (service, _) = PartitionService::open(
+    let (service, _) = PartitionService::new(
         PartitionOptions {
             partition_id,
             partitions_count: PARTITIONS,
