@@ -83,7 +83,16 @@ impl OutboxSender {
         let notify = self.partition.outbox_notify();
         let mut backoff = self.options.retry.start();
         loop {
-            let wait = match self.round().await {
+            // Cancellation first, also while a round waits on other brokers (up to the client
+            // timeout): shutdown never waits for a peer. Dropping a round loses nothing, as
+            // what it did not get acknowledged stays in the outbox and targets apply each credit
+            // at most once.
+            let round = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                round = self.round() => round,
+            };
+            let wait = match round {
                 Ok(sent) if sent >= self.options.batch_entries_max => Duration::ZERO,
                 Ok(_) => {
                     backoff.reset();

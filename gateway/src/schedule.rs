@@ -263,38 +263,50 @@ impl BackupScheduler {
             // Ids are epoch milliseconds, strictly increasing even if the clock steps back.
             let id = epoch_millis(now).max(last_id + 1);
             last_id = id;
-            let taken = actuator::take(&self.cluster, id).await;
-            let (result, message) = match &taken {
-                Ok(()) => {
-                    tracing::info!(backup = id, "scheduled backup taken");
-                    ("TRIGGERED", None)
-                }
-                Err(error) => {
-                    tracing::warn!(backup = id, %error, "scheduled backup failed");
-                    ("FAILED", Some(error.to_string()))
-                }
+            // Cancellation first, also while the brokers are asked (up to the request timeout
+            // each): shutdown never waits for a broker. A backup cut short is one that failed
+            // on some partitions, which retention deletes like any partial backup.
+            let last_run = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                last_run = self.take_and_retain(id, now) => last_run,
             };
-            let (deleted, retention_error) = match self.apply_retention(now).await {
-                Ok(deleted) => (deleted, None),
-                Err(error) => {
-                    tracing::warn!(%error, "retention could not run");
-                    (Vec::new(), Some(error))
-                }
-            };
-            self.handle.update(|status| {
-                status.last_run = Some(LastRun {
-                    backup_id: id,
-                    at: rfc3339(now),
-                    result: result.to_string(),
-                    message,
-                    deleted,
-                    retention_error,
-                })
-            });
+            self.handle
+                .update(|status| status.last_run = Some(last_run));
             next = self
                 .options
                 .schedule
                 .next_after(SystemTime::now().max(next));
+        }
+    }
+
+    /// Takes backup `id`, then applies retention: what `lastRun` shows.
+    async fn take_and_retain(&self, id: u64, now: SystemTime) -> LastRun {
+        let taken = actuator::take(&self.cluster, id).await;
+        let (result, message) = match &taken {
+            Ok(()) => {
+                tracing::info!(backup = id, "scheduled backup taken");
+                ("TRIGGERED", None)
+            }
+            Err(error) => {
+                tracing::warn!(backup = id, %error, "scheduled backup failed");
+                ("FAILED", Some(error.to_string()))
+            }
+        };
+        let (deleted, retention_error) = match self.apply_retention(now).await {
+            Ok(deleted) => (deleted, None),
+            Err(error) => {
+                tracing::warn!(%error, "retention could not run");
+                (Vec::new(), Some(error))
+            }
+        };
+        LastRun {
+            backup_id: id,
+            at: rfc3339(now),
+            result: result.to_string(),
+            message,
+            deleted,
+            retention_error,
         }
     }
 
@@ -487,5 +499,49 @@ mod tests {
             retention.to_delete(&[age], SystemTime::now()),
             Vec::<u64>::new()
         );
+    }
+
+    /// The scheduler stops when it is cancelled, also while it waits on a broker that does not
+    /// answer (the gateway's shutdown never waits for a broker); its handle shows it enabled.
+    #[tokio::test]
+    async fn the_scheduler_stops_while_a_broker_does_not_answer() {
+        use tokio::io::AsyncReadExt;
+        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = broker.local_addr().unwrap().to_string();
+        let (asked, broker_asked) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut connection, _) = broker.accept().await.unwrap();
+            let mut request = [0u8; 1024];
+            let _ = connection.read(&mut request).await;
+            let _ = asked.send(());
+            // Holds the connection open, silent, until the test ends.
+            std::future::pending::<()>().await;
+        });
+        let transport = sluice_protocol::transport::ClusterTransport::new(None, None, "ca")
+            .expect("a plain HTTP transport");
+        let cluster = Arc::new(Cluster::new(
+            &[address],
+            Duration::from_secs(3600),
+            transport,
+        ));
+        let options = ScheduleOptions {
+            schedule: Schedule::Interval(Duration::from_secs(1)),
+            retention: Retention::default(),
+        };
+        let (scheduler, handle) = BackupScheduler::new(options, cluster);
+        assert!(handle.status().enabled);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(scheduler.run(cancel.clone()));
+        tokio::time::timeout(Duration::from_secs(30), broker_asked)
+            .await
+            .expect("the scheduler asks the broker")
+            .unwrap();
+
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the scheduler stops at once, not when the broker answers")
+            .unwrap();
+        assert!(handle.status().last_run.is_none(), "the run was cut short");
     }
 }
