@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_backup_store::{BackupStore, BackupStoreOptions, Compression, StoreKind};
-use sluice_config::{
-    BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig,
-};
+use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
+use sluice_config::{BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
@@ -30,10 +28,7 @@ fn with_requests(options: BackupStoreOptions, requests: &StoreRequestConfig) -> 
     BackupStoreOptions {
         api_call_timeout: requests.api_call_timeout,
         max_concurrent_connections: requests.max_concurrent_connections,
-        compression: match requests.compression {
-            BackupCompression::None => Compression::None,
-            BackupCompression::Zstd => Compression::Zstd,
-        },
+        compression: requests.compression,
         ..options
     }
 }
@@ -106,10 +101,6 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
         upload_memory_limit_bytes: config.upload_memory_limit_bytes,
         ..options
     })
-}
-
-pub fn store_kind_name(kind: BackupStoreKind) -> &'static str {
-    kind.as_str()
 }
 
 /// Opens the configured backup store and checks that it answers: a store that cannot be
@@ -311,7 +302,7 @@ impl BrokerService {
                 partitions_count: cluster.partitions_count,
                 partitions: hosted.clone(),
                 broker_version: crate::BROKER_VERSION.to_string(),
-                backup_store: store_kind_name(config.data.backup.store).to_string(),
+                backup_store: config.data.backup.store.as_str().to_string(),
             },
             partitions: handles,
             backups: backup_handle,
@@ -319,7 +310,7 @@ impl BrokerService {
             restore,
         });
         tracing::info!(node = cluster.node_id, %address, partitions = ?hosted,
-            backup_store = store_kind_name(config.data.backup.store),
+            backup_store = config.data.backup.store.as_str(),
             tls = tls.is_some(), cluster_token = cluster.token.is_some(), "broker ready");
         let router = transport::with_cluster_token(api::router(state), cluster.token.as_ref());
         let served = transport::serve(listener, router, tls, cancel.clone(), SHUTDOWN_GRACE).await;
@@ -343,6 +334,8 @@ impl BrokerService {
 
 #[cfg(test)]
 mod tests {
+    use sluice_config::BackupCompression;
+
     use super::*;
 
     /// Every remote store takes the request settings of its own section (GCS and Azure used to
@@ -373,7 +366,7 @@ mod tests {
             let options = store_options(&config.broker.data.backup).expect("a remote store");
             assert_eq!(options.api_call_timeout, Duration::from_secs(7), "{store}");
             assert_eq!(options.max_concurrent_connections, 5, "{store}");
-            assert_eq!(options.compression, Compression::Zstd, "{store}");
+            assert_eq!(options.compression, BackupCompression::Zstd, "{store}");
         }
     }
 }
