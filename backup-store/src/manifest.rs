@@ -7,7 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::BackupStoreError;
+use crate::{BackupStoreError, Compression};
 
 /// The manifest format version written for backups without compressed files;
 /// every release reads it.
@@ -21,6 +21,15 @@ pub(crate) const MANIFEST_FORMAT_VERSION_COMPRESSED: u32 = 2;
 
 /// The value of [`FileEntry::compression`] for zstd-compressed files.
 pub(crate) const ZSTD_COMPRESSION: &str = "zstd";
+
+/// The value recorded in [`FileEntry::compression`] for a file uploaded with
+/// `compression` (the manifest's spelling, not the configuration's `ZSTD`).
+pub(crate) fn compression_name(compression: Compression) -> Option<&'static str> {
+    match compression {
+        Compression::None => None,
+        Compression::Zstd => Some(ZSTD_COMPRESSION),
+    }
+}
 
 /// The longest file name accepted by [`validate_file_name`].
 pub(crate) const MAX_FILE_NAME_LEN: usize = 255;

@@ -6,8 +6,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::manifest::ZSTD_COMPRESSION;
-
 /// The default memory budget of all uploads of a store together
 /// ([`BackupStoreOptions::upload_memory_limit_bytes`]): 8 part buffers.
 pub(crate) const DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
@@ -25,25 +23,11 @@ pub(crate) const MAX_RETRIES: usize = 8;
 /// its first attempt.
 pub(crate) const RETRY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// How backup files are compressed before upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compression {
-    /// Stored as they are.
-    #[default]
-    None,
-    /// zstd, streaming, one frame per file (see the `codec` module docs).
-    Zstd,
-}
-
-impl Compression {
-    /// The value recorded in [`FileEntry::compression`](crate::FileEntry::compression).
-    pub fn manifest_name(self) -> Option<&'static str> {
-        match self {
-            Self::None => None,
-            Self::Zstd => Some(ZSTD_COMPRESSION),
-        }
-    }
-}
+/// How backup files are compressed before upload: the configuration's enum itself
+/// (`broker.data.backup.<store>.compression`), so the two cannot drift apart and
+/// nothing maps one onto the other. What a file's manifest entry records for it
+/// (`"zstd"`, or nothing) is the manifest format's own spelling, in `manifest.rs`.
+pub use sluice_config::BackupCompression as Compression;
 
 /// How to open a [`BackupStore`](crate::BackupStore).
 ///

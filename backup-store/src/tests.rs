@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::manifest::{
-    format_checksum, parse_checksum, validate_file_name, MANIFEST_FORMAT_VERSION,
+    compression_name, format_checksum, parse_checksum, validate_file_name, MANIFEST_FORMAT_VERSION,
     MANIFEST_FORMAT_VERSION_COMPRESSED, MAX_FILE_NAME_LEN, ZSTD_COMPRESSION,
 };
 use crate::options::DEFAULT_API_CALL_TIMEOUT;
@@ -348,8 +348,8 @@ fn options_have_production_defaults() {
     assert_eq!(options.compression, Compression::None);
     assert_eq!(options.upload_memory_limit_bytes, 64 * 1024 * 1024);
     assert_eq!(BackupStoreOptions::default().kind, StoreKind::InMemory);
-    assert_eq!(Compression::Zstd.manifest_name(), Some("zstd"));
-    assert_eq!(Compression::None.manifest_name(), None);
+    assert_eq!(compression_name(Compression::Zstd), Some("zstd"));
+    assert_eq!(compression_name(Compression::None), None);
 }
 
 fn gcs(host: Option<&str>, credentials: Option<std::path::PathBuf>) -> StoreKind {

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::buffers::{PartBuffer, UploadBuffers};
 use crate::codec::Compressor;
-use crate::manifest::{format_checksum, BackupIdentifier, FileEntry, FileKind};
+use crate::manifest::{compression_name, format_checksum, BackupIdentifier, FileEntry, FileKind};
 use crate::{BackupStore, BackupStoreError, Compression, Throttle};
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -176,7 +176,7 @@ impl BackupStore {
             kind,
             size_bytes: length,
             checksum: format_checksum(reader.crc),
-            compression: compression.manifest_name().map(str::to_string),
+            compression: compression_name(compression).map(str::to_string),
             stored_bytes,
         };
         debug!(%path, size = length, stored = stored_bytes, checksum = %entry.checksum, "uploaded backup file");

@@ -512,11 +512,7 @@ fn status_from_manifest(manifest: &Manifest) -> PartitionBackupStatus {
     PartitionBackupStatus {
         partition_id: manifest.id.partition_id,
         backup_id: manifest.id.checkpoint_id,
-        status: match manifest.status {
-            BackupStatus::InProgress => BackupState::InProgress,
-            BackupStatus::Completed => BackupState::Completed,
-            BackupStatus::Failed => BackupState::Failed,
-        },
+        status: wire_state(manifest.status),
         description: Some(BackupDescription {
             snapshot_id: manifest.descriptor.snapshot_id.clone(),
             checkpoint_position: manifest.descriptor.checkpoint_position,
@@ -526,6 +522,18 @@ fn status_from_manifest(manifest: &Manifest) -> PartitionBackupStatus {
         failure_reason: manifest.failure_reason.clone(),
         created_at: Some(manifest.created_at.clone()),
         last_updated_at: Some(manifest.last_updated_at.clone()),
+    }
+}
+
+/// The wire state of a manifest status: the one conversion between the two. They are not one
+/// enum because the wire adds `DOES_NOT_EXIST`, which no manifest can say; and it is no `From`
+/// impl because neither crate may depend on the other (the gateway links the protocol but no
+/// object store; the store knows no wire types), so it lives here, where both are seen.
+pub fn wire_state(status: BackupStatus) -> BackupState {
+    match status {
+        BackupStatus::InProgress => BackupState::InProgress,
+        BackupStatus::Completed => BackupState::Completed,
+        BackupStatus::Failed => BackupState::Failed,
     }
 }
 
@@ -890,5 +898,26 @@ impl BackupHandle {
             }
         }
         Ok(failed)
+    }
+}
+
+#[cfg(test)]
+mod wire_state_tests {
+    use super::*;
+
+    /// A manifest status and its wire state mean the same, so they are spelled the same
+    /// (`IN_PROGRESS`, `COMPLETED`, `FAILED`); the CLI and operators read both.
+    #[test]
+    fn each_manifest_status_becomes_the_wire_state_of_the_same_spelling() {
+        for status in [
+            BackupStatus::InProgress,
+            BackupStatus::Completed,
+            BackupStatus::Failed,
+        ] {
+            let manifest = serde_json::to_value(status).expect("serializes");
+            let wire = serde_json::to_value(wire_state(status)).expect("serializes");
+            assert_eq!(manifest, wire, "{status}");
+            assert_eq!(manifest, status.to_string(), "{status}");
+        }
     }
 }

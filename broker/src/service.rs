@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_backup_store::{BackupStore, BackupStoreOptions, Compression, StoreKind};
-use sluice_config::{
-    BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig,
-};
+use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
+use sluice_config::{BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -31,10 +29,7 @@ fn with_requests(options: BackupStoreOptions, requests: &StoreRequestConfig) -> 
     BackupStoreOptions {
         api_call_timeout: requests.api_call_timeout,
         max_concurrent_connections: requests.max_concurrent_connections,
-        compression: match requests.compression {
-            BackupCompression::None => Compression::None,
-            BackupCompression::Zstd => Compression::Zstd,
-        },
+        compression: requests.compression,
         ..options
     }
 }
@@ -107,10 +102,6 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
         upload_memory_limit_bytes: config.upload_memory_limit_bytes,
         ..options
     })
-}
-
-pub fn store_kind_name(kind: BackupStoreKind) -> &'static str {
-    kind.as_str()
 }
 
 /// Opens the configured backup store and checks that it answers: a store that cannot be
@@ -220,7 +211,7 @@ impl BrokerService {
             restore,
         });
         tracing::info!(node = cluster.node_id, address = %listening.address, partitions = ?hosted,
-            backup_store = store_kind_name(config.data.backup.store),
+            backup_store = config.data.backup.store.as_str(),
             tls = listening.tls.is_some(), cluster_token = cluster.token.is_some(), "broker ready");
         let router = transport::with_cluster_token(api::router(state), cluster.token.as_ref());
         let served = listening.serve(router, cancel).await;
@@ -340,7 +331,7 @@ fn topology(config: &BrokerConfig, hosted: Vec<u32>) -> Topology {
         partitions_count: config.cluster.partitions_count,
         partitions: hosted,
         broker_version: crate::BROKER_VERSION.to_string(),
-        backup_store: store_kind_name(config.data.backup.store).to_string(),
+        backup_store: config.data.backup.store.as_str().to_string(),
     }
 }
 
@@ -437,6 +428,8 @@ impl Stages {
 
 #[cfg(test)]
 mod tests {
+    use sluice_config::BackupCompression;
+
     use super::*;
 
     /// Every remote store takes the request settings of its own section (GCS and Azure used to
@@ -467,7 +460,7 @@ mod tests {
             let options = store_options(&config.broker.data.backup).expect("a remote store");
             assert_eq!(options.api_call_timeout, Duration::from_secs(7), "{store}");
             assert_eq!(options.max_concurrent_connections, 5, "{store}");
-            assert_eq!(options.compression, Compression::Zstd, "{store}");
+            assert_eq!(options.compression, BackupCompression::Zstd, "{store}");
         }
     }
 }

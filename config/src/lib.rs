@@ -184,10 +184,14 @@ impl std::str::FromStr for BackupStoreKind {
     }
 }
 
-/// `broker.data.backup.s3.compression`: how backup files are compressed before upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `broker.data.backup.<store>.compression`: how backup files are compressed before upload.
+///
+/// The one compression enum of the workspace: the backup store takes it as it is
+/// (`sluice_backup_store::Compression` is this type), so there is no mapping between the two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackupCompression {
     /// Files are stored as they are.
+    #[default]
     None,
     /// Files are compressed with zstd (streaming, per file).
     Zstd,

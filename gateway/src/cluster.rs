@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::future::join_all;
+use sluice_config::BackupStoreKind;
 use sluice_ledger::routing::partition_for_account;
 use sluice_protocol::client::BrokerClient;
 use sluice_protocol::transport::ClusterTransport;
@@ -82,7 +83,7 @@ impl Cluster {
                     topology.node_id
                 )));
             }
-            backup_store_configured &= topology.backup_store != "NONE";
+            backup_store_configured &= topology.backup_store != BackupStoreKind::None.as_str();
             for partition in topology.partitions {
                 owners.insert(partition, index);
             }
