@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::error_chain;
-use crate::options::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
+use crate::options::{BackupStoreOptions, StoreKind, RETRIES_MAX, RETRY_TIMEOUT};
 use crate::BackupStoreError;
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -28,7 +28,7 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 /// request timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The retries of requests: bounded in count ([`MAX_RETRIES`]) and time
+/// The retries of requests: bounded in count ([`RETRIES_MAX`]) and time
 /// ([`RETRY_TIMEOUT`]).
 ///
 /// The backoff is object_store's "exponential backoff with decorrelated
@@ -39,7 +39,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// 408, connection errors, and timeouts of idempotent requests (plain puts,
 /// gets, heads, lists, deletes; not conditional puts, whose outcome the
 /// manifest writer checks by reading back). A request gives up after
-/// `MAX_RETRIES` retries or once `RETRY_TIMEOUT` has passed since its first
+/// `RETRIES_MAX` retries or once `RETRY_TIMEOUT` has passed since its first
 /// attempt, so it fails after at most about `RETRY_TIMEOUT + max_backoff +
 /// api_call_timeout`.
 pub(crate) fn retry_config() -> RetryConfig {
@@ -49,7 +49,7 @@ pub(crate) fn retry_config() -> RetryConfig {
             max_backoff: Duration::from_secs(10),
             base: 2.0,
         },
-        max_retries: MAX_RETRIES,
+        max_retries: RETRIES_MAX,
         retry_timeout: RETRY_TIMEOUT,
     }
 }
@@ -783,7 +783,7 @@ mod tests {
     #[test]
     fn the_backoff_is_bounded() {
         let retry = retry_config();
-        assert_eq!(retry.max_retries, MAX_RETRIES);
+        assert_eq!(retry.max_retries, RETRIES_MAX);
         assert_eq!(retry.retry_timeout, RETRY_TIMEOUT);
         assert!(retry.backoff.max_backoff <= Duration::from_secs(10));
         assert!(retry.backoff.base > 1.0);
