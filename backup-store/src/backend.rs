@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::error_chain;
-use crate::options::{BackupStoreOptions, StoreKind, MAX_RETRIES, RETRY_TIMEOUT};
+use crate::options::{BackupStoreOptions, StoreKind, RETRIES_MAX, RETRY_TIMEOUT};
 use crate::BackupStoreError;
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -28,7 +28,7 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 /// request timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The retries of requests: bounded in count ([`MAX_RETRIES`]) and time
+/// The retries of requests: bounded in count ([`RETRIES_MAX`]) and time
 /// ([`RETRY_TIMEOUT`]).
 ///
 /// The backoff is object_store's "exponential backoff with decorrelated
@@ -39,7 +39,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// 408, connection errors, and timeouts of idempotent requests (plain puts,
 /// gets, heads, lists, deletes; not conditional puts, whose outcome the
 /// manifest writer checks by reading back). A request gives up after
-/// `MAX_RETRIES` retries or once `RETRY_TIMEOUT` has passed since its first
+/// `RETRIES_MAX` retries or once `RETRY_TIMEOUT` has passed since its first
 /// attempt, so it fails after at most about `RETRY_TIMEOUT + max_backoff +
 /// api_call_timeout`.
 pub(crate) fn retry_config() -> RetryConfig {
@@ -49,7 +49,7 @@ pub(crate) fn retry_config() -> RetryConfig {
             max_backoff: Duration::from_secs(10),
             base: 2.0,
         },
-        max_retries: MAX_RETRIES,
+        max_retries: RETRIES_MAX,
         retry_timeout: RETRY_TIMEOUT,
     }
 }
@@ -233,77 +233,45 @@ impl LocalFiles {
     }
 }
 
+/// What every client of a store shares: the per-broker request limit and the
+/// timeouts, as object_store's configuration values.
+struct Requests {
+    limit: usize,
+    timeout: String,
+    connect_timeout: String,
+}
+
+impl Requests {
+    fn of(options: &BackupStoreOptions) -> Result<Self> {
+        if options.api_call_timeout.is_zero() {
+            return Err(BackupStoreError::Config {
+                option: "BackupStoreOptions.api_call_timeout",
+                reason: "the request timeout is zero; set a positive duration".to_string(),
+            });
+        }
+        if options.max_concurrent_connections == 0 {
+            return Err(BackupStoreError::Config {
+                option: "BackupStoreOptions.max_concurrent_connections",
+                reason: "the request limit is zero; allow at least 1 request in flight".to_string(),
+            });
+        }
+        Ok(Requests {
+            limit: options.max_concurrent_connections,
+            timeout: humantime::format_duration(options.api_call_timeout).to_string(),
+            connect_timeout: humantime::format_duration(
+                CONNECT_TIMEOUT.min(options.api_call_timeout),
+            )
+            .to_string(),
+        })
+    }
+}
+
 /// Builds the clients of `options.kind`.
 pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
-    if options.api_call_timeout.is_zero() {
-        return Err(BackupStoreError::Config {
-            option: "BackupStoreOptions.api_call_timeout",
-            reason: "the request timeout is zero; set a positive duration".to_string(),
-        });
-    }
-    if options.max_concurrent_connections == 0 {
-        return Err(BackupStoreError::Config {
-            option: "BackupStoreOptions.max_concurrent_connections",
-            reason: "the request limit is zero; allow at least 1 request in flight".to_string(),
-        });
-    }
-    let limit = options.max_concurrent_connections;
-    let timeout = humantime::format_duration(options.api_call_timeout).to_string();
-    let connect_timeout =
-        humantime::format_duration(CONNECT_TIMEOUT.min(options.api_call_timeout)).to_string();
+    let requests = Requests::of(options)?;
     match &options.kind {
-        StoreKind::InMemory => {
-            let memory = InMemory::new();
-            let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(memory, limit));
-            Ok(Backend {
-                local: None,
-                probe: store.clone(),
-                store,
-                description: "InMemory".to_string(),
-                hints: Hints::generic(),
-            })
-        }
-        StoreKind::Filesystem { root } => {
-            if root.as_os_str().is_empty() {
-                return Err(BackupStoreError::Config {
-                    option: "StoreKind::Filesystem.root",
-                    reason: "the backup directory is empty; set it".to_string(),
-                });
-            }
-            std::fs::create_dir_all(root).map_err(|source| BackupStoreError::io(root, source))?;
-            let local = || {
-                LocalFileSystem::new_with_prefix(root)
-                    .map(|fs| fs.with_automatic_cleanup(true))
-                    .map_err(|e| BackupStoreError::Config {
-                        option: "StoreKind::Filesystem.root",
-                        reason: format!(
-                            "cannot use directory as backup store: root={} error={}",
-                            root.display(),
-                            error_chain(&e)
-                        ),
-                    })
-            };
-            let key = "StoreKind::Filesystem.root";
-            let canonical_root =
-                std::fs::canonicalize(root).map_err(|source| BackupStoreError::io(root, source))?;
-            Ok(Backend {
-                store: Arc::new(LimitStore::new(local()?, limit)),
-                probe: Arc::new(local()?),
-                local: Some(LocalFiles {
-                    store: local()?,
-                    root: canonical_root,
-                }),
-                description: format!("Filesystem(root={})", root.display()),
-                hints: Hints {
-                    missing: format!("directory {} does not exist ({key})", root.display()),
-                    connect: format!("directory {} cannot be read ({key})", root.display()),
-                    credentials: format!(
-                        "directory {} cannot be accessed by this process ({key})",
-                        root.display()
-                    ),
-                },
-            })
-        }
+        StoreKind::InMemory => Ok(in_memory(requests.limit)),
+        StoreKind::Filesystem { root } => filesystem(root, requests.limit),
         StoreKind::S3 {
             bucket,
             endpoint,
@@ -313,155 +281,45 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             force_path_style,
             allow_http,
         } => {
-            let bucket = bucket.trim().to_string();
-            if bucket.is_empty() {
-                return Err(BackupStoreError::Config {
-                    option: "StoreKind::S3.bucket",
-                    reason: "the S3 bucket name is empty; set the bucket".to_string(),
-                });
-            }
+            let bucket = required(
+                bucket,
+                "StoreKind::S3.bucket",
+                "the S3 bucket name is empty; set the bucket",
+            )?;
             let allow_http = *allow_http
                 || endpoint
                     .as_deref()
                     .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("http://"));
-            // The environment (AWS_*, including the credential chain) first, explicit settings over it.
-            let mut builder = AmazonS3Builder::from_env()
-                .with_bucket_name(&bucket)
-                .with_virtual_hosted_style_request(!force_path_style)
-                .with_allow_http(allow_http)
-                .with_conditional_put(S3ConditionalPut::ETagMatch)
-                .with_config(
-                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                    timeout.as_str(),
-                )
-                .with_config(
-                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    connect_timeout.as_str(),
-                );
-            if !region.trim().is_empty() {
-                builder = builder.with_region(region.trim());
-            }
-            let mut endpoint_description = String::from("default");
-            if let Some(endpoint) = endpoint.as_deref().map(str::trim) {
-                if !endpoint.is_empty() {
-                    let endpoint = if *force_path_style {
-                        check_endpoint(endpoint, "StoreKind::S3.endpoint")?;
-                        endpoint.to_string()
-                    } else {
-                        virtual_hosted_endpoint(endpoint, &bucket)?
-                    };
-                    endpoint_description = endpoint.clone();
-                    builder = builder.with_endpoint(endpoint);
-                }
-            }
-            if let Some(access_key) = access_key {
-                builder = builder.with_access_key_id(access_key);
-            }
-            if let Some(secret_key) = secret_key {
-                builder = builder.with_secret_access_key(secret_key);
-            }
-            let build_error = |e: object_store::Error| {
-                BackupStoreError::Config {
-                option: "StoreKind::S3",
-                reason: format!(
-                    "cannot build the S3 client: bucket={bucket} endpoint={endpoint_description} error={}",
-                    error_chain(&e)
-                ),
-            }
+            let style = S3Style {
+                path: *force_path_style,
+                http_allowed: allow_http,
             };
-            let (store, probe) = store_and_probe(
-                |retry| builder.clone().with_retry(retry).build(),
-                build_error,
-            )?;
-            let connect = if endpoint_description == "default" {
-                format!(
-                    "cannot connect to the S3 service of region {} (StoreKind::S3.region, StoreKind::S3.endpoint)",
-                    region.trim()
-                )
-            } else {
-                format!("cannot connect to {endpoint_description} (StoreKind::S3.endpoint)")
-            };
-            Ok(Backend {
-                local: None,
-                store: Arc::new(LimitStore::new(store, limit)),
-                probe: Arc::new(probe),
-                description: format!(
-                    "S3(bucket={bucket} endpoint={endpoint_description} path_style={force_path_style})"
-                ),
-                hints: Hints {
-                    missing: format!(
-                        "bucket {bucket} does not exist (StoreKind::S3.bucket); create it or correct the setting"
-                    ),
-                    connect,
-                    credentials: "access denied or no credentials; check StoreKind::S3.access_key and secret_key, or the AWS credential chain (AWS_* variables, web identity, instance profile), and the bucket's permissions".to_string(),
-                },
-            })
+            let builder = s3_credentials(access_key.as_deref(), secret_key.as_deref());
+            s3(
+                builder,
+                &bucket,
+                endpoint.as_deref(),
+                region,
+                style,
+                &requests,
+            )
         }
         StoreKind::Gcs {
             bucket,
             host,
             credentials,
         } => {
-            let bucket = bucket.trim().to_string();
-            if bucket.is_empty() {
-                return Err(BackupStoreError::Config {
-                    option: "StoreKind::Gcs.bucket",
-                    reason: "the GCS bucket name is empty; set the bucket".to_string(),
-                });
-            }
+            let bucket = required(
+                bucket,
+                "StoreKind::Gcs.bucket",
+                "the GCS bucket name is empty; set the bucket",
+            )?;
             let host = host.as_deref().map(str::trim).filter(|h| !h.is_empty());
             if let Some(host) = host {
                 check_endpoint(host, "StoreKind::Gcs.host")?;
             }
-            // Explicit credentials or host replace the credential chain; otherwise
-            // the environment (GOOGLE_*) and application default credentials apply.
-            let mut builder = match (host, credentials) {
-                (None, None) => GoogleCloudStorageBuilder::from_env(),
-                (None, Some(path)) => {
-                    check_readable(path, "StoreKind::Gcs.credentials")?;
-                    GoogleCloudStorageBuilder::new()
-                        .with_service_account_path(path.to_string_lossy())
-                }
-                (Some(host), credentials) => GoogleCloudStorageBuilder::new()
-                    .with_service_account_key(gcs_key_for_host(host, credentials.as_deref())?),
-            };
-            builder = builder
-                .with_bucket_name(&bucket)
-                .with_config(
-                    GoogleConfigKey::Client(ClientConfigKey::Timeout),
-                    timeout.as_str(),
-                )
-                .with_config(
-                    GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    connect_timeout.as_str(),
-                );
-            let host_description = host.unwrap_or("https://storage.googleapis.com").to_string();
-            let build_error = |e: object_store::Error| BackupStoreError::Config {
-                option: "StoreKind::Gcs.credentials",
-                reason: format!(
-                    "cannot build the GCS client: bucket={bucket} host={host_description} error={}",
-                    error_chain(&e)
-                ),
-            };
-            let (store, probe) = store_and_probe(
-                |retry| builder.clone().with_retry(retry).build(),
-                build_error,
-            )?;
-            Ok(Backend {
-                local: None,
-                store: Arc::new(LimitStore::new(store, limit)),
-                probe: Arc::new(probe),
-                description: format!("GCS(bucket={bucket} host={host_description})"),
-                hints: Hints {
-                    missing: format!(
-                        "bucket {bucket} does not exist (StoreKind::Gcs.bucket); create it or correct the setting"
-                    ),
-                    connect: format!(
-                        "cannot connect to {host_description} (StoreKind::Gcs.host)"
-                    ),
-                    credentials: "access denied or no credentials; check StoreKind::Gcs.credentials, or the application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server), and the bucket's permissions".to_string(),
-                },
-            })
+            let builder = gcs_credentials(host, credentials.as_deref())?;
+            gcs(builder, &bucket, host, &requests)
         }
         StoreKind::Azure {
             account,
@@ -470,89 +328,321 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             sas_token,
             endpoint,
         } => {
-            let account = account.trim().to_string();
-            let container = container.trim().to_string();
-            if account.is_empty() {
-                return Err(BackupStoreError::Config {
-                    option: "StoreKind::Azure.account",
-                    reason: "the Azure storage account is empty; set it".to_string(),
-                });
-            }
-            if container.is_empty() {
-                return Err(BackupStoreError::Config {
-                    option: "StoreKind::Azure.container",
-                    reason: "the Azure container is empty; set it".to_string(),
-                });
-            }
-            // Explicit credentials replace the chain (an AZURE_STORAGE_ACCOUNT_KEY in the
-            // environment would otherwise win over an explicit SAS token).
-            let mut builder = match (access_key, sas_token) {
-                (Some(_), Some(_)) => {
-                    return Err(BackupStoreError::Config {
-                        option: "StoreKind::Azure.sas_token",
-                        reason: "an Azure access key and a SAS token are mutually exclusive (StoreKind::Azure.access_key, StoreKind::Azure.sas_token); set one of them".to_string(),
-                    })
-                }
-                (Some(key), None) => MicrosoftAzureBuilder::new().with_access_key(key),
-                (None, Some(sas)) => {
-                    MicrosoftAzureBuilder::new().with_config(AzureConfigKey::SasKey, sas)
-                }
-                (None, None) => MicrosoftAzureBuilder::from_env(),
-            };
-            builder = builder
-                .with_account(&account)
-                .with_container_name(&container)
-                .with_config(
-                    AzureConfigKey::Client(ClientConfigKey::Timeout),
-                    timeout.as_str(),
-                )
-                .with_config(
-                    AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    connect_timeout.as_str(),
-                );
-            let endpoint = endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
-            let endpoint_description = match endpoint {
-                Some(endpoint) => {
-                    check_endpoint(endpoint, "StoreKind::Azure.endpoint")?;
-                    builder = builder
-                        .with_endpoint(endpoint.trim_end_matches('/').to_string())
-                        .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
-                    endpoint.to_string()
-                }
-                None => format!("https://{account}.blob.core.windows.net"),
-            };
-            let build_error = |e: object_store::Error| {
-                BackupStoreError::Config {
-                option: "StoreKind::Azure.access_key",
-                reason: format!(
-                    "cannot build the Azure client: account={account} container={container} endpoint={endpoint_description} error={}; check StoreKind::Azure.access_key or sas_token",
-                    error_chain(&e)
-                ),
-            }
-            };
-            let (store, probe) = store_and_probe(
-                |retry| builder.clone().with_retry(retry).build(),
-                build_error,
+            let account = required(
+                account,
+                "StoreKind::Azure.account",
+                "the Azure storage account is empty; set it",
             )?;
-            Ok(Backend {
-                local: None,
-                store: Arc::new(LimitStore::new(store, limit)),
-                probe: Arc::new(probe),
-                description: format!(
-                    "Azure(account={account} container={container} endpoint={endpoint_description})"
-                ),
-                hints: Hints {
-                    missing: format!(
-                        "container {container} does not exist in account {account} (StoreKind::Azure.container); create it or correct the setting"
-                    ),
-                    connect: format!(
-                        "cannot connect to {endpoint_description} (StoreKind::Azure.endpoint, StoreKind::Azure.account)"
-                    ),
-                    credentials: "access denied or no credentials; check StoreKind::Azure.access_key or sas_token, or the Azure credential chain (AZURE_* variables, workload or managed identity), and the container's permissions".to_string(),
-                },
-            })
+            let container = required(
+                container,
+                "StoreKind::Azure.container",
+                "the Azure container is empty; set it",
+            )?;
+            let builder = azure_credentials(access_key.as_deref(), sas_token.as_deref())?;
+            let endpoint = endpoint.as_deref().map(str::trim).filter(|e| !e.is_empty());
+            azure(builder, &account, &container, endpoint, &requests)
         }
     }
+}
+
+/// `value` trimmed, or a configuration error naming `option` when that leaves nothing.
+fn required(value: &str, option: &'static str, reason: &str) -> Result<String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(BackupStoreError::Config {
+            option,
+            reason: reason.to_string(),
+        });
+    }
+    Ok(value.to_string())
+}
+
+/// The clients of a remote store: the one for every operation behind the
+/// request limit, the probe without it.
+fn remote<S: ObjectStore>(
+    (store, probe): (S, S),
+    limit: usize,
+    description: String,
+    hints: Hints,
+) -> Backend {
+    Backend {
+        local: None,
+        store: Arc::new(LimitStore::new(store, limit)),
+        probe: Arc::new(probe),
+        description,
+        hints,
+    }
+}
+
+fn in_memory(limit: usize) -> Backend {
+    let store: Arc<dyn ObjectStore> = Arc::new(LimitStore::new(InMemory::new(), limit));
+    Backend {
+        local: None,
+        probe: store.clone(),
+        store,
+        description: "InMemory".to_string(),
+        hints: Hints::generic(),
+    }
+}
+
+fn filesystem(root: &LocalPath, limit: usize) -> Result<Backend> {
+    let key = "StoreKind::Filesystem.root";
+    if root.as_os_str().is_empty() {
+        return Err(BackupStoreError::Config {
+            option: key,
+            reason: "the backup directory is empty; set it".to_string(),
+        });
+    }
+    std::fs::create_dir_all(root).map_err(|source| BackupStoreError::io(root, source))?;
+    let local = || {
+        LocalFileSystem::new_with_prefix(root)
+            .map(|fs| fs.with_automatic_cleanup(true))
+            .map_err(|e| BackupStoreError::Config {
+                option: key,
+                reason: format!(
+                    "cannot use directory as backup store: root={} error={}",
+                    root.display(),
+                    error_chain(&e)
+                ),
+            })
+    };
+    let canonical_root =
+        std::fs::canonicalize(root).map_err(|source| BackupStoreError::io(root, source))?;
+    Ok(Backend {
+        store: Arc::new(LimitStore::new(local()?, limit)),
+        probe: Arc::new(local()?),
+        local: Some(LocalFiles {
+            store: local()?,
+            root: canonical_root,
+        }),
+        description: format!("Filesystem(root={})", root.display()),
+        hints: Hints {
+            missing: format!("directory {} does not exist ({key})", root.display()),
+            connect: format!("directory {} cannot be read ({key})", root.display()),
+            credentials: format!(
+                "directory {} cannot be accessed by this process ({key})",
+                root.display()
+            ),
+        },
+    })
+}
+
+/// How S3 requests address the bucket and whether they may use plain HTTP.
+#[derive(Debug, Clone, Copy)]
+struct S3Style {
+    /// `endpoint/bucket/key` instead of `bucket.endpoint/key`.
+    path: bool,
+    http_allowed: bool,
+}
+
+/// The environment (AWS_*, including the credential chain) first, explicit keys over it.
+fn s3_credentials(access_key: Option<&str>, secret_key: Option<&str>) -> AmazonS3Builder {
+    let mut builder = AmazonS3Builder::from_env();
+    if let Some(access_key) = access_key {
+        builder = builder.with_access_key_id(access_key);
+    }
+    if let Some(secret_key) = secret_key {
+        builder = builder.with_secret_access_key(secret_key);
+    }
+    builder
+}
+
+fn s3(
+    builder: AmazonS3Builder,
+    bucket: &str,
+    endpoint: Option<&str>,
+    region: &str,
+    style: S3Style,
+    requests: &Requests,
+) -> Result<Backend> {
+    let mut builder = builder
+        .with_bucket_name(bucket)
+        .with_virtual_hosted_style_request(!style.path)
+        .with_allow_http(style.http_allowed)
+        .with_conditional_put(S3ConditionalPut::ETagMatch)
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+            requests.timeout.as_str(),
+        )
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            requests.connect_timeout.as_str(),
+        );
+    if !region.trim().is_empty() {
+        builder = builder.with_region(region.trim());
+    }
+    let mut endpoint_description = String::from("default");
+    if let Some(endpoint) = endpoint.map(str::trim).filter(|e| !e.is_empty()) {
+        let endpoint = if style.path {
+            check_endpoint(endpoint, "StoreKind::S3.endpoint")?;
+            endpoint.to_string()
+        } else {
+            virtual_hosted_endpoint(endpoint, bucket)?
+        };
+        endpoint_description = endpoint.clone();
+        builder = builder.with_endpoint(endpoint);
+    }
+    let build_error = |e: object_store::Error| BackupStoreError::Config {
+        option: "StoreKind::S3",
+        reason: format!(
+            "cannot build the S3 client: bucket={bucket} endpoint={endpoint_description} error={}",
+            error_chain(&e)
+        ),
+    };
+    let clients = store_and_probe(
+        |retry| builder.clone().with_retry(retry).build(),
+        build_error,
+    )?;
+    let connect = if endpoint_description == "default" {
+        format!(
+            "cannot connect to the S3 service of region {} (StoreKind::S3.region, StoreKind::S3.endpoint)",
+            region.trim()
+        )
+    } else {
+        format!("cannot connect to {endpoint_description} (StoreKind::S3.endpoint)")
+    };
+    let hints = Hints {
+        missing: format!(
+            "bucket {bucket} does not exist (StoreKind::S3.bucket); create it or correct the setting"
+        ),
+        connect,
+        credentials: "access denied or no credentials; check StoreKind::S3.access_key and secret_key, or the AWS credential chain (AWS_* variables, web identity, instance profile), and the bucket's permissions".to_string(),
+    };
+    let description = format!(
+        "S3(bucket={bucket} endpoint={endpoint_description} path_style={})",
+        style.path
+    );
+    Ok(remote(clients, requests.limit, description, hints))
+}
+
+/// Explicit credentials or host replace the credential chain; otherwise the
+/// environment (GOOGLE_*) and application default credentials apply.
+fn gcs_credentials(
+    host: Option<&str>,
+    credentials: Option<&LocalPath>,
+) -> Result<GoogleCloudStorageBuilder> {
+    Ok(match (host, credentials) {
+        (None, None) => GoogleCloudStorageBuilder::from_env(),
+        (None, Some(path)) => {
+            check_readable(path, "StoreKind::Gcs.credentials")?;
+            GoogleCloudStorageBuilder::new().with_service_account_path(path.to_string_lossy())
+        }
+        (Some(host), credentials) => GoogleCloudStorageBuilder::new()
+            .with_service_account_key(gcs_key_for_host(host, credentials)?),
+    })
+}
+
+fn gcs(
+    builder: GoogleCloudStorageBuilder,
+    bucket: &str,
+    host: Option<&str>,
+    requests: &Requests,
+) -> Result<Backend> {
+    let builder = builder
+        .with_bucket_name(bucket)
+        .with_config(
+            GoogleConfigKey::Client(ClientConfigKey::Timeout),
+            requests.timeout.as_str(),
+        )
+        .with_config(
+            GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            requests.connect_timeout.as_str(),
+        );
+    let host_description = host.unwrap_or("https://storage.googleapis.com").to_string();
+    let build_error = |e: object_store::Error| BackupStoreError::Config {
+        option: "StoreKind::Gcs.credentials",
+        reason: format!(
+            "cannot build the GCS client: bucket={bucket} host={host_description} error={}",
+            error_chain(&e)
+        ),
+    };
+    let clients = store_and_probe(
+        |retry| builder.clone().with_retry(retry).build(),
+        build_error,
+    )?;
+    let hints = Hints {
+        missing: format!(
+            "bucket {bucket} does not exist (StoreKind::Gcs.bucket); create it or correct the setting"
+        ),
+        connect: format!("cannot connect to {host_description} (StoreKind::Gcs.host)"),
+        credentials: "access denied or no credentials; check StoreKind::Gcs.credentials, or the application default credentials (GOOGLE_APPLICATION_CREDENTIALS, gcloud, the metadata server), and the bucket's permissions".to_string(),
+    };
+    let description = format!("GCS(bucket={bucket} host={host_description})");
+    Ok(remote(clients, requests.limit, description, hints))
+}
+
+/// Explicit credentials replace the chain (an AZURE_STORAGE_ACCOUNT_KEY in the
+/// environment would otherwise win over an explicit SAS token).
+fn azure_credentials(
+    access_key: Option<&str>,
+    sas_token: Option<&str>,
+) -> Result<MicrosoftAzureBuilder> {
+    Ok(match (access_key, sas_token) {
+        (Some(_), Some(_)) => {
+            return Err(BackupStoreError::Config {
+                option: "StoreKind::Azure.sas_token",
+                reason: "an Azure access key and a SAS token are mutually exclusive (StoreKind::Azure.access_key, StoreKind::Azure.sas_token); set one of them".to_string(),
+            })
+        }
+        (Some(key), None) => MicrosoftAzureBuilder::new().with_access_key(key),
+        (None, Some(sas)) => MicrosoftAzureBuilder::new().with_config(AzureConfigKey::SasKey, sas),
+        (None, None) => MicrosoftAzureBuilder::from_env(),
+    })
+}
+
+fn azure(
+    builder: MicrosoftAzureBuilder,
+    account: &str,
+    container: &str,
+    endpoint: Option<&str>,
+    requests: &Requests,
+) -> Result<Backend> {
+    let mut builder = builder
+        .with_account(account)
+        .with_container_name(container)
+        .with_config(
+            AzureConfigKey::Client(ClientConfigKey::Timeout),
+            requests.timeout.as_str(),
+        )
+        .with_config(
+            AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            requests.connect_timeout.as_str(),
+        );
+    let endpoint_description = match endpoint {
+        Some(endpoint) => {
+            check_endpoint(endpoint, "StoreKind::Azure.endpoint")?;
+            builder = builder
+                .with_endpoint(endpoint.trim_end_matches('/').to_string())
+                .with_allow_http(endpoint.to_ascii_lowercase().starts_with("http://"));
+            endpoint.to_string()
+        }
+        None => format!("https://{account}.blob.core.windows.net"),
+    };
+    let build_error = |e: object_store::Error| {
+        BackupStoreError::Config {
+        option: "StoreKind::Azure.access_key",
+        reason: format!(
+            "cannot build the Azure client: account={account} container={container} endpoint={endpoint_description} error={}; check StoreKind::Azure.access_key or sas_token",
+            error_chain(&e)
+        ),
+    }
+    };
+    let clients = store_and_probe(
+        |retry| builder.clone().with_retry(retry).build(),
+        build_error,
+    )?;
+    let hints = Hints {
+        missing: format!(
+            "container {container} does not exist in account {account} (StoreKind::Azure.container); create it or correct the setting"
+        ),
+        connect: format!(
+            "cannot connect to {endpoint_description} (StoreKind::Azure.endpoint, StoreKind::Azure.account)"
+        ),
+        credentials: "access denied or no credentials; check StoreKind::Azure.access_key or sas_token, or the Azure credential chain (AZURE_* variables, workload or managed identity), and the container's permissions".to_string(),
+    };
+    let description =
+        format!("Azure(account={account} container={container} endpoint={endpoint_description})");
+    Ok(remote(clients, requests.limit, description, hints))
 }
 
 /// The service-account key for a GCS API at `host` (an emulator): the given
@@ -693,7 +783,7 @@ mod tests {
     #[test]
     fn the_backoff_is_bounded() {
         let retry = retry_config();
-        assert_eq!(retry.max_retries, MAX_RETRIES);
+        assert_eq!(retry.max_retries, RETRIES_MAX);
         assert_eq!(retry.retry_timeout, RETRY_TIMEOUT);
         assert!(retry.backoff.max_backoff <= Duration::from_secs(10));
         assert!(retry.backoff.base > 1.0);

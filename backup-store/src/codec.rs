@@ -12,7 +12,7 @@
 //! blocking task and back: the async side only reads files, feeds parts to the
 //! store and writes files. Each step is bounded: compression gets at most one
 //! read chunk (1 MiB) of input, decompression produces at most
-//! [`MAX_DECODED_PER_STEP`] bytes of output before it returns, so a
+//! [`DECODED_BYTES_PER_STEP_MAX`] bytes of output before it returns, so a
 //! decompression bomb cannot make a step allocate more than that.
 //!
 //! Frames are written with the content size (the pledged source size), and
@@ -36,7 +36,7 @@ pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 const SCRATCH_BYTES: usize = 1024 * 1024;
 
 /// The most bytes one decompression step produces before it returns.
-pub(crate) const MAX_DECODED_PER_STEP: usize = 8 * 1024 * 1024;
+pub(crate) const DECODED_BYTES_PER_STEP_MAX: usize = 8 * 1024 * 1024;
 
 /// A streaming zstd compressor of one file.
 pub(crate) struct Compressor {
@@ -114,7 +114,7 @@ impl Compressor {
 
 /// The outcome of one decompression step.
 pub(crate) struct Decoded {
-    /// Decompressed bytes, at most about [`MAX_DECODED_PER_STEP`] in total.
+    /// Decompressed bytes, at most about [`DECODED_BYTES_PER_STEP_MAX`] in total.
     pub(crate) pieces: Vec<Bytes>,
     /// How much of the input was consumed.
     pub(crate) consumed: usize,
@@ -147,7 +147,7 @@ impl Decompressor {
     }
 
     /// Decompresses `input[start..]`, producing at most about
-    /// [`MAX_DECODED_PER_STEP`] bytes.
+    /// [`DECODED_BYTES_PER_STEP_MAX`] bytes.
     pub(crate) async fn step(&mut self, input: Bytes, start: usize) -> std::io::Result<Decoded> {
         let (mut decoder, mut scratch) = self.state.take().ok_or_else(|| {
             std::io::Error::other("the decompressor failed before and cannot be used again")
@@ -208,7 +208,7 @@ fn decode_step(
                 frame_complete,
             });
         }
-        if produced >= MAX_DECODED_PER_STEP {
+        if produced >= DECODED_BYTES_PER_STEP_MAX {
             return Ok(Decoded {
                 pieces,
                 consumed: input.pos,
@@ -281,7 +281,7 @@ mod tests {
         loop {
             let decoded = decompressor.step(input.clone(), start).await.unwrap();
             let produced: usize = decoded.pieces.iter().map(Bytes::len).sum();
-            assert!(produced <= MAX_DECODED_PER_STEP + SCRATCH_BYTES);
+            assert!(produced <= DECODED_BYTES_PER_STEP_MAX + SCRATCH_BYTES);
             total += produced;
             steps += 1;
             start = decoded.consumed;

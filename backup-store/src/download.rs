@@ -24,7 +24,7 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 pub(crate) const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The maximum number of ranges of one download in flight at once.
-pub(crate) const MAX_CONCURRENT_RANGES: usize = 4;
+pub(crate) const RANGES_CONCURRENT_MAX: usize = 4;
 
 impl BackupStore {
     /// Downloads a backed-up file to `destination`, which must not exist (it
@@ -32,7 +32,7 @@ impl BackupStore {
     /// created), streaming, and fsyncs it at the end.
     ///
     /// The object's size must be the entry's `stored_bytes`; it is fetched in
-    /// ranges of `DOWNLOAD_RANGE_BYTES` (at most `MAX_CONCURRENT_RANGES` in
+    /// ranges of `DOWNLOAD_RANGE_BYTES` (at most `RANGES_CONCURRENT_MAX` in
     /// flight, each one request bounded by the request timeout, all pinned to
     /// the object version seen first), decompressed while streaming when the
     /// entry says so, and the result must have the entry's `size_bytes` and
@@ -131,7 +131,7 @@ impl BackupStore {
                 .map(|start| start..(start + DOWNLOAD_RANGE_BYTES).min(size));
             let mut chunks = futures::stream::iter(ranges)
                 .map(|range| self.get_range(&path, range, meta.e_tag.clone()))
-                .buffered(MAX_CONCURRENT_RANGES);
+                .buffered(RANGES_CONCURRENT_MAX);
             while let Some(chunk) = chunks.next().await {
                 let chunk = chunk?;
                 match decompressor.as_mut() {

@@ -32,7 +32,7 @@ pub(crate) fn compression_name(compression: Compression) -> Option<&'static str>
 }
 
 /// The longest file name accepted by [`validate_file_name`].
-pub(crate) const MAX_FILE_NAME_LEN: usize = 255;
+pub(crate) const FILE_NAME_LEN_MAX: usize = 255;
 
 /// The number of ASCII digits of a snapshot id: the broker names a snapshot
 /// by its processed position, zero-padded to 20 digits (`u64::MAX` has 20).
@@ -443,10 +443,10 @@ pub fn validate_snapshot_id(snapshot_id: &str) -> Result<(), BackupStoreError> {
 }
 
 /// Checks that `name` can be used as a backup file name: 1 to
-/// [`MAX_FILE_NAME_LEN`] characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
+/// [`FILE_NAME_LEN_MAX`] characters of `[A-Za-z0-9._-]`, and not `.` or `..`.
 pub(crate) fn validate_file_name(name: &str) -> Result<(), BackupStoreError> {
     let valid = !name.is_empty()
-        && name.len() <= MAX_FILE_NAME_LEN
+        && name.len() <= FILE_NAME_LEN_MAX
         && name != "."
         && name != ".."
         && name

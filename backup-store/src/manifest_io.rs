@@ -155,7 +155,9 @@ impl BackupStore {
         match self.head_optional(path).await? {
             None => return Err(self.conflict(path, manifest, "absent")),
             Some(meta) if !same_version(&version, &meta) => {
-                return self.settle_manifest(path, manifest, false).await
+                return self
+                    .settle_manifest(path, manifest, ManifestWrite::Update)
+                    .await
             }
             Some(_) => {}
         }
@@ -170,7 +172,10 @@ impl BackupStore {
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. }
                 | object_store::Error::NotFound { .. },
-            ) => self.settle_manifest(path, manifest, false).await,
+            ) => {
+                self.settle_manifest(path, manifest, ManifestWrite::Update)
+                    .await
+            }
             Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
                 self.put_unconditionally(path, json).await
             }
@@ -188,7 +193,10 @@ impl BackupStore {
         manifest: &Manifest,
         json: Bytes,
     ) -> Result<UpdateVersion> {
-        match self.settle_manifest(path, manifest, true).await {
+        match self
+            .settle_manifest(path, manifest, ManifestWrite::Create)
+            .await
+        {
             Err(BackupStoreError::BackupExists { .. })
                 if manifest.status != BackupStatus::InProgress =>
             {
@@ -204,7 +212,8 @@ impl BackupStore {
                 if own {
                     self.update_manifest(path, manifest, json, version).await
                 } else {
-                    self.settle_manifest(path, manifest, true).await
+                    self.settle_manifest(path, manifest, ManifestWrite::Create)
+                        .await
                 }
             }
             other => other,
@@ -273,12 +282,12 @@ impl BackupStore {
 
     /// After a conditional write was refused: succeeds if the stored manifest
     /// is exactly `manifest` (an earlier attempt of this write landed), fails
-    /// with `BackupExists` (`creating`) or `Conflict` otherwise.
+    /// with `BackupExists` (a create) or `Conflict` otherwise.
     async fn settle_manifest(
         &self,
         path: &Path,
         manifest: &Manifest,
-        creating: bool,
+        write: ManifestWrite,
     ) -> Result<UpdateVersion> {
         let stored = self.stored_manifest(path).await?;
         let status = match &stored {
@@ -287,7 +296,7 @@ impl BackupStore {
             Some((None, _)) => "unreadable".to_string(),
             None => "absent".to_string(),
         };
-        if creating && stored.is_some() {
+        if write == ManifestWrite::Create && stored.is_some() {
             Err(BackupStoreError::BackupExists {
                 partition: manifest.id.partition_id,
                 checkpoint: manifest.id.checkpoint_id,
@@ -475,6 +484,14 @@ impl BackupStore {
         listing.skipped.sort_by_key(|s| s.id);
         Ok(listing)
     }
+}
+
+/// Which conditional write of a manifest was refused: a create (the manifest must not exist)
+/// or an update of the version read before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ManifestWrite {
+    Create,
+    Update,
 }
 
 /// The version of an object as seen by `head`/`get`.

@@ -17,7 +17,7 @@ pub(crate) const DEFAULT_API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const DEFAULT_MAX_CONCURRENT_CONNECTIONS: usize = 32;
 
 /// The maximum number of retries of one request to a remote store.
-pub(crate) const MAX_RETRIES: usize = 8;
+pub(crate) const RETRIES_MAX: usize = 8;
 
 /// No request to a remote store is retried once this long has passed since
 /// its first attempt.

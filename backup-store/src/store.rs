@@ -64,7 +64,7 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 /// `object_store::limit::LimitStore`), so all partitions of a broker share it.
 /// Remote stores time out each request after
 /// [`BackupStoreOptions::api_call_timeout`] and retry failed ones with
-/// randomized exponential backoff, at most `MAX_RETRIES` (8) times and not
+/// randomized exponential backoff, at most `RETRIES_MAX` (8) times and not
 /// after `RETRY_TIMEOUT` (2 minutes).
 #[derive(Clone)]
 pub struct BackupStore {

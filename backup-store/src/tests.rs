@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::manifest::{
-    compression_name, format_checksum, parse_checksum, validate_file_name, MANIFEST_FORMAT_VERSION,
-    MANIFEST_FORMAT_VERSION_COMPRESSED, MAX_FILE_NAME_LEN, ZSTD_COMPRESSION,
+    compression_name, format_checksum, parse_checksum, validate_file_name, FILE_NAME_LEN_MAX,
+    MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED, ZSTD_COMPRESSION,
 };
 use crate::options::DEFAULT_API_CALL_TIMEOUT;
 use crate::upload::MULTIPART_PART_BYTES;
@@ -208,7 +208,7 @@ fn file_names_and_checksums() {
     for ok in ["1.log", "CURRENT", "000001.sst", "a-b_c.D", "..."] {
         assert!(validate_file_name(ok).is_ok(), "{ok}");
     }
-    let long = "x".repeat(MAX_FILE_NAME_LEN + 1);
+    let long = "x".repeat(FILE_NAME_LEN_MAX + 1);
     for bad in ["", ".", "..", "a/b", "/a", "a b", "ü", long.as_str()] {
         assert!(validate_file_name(bad).is_err(), "{bad:?}");
     }

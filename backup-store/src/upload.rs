@@ -25,7 +25,7 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 pub(crate) const MULTIPART_PART_BYTES: usize = 8 * 1024 * 1024;
 
 /// The maximum number of parts of one multipart upload in flight at once.
-pub(crate) const MAX_CONCURRENT_PARTS: usize = 4;
+pub(crate) const PARTS_CONCURRENT_MAX: usize = 4;
 
 /// The read size when uploads are throttled or compressed, for smooth
 /// progress at low rates and bounded compression steps.
@@ -41,7 +41,7 @@ impl BackupStore {
     /// zstd frame; see the `codec` module for why in blocking tasks). What is
     /// sent goes with one `put` while it fits in one part buffer
     /// (`MULTIPART_PART_BYTES`), else as a multipart upload of
-    /// `MULTIPART_PART_BYTES` parts, at most `MAX_CONCURRENT_PARTS` in
+    /// `MULTIPART_PART_BYTES` parts, at most `PARTS_CONCURRENT_MAX` in
     /// flight; a failed multipart upload is aborted. With a `throttle`, every
     /// piece sent waits for it (so the rate limits bytes sent, compressed or
     /// not).
@@ -274,7 +274,7 @@ impl Multipart {
 /// One streaming upload of bytes whose total is not known in advance, in
 /// part buffers of the store's [`UploadBuffers`]: sent with one `put` if it
 /// fits in one buffer, else as a multipart upload of full buffers (the last
-/// part may be shorter), at most [`MAX_CONCURRENT_PARTS`] in flight.
+/// part may be shorter), at most [`PARTS_CONCURRENT_MAX`] in flight.
 struct Upload<'a> {
     store: &'a Arc<dyn ObjectStore>,
     path: &'a Path,
@@ -332,7 +332,7 @@ impl Upload<'_> {
     }
 
     /// Sends `part` as the next part of the multipart upload (started if
-    /// needed) once fewer than [`MAX_CONCURRENT_PARTS`] are in flight.
+    /// needed) once fewer than [`PARTS_CONCURRENT_MAX`] are in flight.
     async fn send_part(&mut self, part: PartBuffer) -> Result<()> {
         let multipart = match &mut self.multipart {
             Some(multipart) => multipart,
@@ -348,7 +348,7 @@ impl Upload<'_> {
             }
         };
         multipart
-            .settle(MAX_CONCURRENT_PARTS - 1, self.path)
+            .settle(PARTS_CONCURRENT_MAX - 1, self.path)
             .await?;
         let payload = self.payload(part);
         let multipart = self.multipart.as_mut().expect("started above");

@@ -17,7 +17,7 @@ use crate::stats::{secs, Samples};
 
 /// Status answers in a row with a server error (e.g. a broker timing out behind the gateway)
 /// after which a backup wait gives up.
-const MAX_SERVER_ERRORS: u32 = 3;
+const SERVER_ERRORS_MAX: u32 = 3;
 
 /// `POST /actuator/backups/{id}`; its response time.
 pub async fn trigger(client: &reqwest::Client, mgmt: &str, id: u64) -> Result<Duration> {
@@ -62,9 +62,9 @@ pub async fn wait_completed(
         // The gateway answers 5xx when a broker does not answer within its own timeout (15 s):
         // a broker that stays unresponsive is hung, no need to wait for the whole bound.
         server_errors = if status >= 500 { server_errors + 1 } else { 0 };
-        if server_errors >= MAX_SERVER_ERRORS {
+        if server_errors >= SERVER_ERRORS_MAX {
             bail!(
-                "GET /actuator/backups/{id} answered {status} {MAX_SERVER_ERRORS} times in a row after {}: a broker does not answer; last answer: {body}",
+                "GET /actuator/backups/{id} answered {status} {SERVER_ERRORS_MAX} times in a row after {}: a broker does not answer; last answer: {body}",
                 secs(started.elapsed())
             );
         }

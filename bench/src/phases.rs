@@ -18,14 +18,14 @@ use crate::stats::{mb_per_s, ms, opt_ms, secs, size, thousands, Samples};
 use crate::sys::{self, RssSampler};
 
 /// Targets of the issue: reported, never failed on.
-const TARGET_UPLOAD_RATIO: f64 = 1.5;
-const TARGET_RESTORE_RATIO: f64 = 1.5;
-const TARGET_IMPACT_RATIO: f64 = 0.95;
-const TARGET_TRIGGER_P99: Duration = Duration::from_millis(100);
-const TARGET_RSS_GROWTH: u64 = 128 * MIB;
+const UPLOAD_RATIO_TARGET: f64 = 1.5;
+const RESTORE_RATIO_TARGET: f64 = 1.5;
+const IMPACT_RATIO_TARGET: f64 = 0.95;
+const TRIGGER_P99_TARGET: Duration = Duration::from_millis(100);
+const RSS_GROWTH_BYTES_TARGET: u64 = 128 * MIB;
 /// The restore tool holds a few download ranges and one decoder per file: its peak must not
 /// depend on the size of the backup.
-const TARGET_RESTORE_RSS: u64 = 128 * MIB;
+const RESTORE_RSS_BYTES_TARGET: u64 = 128 * MIB;
 /// How long the first snapshot of the seeded state may take.
 const FIRST_SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound of the `sync` runs of the baselines.
@@ -183,7 +183,7 @@ impl Bench {
                 format!("backup to S3, {} (POST -> COMPLETED)", size(backup_bytes)),
             )
             .sluice(format!("{backup_rate:.0} MB/s ({})", secs(backup_time)))
-            .against_minimum(measured, TARGET_UPLOAD_RATIO),
+            .against_minimum(measured, UPLOAD_RATIO_TARGET),
         );
         Ok(S3Backup {
             id,
@@ -259,7 +259,7 @@ impl Bench {
                 ),
             )
             .sluice(format!("{restore_rate:.0} MB/s ({})", secs(restore_time)))
-            .against_minimum(measured, TARGET_RESTORE_RATIO),
+            .against_minimum(measured, RESTORE_RATIO_TARGET),
         );
         Ok(RestoreRun {
             bytes: restore_bytes,
@@ -602,8 +602,8 @@ fn throughput_row(closed: &Impact) -> Row {
     .baseline(format!("no backup: {} cmd/s", thousands(without as u64)))
     .ratio(Some(ratio))
     .target(
-        format!(">= {TARGET_IMPACT_RATIO:.2}x"),
-        Met::from_bool(ratio >= TARGET_IMPACT_RATIO),
+        format!(">= {IMPACT_RATIO_TARGET:.2}x"),
+        Met::from_bool(ratio >= IMPACT_RATIO_TARGET),
     )
 }
 
@@ -623,7 +623,7 @@ pub fn trigger_rows(large: &mut TriggerLatency, small: &mut TriggerLatency) -> [
     let versus = format!("{} vs {}", size(large.state_bytes), size(small.state_bytes));
     let (large_p50, small_p50) = (large.triggers.quantile(0.5), small.triggers.quantile(0.5));
     let (large_p99, small_p99) = (large.triggers.quantile(0.99), small.triggers.quantile(0.99));
-    let within_target = |p: Option<Duration>| p.is_some_and(|p| p <= TARGET_TRIGGER_P99);
+    let within_target = |p: Option<Duration>| p.is_some_and(|p| p <= TRIGGER_P99_TARGET);
     [
         Row::new("4a", format!("trigger p50, {versus} ({counts})"))
             .sluice(opt_ms(large_p50))
@@ -643,7 +643,7 @@ pub fn trigger_rows(large: &mut TriggerLatency, small: &mut TriggerLatency) -> [
             ))
             .ratio(latency_ratio(large_p99, small_p99))
             .target(
-                format!("<= {} at both", ms(TARGET_TRIGGER_P99)),
+                format!("<= {} at both", ms(TRIGGER_P99_TARGET)),
                 Met::from_bool(within_target(large_p99) && within_target(small_p99)),
             ),
     ]
@@ -680,8 +680,8 @@ pub fn memory_rows(backup: &S3Backup, restore: &RestoreRun, report: &mut Report)
             backup.rss_peak as f64 / backup.rss_before.max(1) as f64,
         ))
         .target(
-            format!("growth <= {}", size(TARGET_RSS_GROWTH)),
-            Met::from_bool(growth <= TARGET_RSS_GROWTH),
+            format!("growth <= {}", size(RSS_GROWTH_BYTES_TARGET)),
+            Met::from_bool(growth <= RSS_GROWTH_BYTES_TARGET),
         ),
     );
     report.rows.push(
@@ -691,8 +691,8 @@ pub fn memory_rows(backup: &S3Backup, restore: &RestoreRun, report: &mut Report)
         )
         .sluice(format!("peak {}", size(restore.rss_peak)))
         .target(
-            format!("peak <= {}", size(TARGET_RESTORE_RSS)),
-            Met::from_bool(restore.rss_peak <= TARGET_RESTORE_RSS),
+            format!("peak <= {}", size(RESTORE_RSS_BYTES_TARGET)),
+            Met::from_bool(restore.rss_peak <= RESTORE_RSS_BYTES_TARGET),
         ),
     );
 }

@@ -52,7 +52,7 @@ pub(crate) const RSS_POLL: Duration = Duration::from_millis(10);
 /// Log segment size of the cluster unless `--segment-mb` says otherwise.
 pub const DEFAULT_SEGMENT_MIB: u64 = 64;
 /// Trigger-latency samples taken even when the time budget is spent.
-const MIN_TRIGGER_SAMPLES: usize = 5;
+const TRIGGER_SAMPLES_MIN: usize = 5;
 /// The binaries the benchmark starts.
 const BINARIES: [&str; 4] = [
     "sluice-broker",
@@ -323,7 +323,7 @@ impl Bench {
 
     /// Up to `k` triggers, each on a quiet cluster: trigger, record how long the POST took, wait
     /// until that backup is COMPLETED (not counted), then the next. Stops early, after at least
-    /// [`MIN_TRIGGER_SAMPLES`], once `budget` is spent (each backup uploads the whole state).
+    /// [`TRIGGER_SAMPLES_MIN`], once `budget` is spent (each backup uploads the whole state).
     /// Returns the trigger latencies and how long the backups took.
     pub(crate) async fn trigger_series(
         &mut self,
@@ -335,7 +335,7 @@ impl Bench {
         let mut triggers = Samples::new();
         let mut backups = Samples::new();
         for n in 0..k {
-            if n >= MIN_TRIGGER_SAMPLES && started.elapsed() > budget {
+            if n >= TRIGGER_SAMPLES_MIN && started.elapsed() > budget {
                 break;
             }
             let id = self.next_id();

@@ -244,6 +244,18 @@ impl BackupService {
         )
     }
 
+    fn job_context(&self) -> JobContext {
+        JobContext {
+            store: self.store.clone(),
+            uploads: self.uploads.clone(),
+            throttle: self.throttle.clone(),
+            options: self.options.clone(),
+            running: self.running.clone(),
+            failed: self.failed.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut tasks = JoinSet::new();
         loop {
@@ -252,12 +264,7 @@ impl BackupService {
                 _ = cancel.cancelled() => break,
                 queued = self.rx.recv() => {
                     let Some(queued) = queued else { break };
-                    let store = self.store.clone();
-                    let uploads = self.uploads.clone();
-                    let throttle = self.throttle.clone();
-                    let maps = Maps { running: self.running.clone(), failed: self.failed.clone() };
-                    let metrics = self.metrics.clone();
-                    tasks.spawn(execute(store, queued, uploads, throttle, self.options.clone(), maps, metrics));
+                    tasks.spawn(execute(self.job_context(), queued));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -293,22 +300,22 @@ impl BackupService {
     }
 }
 
-/// The running backups and those FAILED in memory only (see [`BackupHandle`]).
-struct Maps {
-    running: RunningMap,
-    failed: RunningMap,
-}
-
-/// Runs one partition backup to COMPLETED or FAILED.
-async fn execute(
+/// What every backup task shares with the service.
+#[derive(Clone)]
+struct JobContext {
     store: BackupStore,
-    queued: Queued,
+    /// One permit per file upload in flight, over all jobs.
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
     options: BackupOptions,
-    maps: Maps,
+    /// The running backups and those FAILED in memory only (see [`BackupHandle`]).
+    running: RunningMap,
+    failed: RunningMap,
     metrics: Arc<BackupMetrics>,
-) {
+}
+
+/// Runs one partition backup to COMPLETED or FAILED.
+async fn execute(context: JobContext, queued: Queued) {
     let Queued {
         job:
             BackupJob {
@@ -321,162 +328,220 @@ async fn execute(
         running: _running,
         in_progress,
     } = queued;
-    let Maps { running, failed } = maps;
-    let key = (id.partition_id, id.checkpoint_id);
-    // Counted as in progress until the final status is known (or the task is aborted).
-    let mut in_progress = Some(in_progress);
-    let manifest = Manifest::in_progress(id, descriptor.clone());
-    if let Some(mut entry) = running.get_mut(&key) {
+    let manifest = Manifest::in_progress(id, descriptor);
+    if let Some(mut entry) = context.running.get_mut(&running_key(&id)) {
         entry.created_at = Some(manifest.created_at.clone());
     }
-    let started = std::time::Instant::now();
-    let call_timeout = options.store_call_timeout;
-    let result = async {
-        if let Some(failure) = failure {
-            return Err(failure);
-        }
-        tokio::time::timeout(call_timeout, store.write_manifest(&manifest))
-            .await
-            .map_err(|_| BackupFailure::ManifestTimeout {
-                timeout: call_timeout,
-            })??;
-        let entries: Vec<FileEntry> = futures::stream::iter(files)
-            .map(|file| {
-                let store = store.clone();
-                let uploads = uploads.clone();
-                let throttle = throttle.clone();
-                let metrics = metrics.clone();
-                let deadline = options.upload_deadline(file.len_bytes);
-                async move {
-                    let _permit = uploads
-                        .acquire_owned()
-                        .await
-                        .expect("semaphore never closed");
-                    let upload = store.upload_file(
-                        &id,
-                        file.kind,
-                        &file.name,
-                        &file.path,
-                        file.len_bytes,
-                        throttle.as_ref(),
-                    );
-                    match tokio::time::timeout(deadline, upload).await {
-                        Ok(Ok(entry)) => {
-                            metrics.file_uploaded(entry.stored_bytes);
-                            Ok(entry)
-                        }
-                        Ok(Err(error)) => Err(BackupFailure::Store(error)),
-                        Err(_) => Err(BackupFailure::UploadTimeout {
-                            name: file.name,
-                            len_bytes: file.len_bytes,
-                            deadline,
-                        }),
-                    }
-                }
-            })
-            .buffered(options.max_concurrent_uploads.max(1))
-            .try_collect()
-            .await?;
-        Ok::<_, BackupFailure>(entries)
-    }
-    .await;
+    let mut ending = Ending {
+        context: &context,
+        manifest,
+        started: std::time::Instant::now(),
+        in_progress: Some(in_progress),
+    };
+    let result = match failure {
+        Some(failure) => Err(failure),
+        None => upload(&context, &ending.manifest, files).await,
+    };
     drop(reservation);
-    // Marks the backup FAILED in memory: counted, and answered FAILED from the next line on.
-    let fail_in_memory = |reason: &str, in_progress: &mut Option<InProgressGuard>| {
-        metrics.backup_failed();
-        in_progress.take();
-        if let Some(mut entry) = running.get_mut(&key) {
-            entry.failure = Some(reason.to_string());
+    let final_manifest = ending.final_manifest(result);
+    ending.land(final_manifest).await;
+}
+
+fn running_key(id: &BackupIdentifier) -> (u32, u64) {
+    (id.partition_id, id.checkpoint_id)
+}
+
+/// Writes the IN_PROGRESS `manifest`, then uploads `files`, at most `maxConcurrentUploads` at a
+/// time.
+async fn upload(
+    context: &JobContext,
+    manifest: &Manifest,
+    files: Vec<FileToUpload>,
+) -> Result<Vec<FileEntry>, BackupFailure> {
+    let call_timeout = context.options.store_call_timeout;
+    tokio::time::timeout(call_timeout, context.store.write_manifest(manifest))
+        .await
+        .map_err(|_| BackupFailure::ManifestTimeout {
+            timeout: call_timeout,
+        })??;
+    futures::stream::iter(files)
+        .map(|file| upload_file(context, &manifest.id, file))
+        .buffered(context.options.max_concurrent_uploads.max(1))
+        .try_collect()
+        .await
+}
+
+/// Uploads one file under an upload permit, within its deadline.
+async fn upload_file(
+    context: &JobContext,
+    id: &BackupIdentifier,
+    file: FileToUpload,
+) -> Result<FileEntry, BackupFailure> {
+    let deadline = context.options.upload_deadline(file.len_bytes);
+    let _permit = context
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("semaphore never closed");
+    let upload = context.store.upload_file(
+        id,
+        file.kind,
+        &file.name,
+        &file.path,
+        file.len_bytes,
+        context.throttle.as_ref(),
+    );
+    match tokio::time::timeout(deadline, upload).await {
+        Ok(Ok(entry)) => {
+            context.metrics.file_uploaded(entry.stored_bytes);
+            Ok(entry)
         }
-    };
-    let mut completed = result.is_ok();
-    let mut final_manifest = match result {
-        Ok(entries) => {
-            let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
-            tracing::info!(
-                partition = id.partition_id,
-                backup = id.checkpoint_id,
-                files = entries.len(),
-                bytes,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "backup completed"
-            );
-            manifest.clone().complete(entries)
-        }
-        Err(error) => {
-            tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
-            let reason = format!("upload failed: {error}");
-            fail_in_memory(&reason, &mut in_progress);
-            manifest.clone().fail(reason)
-        }
-    };
-    // The final status is the commit point and must land, or the backup would look IN_PROGRESS
-    // in the store: transient errors are retried with capped backoff for as long as the store
-    // is down (until then this broker answers the status from memory); a permanent error ends
-    // the attempts at once, and the FAILED status stays in memory.
-    let mut backoff = STORE_RETRY.start();
-    loop {
-        let attempt = backoff.failures() + 1;
-        let write = tokio::time::timeout(call_timeout, store.write_manifest(&final_manifest)).await;
-        match write {
-            Ok(Ok(())) => {
-                if completed {
-                    metrics.backup_completed(id.checkpoint_id, started.elapsed());
-                }
-                return;
-            }
-            Ok(Err(error)) if error.is_permanent() => {
-                if !completed && landed_completed(&store, &manifest, call_timeout).await {
-                    tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id,
-                        "an earlier attempt of the COMPLETED manifest landed after all: the backup is COMPLETED");
-                    return;
-                }
-                let reason = match &final_manifest.failure_reason {
-                    Some(reason) => {
-                        format!("{reason}; the store cannot record this status: {error}")
-                    }
-                    None => format!("the COMPLETED manifest cannot be written: {error}"),
-                };
-                tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error,
-                    "the store refused the final manifest; the backup stays FAILED in memory");
-                if completed {
-                    fail_in_memory(&reason, &mut in_progress);
-                }
-                failed.insert(
-                    key,
-                    Running {
-                        id,
-                        descriptor: descriptor.clone(),
-                        failure: Some(reason),
-                        created_at: Some(manifest.created_at.clone()),
-                    },
-                );
-                return;
-            }
-            Ok(Err(error)) => {
-                tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id, attempt, %error,
-                    "could not write the final manifest; retrying");
-            }
-            Err(_) => {
-                tracing::warn!(
+        Ok(Err(error)) => Err(BackupFailure::Store(error)),
+        Err(_) => Err(BackupFailure::UploadTimeout {
+            name: file.name,
+            len_bytes: file.len_bytes,
+            deadline,
+        }),
+    }
+}
+
+/// A partition backup whose uploads ended: what it takes to make its final status land.
+struct Ending<'a> {
+    context: &'a JobContext,
+    /// The IN_PROGRESS manifest the final one is made of.
+    manifest: Manifest,
+    started: std::time::Instant,
+    /// Counted as in progress until the final status is known (or the task is aborted).
+    in_progress: Option<InProgressGuard>,
+}
+
+impl Ending<'_> {
+    /// The COMPLETED manifest of the uploaded files, or the FAILED one of the reason
+    /// (then FAILED in memory at once).
+    fn final_manifest(&mut self, result: Result<Vec<FileEntry>, BackupFailure>) -> Manifest {
+        let id = self.manifest.id;
+        match result {
+            Ok(entries) => {
+                let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
+                tracing::info!(
                     partition = id.partition_id,
                     backup = id.checkpoint_id,
-                    attempt,
-                    "writing the final manifest timed out; retrying"
+                    files = entries.len(),
+                    bytes,
+                    elapsed_ms = self.started.elapsed().as_millis() as u64,
+                    "backup completed"
                 );
+                self.manifest.clone().complete(entries)
+            }
+            Err(error) => {
+                tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
+                let reason = format!("upload failed: {error}");
+                self.fail_in_memory(&reason);
+                self.manifest.clone().fail(reason)
             }
         }
-        if completed && backoff.elapsed() >= COMPLETED_MANIFEST_BUDGET {
-            let reason = format!(
-                "the COMPLETED manifest could not be written within {}; is the backup store reachable? take a new backup",
-                humantime::format_duration(COMPLETED_MANIFEST_BUDGET)
-            );
-            tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %reason, "backup failed");
-            completed = false;
-            fail_in_memory(&reason, &mut in_progress);
-            final_manifest = manifest.clone().fail(reason);
+    }
+
+    /// Marks the backup FAILED in memory: counted, and answered FAILED from the next line on.
+    fn fail_in_memory(&mut self, reason: &str) {
+        self.context.metrics.backup_failed();
+        self.in_progress.take();
+        if let Some(mut entry) = self
+            .context
+            .running
+            .get_mut(&running_key(&self.manifest.id))
+        {
+            entry.failure = Some(reason.to_string());
         }
-        backoff.wait().await;
+    }
+
+    /// Writes `final_manifest` until it lands. The final status is the commit point and must
+    /// land, or the backup would look IN_PROGRESS in the store: transient errors are retried
+    /// with capped backoff for as long as the store is down (until then this broker answers
+    /// the status from memory); a permanent error ends the attempts at once, and the FAILED
+    /// status stays in memory.
+    async fn land(mut self, mut final_manifest: Manifest) {
+        let id = self.manifest.id;
+        let call_timeout = self.context.options.store_call_timeout;
+        let mut backoff = STORE_RETRY.start();
+        loop {
+            let attempt = backoff.failures() + 1;
+            let completed = final_manifest.status == BackupStatus::Completed;
+            let write = self.context.store.write_manifest(&final_manifest);
+            match tokio::time::timeout(call_timeout, write).await {
+                Ok(Ok(())) => {
+                    if completed {
+                        let metrics = &self.context.metrics;
+                        metrics.backup_completed(id.checkpoint_id, self.started.elapsed());
+                    }
+                    return;
+                }
+                Ok(Err(error)) if error.is_permanent() => {
+                    return self.refused(&final_manifest, error).await;
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id, attempt, %error,
+                        "could not write the final manifest; retrying");
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        partition = id.partition_id,
+                        backup = id.checkpoint_id,
+                        attempt,
+                        "writing the final manifest timed out; retrying"
+                    );
+                }
+            }
+            if completed && backoff.elapsed() >= COMPLETED_MANIFEST_BUDGET {
+                final_manifest = self.out_of_budget();
+            }
+            backoff.wait().await;
+        }
+    }
+
+    /// The store refused `final_manifest` for good: the backup stays FAILED in memory (unless
+    /// an earlier attempt of the COMPLETED manifest landed after all).
+    async fn refused(mut self, final_manifest: &Manifest, error: BackupStoreError) {
+        let id = self.manifest.id;
+        let completed = final_manifest.status == BackupStatus::Completed;
+        let call_timeout = self.context.options.store_call_timeout;
+        if !completed && landed_completed(&self.context.store, &self.manifest, call_timeout).await {
+            tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id,
+                "an earlier attempt of the COMPLETED manifest landed after all: the backup is COMPLETED");
+            return;
+        }
+        let reason = match &final_manifest.failure_reason {
+            Some(reason) => format!("{reason}; the store cannot record this status: {error}"),
+            None => format!("the COMPLETED manifest cannot be written: {error}"),
+        };
+        tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error,
+            "the store refused the final manifest; the backup stays FAILED in memory");
+        if completed {
+            self.fail_in_memory(&reason);
+        }
+        self.context.failed.insert(
+            running_key(&id),
+            Running {
+                id,
+                descriptor: self.manifest.descriptor.clone(),
+                failure: Some(reason),
+                created_at: Some(self.manifest.created_at.clone()),
+            },
+        );
+    }
+
+    /// The COMPLETED manifest did not land within [`COMPLETED_MANIFEST_BUDGET`]: the backup
+    /// turns FAILED, and its FAILED manifest is what is retried from now on.
+    fn out_of_budget(&mut self) -> Manifest {
+        let id = self.manifest.id;
+        let reason = format!(
+            "the COMPLETED manifest could not be written within {}; is the backup store reachable? take a new backup",
+            humantime::format_duration(COMPLETED_MANIFEST_BUDGET)
+        );
+        tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %reason, "backup failed");
+        self.fail_in_memory(&reason);
+        self.manifest.clone().fail(reason)
     }
 }
 

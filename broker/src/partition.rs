@@ -400,8 +400,37 @@ impl PartitionService {
 
     /// Appends a batch of requests under one fsync, then processes and answers them in order.
     async fn handle_batch(&mut self, first: Request) -> Result<()> {
+        let batch = self.collect_batch(first);
+        let pending = self.records_of(batch);
+        let appended = match self.append_records(&pending) {
+            Ok(appended) => appended,
+            Err(error) => {
+                self.refuse_writes(pending, &error);
+                return Err(error);
+            }
+        };
+        let mut outbox_grew = false;
+        for (item, positions) in pending.into_iter().zip(appended) {
+            match item {
+                Pending::Write { records, reply } => {
+                    let outcomes = self
+                        .apply_records(records, positions, &mut outbox_grew)
+                        .await;
+                    reply.send(Ok(outcomes), self.state.latest_checkpoint_id);
+                }
+                Pending::Read(request) => self.answer(request),
+            }
+        }
+        if outbox_grew {
+            self.outbox_notify.notify_one();
+        }
+        Ok(())
+    }
+
+    /// `first` and the requests queued behind it, up to `batch_commands_max` commands.
+    fn collect_batch(&mut self, first: Request) -> Vec<Request> {
+        let mut commands_in_batch = count_commands(&first);
         let mut batch = vec![first];
-        let mut commands_in_batch = count_commands(&batch[0]);
         while commands_in_batch < self.options.batch_commands_max {
             match self.rx.try_recv() {
                 Ok(request) => {
@@ -411,9 +440,12 @@ impl PartitionService {
                 Err(_) => break,
             }
         }
+        batch
+    }
 
-        // What each request appends. Deliveries may insert a CHECKPOINT record before a message
-        // (the consistent cut); `latest` follows what applying the batch will make of it.
+    /// What each request appends. Deliveries may insert a CHECKPOINT record before a message
+    /// (the consistent cut); `latest` follows what applying the batch will make of it.
+    fn records_of(&self, batch: Vec<Request>) -> Vec<Pending> {
         let mut latest = self.state.latest_checkpoint_id;
         let mut pending = Vec::with_capacity(batch.len());
         for request in batch {
@@ -437,68 +469,64 @@ impl PartitionService {
                 read => Pending::Read(read),
             });
         }
+        pending
+    }
 
-        let mut appended: Vec<Vec<Appended>> = Vec::with_capacity(pending.len());
-        let mut result = Ok(());
-        'append: for item in &pending {
+    /// Appends the records of `pending` and flushes the log once: the positions of each item's
+    /// records (none for a read).
+    fn append_records(&mut self, pending: &[Pending]) -> Result<Vec<Vec<Appended>>> {
+        let mut appended = Vec::with_capacity(pending.len());
+        for item in pending {
             let mut positions = Vec::new();
             if let Pending::Write { records, .. } = item {
                 for (command, _) in records {
-                    match self.log.append(&command.encode()) {
-                        Ok(position) => positions.push(position),
-                        Err(error) => {
-                            result = Err(error);
-                            break 'append;
-                        }
-                    }
+                    positions.push(self.log.append(&command.encode())?);
                 }
             }
             appended.push(positions);
         }
-        if result.is_ok() {
-            result = tokio::task::block_in_place(|| self.log.flush());
-        }
-        if let Err(error) = result {
-            let reason = error.to_string();
-            let unavailable = || BrokerError::PartitionUnavailable {
-                partition_id: self.options.partition_id,
-                reason: reason.clone(),
-            };
-            for item in pending {
-                if let Pending::Write { reply, .. } = item {
-                    reply.send(Err(unavailable()), self.state.latest_checkpoint_id);
-                }
-            }
-            return Err(error);
-        }
+        tokio::task::block_in_place(|| self.log.flush())?;
+        Ok(appended)
+    }
 
-        let mut outbox_grew = false;
-        for (item, positions) in pending.into_iter().zip(appended) {
-            match item {
-                Pending::Write { records, reply } => {
-                    let mut outcomes = Vec::with_capacity(records.len());
-                    for ((command, answers), appended) in records.iter().zip(positions) {
-                        let outcome = self.state.apply(appended.position, command);
-                        match &outcome {
-                            Outcome::CheckpointCreated { checkpoint_id, .. } => {
-                                self.start_backup(*checkpoint_id, appended).await;
-                            }
-                            Outcome::TransferPending { .. } => outbox_grew = true,
-                            _ => {}
-                        }
-                        if *answers {
-                            outcomes.push(outcome);
-                        }
-                    }
-                    reply.send(Ok(outcomes), self.state.latest_checkpoint_id);
-                }
-                Pending::Read(request) => self.answer(request),
+    /// Answers every write of `pending` with the partition unavailable: its log could not be
+    /// written.
+    fn refuse_writes(&self, pending: Vec<Pending>, error: &BrokerError) {
+        let reason = error.to_string();
+        for item in pending {
+            if let Pending::Write { reply, .. } = item {
+                let unavailable = BrokerError::PartitionUnavailable {
+                    partition_id: self.options.partition_id,
+                    reason: reason.clone(),
+                };
+                reply.send(Err(unavailable), self.state.latest_checkpoint_id);
             }
         }
-        if outbox_grew {
-            self.outbox_notify.notify_one();
+    }
+
+    /// Applies appended `records` to the state, starting the backup of a created checkpoint:
+    /// the outcomes of the records that answer a request.
+    async fn apply_records(
+        &mut self,
+        records: Vec<(Command, bool)>,
+        positions: Vec<Appended>,
+        outbox_grew: &mut bool,
+    ) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(records.len());
+        for ((command, answers), appended) in records.iter().zip(positions) {
+            let outcome = self.state.apply(appended.position, command);
+            match &outcome {
+                Outcome::CheckpointCreated { checkpoint_id, .. } => {
+                    self.start_backup(*checkpoint_id, appended).await;
+                }
+                Outcome::TransferPending { .. } => *outbox_grew = true,
+                _ => {}
+            }
+            if *answers {
+                outcomes.push(outcome);
+            }
         }
-        Ok(())
+        outcomes
     }
 
     /// Answers a read-only request from the current state.
@@ -749,5 +777,62 @@ mod tests {
             ),
             "balance"
         );
+    }
+
+    /// A batch whose log cannot be written answers every write with the partition unavailable
+    /// and the log's error (not the generic "stopped"), drops its reads, and stops the
+    /// partition. Deterministic: the second record rolls the log onto a segment whose file
+    /// name is taken by a directory, and both writes are queued before the actor runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_whose_log_cannot_be_written_answers_every_write_unavailable() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = dir.path().join("partition-00001");
+        let options = PartitionOptions {
+            partition_id: 1,
+            partitions_count: 2,
+            node_id: 0,
+            directory: directory.clone(),
+            segment_bytes_max: 1,
+            snapshot_period: Duration::from_secs(3600),
+            request_queue_capacity: 8,
+            batch_commands_max: 64,
+        };
+        let (service, handle) = PartitionService::new(options, None).unwrap();
+        std::fs::create_dir(directory.join("log").join(crate::log::segment_file_name(2))).unwrap();
+        let deposit = |account: &str| Command::Deposit {
+            account: account.into(),
+            amount: 1,
+        };
+        let writes: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|account| {
+                let handle = handle.clone();
+                let command = deposit(account);
+                tokio::spawn(async move { handle.execute(vec![command]).await })
+            })
+            .collect();
+        let balance = tokio::spawn({
+            let handle = handle.clone();
+            async move { handle.balance("a".into()).await }
+        });
+        while handle.tx.capacity() > 8 - 3 {
+            tokio::task::yield_now().await;
+        }
+        service.run(CancellationToken::new()).await;
+        for (i, write) in writes.into_iter().enumerate() {
+            match write.await.unwrap() {
+                Err(BrokerError::PartitionUnavailable {
+                    partition_id: 1,
+                    reason,
+                }) => assert!(reason.contains("create segment"), "write {i}: {reason}"),
+                other => panic!("write {i}: {other:?}"),
+            }
+        }
+        match balance.await.unwrap() {
+            Err(BrokerError::PartitionUnavailable { reason, .. }) => {
+                assert_eq!(reason, "the partition is stopped")
+            }
+            other => panic!("balance: {other:?}"),
+        }
     }
 }

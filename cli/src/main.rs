@@ -167,7 +167,7 @@ async fn run(command: BackupCommand) -> Result<(), Failure> {
                 &format!("/actuator/backups/{id}"),
             )
             .await?;
-            print_backups(&remote, &[body], false);
+            print_backup(&remote, &body);
             Ok(())
         }
         BackupCommand::List { prefix, remote } => {
@@ -177,7 +177,7 @@ async fn run(command: BackupCommand) -> Result<(), Failure> {
             };
             let body = call(&remote, reqwest::Method::GET, &path).await?;
             let list = body.as_array().cloned().unwrap_or_default();
-            print_backups(&remote, &list, true);
+            print_backup_list(&remote, &list);
             Ok(())
         }
         BackupCommand::Delete { id, remote } => {
@@ -296,14 +296,14 @@ async fn take(remote: &Remote, id: &str, wait: bool, timeout: Duration) -> Resul
                 if let Some(bar) = &spinner {
                     bar.finish_and_clear();
                 }
-                print_backups(remote, &[body], false);
+                print_backup(remote, &body);
                 return Ok(());
             }
             "FAILED" => {
                 if let Some(bar) = &spinner {
                     bar.finish_and_clear();
                 }
-                print_backups(remote, std::slice::from_ref(&body), false);
+                print_backup(remote, &body);
                 return Err(Failure {
                     code: 1,
                     error: anyhow!(
@@ -324,16 +324,25 @@ async fn take(remote: &Remote, id: &str, wait: bool, timeout: Duration) -> Resul
     }
 }
 
-fn print_backups(remote: &Remote, backups: &[Value], as_list: bool) {
+/// One backup: the object itself with `--json`, else a table of one row.
+fn print_backup(remote: &Remote, backup: &Value) {
     if remote.json {
-        let value = if as_list || backups.len() != 1 {
-            Value::Array(backups.to_vec())
-        } else {
-            backups[0].clone()
-        };
-        println!("{value}");
-        return;
+        println!("{backup}");
+    } else {
+        print_backup_table(std::slice::from_ref(backup));
     }
+}
+
+/// A list of backups: a JSON array with `--json` (also of one or none), else a table.
+fn print_backup_list(remote: &Remote, backups: &[Value]) {
+    if remote.json {
+        println!("{}", Value::Array(backups.to_vec()));
+    } else {
+        print_backup_table(backups);
+    }
+}
+
+fn print_backup_table(backups: &[Value]) {
     println!(
         "{:<20} {:<15} {:>10}  FAILURE",
         "BACKUP", "STATUS", "PARTITIONS"
