@@ -78,33 +78,12 @@ impl BrokerClient {
             .timeout(self.timeout)
             .send()
             .await
-            .map_err(|error| {
-                if error.is_timeout() {
-                    ClientError::Timeout {
-                        address: self.address.clone(),
-                        timeout_ms: self.timeout.as_millis() as u64,
-                    }
-                } else {
-                    ClientError::Unreachable {
-                        address: self.address.clone(),
-                        reason: error_chain(&error),
-                    }
-                }
-            })?;
+            .map_err(|error| self.transport_error(&error))?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|error| {
-            if error.is_timeout() {
-                ClientError::Timeout {
-                    address: self.address.clone(),
-                    timeout_ms: self.timeout.as_millis() as u64,
-                }
-            } else {
-                ClientError::Unreachable {
-                    address: self.address.clone(),
-                    reason: error_chain(&error),
-                }
-            }
-        })?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|error| self.transport_error(&error))?;
         if status.is_success() {
             serde_json::from_slice(&bytes).map_err(|error| ClientError::Decode {
                 address: self.address.clone(),
@@ -223,6 +202,23 @@ impl BrokerClient {
     pub async fn delete_backup(&self, backup_id: u64) -> Result<serde_json::Value, ClientError> {
         self.send(self.delete(self.url(&format!("/backups/{backup_id}"))))
             .await
+    }
+}
+
+impl BrokerClient {
+    /// A request that did not get an answer: timed out, or the broker could not be reached.
+    fn transport_error(&self, error: &reqwest::Error) -> ClientError {
+        if error.is_timeout() {
+            ClientError::Timeout {
+                address: self.address.clone(),
+                timeout_ms: self.timeout.as_millis() as u64,
+            }
+        } else {
+            ClientError::Unreachable {
+                address: self.address.clone(),
+                reason: error_chain(error),
+            }
+        }
     }
 }
 
