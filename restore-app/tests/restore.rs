@@ -186,6 +186,19 @@ fn entries(dir: &Path) -> Vec<String> {
     names
 }
 
+/// A node restored from backup 1 whole: both partitions and the report installed, no marker
+/// left (the broker starts), and each partition recovers to the checkpoint.
+fn assert_node_restored(data: &Path, config: &BrokerConfig, context: &str) {
+    assert_eq!(
+        entries(data),
+        vec!["partition-00001", "partition-00002", "restore-report.json"],
+        "{context}"
+    );
+    refuse_unfinished_restore(data).unwrap();
+    recovers_to(config, 1, 1);
+    recovers_to(config, 2, 1);
+}
+
 /// The broker's recovery of an installed partition lands on the backup's checkpoint.
 fn recovers_to(config: &BrokerConfig, partition_id: u32, backup_id: u64) {
     let (service, _) = PartitionService::new(
@@ -236,13 +249,7 @@ async fn a_node_is_restored_and_its_backup_verified() {
     .await
     .unwrap();
     assert_eq!(restored.partitions.len(), 2);
-    assert_eq!(
-        entries(&data),
-        vec!["partition-00001", "partition-00002", "restore-report.json"]
-    );
-    refuse_unfinished_restore(&data).unwrap();
-    recovers_to(&config, 1, 1);
-    recovers_to(&config, 2, 1);
+    assert_node_restored(&data, &config, "a restore");
 }
 
 /// Item 15: node 0 hosts only partition 1, but a backup whose partition 2 is FAILED or missing
@@ -514,14 +521,7 @@ async fn a_restore_killed_between_steps_is_refused_by_the_broker_and_finished_by
         .await
         .unwrap_or_else(|e| panic!("rerun after a crash at {crash_at:?}: {e}"));
         assert!(!rerun.cleaned_up.is_empty(), "{crash_at:?}");
-        assert_eq!(
-            entries(&data),
-            vec!["partition-00001", "partition-00002", "restore-report.json"],
-            "{crash_at:?}"
-        );
-        refuse_unfinished_restore(&data).unwrap();
-        recovers_to(&config, 1, 1);
-        recovers_to(&config, 2, 1);
+        assert_node_restored(&data, &config, &format!("{crash_at:?}"));
     }
 }
 
