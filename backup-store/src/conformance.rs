@@ -162,6 +162,7 @@ async fn manifest_round_trip(store: &BackupStore) {
             checksum: format_checksum(0xdead_beef),
             compression: None,
             stored_bytes: 10,
+            pieces: None,
         },
         FileEntry {
             name: "CURRENT".to_string(),
@@ -170,6 +171,7 @@ async fn manifest_round_trip(store: &BackupStore) {
             checksum: format_checksum(0),
             compression: None,
             stored_bytes: 0,
+            pieces: None,
         },
     ];
     let completed = manifest.clone().complete(files);
@@ -350,6 +352,7 @@ async fn upload_download_round_trip(store: &BackupStore, dir: &LocalPath) {
                 checksum: format!("crc32c:{:08x}", crc32c::crc32c(&data)),
                 compression: None,
                 stored_bytes: len as u64,
+                pieces: None,
             }
         );
         let path = store.file_path(&id, kind, name).unwrap();

@@ -13,7 +13,8 @@ use tracing::{debug, warn};
 
 use crate::codec::Decompressor;
 use crate::manifest::{
-    format_checksum, parse_checksum, BackupIdentifier, FileEntry, ZSTD_COMPRESSION,
+    format_checksum, parse_checksum, validate_file_name, BackupIdentifier, FileEntry,
+    ZSTD_COMPRESSION,
 };
 use crate::{BackupStore, BackupStoreError};
 
@@ -49,6 +50,10 @@ impl BackupStore {
         entry: &FileEntry,
         destination: &LocalPath,
     ) -> Result<()> {
+        if let Some(pieces) = &entry.pieces {
+            validate_file_name(&entry.name)?;
+            return self.download_pooled(id, entry, pieces, destination).await;
+        }
         let path = self.file_path(id, entry.kind, &entry.name)?;
         let invalid_entry = |reason: String| BackupStoreError::InvalidManifest {
             path: self.manifest_path(id).to_string(),
@@ -85,29 +90,7 @@ impl BackupStore {
                 actual: format!("{} bytes", meta.size),
             });
         }
-        if let Some(parent) = destination.parent() {
-            if !parent.as_os_str().is_empty() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| BackupStoreError::io(parent, e))?;
-            }
-        }
-        // Created new, never opened over an existing file: a download must not
-        // truncate (nor, on failure, remove) anything it did not create.
-        let file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(destination)
-            .await
-            .map_err(|e| BackupStoreError::io(destination, e))?;
-        let mut output = VerifiedFile {
-            file,
-            destination,
-            path: &path,
-            expected_size: entry.size_bytes,
-            size: 0,
-            crc: 0,
-        };
+        let mut output = VerifiedFile::create(destination, &path, entry.size_bytes).await?;
 
         let outcome = async {
             let corrupt_stream = |e: std::io::Error| BackupStoreError::Corrupt {
@@ -223,7 +206,7 @@ impl BackupStore {
 }
 
 /// The destination of a download: counts and checksums what is written.
-struct VerifiedFile<'a> {
+pub(crate) struct VerifiedFile<'a> {
     file: tokio::fs::File,
     destination: &'a LocalPath,
     path: &'a Path,
@@ -232,8 +215,40 @@ struct VerifiedFile<'a> {
     crc: u32,
 }
 
-impl VerifiedFile<'_> {
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+impl<'a> VerifiedFile<'a> {
+    /// Creates `destination` new (and its missing parent directories): never
+    /// opened over an existing file, as a download must not truncate (nor, on
+    /// failure, remove) anything it did not create. `path` names what is
+    /// downloaded in errors.
+    pub(crate) async fn create(
+        destination: &'a LocalPath,
+        path: &'a Path,
+        expected_size: u64,
+    ) -> Result<VerifiedFile<'a>> {
+        if let Some(parent) = destination.parent() {
+            if !parent.as_os_str().is_empty() {
+                tokio::fs::create_dir_all(parent)
+                    .await
+                    .map_err(|e| BackupStoreError::io(parent, e))?;
+            }
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(destination)
+            .await
+            .map_err(|e| BackupStoreError::io(destination, e))?;
+        Ok(VerifiedFile {
+            file,
+            destination,
+            path,
+            expected_size,
+            size: 0,
+            crc: 0,
+        })
+    }
+
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.size += bytes.len() as u64;
         if self.size > self.expected_size {
             return Err(BackupStoreError::Corrupt {
@@ -250,7 +265,7 @@ impl VerifiedFile<'_> {
     }
 
     /// Checks size and checksum, then flushes and fsyncs.
-    async fn finish(&mut self, checksum: &str, expected_crc: u32) -> Result<()> {
+    pub(crate) async fn finish(&mut self, checksum: &str, expected_crc: u32) -> Result<()> {
         if self.size != self.expected_size {
             return Err(BackupStoreError::Corrupt {
                 path: self.path.to_string(),

@@ -153,6 +153,18 @@ pub enum BackupStoreError {
         /// The number of bytes the file actually has.
         actual: u64,
     },
+
+    /// A collection of a partition's pool found a manifest it cannot read:
+    /// what that manifest references is unknown, so nothing was deleted.
+    #[error("the backup pool of partition={partition_id} was not collected: manifest={manifest} cannot be read ({reason}); nothing was deleted; delete that backup (or repair its manifest), then delete or retain again to free the pool")]
+    PoolCollectionRefused {
+        /// The partition whose pool was to be collected.
+        partition_id: u32,
+        /// The manifest that could not be read.
+        manifest: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl BackupStoreError {
@@ -192,7 +204,8 @@ impl BackupStoreError {
             | Self::Config { .. }
             | Self::ShortFile { .. }
             | Self::Compression { .. }
-            | Self::Corrupt { .. } => true,
+            | Self::Corrupt { .. }
+            | Self::PoolCollectionRefused { .. } => true,
             // Local I/O includes the file system store's own writes and syncs: a full disk
             // may be freed.
             Self::Io { .. } | Self::MissingObject { .. } | Self::Unreachable { .. } => false,

@@ -17,6 +17,8 @@ mod layout;
 mod manifest;
 mod manifest_io;
 mod options;
+mod pool;
+mod pool_transfer;
 mod store;
 mod throttle;
 mod upload;
@@ -30,9 +32,14 @@ pub use error::BackupStoreError;
 pub use layout::MANIFEST_FILE_NAME;
 pub use manifest::{
     validate_snapshot_id, BackupDescriptor, BackupIdentifier, BackupStatus, FileEntry, FileKind,
-    Manifest, MANIFEST_SIZE_BYTES_MAX,
+    Manifest, PoolUpload, MANIFEST_SIZE_BYTES_MAX,
 };
 pub use manifest_io::{ManifestListing, SkippedManifest, LIST_CONCURRENCY};
+pub use pool::{
+    ObjectId, PieceEntry, PoolCollection, PoolIndex, PoolTotals, ENVELOPE_HEADER_BYTES, PIECE_BYTES_MAX,
+    POOL_FOLDER,
+};
+pub use pool_transfer::{Chunking, PooledFile, PooledUpload, PrefixTrust};
 pub use options::{BackupStoreOptions, Compression, StoreKind};
 pub use store::BackupStore;
 pub use throttle::Throttle;

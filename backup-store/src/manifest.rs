@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::pool::PieceEntry;
 use crate::{BackupStoreError, Compression};
 
 /// The manifest format version written for backups without compressed files;
@@ -16,8 +17,15 @@ pub(crate) const MANIFEST_FORMAT_VERSION: u32 = 1;
 /// The manifest format version written when a file of the backup is
 /// compressed (see [`FileEntry::compression`]). Releases that understand only
 /// version 1 refuse it ("use a newer release") instead of reporting the
-/// compressed objects as corrupt. The newest version this crate understands.
+/// compressed objects as corrupt.
 pub(crate) const MANIFEST_FORMAT_VERSION_COMPRESSED: u32 = 2;
+
+/// The manifest format version written when a file of the backup is kept in
+/// the partition's pool of content-addressed objects (see
+/// [`FileEntry::pieces`] and the `pool` module). Releases that understand
+/// only versions 1 and 2 refuse it ("use a newer release"). The newest
+/// version this crate understands.
+pub(crate) const MANIFEST_FORMAT_VERSION_POOLED: u32 = 3;
 
 /// The value of [`FileEntry::compression`] for zstd-compressed files.
 pub(crate) const ZSTD_COMPRESSION: &str = "zstd";
@@ -171,8 +179,17 @@ pub struct FileEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<String>,
     /// The size of the object in the store; equals `size_bytes` when the file
-    /// is not compressed.
+    /// is not compressed. For a pooled file, the sum of its pieces'
+    /// `stored_bytes`.
     pub stored_bytes: u64,
+    /// A pooled file (format version 3): the objects of the partition's pool
+    /// whose contents, concatenated in this order, are the file's
+    /// `size_bytes` bytes; the file then has no object of its own under the
+    /// backup's folder and `compression` is `None` (each object says in its
+    /// envelope how it is compressed). `None` for files stored as one object
+    /// of the backup (versions 1 and 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<Vec<PieceEntry>>,
 }
 
 /// The JSON form of a [`FileEntry`] as read: `storedBytes` defaults to
@@ -188,6 +205,8 @@ struct FileEntryWire {
     compression: Option<String>,
     #[serde(default)]
     stored_bytes: Option<u64>,
+    #[serde(default)]
+    pieces: Option<Vec<PieceEntry>>,
 }
 
 impl From<FileEntryWire> for FileEntry {
@@ -199,6 +218,7 @@ impl From<FileEntryWire> for FileEntry {
             size_bytes: wire.size_bytes,
             checksum: wire.checksum,
             compression: wire.compression,
+            pieces: wire.pieces,
         }
     }
 }
@@ -208,11 +228,18 @@ impl FileEntry {
     pub fn is_compressed(&self) -> bool {
         self.compression.is_some()
     }
+
+    /// Whether the file is kept in the partition's pool (see [`Self::pieces`]).
+    pub fn is_pooled(&self) -> bool {
+        self.pieces.is_some()
+    }
 }
 
 /// The lowest manifest format version that can describe `files`.
 fn required_format_version(files: &[FileEntry]) -> u32 {
-    if files.iter().any(FileEntry::is_compressed) {
+    if files.iter().any(FileEntry::is_pooled) {
+        MANIFEST_FORMAT_VERSION_POOLED
+    } else if files.iter().any(FileEntry::is_compressed) {
         MANIFEST_FORMAT_VERSION_COMPRESSED
     } else {
         MANIFEST_FORMAT_VERSION
@@ -240,6 +267,21 @@ pub struct Manifest {
     pub created_at: String,
     /// When the manifest was last changed (RFC 3339, milliseconds, UTC).
     pub last_updated_at: String,
+    /// What this backup added to the partition's pool (format version 3);
+    /// what it references is in `files`. Omitted by older releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_upload: Option<PoolUpload>,
+}
+
+/// The objects a pooled backup uploaded new to its partition's pool: the
+/// rest of what it references was there already.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolUpload {
+    /// The number of objects uploaded.
+    pub objects: u64,
+    /// Their size in the store (envelopes, compressed where they are).
+    pub stored_bytes: u64,
 }
 
 /// The current time as RFC 3339 with milliseconds, e.g. `2024-05-01T12:00:00.123Z`.
@@ -260,13 +302,20 @@ impl Manifest {
             failure_reason: None,
             created_at: now.clone(),
             last_updated_at: now,
+            pool_upload: None,
         }
     }
 
     /// This manifest as `COMPLETED` with the given files (the format version
     /// becomes `MANIFEST_FORMAT_VERSION_COMPRESSED` if one is compressed).
     pub fn complete(self, files: Vec<FileEntry>) -> Self {
+        self.complete_with(files, None)
+    }
+
+    /// [`Self::complete`] of a pooled backup that uploaded `pool_upload`.
+    pub fn complete_with(self, files: Vec<FileEntry>, pool_upload: Option<PoolUpload>) -> Self {
         Self {
+            pool_upload,
             format_version: self.format_version.max(required_format_version(&files)),
             status: BackupStatus::Completed,
             files,
@@ -354,12 +403,12 @@ impl Manifest {
     /// - `descriptor.snapshotId` is absent or `SNAPSHOT_ID_LEN` ASCII
     ///   digits, and present if a snapshot file is listed.
     pub fn validate(&self) -> Result<(), String> {
-        if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_COMPRESSED)
+        if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_POOLED)
             .contains(&self.format_version)
         {
             return Err(format!(
                 "unsupported formatVersion={} (this version understands {} to {}); use a newer release to read this backup",
-                self.format_version, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_COMPRESSED
+                self.format_version, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_POOLED
             ));
         }
 
@@ -401,6 +450,10 @@ impl Manifest {
                     file.name, file.checksum
                 ));
             }
+            if let Some(pieces) = &file.pieces {
+                validate_pieces(file, pieces).map_err(|e| format!("files[{index}]: {e}"))?;
+                continue;
+            }
             match file.compression.as_deref() {
                 None if file.stored_bytes != file.size_bytes => {
                     return Err(format!(
@@ -420,12 +473,41 @@ impl Manifest {
         let required = required_format_version(&self.files);
         if self.format_version < required {
             return Err(format!(
-                "formatVersion={} cannot describe compressed files (formatVersion={required} is needed)",
+                "formatVersion={} cannot describe compressed or pooled files (formatVersion={required} is needed)",
                 self.format_version
             ));
         }
         Ok(())
     }
+}
+
+/// The rules of a pooled file: no file-level compression; at least one
+/// piece unless the file is empty; every piece 1 to
+/// [`crate::pool::PIECE_BYTES_MAX`] bytes with a stored size its envelope can
+/// have; the pieces add up to `sizeBytes` and `storedBytes`.
+fn validate_pieces(file: &FileEntry, pieces: &[PieceEntry]) -> Result<(), String> {
+    if file.compression.is_some() {
+        return Err(format!(
+            "name={} is pooled and compressed as a file; a pooled file's pieces carry their compression",
+            file.name
+        ));
+    }
+    let mut size_bytes: u64 = 0;
+    let mut stored_bytes: u64 = 0;
+    for (index, piece) in pieces.iter().enumerate() {
+        piece
+            .validate()
+            .map_err(|e| format!("name={} pieces[{index}]: {e}", file.name))?;
+        size_bytes = size_bytes.saturating_add(piece.size_bytes);
+        stored_bytes = stored_bytes.saturating_add(piece.stored_bytes);
+    }
+    if size_bytes != file.size_bytes || stored_bytes != file.stored_bytes {
+        return Err(format!(
+            "name={} sizeBytes={} storedBytes={} but its pieces add up to sizeBytes={size_bytes} storedBytes={stored_bytes}",
+            file.name, file.size_bytes, file.stored_bytes
+        ));
+    }
+    Ok(())
 }
 
 /// Checks that `snapshot_id` is a snapshot id: exactly `SNAPSHOT_ID_LEN`
@@ -539,6 +621,7 @@ mod tests {
                     checksum: "crc32c:0000abcd".to_string(),
                     compression: None,
                     stored_bytes: 5,
+                    pieces: None,
                 })
                 .collect(),
         )

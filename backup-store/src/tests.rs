@@ -123,6 +123,7 @@ fn manifest_json_format() {
         checksum: "crc32c:0000abcd".to_string(),
         compression: None,
         stored_bytes: 5,
+        pieces: None,
     }]);
     let json = serde_json::to_value(&manifest).unwrap();
     assert_eq!(
@@ -163,8 +164,8 @@ fn manifest_json_format() {
     assert_eq!(failed.failure_reason.as_deref(), Some("boom"));
     assert!(failed.validate().is_ok());
     let mut bad = failed.clone();
-    bad.format_version = 3;
-    assert!(bad.validate().unwrap_err().contains("formatVersion=3"));
+    bad.format_version = 4;
+    assert!(bad.validate().unwrap_err().contains("formatVersion=4"));
     assert!(bad.validate().unwrap_err().contains("use a newer release"));
 }
 
@@ -184,6 +185,7 @@ fn compressed_entries_need_format_version_2() {
         checksum: "crc32c:0000abcd".to_string(),
         compression: Some(ZSTD_COMPRESSION.to_string()),
         stored_bytes: 120,
+        pieces: None,
     };
     let manifest = Manifest::in_progress(id, descriptor).complete(vec![entry.clone()]);
     assert_eq!(manifest.format_version, MANIFEST_FORMAT_VERSION_COMPRESSED);

@@ -178,6 +178,7 @@ impl BackupStore {
             checksum: format_checksum(reader.crc),
             compression: compression_name(compression).map(str::to_string),
             stored_bytes,
+            pieces: None,
         };
         debug!(%path, size = length, stored = stored_bytes, checksum = %entry.checksum, "uploaded backup file");
         Ok(entry)

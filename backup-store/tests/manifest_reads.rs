@@ -29,6 +29,7 @@ fn completed(id: BackupIdentifier) -> Manifest {
         checksum: "crc32c:0000abcd".to_string(),
         compression: None,
         stored_bytes: 5,
+        pieces: None,
     }])
 }
 

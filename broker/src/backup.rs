@@ -40,16 +40,18 @@ use std::time::Duration;
 use dashmap::DashMap;
 use futures::{StreamExt, TryStreamExt};
 use sluice_backup_store::{
-    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, FileEntry,
-    FileKind, Manifest, Throttle, LIST_CONCURRENCY,
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, Chunking,
+    FileEntry, FileKind, Manifest, PoolIndex, PoolUpload, PooledFile, PooledUpload, PrefixTrust,
+    Throttle, LIST_CONCURRENCY,
 };
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{BrokerError, Result};
 use crate::metrics::{BackupMetrics, InProgressGuard};
 use crate::partition::ReservationGuard;
+use crate::pool::{previous_key, PartitionPool, Pools};
 use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
 use crate::retry::RetryPolicy;
 
@@ -117,8 +119,19 @@ pub enum BackupFailure {
         len_bytes: u64,
         deadline: Duration,
     },
+    #[error("another backup of partition {partition_id} held its backup pool for {waited:?} (it is still finishing, or the store is down); take a new backup once it is done")]
+    PoolBusy { partition_id: u32, waited: Duration },
+    #[error("listing the backup pool timed out after {timeout:?}; is the backup store reachable?")]
+    PoolListingTimeout { timeout: Duration },
     #[error(transparent)]
     Store(#[from] BackupStoreError),
+}
+
+/// What the uploads of a backup produced: its files (pooled) and what went to the pool new.
+#[derive(Debug)]
+struct Uploaded {
+    files: Vec<FileEntry>,
+    pool_upload: PoolUpload,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +181,7 @@ pub struct BackupHandle {
     stored_ids: Arc<Mutex<StoredIds>>,
     node_id: u32,
     metrics: Arc<BackupMetrics>,
+    pools: Pools,
 }
 
 /// A job on its way to the service, with the guards that keep it listed as running and counted
@@ -187,7 +201,13 @@ pub struct BackupService {
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
     metrics: Arc<BackupMetrics>,
+    pools: Pools,
 }
+
+/// The longest a backup waits for its partition's pool lock (held by the partition's previous
+/// backup until its final manifest landed, or by a collection): longer than a COMPLETED manifest
+/// may take to land, so only a store that is down for that long fails the next backup.
+const POOL_LOCK_WAIT: Duration = Duration::from_secs(20 * 60);
 
 const SHUTDOWN_MANIFEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a COMPLETED manifest is retried before the backup counts as FAILED (whose manifest
@@ -217,6 +237,7 @@ impl BackupService {
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let running: RunningMap = Arc::new(DashMap::new());
         let failed: RunningMap = Arc::new(DashMap::new());
+        let pools = Pools::new(store.clone());
         let handle = BackupHandle {
             tx,
             store: store.clone(),
@@ -225,6 +246,7 @@ impl BackupService {
             stored_ids: Arc::default(),
             node_id: options.node_id,
             metrics: metrics.clone(),
+            pools: pools.clone(),
         };
         let throttle = (options.upload_rate_limit_bytes_per_second > 0)
             .then(|| Throttle::new(options.upload_rate_limit_bytes_per_second));
@@ -239,6 +261,7 @@ impl BackupService {
                 uploads,
                 throttle,
                 metrics,
+                pools,
             },
             handle,
         )
@@ -253,6 +276,7 @@ impl BackupService {
             running: self.running.clone(),
             failed: self.failed.clone(),
             metrics: self.metrics.clone(),
+            pools: self.pools.clone(),
         }
     }
 
@@ -312,6 +336,7 @@ struct JobContext {
     running: RunningMap,
     failed: RunningMap,
     metrics: Arc<BackupMetrics>,
+    pools: Pools,
 }
 
 /// Runs one partition backup to COMPLETED or FAILED.
@@ -337,10 +362,20 @@ async fn execute(context: JobContext, queued: Queued) {
         manifest,
         started: std::time::Instant::now(),
         in_progress: Some(in_progress),
+        pool: None,
     };
     let result = match failure {
         Some(failure) => Err(failure),
-        None => upload(&context, &ending.manifest, files).await,
+        None => match context.pools.lock(id.partition_id, POOL_LOCK_WAIT).await {
+            Some(pool) => {
+                let pool = ending.pool.insert(pool);
+                upload(&context, pool, &ending.manifest, files).await
+            }
+            None => Err(BackupFailure::PoolBusy {
+                partition_id: id.partition_id,
+                waited: POOL_LOCK_WAIT,
+            }),
+        },
     };
     drop(reservation);
     let final_manifest = ending.final_manifest(result);
@@ -351,58 +386,107 @@ fn running_key(id: &BackupIdentifier) -> (u32, u64) {
     (id.partition_id, id.checkpoint_id)
 }
 
-/// Writes the IN_PROGRESS `manifest`, then uploads `files`, at most `maxConcurrentUploads` at a
-/// time.
+/// Writes the IN_PROGRESS `manifest`, then uploads `files` into the partition's pool (whose
+/// lock the caller holds), at most `maxConcurrentUploads` at a time.
 async fn upload(
     context: &JobContext,
+    pool: &mut PartitionPool,
     manifest: &Manifest,
     files: Vec<FileToUpload>,
-) -> Result<Vec<FileEntry>, BackupFailure> {
+) -> Result<Uploaded, BackupFailure> {
     let call_timeout = context.options.store_call_timeout;
     tokio::time::timeout(call_timeout, context.store.write_manifest(manifest))
         .await
         .map_err(|_| BackupFailure::ManifestTimeout {
             timeout: call_timeout,
         })??;
-    futures::stream::iter(files)
-        .map(|file| upload_file(context, &manifest.id, file))
+    let partition_id = manifest.id.partition_id;
+    let listing_timeout = BackupFailure::PoolListingTimeout {
+        timeout: call_timeout,
+    };
+    let index = tokio::time::timeout(call_timeout, pool.index(&context.store, partition_id))
+        .await
+        .map_err(|_| listing_timeout)??;
+    if tokio::time::timeout(call_timeout, pool.seed(&context.store, partition_id))
+        .await
+        .is_err()
+    {
+        tracing::warn!(partition = partition_id, "reading the newest backup timed out; this backup cuts its files anew");
+    }
+    let job = PoolJob {
+        context,
+        pool,
+        index: &index,
+        partition_id,
+        snapshot_id: manifest.descriptor.snapshot_id.as_deref(),
+    };
+    let pooled: Vec<PooledFile> = futures::stream::iter(files)
+        .map(|file| job.upload_file(file))
         .buffered(context.options.max_concurrent_uploads.max(1))
         .try_collect()
-        .await
+        .await?;
+    let mut pool_upload = PoolUpload::default();
+    for file in &pooled {
+        pool_upload.objects += file.uploaded.objects;
+        pool_upload.stored_bytes += file.uploaded.stored_bytes;
+    }
+    Ok(Uploaded {
+        files: pooled.into_iter().map(|file| file.entry).collect(),
+        pool_upload,
+    })
 }
 
-/// Uploads one file under an upload permit, within its deadline.
-async fn upload_file(
-    context: &JobContext,
-    id: &BackupIdentifier,
-    file: FileToUpload,
-) -> Result<FileEntry, BackupFailure> {
-    let deadline = context.options.upload_deadline(file.len_bytes);
-    let _permit = context
-        .uploads
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("semaphore never closed");
-    let upload = context.store.upload_file(
-        id,
-        file.kind,
-        &file.name,
-        &file.path,
-        file.len_bytes,
-        context.throttle.as_ref(),
-    );
-    match tokio::time::timeout(deadline, upload).await {
-        Ok(Ok(entry)) => {
-            context.metrics.file_uploaded(entry.stored_bytes);
-            Ok(entry)
+/// What every file upload of one backup shares.
+struct PoolJob<'a> {
+    context: &'a JobContext,
+    pool: &'a PartitionPool,
+    index: &'a PoolIndex,
+    partition_id: u32,
+    snapshot_id: Option<&'a str>,
+}
+
+impl PoolJob<'_> {
+    /// Uploads one file into the pool under an upload permit, within its deadline, building on
+    /// the previous backup's entry of the same file.
+    async fn upload_file(&self, file: FileToUpload) -> Result<PooledFile, BackupFailure> {
+        let context = self.context;
+        let deadline = context.options.upload_deadline(file.len_bytes);
+        let _permit = context
+            .uploads
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let previous = self
+            .pool
+            .previous(&previous_key(file.kind, self.snapshot_id, &file.name));
+        let request = PooledUpload {
+            partition_id: self.partition_id,
+            kind: file.kind,
+            name: &file.name,
+            local_path: &file.path,
+            length: file.len_bytes,
+            chunking: match file.kind {
+                FileKind::Snapshot => Chunking::ContentDefined,
+                FileKind::Segment => Chunking::Fixed,
+            },
+            previous,
+        };
+        let upload = context
+            .store
+            .upload_pooled(request, self.index, context.throttle.as_ref());
+        match tokio::time::timeout(deadline, upload).await {
+            Ok(Ok(pooled)) => {
+                context.metrics.file_uploaded(pooled.uploaded.stored_bytes);
+                Ok(pooled)
+            }
+            Ok(Err(error)) => Err(BackupFailure::Store(error)),
+            Err(_) => Err(BackupFailure::UploadTimeout {
+                name: file.name,
+                len_bytes: file.len_bytes,
+                deadline,
+            }),
         }
-        Ok(Err(error)) => Err(BackupFailure::Store(error)),
-        Err(_) => Err(BackupFailure::UploadTimeout {
-            name: file.name,
-            len_bytes: file.len_bytes,
-            deadline,
-        }),
     }
 }
 
@@ -414,25 +498,30 @@ struct Ending<'a> {
     started: std::time::Instant,
     /// Counted as in progress until the final status is known (or the task is aborted).
     in_progress: Option<InProgressGuard>,
+    /// The partition's pool lock, held until the final manifest landed: until then a
+    /// collection must not see this backup's objects as unreferenced.
+    pool: Option<OwnedMutexGuard<PartitionPool>>,
 }
 
 impl Ending<'_> {
     /// The COMPLETED manifest of the uploaded files, or the FAILED one of the reason
     /// (then FAILED in memory at once).
-    fn final_manifest(&mut self, result: Result<Vec<FileEntry>, BackupFailure>) -> Manifest {
+    fn final_manifest(&mut self, result: Result<Uploaded, BackupFailure>) -> Manifest {
         let id = self.manifest.id;
         match result {
-            Ok(entries) => {
-                let bytes: u64 = entries.iter().map(|e| e.size_bytes).sum();
+            Ok(Uploaded { files, pool_upload }) => {
+                let bytes: u64 = files.iter().map(|e| e.size_bytes).sum();
                 tracing::info!(
                     partition = id.partition_id,
                     backup = id.checkpoint_id,
-                    files = entries.len(),
+                    files = files.len(),
                     bytes,
+                    uploaded_objects = pool_upload.objects,
+                    uploaded_bytes = pool_upload.stored_bytes,
                     elapsed_ms = self.started.elapsed().as_millis() as u64,
                     "backup completed"
                 );
-                self.manifest.clone().complete(entries)
+                self.manifest.clone().complete_with(files, Some(pool_upload))
             }
             Err(error) => {
                 tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");
@@ -461,7 +550,27 @@ impl Ending<'_> {
     /// with capped backoff for as long as the store is down (until then this broker answers
     /// the status from memory); a permanent error ends the attempts at once, and the FAILED
     /// status stays in memory.
-    async fn land(mut self, mut final_manifest: Manifest) {
+    async fn land(mut self, final_manifest: Manifest) {
+        let id = self.manifest.id;
+        let landed = self.land_until_done(final_manifest).await;
+        // The pool lock goes with `self`: the next backup builds on this one's entries, and
+        // whatever objects no manifest references (this one failed) are collected.
+        match (self.pool.take(), landed) {
+            (Some(mut pool), Some(completed)) => {
+                let snapshot_id = completed.descriptor.snapshot_id.as_deref();
+                pool.remember(&completed.files, snapshot_id, PrefixTrust::Trusted);
+            }
+            (Some(pool), None) => {
+                drop(pool);
+                self.context.pools.request_collection(id.partition_id);
+            }
+            (None, _) => {}
+        }
+    }
+
+    /// Writes `final_manifest` until it lands (see [`Self::land`]); the manifest if it is the
+    /// COMPLETED one that landed.
+    async fn land_until_done(&mut self, mut final_manifest: Manifest) -> Option<Manifest> {
         let id = self.manifest.id;
         let call_timeout = self.context.options.store_call_timeout;
         let mut backoff = STORE_RETRY.start();
@@ -474,11 +583,13 @@ impl Ending<'_> {
                     if completed {
                         let metrics = &self.context.metrics;
                         metrics.backup_completed(id.checkpoint_id, self.started.elapsed());
+                        return Some(final_manifest);
                     }
-                    return;
+                    return None;
                 }
                 Ok(Err(error)) if error.is_permanent() => {
-                    return self.refused(&final_manifest, error).await;
+                    self.refused(&final_manifest, error).await;
+                    return None;
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(partition = id.partition_id, backup = id.checkpoint_id, attempt, %error,
@@ -502,7 +613,7 @@ impl Ending<'_> {
 
     /// The store refused `final_manifest` for good: the backup stays FAILED in memory (unless
     /// an earlier attempt of the COMPLETED manifest landed after all).
-    async fn refused(mut self, final_manifest: &Manifest, error: BackupStoreError) {
+    async fn refused(&mut self, final_manifest: &Manifest, error: BackupStoreError) {
         let id = self.manifest.id;
         let completed = final_manifest.status == BackupStatus::Completed;
         let call_timeout = self.context.options.store_call_timeout;
@@ -641,6 +752,11 @@ impl BackupHandle {
         &self.metrics
     }
 
+    /// The pool locks and collections of this broker's partitions.
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
     /// Hands a job to the service. Registers it as running first, so that a status query right
     /// after the checkpoint was acknowledged answers IN_PROGRESS, not DOES_NOT_EXIST.
     pub async fn start(&self, job: BackupJob) {
@@ -754,6 +870,8 @@ impl BackupHandle {
             .delete_checkpoint(partition_id, backup_id)
             .await?;
         self.failed.remove(&key);
+        // The pool objects only this backup referenced are freed by a collection of their own.
+        self.pools.request_collection(partition_id);
         Ok(deleted)
     }
 
@@ -844,6 +962,8 @@ impl BackupHandle {
                             "marked backups interrupted by a broker restart as FAILED"
                         );
                     }
+                    // What an interrupted upload left in the pool is referenced by no manifest.
+                    self.pools.request_collection(partition_id);
                     return;
                 }
                 Err(error) => {

@@ -9,6 +9,7 @@ pub mod log;
 pub mod metrics;
 pub mod outbox;
 pub mod partition;
+pub mod pool;
 pub mod service;
 pub mod snapshot;
 

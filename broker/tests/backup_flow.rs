@@ -26,7 +26,7 @@ use sluice_broker::record::{Command, Outcome};
 use tokio_util::sync::CancellationToken;
 
 /// Fault injection around an in-memory store: while `fail_segments` is set every write of a
-/// segment object fails; while `hang_segments` is set it never answers; `delay_ms` slows down
+/// data object (a pool object: segment pieces and snapshot chunks) fails; while `hang_segments` is set it never answers; `delay_ms` slows down
 /// every write.
 #[derive(Debug)]
 struct Faulty {
@@ -48,7 +48,7 @@ impl Faulty {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        let segment = location.as_ref().contains("/segments/");
+        let segment = location.as_ref().contains("/pool/");
         if segment && self.hang_segments.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }

@@ -1,0 +1,203 @@
+//! The broker's side of the backup pools: the broker that owns a partition is the one writer of
+//! that partition's pool (`sluice_backup_store::pool`), and [`Pools`] is how it stays one.
+//!
+//! Every partition has one [`PartitionPool`] behind an async mutex, the partition's pool lock.
+//! A backup of the partition holds it from before its first upload until its COMPLETED manifest
+//! landed (or it failed), and a collection holds it while it runs; so a collection never sees an
+//! object that an unfinished upload will reference, and two backups of one partition never race
+//! on what the pool holds. What the lock guards:
+//! - the pool's index (what objects exist, loaded by one listing the first time it is needed);
+//! - the entries of the newest backup of the partition, so that the next backup keeps their
+//!   pieces: a sealed segment is referenced without being read, the active segment keeps the
+//!   pieces of the bytes an earlier backup sent, an unchanged snapshot costs nothing. Entries
+//!   this process made are trusted; entries read from a manifest after a start are reused only
+//!   where the local bytes hash to them (the log may have been restored since).
+//!
+//! Collections run in tasks of their own, asked for by whatever may have left objects that no
+//! manifest references: a delete (the manifest went), a failed backup (its objects were never
+//! listed), a start (a crash mid-upload). At most one is pending per partition; each is bounded
+//! by [`COLLECTION_TIMEOUT`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sluice_backup_store::{
+    BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind, Manifest, PoolIndex,
+    PrefixTrust,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// The longest a collection of one pool may take (listings, manifest reads, deletes).
+pub const COLLECTION_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// How many of the newest checkpoints of a partition are read, after a start, to find the
+/// backup whose entries the next one builds on.
+const SEED_CHECKPOINTS_MAX: usize = 8;
+
+/// What one partition's pool lock guards (see the module doc).
+#[derive(Debug, Default)]
+pub struct PartitionPool {
+    index: Option<PoolIndex>,
+    /// The newest backup's entries by (kind, key): a segment's key is its name, a snapshot
+    /// file's is `<snapshot id>/<name>` (snapshots of different ids share file names).
+    previous: HashMap<(FileKind, String), (FileEntry, PrefixTrust)>,
+    /// Whether `previous` was seeded from the store after this process started.
+    seeded: bool,
+}
+
+/// The key of a file in [`PartitionPool::previous`].
+pub fn previous_key(kind: FileKind, snapshot_id: Option<&str>, name: &str) -> (FileKind, String) {
+    match (kind, snapshot_id) {
+        (FileKind::Snapshot, Some(snapshot_id)) => (kind, format!("{snapshot_id}/{name}")),
+        _ => (kind, name.to_string()),
+    }
+}
+
+impl PartitionPool {
+    /// The pool's index, loaded by one listing the first time.
+    pub async fn index(
+        &mut self,
+        store: &BackupStore,
+        partition_id: u32,
+    ) -> Result<PoolIndex, BackupStoreError> {
+        if self.index.is_none() {
+            self.index = Some(store.load_pool_index(partition_id).await?);
+        }
+        Ok(self.index.clone().expect("loaded above"))
+    }
+
+    /// The newest backup's entry of a file, if it has one.
+    pub fn previous(&self, key: &(FileKind, String)) -> Option<(&FileEntry, PrefixTrust)> {
+        self.previous.get(key).map(|(entry, trust)| (entry, *trust))
+    }
+
+    /// After a start: the entries of the newest COMPLETED pooled backup of the partition in the
+    /// store (of any node), to be checked against the local bytes before reuse. Once per process;
+    /// a store that cannot be read leaves nothing to build on (the backup then cuts anew).
+    pub async fn seed(&mut self, store: &BackupStore, partition_id: u32) {
+        if self.seeded {
+            return;
+        }
+        self.seeded = true;
+        match newest_completed(store, partition_id).await {
+            Ok(Some(manifest)) => {
+                let snapshot_id = manifest.descriptor.snapshot_id.clone();
+                self.remember(&manifest.files, snapshot_id.as_deref(), PrefixTrust::Check);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(partition = partition_id, %error,
+                "could not read the newest backup of the partition; this backup cuts its files anew"),
+        }
+    }
+
+    /// Remembers `files` (of a backup of `snapshot_id`) as the newest backup's entries,
+    /// replacing the older ones (bounded: one backup's files).
+    pub fn remember(&mut self, files: &[FileEntry], snapshot_id: Option<&str>, trust: PrefixTrust) {
+        self.seeded = true;
+        self.previous = files
+            .iter()
+            .filter(|entry| entry.is_pooled())
+            .map(|entry| {
+                (
+                    previous_key(entry.kind, snapshot_id, &entry.name),
+                    (entry.clone(), trust),
+                )
+            })
+            .collect();
+    }
+}
+
+async fn newest_completed(
+    store: &BackupStore,
+    partition_id: u32,
+) -> Result<Option<Manifest>, BackupStoreError> {
+    let checkpoints = store.list_checkpoints(partition_id).await?;
+    for checkpoint_id in checkpoints.iter().rev().take(SEED_CHECKPOINTS_MAX) {
+        let manifests = store.find_manifests(partition_id, *checkpoint_id).await?;
+        if let Some(manifest) = manifests.into_iter().find(|m| {
+            m.status == BackupStatus::Completed && m.files.iter().any(FileEntry::is_pooled)
+        }) {
+            return Ok(Some(manifest));
+        }
+    }
+    Ok(None)
+}
+
+/// One partition's lock and whether a collection of it is pending.
+#[derive(Debug, Default)]
+struct PoolSlot {
+    pool: Arc<Mutex<PartitionPool>>,
+    collection_pending: AtomicBool,
+}
+
+/// The pool locks of every partition of this broker, and the collections it asks for.
+#[derive(Debug, Clone)]
+pub struct Pools {
+    store: BackupStore,
+    slots: Arc<DashMap<u32, Arc<PoolSlot>>>,
+}
+
+impl Pools {
+    pub fn new(store: BackupStore) -> Self {
+        Self {
+            store,
+            slots: Arc::default(),
+        }
+    }
+
+    fn slot(&self, partition_id: u32) -> Arc<PoolSlot> {
+        self.slots.entry(partition_id).or_default().clone()
+    }
+
+    /// The partition's pool lock, waiting at most `timeout` for it (`None`: still held then).
+    pub async fn lock(
+        &self,
+        partition_id: u32,
+        timeout: Duration,
+    ) -> Option<OwnedMutexGuard<PartitionPool>> {
+        let pool = self.slot(partition_id).pool.clone();
+        tokio::time::timeout(timeout, pool.lock_owned()).await.ok()
+    }
+
+    /// Asks for a collection of the partition's pool: it runs in a task of its own once the
+    /// pool lock is free, unless one is pending already (which then covers this request too).
+    pub fn request_collection(&self, partition_id: u32) {
+        let slot = self.slot(partition_id);
+        if slot.collection_pending.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let mut pool = slot.pool.clone().lock_owned().await;
+            // From here a new request must run again: this run may miss what it frees.
+            slot.collection_pending.store(false, Ordering::Release);
+            let collect = async {
+                let index = pool.index(&store, partition_id).await?;
+                store.collect_pool(partition_id, &index).await
+            };
+            match tokio::time::timeout(COLLECTION_TIMEOUT, collect).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(partition = partition_id, %error,
+                    "the backup pool was not collected; the next delete or restart tries again"),
+                Err(_) => tracing::warn!(partition = partition_id,
+                    "collecting the backup pool timed out; the next delete or restart tries again"),
+            }
+        });
+    }
+
+    /// Waits until no collection of the partition is pending or running (tests, shutdown).
+    pub async fn collections_settled(&self, partition_id: u32) {
+        let slot = self.slot(partition_id);
+        loop {
+            let _pool = slot.pool.lock().await;
+            if !slot.collection_pending.load(Ordering::Acquire) {
+                return;
+            }
+            drop(_pool);
+            tokio::task::yield_now().await;
+        }
+    }
+}
