@@ -221,6 +221,20 @@ impl BackupStoreError {
         }
     }
 
+    /// The pool object this error is about (missing or damaged), if it is about one.
+    pub fn pool_object(&self) -> Option<crate::ObjectId> {
+        let path = match self {
+            Self::MissingObject { path } | Self::Corrupt { path, .. } => path,
+            _ => return None,
+        };
+        let mut segments = path.rsplit('/');
+        let name = segments.next()?;
+        let _fanout = segments.next()?;
+        (segments.next()? == crate::POOL_FOLDER)
+            .then(|| crate::ObjectId::parse(name))
+            .flatten()
+    }
+
     /// Whether this error means that an object does not exist.
     pub fn is_not_found(&self) -> bool {
         matches!(

@@ -208,8 +208,10 @@ impl BackupStore {
         let label_path = Path::from(label.as_str());
         let mut output = VerifiedFile::create(destination, &label_path, entry.size_bytes).await?;
         let outcome = async {
-            let mut plaintexts = futures::stream::iter(pieces)
-                .map(|piece| self.fetch_piece(id.partition_id, piece))
+            let partition_id = id.partition_id;
+            // Owned pieces: the futures then borrow nothing but `self` (Send across awaits).
+            let mut plaintexts = futures::stream::iter(pieces.iter().copied())
+                .map(|piece| async move { self.fetch_piece(partition_id, &piece).await })
                 .buffered(RANGES_CONCURRENT_MAX);
             while let Some(plaintext) = plaintexts.next().await {
                 output.write(&plaintext?).await?;

@@ -412,25 +412,46 @@ async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
             error: anyhow!("backup {id} does not exist in the store"),
         });
     }
+    let mut usages = Vec::new();
+    for (partition, manifest) in &found {
+        usages.push(match manifest {
+            Some(m) => Some(usage(&store, *partition, m).await?),
+            None => None,
+        });
+    }
     if json {
         let value: Vec<Value> = found
             .iter()
-            .map(|(partition, manifest)| match manifest {
-                Some(m) => serde_json::to_value(m).expect("manifest serializes"),
-                None => serde_json::json!({"partitionId": partition, "status": "DOES_NOT_EXIST"}),
+            .zip(&usages)
+            .map(|((partition, manifest), usage)| match (manifest, usage) {
+                (Some(m), Some(usage)) => {
+                    let mut value = serde_json::to_value(m).expect("manifest serializes");
+                    value["storeUsage"] = serde_json::to_value(usage).expect("usage serializes");
+                    value
+                }
+                _ => serde_json::json!({"partitionId": partition, "status": "DOES_NOT_EXIST"}),
             })
             .collect();
         println!("{}", Value::Array(value));
         return Ok(());
     }
     println!(
-        "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14}  CREATED",
-        "PARTITION", "STATUS", "NODE", "CHECKPOINT", "SNAPSHOT", "FILES", "BYTES"
+        "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14} {:>14} {:>14} {:>14}  CREATED",
+        "PARTITION",
+        "STATUS",
+        "NODE",
+        "CHECKPOINT",
+        "SNAPSHOT",
+        "FILES",
+        "BYTES",
+        "REFERENCED",
+        "UPLOADED_NEW",
+        "POOL_TOTAL"
     );
-    for (partition, manifest) in found {
-        match manifest {
-            Some(m) => println!(
-                "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14}  {}",
+    for ((partition, manifest), usage) in found.into_iter().zip(usages) {
+        match (manifest, usage) {
+            (Some(m), Some(usage)) => println!(
+                "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14} {:>14} {:>14} {:>14}  {}",
                 partition,
                 format!("{:?}", m.status).to_uppercase(),
                 m.id.node_id,
@@ -438,12 +459,49 @@ async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
                 m.descriptor.snapshot_id.as_deref().unwrap_or("-"),
                 m.files.len(),
                 m.files.iter().map(|f| f.size_bytes).sum::<u64>(),
+                usage.referenced_bytes,
+                usage.uploaded_bytes,
+                usage.pool_bytes,
                 m.created_at
             ),
-            None => println!("{partition:<9} DOES_NOT_EXIST"),
+            _ => println!("{partition:<9} DOES_NOT_EXIST"),
         }
     }
+    println!(
+        "REFERENCED: bytes in the store this backup needs; UPLOADED_NEW: what it added (the rest was in the pool already); POOL_TOTAL: the partition's pool now (what all its backups share)"
+    );
     Ok(())
+}
+
+/// What one partition's backup occupies in the store.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StoreUsage {
+    /// The stored bytes of every object (or file) the backup needs.
+    referenced_bytes: u64,
+    /// What the backup uploaded new: for a backup of the pool format, what its manifest says;
+    /// for an older one, everything (it shares nothing).
+    uploaded_bytes: u64,
+    /// The objects and bytes of the partition's pool (0 for a store without pooled backups).
+    pool_objects: u64,
+    pool_bytes: u64,
+}
+
+async fn usage(store: &BackupStore, partition: u32, manifest: &Manifest) -> Result<StoreUsage, Failure> {
+    let referenced_bytes = manifest.files.iter().map(|f| f.stored_bytes).sum();
+    let uploaded_bytes = manifest
+        .pool_upload
+        .map_or(referenced_bytes, |upload| upload.stored_bytes);
+    let pool = store.pool_totals(partition).await.map_err(|e| Failure {
+        code: EXIT_UNREACHABLE,
+        error: anyhow!("cannot list the backup pool of partition {partition}: {e}"),
+    })?;
+    Ok(StoreUsage {
+        referenced_bytes,
+        uploaded_bytes,
+        pool_objects: pool.objects,
+        pool_bytes: pool.stored_bytes,
+    })
 }
 
 async fn verify(id: u64) -> Result<(), Failure> {

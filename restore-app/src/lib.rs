@@ -23,7 +23,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use sluice_backup_store::{
     validate_snapshot_id, BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind,
-    Manifest, SkippedManifest,
+    Manifest, ObjectId, SkippedManifest,
 };
 use sluice_broker::error::BrokerError;
 use sluice_broker::metrics::RestoreReport;
@@ -54,6 +54,18 @@ pub enum RestoreError {
         backup_id: u64,
         partition: u32,
         name: String,
+        source: Box<BackupStoreError>,
+    },
+    /// An object of the partition's pool, which the backup (and maybe others) needs, is
+    /// missing or damaged.
+    #[error("partition {partition}: file {name} of backup {backup_id} is bad: {source}; pool object {object} is needed by backups {needed_by} (of partition {partition}), which cannot be restored either: delete them (sluice backup delete <id>) and take a new backup", needed_by = join_ids(.needed_by))]
+    PoolObject {
+        backup_id: u64,
+        partition: u32,
+        name: String,
+        object: ObjectId,
+        /// Every backup of the partition whose manifest references the object.
+        needed_by: Vec<u64>,
         source: Box<BackupStoreError>,
     },
     /// Some partition of the backup is missing or not COMPLETED.
@@ -134,7 +146,9 @@ impl RestoreError {
             _ => FailureKind::Unreachable,
         };
         match self {
-            Self::Store { source, .. } | Self::File { source, .. } => of_store(source),
+            Self::Store { source, .. }
+            | Self::File { source, .. }
+            | Self::PoolObject { source, .. } => of_store(source),
             Self::NotRestorable { damaged: true, .. } => FailureKind::Corrupt,
             Self::NotRestorable { .. } => FailureKind::Missing,
             Self::Damaged { .. } | Self::Recovery { .. } => FailureKind::Corrupt,
@@ -373,15 +387,12 @@ pub async fn stage_partition(
         std::fs::create_dir_all(dir).map_err(io_error(dir, "create"))?;
     }
     for (entry, destination) in manifest.files.iter().zip(&destinations) {
-        store
+        if let Err(source) = store
             .download_file(&manifest.id, entry, destination)
             .await
-            .map_err(|source| RestoreError::File {
-                backup_id,
-                partition: partition_id,
-                name: entry.name.clone(),
-                source: Box::new(source),
-            })?;
+        {
+            return Err(file_error(store, manifest, entry, source).await);
+        }
         progress.file_done(partition_id, entry);
     }
     // Cut the log right after the checkpoint record, and check that record is this backup's.
@@ -444,6 +455,49 @@ pub async fn stage_partition(
         accounts: service.summary().accounts,
         directory: partition_dir.to_path_buf(),
     })
+}
+
+/// The error of a file that did not download intact: for a pool object, naming the object and
+/// every backup of the partition that needs it (one listing of the partition's manifests).
+async fn file_error(
+    store: &BackupStore,
+    manifest: &Manifest,
+    entry: &FileEntry,
+    source: BackupStoreError,
+) -> RestoreError {
+    let (backup_id, partition) = (manifest.id.checkpoint_id, manifest.id.partition_id);
+    let object = source.pool_object();
+    let needed_by = match &object {
+        Some(object) => store.backups_referencing(partition, object).await.ok(),
+        None => None,
+    };
+    match (object, needed_by) {
+        (Some(object), Some(needed_by)) => {
+            let mut needed_by: Vec<u64> = needed_by.iter().map(|id| id.checkpoint_id).collect();
+            needed_by.dedup();
+            RestoreError::PoolObject {
+                backup_id,
+                partition,
+                name: entry.name.clone(),
+                object,
+                needed_by,
+                source: Box::new(source),
+            }
+        }
+        _ => RestoreError::File {
+            backup_id,
+            partition,
+            name: entry.name.clone(),
+            source: Box::new(source),
+        },
+    }
+}
+
+fn join_ids(ids: &[u64]) -> String {
+    ids.iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// What [`verify_backup`] checked.

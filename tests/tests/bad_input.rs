@@ -187,13 +187,14 @@ async fn restore_refuses_what_it_cannot_restore() {
         "backup",
     );
 
-    // A corrupted segment file, in a copy of the store: the directory must stay absent.
+    // A corrupted pool object (the largest: a piece of a segment), in a copy of the store: the
+    // directory must stay absent.
     let corrupt_store = scratch.join("corrupt-backups");
     copy_dir(&spec.backup_path(), &corrupt_store);
-    let segments = find_files(&corrupt_store, |p| p.contains("/segments/"));
+    let segments = find_files(&corrupt_store, |p| p.contains("/pool/"));
     assert!(
         !segments.is_empty(),
-        "the backup holds no segment file: {:?}",
+        "the backup holds no pool object: {:?}",
         dir_fingerprint(&corrupt_store)
     );
     let victim = segments

@@ -61,7 +61,11 @@ async fn every_backup_command_works_end_to_end() {
     let inspect = sluice(&store, &cwd, &["backup", "inspect", "1"]);
     assert!(inspect.status.success(), "{}", describe(&inspect));
     let text = stdout(&inspect);
-    let rows: Vec<&str> = text.lines().skip(1).collect();
+    let rows: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
     assert_eq!(
         rows.len(),
         3,
@@ -90,23 +94,57 @@ async fn every_backup_command_works_end_to_end() {
         describe(&missing)
     );
 
-    // Damage one segment of backup 2 in the store: verify names the file, exit code 3.
-    let segment = find_files(&spec.backup_path(), |p| {
-        p.contains("00000000000000000002") && p.contains("/segments/")
-    })
-    .into_iter()
-    .next()
-    .expect("backup 2 has a segment");
-    let mut bytes = std::fs::read(&segment).expect("read segment");
+    // Backup 2 shares the pool with backup 1: it uploaded only what changed.
+    let inspect = sluice(&store, &cwd, &["backup", "inspect", "2", "--json"]);
+    assert!(inspect.status.success(), "{}", describe(&inspect));
+    let json: serde_json::Value =
+        serde_json::from_str(stdout(&inspect).trim()).expect("inspect --json is JSON");
+    for partition in json.as_array().expect("one entry per partition") {
+        let usage = &partition["storeUsage"];
+        let (referenced, uploaded) = (
+            usage["referencedBytes"].as_u64().unwrap(),
+            usage["uploadedBytes"].as_u64().unwrap(),
+        );
+        assert!(
+            uploaded < referenced && referenced <= usage["poolBytes"].as_u64().unwrap(),
+            "backup 2 re-uploaded what backup 1 holds: {partition}"
+        );
+    }
+
+    // Damage a pool object that backups 1 and 2 both need (the first piece of partition 1's
+    // first segment): verify names the object and both backups, exit code 3.
+    let manifest = |id: u64| -> serde_json::Value {
+        let path = spec
+            .backup_path()
+            .join(format!("00001/{id:020}/00000/manifest.json"));
+        serde_json::from_slice(&std::fs::read(&path).expect("read manifest")).expect("JSON")
+    };
+    let first_piece = |manifest: &serde_json::Value| -> String {
+        manifest["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["kind"] == "SEGMENT")
+            .expect("a segment")["pieces"][0]["object"]
+            .as_str()
+            .expect("a pooled segment")
+            .to_string()
+    };
+    let object = first_piece(&manifest(2));
+    assert_eq!(object, first_piece(&manifest(1)), "backup 2 reuses backup 1's piece");
+    let victim = spec
+        .backup_path()
+        .join(format!("00001/pool/{}/{object}", &object[..2]));
+    let mut bytes = std::fs::read(&victim).expect("read pool object");
     let last = bytes.len() - 1;
     bytes[last] ^= 0x5a;
-    std::fs::write(&segment, bytes).expect("write segment");
+    std::fs::write(&victim, bytes).expect("write pool object");
     let corrupt = sluice(&store, &cwd, &["backup", "verify", "2"]);
     assert_eq!(corrupt.status.code(), Some(3), "{}", describe(&corrupt));
-    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    let stderr = String::from_utf8_lossy(&corrupt.stderr);
     assert!(
-        String::from_utf8_lossy(&corrupt.stderr).contains(&name),
-        "names the bad file {name}:\n{}",
+        stderr.contains(&object) && stderr.contains("needed by backups 1, 2"),
+        "names the bad object {object} and both backups that need it:\n{}",
         describe(&corrupt)
     );
 
