@@ -35,12 +35,12 @@ pub use manifest::{
     Manifest, PoolUpload, MANIFEST_SIZE_BYTES_MAX,
 };
 pub use manifest_io::{ManifestListing, SkippedManifest, LIST_CONCURRENCY};
+pub use options::{BackupStoreOptions, Compression, StoreKind};
 pub use pool::{
-    ObjectId, PieceEntry, PoolCollection, PoolIndex, PoolTotals, ENVELOPE_HEADER_BYTES, PIECE_BYTES_MAX,
-    POOL_FOLDER,
+    ObjectId, PieceEntry, PoolCollection, PoolIndex, PoolTotals, ENVELOPE_HEADER_BYTES,
+    PIECE_BYTES_MAX, POOL_FOLDER,
 };
 pub use pool_transfer::{Chunking, PooledFile, PooledUpload, PrefixTrust};
-pub use options::{BackupStoreOptions, Compression, StoreKind};
 pub use store::BackupStore;
 pub use throttle::Throttle;
 

@@ -299,7 +299,9 @@ pub struct PoolCollection {
 impl BackupStore {
     /// The prefix of a partition's pool.
     pub fn pool_prefix(&self, partition_id: u32) -> Path {
-        self.layout.partition_prefix(partition_id).child(POOL_FOLDER)
+        self.layout
+            .partition_prefix(partition_id)
+            .child(POOL_FOLDER)
     }
 
     /// The path of a pool object.
@@ -379,7 +381,11 @@ impl BackupStore {
     /// Only the pool's one writer may call it, never while one of its uploads
     /// to the partition runs (an upload's objects are referenced only once
     /// its manifest lists them).
-    pub async fn collect_pool(&self, partition_id: u32, index: &PoolIndex) -> Result<PoolCollection> {
+    pub async fn collect_pool(
+        &self,
+        partition_id: u32,
+        index: &PoolIndex,
+    ) -> Result<PoolCollection> {
         let listing = self.list_manifests_reporting(partition_id).await?;
         if let Some(skipped) = listing.skipped.first() {
             return Err(BackupStoreError::PoolCollectionRefused {
@@ -433,7 +439,11 @@ impl BackupStore {
                 "collected the backup pool"
             );
         } else {
-            debug!(partition = partition_id, kept = collection.kept.objects, "backup pool: nothing to collect");
+            debug!(
+                partition = partition_id,
+                kept = collection.kept.objects,
+                "backup pool: nothing to collect"
+            );
         }
         Ok(collection)
     }
@@ -476,7 +486,9 @@ mod tests {
     #[test]
     fn envelopes_round_trip_compressed_or_not() {
         let compressible = b"{\"deposit\":{\"account\":\"a\",\"amount\":1}}".repeat(1000);
-        let random: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for plaintext in [compressible.as_slice(), random.as_slice(), b"x".as_slice()] {
             for compression in [Compression::None, Compression::Zstd] {
                 let sealed = seal(plaintext, compression).unwrap();
@@ -486,7 +498,11 @@ mod tests {
             }
         }
         let sealed = seal(&compressible, Compression::Zstd).unwrap();
-        assert!(sealed.len() < compressible.len() / 4, "compressed: {}", sealed.len());
+        assert!(
+            sealed.len() < compressible.len() / 4,
+            "compressed: {}",
+            sealed.len()
+        );
     }
 
     /// Every way an object can be wrong is named, and nothing wrong decodes.
@@ -497,19 +513,45 @@ mod tests {
         let piece = piece_of(&plaintext, &sealed);
         let cases: Vec<(&str, Vec<u8>, PieceEntry, &str)> = vec![
             ("no header", b"SLP".to_vec(), piece, "no SLPO header"),
-            ("flipped payload byte", {
-                let mut s = sealed.clone();
-                let last = s.len() - 1;
-                s[last] ^= 1;
-                s
-            }, piece, ""),
-            ("other content", seal(b"other", Compression::None).unwrap(), PieceEntry { size_bytes: 5, ..piece }, "hashes to"),
-            ("encrypted", {
-                let mut s = sealed.clone();
-                s[6] = 1;
-                s
-            }, piece, "cannot decrypt"),
-            ("length lie", sealed.clone(), PieceEntry { size_bytes: piece.size_bytes - 1, ..piece }, "announces"),
+            (
+                "flipped payload byte",
+                {
+                    let mut s = sealed.clone();
+                    let last = s.len() - 1;
+                    s[last] ^= 1;
+                    s
+                },
+                piece,
+                "",
+            ),
+            (
+                "other content",
+                seal(b"other", Compression::None).unwrap(),
+                PieceEntry {
+                    size_bytes: 5,
+                    ..piece
+                },
+                "hashes to",
+            ),
+            (
+                "encrypted",
+                {
+                    let mut s = sealed.clone();
+                    s[6] = 1;
+                    s
+                },
+                piece,
+                "cannot decrypt",
+            ),
+            (
+                "length lie",
+                sealed.clone(),
+                PieceEntry {
+                    size_bytes: piece.size_bytes - 1,
+                    ..piece
+                },
+                "announces",
+            ),
         ];
         for (name, bytes, piece, expected) in cases {
             let error = open_envelope(&bytes, &piece).expect_err(name);
@@ -526,10 +568,23 @@ mod tests {
         };
         piece.validate().unwrap();
         for bad in [
-            PieceEntry { size_bytes: 0, ..piece },
-            PieceEntry { size_bytes: PIECE_BYTES_MAX + 1, stored_bytes: 20, ..piece },
-            PieceEntry { stored_bytes: 117, ..piece },
-            PieceEntry { stored_bytes: 16, ..piece },
+            PieceEntry {
+                size_bytes: 0,
+                ..piece
+            },
+            PieceEntry {
+                size_bytes: PIECE_BYTES_MAX + 1,
+                stored_bytes: 20,
+                ..piece
+            },
+            PieceEntry {
+                stored_bytes: 117,
+                ..piece
+            },
+            PieceEntry {
+                stored_bytes: 16,
+                ..piece
+            },
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }

@@ -174,8 +174,13 @@ impl BackupStore {
             stored_bytes: pieces.iter().map(|p| p.stored_bytes).sum(),
             pieces: Some(pieces),
         };
-        debug!(name = upload.name, size = size_bytes, uploaded_objects = sender.uploaded.objects,
-            uploaded_bytes = sender.uploaded.stored_bytes, "uploaded pooled file");
+        debug!(
+            name = upload.name,
+            size = size_bytes,
+            uploaded_objects = sender.uploaded.objects,
+            uploaded_bytes = sender.uploaded.stored_bytes,
+            "uploaded pooled file"
+        );
         Ok(PooledFile {
             entry,
             uploaded: sender.uploaded,
@@ -232,7 +237,11 @@ impl BackupStore {
     }
 
     /// The plaintext of one pool object, checked against `piece`.
-    pub(crate) async fn fetch_piece(&self, partition_id: u32, piece: &PieceEntry) -> Result<Vec<u8>> {
+    pub(crate) async fn fetch_piece(
+        &self,
+        partition_id: u32,
+        piece: &PieceEntry,
+    ) -> Result<Vec<u8>> {
         let path = self.pool_object_path(partition_id, &piece.object);
         let got = match self.store.get(&path).await {
             Ok(got) => got,
@@ -462,7 +471,11 @@ impl PieceSender<'_> {
         self.settle(PARTS_CONCURRENT_MAX - 1).await?;
         let mut buffer = self.store.buffers.take().await;
         let copied = buffer.extend(&sealed);
-        assert_eq!(copied, sealed.len(), "an envelope fits in one upload buffer");
+        assert_eq!(
+            copied,
+            sealed.len(),
+            "an envelope fits in one upload buffer"
+        );
         let payload = if self.store.copies_payloads {
             PutPayload::from(Bytes::from(sealed))
         } else {

@@ -411,7 +411,10 @@ async fn upload(
         .await
         .is_err()
     {
-        tracing::warn!(partition = partition_id, "reading the newest backup timed out; this backup cuts its files anew");
+        tracing::warn!(
+            partition = partition_id,
+            "reading the newest backup timed out; this backup cuts its files anew"
+        );
     }
     let job = PoolJob {
         context,
@@ -521,7 +524,9 @@ impl Ending<'_> {
                     elapsed_ms = self.started.elapsed().as_millis() as u64,
                     "backup completed"
                 );
-                self.manifest.clone().complete_with(files, Some(pool_upload))
+                self.manifest
+                    .clone()
+                    .complete_with(files, Some(pool_upload))
             }
             Err(error) => {
                 tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");

@@ -182,8 +182,10 @@ impl Pools {
                 Ok(Ok(_)) => {}
                 Ok(Err(error)) => tracing::warn!(partition = partition_id, %error,
                     "the backup pool was not collected; the next delete or restart tries again"),
-                Err(_) => tracing::warn!(partition = partition_id,
-                    "collecting the backup pool timed out; the next delete or restart tries again"),
+                Err(_) => {
+                    tracing::warn!(partition = partition_id,
+                    "collecting the backup pool timed out; the next delete or restart tries again")
+                }
             }
         });
     }

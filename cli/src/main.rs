@@ -487,7 +487,11 @@ struct StoreUsage {
     pool_bytes: u64,
 }
 
-async fn usage(store: &BackupStore, partition: u32, manifest: &Manifest) -> Result<StoreUsage, Failure> {
+async fn usage(
+    store: &BackupStore,
+    partition: u32,
+    manifest: &Manifest,
+) -> Result<StoreUsage, Failure> {
     let referenced_bytes = manifest.files.iter().map(|f| f.stored_bytes).sum();
     let uploaded_bytes = manifest
         .pool_upload

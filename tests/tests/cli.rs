@@ -131,7 +131,11 @@ async fn every_backup_command_works_end_to_end() {
             .to_string()
     };
     let object = first_piece(&manifest(2));
-    assert_eq!(object, first_piece(&manifest(1)), "backup 2 reuses backup 1's piece");
+    assert_eq!(
+        object,
+        first_piece(&manifest(1)),
+        "backup 2 reuses backup 1's piece"
+    );
     let victim = spec
         .backup_path()
         .join(format!("00001/pool/{}/{object}", &object[..2]));
