@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{BrokerError, Result};
 use crate::metrics::{BackupMetrics, InProgressGuard};
 use crate::partition::ReservationGuard;
-use crate::pool::{previous_key, PartitionPool, Pools};
+use crate::pool::{previous_key, PartitionPool, Pools, SnapshotBase};
 use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
 use crate::retry::RetryPolicy;
 
@@ -89,6 +89,21 @@ pub struct FileToUpload {
     pub path: PathBuf,
     /// Only this prefix of the file is uploaded (the active segment keeps growing).
     pub len_bytes: u64,
+    /// The file's entry when the pool holds all of it already (the base's snapshot files, which
+    /// may be gone from the disk): referenced, nothing is read or sent.
+    pub pooled: Option<FileEntry>,
+}
+
+impl FileToUpload {
+    fn already_pooled(entry: FileEntry) -> Self {
+        Self {
+            kind: entry.kind,
+            name: entry.name.clone(),
+            path: PathBuf::new(),
+            len_bytes: entry.size_bytes,
+            pooled: Some(entry),
+        }
+    }
 }
 
 pub struct BackupJob {
@@ -100,6 +115,19 @@ pub struct BackupJob {
     /// Set when the backup cannot be taken (e.g. a snapshot file cannot be read): it ends FAILED
     /// with this reason, uploading nothing.
     pub failure: Option<BackupFailure>,
+    /// Set when the partition chose to build on the snapshot of its previous backup (see
+    /// [`SnapshotBase`]): `descriptor.snapshotId` names it and `files` holds the segments from
+    /// it, plus the partition's own newest snapshot (`local_snapshot`) to fall back on when the
+    /// pool no longer holds the base.
+    pub base: Option<BaseChoice>,
+}
+
+/// The partition's choice of [`SnapshotBase`] for one backup, and its fallback.
+#[derive(Debug, Clone)]
+pub struct BaseChoice {
+    pub base: SnapshotBase,
+    /// The partition's newest snapshot: id and processed position.
+    pub local_snapshot: (String, u64),
 }
 
 /// Why a partition backup failed. Kept as a value while the backup runs; its text becomes the
@@ -349,6 +377,7 @@ async fn execute(context: JobContext, queued: Queued) {
                 files,
                 reservation,
                 failure,
+                base,
             },
         running: _running,
         in_progress,
@@ -369,6 +398,7 @@ async fn execute(context: JobContext, queued: Queued) {
         None => match context.pools.lock(id.partition_id, POOL_LOCK_WAIT).await {
             Some(pool) => {
                 let pool = ending.pool.insert(pool);
+                let files = choose_base(&context, pool, &mut ending.manifest, base, files).await;
                 upload(&context, pool, &ending.manifest, files).await
             }
             None => Err(BackupFailure::PoolBusy {
@@ -384,6 +414,70 @@ async fn execute(context: JobContext, queued: Queued) {
 
 fn running_key(id: &BackupIdentifier) -> (u32, u64) {
     (id.partition_id, id.checkpoint_id)
+}
+
+/// Settles the snapshot the backup holds before its IN_PROGRESS manifest is written: the base the
+/// partition chose when the pool holds it whole (its entries join the files, already uploaded),
+/// else the partition's own newest snapshot (the descriptor then names it, and the segments
+/// before it are not needed).
+async fn choose_base(
+    context: &JobContext,
+    pool: &mut PartitionPool,
+    manifest: &mut Manifest,
+    base: Option<BaseChoice>,
+    mut files: Vec<FileToUpload>,
+) -> Vec<FileToUpload> {
+    let Some(BaseChoice {
+        base,
+        local_snapshot: (local_id, local_position),
+    }) = base
+    else {
+        return files;
+    };
+    let partition_id = manifest.id.partition_id;
+    let call_timeout = context.options.store_call_timeout;
+    let index = tokio::time::timeout(call_timeout, pool.index(&context.store, partition_id)).await;
+    let entries = match index {
+        Ok(Ok(index)) => pool.snapshot_entries(&base.snapshot_id, &index),
+        _ => None,
+    };
+    match entries {
+        Some(entries) => {
+            files.retain(|f| f.kind != FileKind::Snapshot);
+            files.extend(entries.into_iter().map(FileToUpload::already_pooled));
+        }
+        None => {
+            tracing::info!(partition = partition_id, base = %base.snapshot_id,
+                "the pool no longer holds the previous backup's snapshot; this backup uploads the newest one");
+            manifest.descriptor.snapshot_id = Some(local_id);
+            retain_segments_from(&mut files, local_position + 1);
+        }
+    }
+    if let Some(mut running) = context.running.get_mut(&running_key(&manifest.id)) {
+        running.descriptor = manifest.descriptor.clone();
+    }
+    files
+}
+
+/// Drops the segments that hold only records below `from_position` (names are first positions).
+fn retain_segments_from(files: &mut Vec<FileToUpload>, from_position: u64) {
+    let firsts: Vec<u64> = files
+        .iter()
+        .filter(|f| f.kind == FileKind::Segment)
+        .filter_map(|f| crate::log::parse_segment_file_name(&f.name))
+        .collect();
+    files.retain(|f| {
+        let Some(first) =
+            crate::log::parse_segment_file_name(&f.name).filter(|_| f.kind == FileKind::Segment)
+        else {
+            return true;
+        };
+        // The next segment's first position: this one ends right before it.
+        match firsts.iter().find(|next| **next > first) {
+            Some(next) => *next > from_position,
+            None => true,
+        }
+    });
 }
 
 /// Writes the IN_PROGRESS `manifest`, then uploads `files` into the partition's pool (whose
@@ -453,6 +547,12 @@ impl PoolJob<'_> {
     /// the previous backup's entry of the same file.
     async fn upload_file(&self, file: FileToUpload) -> Result<PooledFile, BackupFailure> {
         let context = self.context;
+        if let Some(entry) = file.pooled {
+            return Ok(PooledFile {
+                entry,
+                uploaded: PoolUpload::default(),
+            });
+        }
         let deadline = context.options.upload_deadline(file.len_bytes);
         let _permit = context
             .uploads
@@ -564,6 +664,7 @@ impl Ending<'_> {
             (Some(mut pool), Some(completed)) => {
                 let snapshot_id = completed.descriptor.snapshot_id.as_deref();
                 pool.remember(&completed.files, snapshot_id, PrefixTrust::Trusted);
+                self.context.pools.completed(&completed);
             }
             (Some(pool), None) => {
                 drop(pool);

@@ -21,9 +21,10 @@ use sluice_backup_store::{BackupDescriptor, BackupIdentifier, FileKind};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::backup::{BackupFailure, BackupHandle, BackupJob, FileToUpload};
+use crate::backup::{BackupFailure, BackupHandle, BackupJob, BaseChoice, FileToUpload};
 use crate::error::{io_err, BrokerError, Result};
 use crate::log::{Appended, Log};
+use crate::pool::SnapshotBase;
 use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
 use crate::record::{delivery_records, Command, Delivery, Outcome};
 use crate::snapshot::{self, SnapshotRef};
@@ -583,9 +584,12 @@ impl PartitionService {
         };
         // The newest snapshot is always below the checkpoint: both are made by this actor.
         let snapshot = self.latest_snapshot.clone();
-        let from_position = snapshot
-            .as_ref()
-            .map_or(1, |s| s.meta.processed_position + 1);
+        let base = self.reusable_base();
+        let from_position = match (&base, &snapshot) {
+            (Some(base), _) => base.position + 1,
+            (None, Some(snapshot)) => snapshot.meta.processed_position + 1,
+            (None, None) => 1,
+        };
         self.reservations.insert(
             checkpoint_id,
             Reserved {
@@ -609,6 +613,7 @@ impl PartitionService {
                         name,
                         path,
                         len_bytes: meta.len(),
+                        pooled: None,
                     }),
                     Err(source) => {
                         failure.get_or_insert(BackupFailure::SnapshotUnreadable { path, source });
@@ -622,8 +627,18 @@ impl PartitionService {
                 name: slice.name,
                 path: slice.path,
                 len_bytes: slice.len_bytes,
+                pooled: None,
             });
         }
+        let local_snapshot = snapshot
+            .as_ref()
+            .map(|s| (s.meta.snapshot_id.clone(), s.meta.processed_position));
+        let base = base
+            .zip(local_snapshot)
+            .map(|(base, local_snapshot)| BaseChoice {
+                base,
+                local_snapshot,
+            });
         let job = BackupJob {
             id: BackupIdentifier {
                 partition_id,
@@ -631,7 +646,10 @@ impl PartitionService {
                 node_id: self.options.node_id,
             },
             descriptor: BackupDescriptor {
-                snapshot_id: snapshot.map(|s| s.meta.snapshot_id),
+                snapshot_id: match &base {
+                    Some(choice) => Some(choice.base.snapshot_id.clone()),
+                    None => snapshot.map(|s| s.meta.snapshot_id),
+                },
                 checkpoint_position: checkpoint.position,
                 number_of_partitions: self.options.partitions_count,
                 broker_version: crate::BROKER_VERSION.to_string(),
@@ -639,8 +657,38 @@ impl PartitionService {
             files,
             reservation: guard,
             failure,
+            base,
         };
         backups.start(job).await;
+    }
+
+    /// The snapshot of this partition's previous backup, when the next backup should build on
+    /// it instead of on the newest snapshot (which the pool may not hold): it is older than the
+    /// newest one, the log since it is still on disk, and that log up to the newest snapshot
+    /// (counted in whole segments) is at most the base's size plus one segment. So a backup
+    /// costs the changes since its base (the log, about what changed) rather than a whole new
+    /// snapshot, a restore replays at most that much more log than from the newest snapshot, and
+    /// compaction keeps at most that much more (see [`Self::compact`]); past it the next backup
+    /// uploads the newest snapshot, which becomes the base.
+    fn reusable_base(&self) -> Option<SnapshotBase> {
+        let newest = self.latest_snapshot.as_ref()?.meta.processed_position;
+        let base = self
+            .backups
+            .as_ref()?
+            .pools()
+            .base(self.options.partition_id)?;
+        if base.position >= newest || base.position + 1 < self.log.first_position() {
+            return None;
+        }
+        let extra_bytes: u64 = self
+            .log
+            .segments()
+            .iter()
+            .filter(|s| s.last_position.is_some_and(|last| last > base.position))
+            .filter(|s| s.first_position <= newest)
+            .map(|s| s.len_bytes)
+            .sum();
+        (extra_bytes <= base.size_bytes + self.options.segment_bytes_max).then_some(base)
     }
 
     /// Writes a snapshot if anything was processed since the last one, then deletes what it
@@ -667,6 +715,10 @@ impl PartitionService {
             return Ok(());
         };
         let mut keep_from = latest.meta.processed_position + 1;
+        // The log since the next backup's base stays while the base may be built on.
+        if let Some(base) = self.reusable_base() {
+            keep_from = keep_from.min(base.position + 1);
+        }
         let mut reserved_snapshots = BTreeSet::new();
         for reserved in self.reservations.iter() {
             keep_from = keep_from.min(reserved.from_position);

@@ -69,6 +69,29 @@ impl PartitionPool {
         Ok(self.index.clone().expect("loaded above"))
     }
 
+    /// The entries of every file of snapshot `snapshot_id` that the newest backup holds, when
+    /// this process made them and the pool still holds every piece; `None` otherwise (the
+    /// backup then uploads the partition's own newest snapshot).
+    pub fn snapshot_entries(&self, snapshot_id: &str, index: &PoolIndex) -> Option<Vec<FileEntry>> {
+        let prefix = format!("{snapshot_id}/");
+        let entries: Vec<FileEntry> = self
+            .previous
+            .iter()
+            .filter(|((kind, key), (_, trust))| {
+                *kind == FileKind::Snapshot
+                    && key.starts_with(&prefix)
+                    && *trust == PrefixTrust::Trusted
+            })
+            .map(|(_, (entry, _))| entry.clone())
+            .collect();
+        let whole = !entries.is_empty()
+            && entries
+                .iter()
+                .flat_map(|e| e.pieces.iter().flatten())
+                .all(|p| index.stored_bytes(&p.object) == Some(p.stored_bytes));
+        whole.then_some(entries)
+    }
+
     /// The newest backup's entry of a file, if it has one.
     pub fn previous(&self, key: &(FileKind, String)) -> Option<(&FileEntry, PrefixTrust)> {
         self.previous.get(key).map(|(entry, trust)| (entry, *trust))
@@ -126,11 +149,43 @@ async fn newest_completed(
     Ok(None)
 }
 
-/// One partition's lock and whether a collection of it is pending.
+/// The snapshot of the newest backup this process completed of a partition: the pool holds it,
+/// so the next backup may reference it instead of uploading a newer snapshot, and carry the log
+/// since it instead (the log is the snapshot's delta: it holds exactly the changes, so 1% of
+/// the accounts changed costs about 1% of new bytes, wherever they are). The partition decides
+/// (`PartitionService`'s base rule bounds the extra log a restore replays and the broker keeps).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotBase {
+    pub snapshot_id: String,
+    /// The snapshot's processed position.
+    pub position: u64,
+    /// The size of its files.
+    pub size_bytes: u64,
+}
+
+impl SnapshotBase {
+    /// The base a COMPLETED backup leaves: its snapshot, if it has one.
+    fn of(manifest: &Manifest) -> Option<Self> {
+        let snapshot_id = manifest.descriptor.snapshot_id.clone()?;
+        let position = snapshot_id.parse().ok()?;
+        let files = manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Snapshot);
+        Some(Self {
+            snapshot_id,
+            position,
+            size_bytes: files.map(|f| f.size_bytes).sum(),
+        })
+    }
+}
+
+/// One partition's lock, whether a collection of it is pending, and its snapshot base.
 #[derive(Debug, Default)]
 struct PoolSlot {
     pool: Arc<Mutex<PartitionPool>>,
     collection_pending: AtomicBool,
+    base: std::sync::Mutex<Option<SnapshotBase>>,
 }
 
 /// The pool locks of every partition of this broker, and the collections it asks for.
@@ -150,6 +205,19 @@ impl Pools {
 
     fn slot(&self, partition_id: u32) -> Arc<PoolSlot> {
         self.slots.entry(partition_id).or_default().clone()
+    }
+
+    /// The partition's snapshot base (see [`SnapshotBase`]), if a backup of this process left one.
+    pub fn base(&self, partition_id: u32) -> Option<SnapshotBase> {
+        let slot = self.slot(partition_id);
+        let base = slot.base.lock().unwrap_or_else(|e| e.into_inner());
+        base.clone()
+    }
+
+    /// Records what a COMPLETED backup of this process leaves as the partition's base.
+    pub fn completed(&self, manifest: &Manifest) {
+        let slot = self.slot(manifest.id.partition_id);
+        *slot.base.lock().unwrap_or_else(|e| e.into_inner()) = SnapshotBase::of(manifest);
     }
 
     /// The partition's pool lock, waiting at most `timeout` for it (`None`: still held then).

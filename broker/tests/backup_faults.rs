@@ -234,9 +234,11 @@ impl Fixture {
                 name: format!("{checkpoint_id:020}.log"),
                 path,
                 len_bytes: 100,
+                pooled: None,
             }],
             reservation: ReservationGuard::new(Arc::new(DashMap::new()), checkpoint_id),
             failure: None,
+            base: None,
         }
     }
 

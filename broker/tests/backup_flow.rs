@@ -3,11 +3,13 @@
 //! injected upload failure ends FAILED with a reason; the next backup succeeds; a restart marks
 //! every unfinished backup of the node FAILED.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::TryStreamExt;
 use sluice_backup_store::conformance::{Intercept, Intercepted, StoreFuture};
 use sluice_backup_store::object_store::memory::InMemory;
 use sluice_backup_store::object_store::path::Path;
@@ -16,7 +18,8 @@ use sluice_backup_store::object_store::{
     Result as StoreResult,
 };
 use sluice_backup_store::{
-    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileKind, Manifest,
+    BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileEntry, FileKind, Manifest,
+    ObjectId,
 };
 use sluice_broker::backup::{BackupHandle, BackupOptions, BackupService};
 use sluice_broker::metrics::BackupMetrics;
@@ -101,6 +104,11 @@ struct Fixture {
 }
 
 fn start() -> Fixture {
+    start_with(Duration::from_millis(100))
+}
+
+/// A partition snapshotting every `snapshot_period` and its backup service.
+fn start_with(snapshot_period: Duration) -> Fixture {
     let faulty = Arc::new(Intercepted(Faulty {
         inner: Arc::new(InMemory::new()),
         fail_segments: AtomicBool::new(false),
@@ -126,7 +134,7 @@ fn start() -> Fixture {
         node_id: 0,
         directory: dir.path().join("partition-00001"),
         segment_bytes_max: 4096,
-        snapshot_period: Duration::from_millis(100),
+        snapshot_period,
         request_queue_capacity: 64,
         batch_commands_max: 256,
     };
@@ -528,4 +536,185 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
         "the credit must not be in backup 7"
     );
     cancel.cancel();
+}
+
+/// The pool: a backup sends only what no earlier backup of the partition sent (sealed segments
+/// are referenced, the active segment keeps the pieces of the bytes sent before, only new bytes
+/// and a new snapshot go up), and deleting a backup frees exactly the objects no other backup
+/// needs, while the remaining backup stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_share_the_pool_and_a_delete_frees_only_what_nothing_else_needs() {
+    // No snapshot between the backups: both hold the log from the start.
+    let fixture = start_with(Duration::from_secs(3600));
+    let id = |checkpoint_id| BackupIdentifier {
+        partition_id: 1,
+        checkpoint_id,
+        node_id: 0,
+    };
+    deposits(&fixture.partition, 1).await;
+    checkpoint(&fixture.partition, 1).await;
+    wait_for(&fixture.backups, 1, BackupState::Completed).await;
+    deposits(&fixture.partition, 2).await;
+    checkpoint(&fixture.partition, 2).await;
+    wait_for(&fixture.backups, 2, BackupState::Completed).await;
+    let first = fixture.store.read_manifest(&id(1)).await.unwrap().unwrap();
+    let second = fixture.store.read_manifest(&id(2)).await.unwrap().unwrap();
+    let pieces = |manifest: &Manifest| -> BTreeSet<ObjectId> {
+        manifest
+            .files
+            .iter()
+            .flat_map(|f| f.pieces.iter().flatten())
+            .map(|p| p.object)
+            .collect()
+    };
+
+    // Every segment of backup 1 that backup 2 holds starts with backup 1's pieces of it.
+    let segments_of = |manifest: &Manifest| -> BTreeMap<String, FileEntry> {
+        manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Segment)
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect()
+    };
+    let (before, after) = (segments_of(&first), segments_of(&second));
+    let shared: Vec<&String> = before.keys().filter(|n| after.contains_key(*n)).collect();
+    assert!(
+        !shared.is_empty(),
+        "the backups share segments: {before:?} {after:?}"
+    );
+    for name in shared {
+        let old = before[name].pieces.as_ref().unwrap();
+        let new = after[name].pieces.as_ref().unwrap();
+        assert_eq!(
+            &new[..old.len()],
+            &old[..],
+            "segment {name} kept its pieces"
+        );
+    }
+    // What backup 2 uploaded is exactly what backup 1 did not hold.
+    let new_objects = pieces(&second).difference(&pieces(&first)).count() as u64;
+    let uploaded = second
+        .pool_upload
+        .expect("a pooled backup says what it uploaded");
+    assert_eq!(uploaded.objects, new_objects);
+    let referenced: u64 = second.files.iter().map(|f| f.stored_bytes).sum();
+    assert!(
+        uploaded.stored_bytes < referenced,
+        "backup 2 uploaded {uploaded:?} of {referenced} referenced bytes"
+    );
+
+    // Deleting backup 1 frees what only it referenced; backup 2 stays whole.
+    fixture.backups.delete(1, 1).await.unwrap();
+    fixture.backups.pools().collections_settled(1).await;
+    let held = pool_objects(&fixture.store).await;
+    assert_eq!(
+        held,
+        pieces(&second),
+        "the pool holds exactly what backup 2 needs"
+    );
+    let scratch = tempfile::tempdir().unwrap();
+    for (n, entry) in second.files.iter().enumerate() {
+        fixture
+            .store
+            .download_file(&second.id, entry, &scratch.path().join(n.to_string()))
+            .await
+            .unwrap();
+    }
+    fixture.backups.delete(1, 2).await.unwrap();
+    fixture.backups.pools().collections_settled(1).await;
+    assert!(
+        pool_objects(&fixture.store).await.is_empty(),
+        "nothing is left"
+    );
+    fixture.cancel.cancel();
+}
+
+async fn pool_objects(store: &BackupStore) -> BTreeSet<ObjectId> {
+    let metas: Vec<_> = store
+        .object_store()
+        .list(Some(&store.pool_prefix(1)))
+        .try_collect()
+        .await
+        .unwrap();
+    metas
+        .iter()
+        .filter_map(|m| m.location.filename().and_then(ObjectId::parse))
+        .collect()
+}
+
+/// A snapshot taken between two backups does not make the second upload it: the pool holds the
+/// first backup's snapshot, and the log since it is the delta (1% of the accounts changed costs
+/// their records, not a new snapshot). The backup still holds all it needs on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_after_a_new_snapshot_builds_on_the_pooled_one() {
+    let fixture = start();
+    let id = |checkpoint_id| BackupIdentifier {
+        partition_id: 1,
+        checkpoint_id,
+        node_id: 0,
+    };
+    deposits(&fixture.partition, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // a snapshot is taken
+    checkpoint(&fixture.partition, 1).await;
+    wait_for(&fixture.backups, 1, BackupState::Completed).await;
+    let first = fixture.store.read_manifest(&id(1)).await.unwrap().unwrap();
+    let base = first
+        .descriptor
+        .snapshot_id
+        .clone()
+        .expect("backup 1 has a snapshot");
+
+    // 1% of the accounts change; a newer snapshot is taken before the next backup.
+    let changes = (0..3)
+        .map(|i| Command::Deposit {
+            account: format!("account-{i}"),
+            amount: 1,
+        })
+        .collect();
+    fixture.partition.execute(changes).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    checkpoint(&fixture.partition, 2).await;
+    let status = wait_for(&fixture.backups, 2, BackupState::Completed).await;
+    assert_eq!(
+        status.description.unwrap().snapshot_id.as_deref(),
+        Some(base.as_str()),
+        "backup 2 is built on backup 1's snapshot"
+    );
+    let second = fixture.store.read_manifest(&id(2)).await.unwrap().unwrap();
+    let snapshot_files = |m: &Manifest| -> Vec<FileEntry> {
+        m.files
+            .iter()
+            .filter(|f| f.kind == FileKind::Snapshot)
+            .cloned()
+            .collect()
+    };
+    let mut before = snapshot_files(&first);
+    let mut after = snapshot_files(&second);
+    before.sort_by(|a, b| a.name.cmp(&b.name));
+    after.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(before, after, "the same snapshot objects");
+    let uploaded = second.pool_upload.unwrap();
+    let log_bytes: u64 = second
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Segment)
+        .map(|f| f.stored_bytes)
+        .sum();
+    assert!(
+        uploaded.stored_bytes <= log_bytes,
+        "only log pieces went up: {uploaded:?}, log {log_bytes}"
+    );
+    // Whole on its own: after backup 1 is deleted, every file of backup 2 downloads.
+    fixture.backups.delete(1, 1).await.unwrap();
+    fixture.backups.pools().collections_settled(1).await;
+    let scratch = tempfile::tempdir().unwrap();
+    for (n, entry) in second.files.iter().enumerate() {
+        fixture
+            .store
+            .download_file(&second.id, entry, &scratch.path().join(n.to_string()))
+            .await
+            .unwrap();
+    }
+    fixture.cancel.cancel();
 }

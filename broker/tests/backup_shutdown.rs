@@ -75,9 +75,11 @@ fn job(dir: &std::path::Path, checkpoint_id: u64) -> BackupJob {
             name,
             path,
             len_bytes: 100,
+            pooled: None,
         }],
         reservation: ReservationGuard::new(Arc::new(DashMap::new()), checkpoint_id),
         failure: None,
+        base: None,
     }
 }
 
