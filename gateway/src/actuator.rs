@@ -2,47 +2,65 @@
 //! names are a contract operators script against: keep them exactly.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use sluice_protocol::backup_id::BackupId;
 use sluice_protocol::client::ClientError;
 use sluice_protocol::wire::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::client_api::not_found;
 use crate::cluster::Cluster;
-use crate::error::GatewayError;
+use crate::error::{ErrorMessage, GatewayError};
+use crate::openapi::{BackupIdSchema, BrokerErrors};
 use crate::schedule::{ScheduleHandle, ScheduleStatus};
 
-pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
-    // A static segment wins over `{id}`, so `/actuator/backups/schedule` is never read as an id.
-    let schedule_routes = Router::new()
-        .route("/actuator/backups/schedule", get(schedule_status))
-        .with_state(schedule);
-    let router = Router::new()
-        .route("/actuator/backups", get(list_backups))
-        .route(
-            "/actuator/backups/{id}",
-            post(take_backup).get(backup_status).delete(delete_backup),
-        )
-        .route("/actuator/health", get(health))
-        .route("/actuator/prometheus", get(prometheus))
-        .route("/actuator/openapi.json", get(openapi))
-        .fallback(not_found)
-        .with_state(cluster)
-        .merge(schedule_routes);
-    // No actuator endpoint reads a body, so no body limit to name.
-    crate::rejection::json_error_bodies(router, None)
+/// The actuator's routes, each with its OpenAPI operation (`#[utoipa::path]`): a route is added
+/// here with its description or not at all. Two parts, as the schedule has a state of its own.
+pub fn routes() -> (OpenApiRouter<Arc<Cluster>>, OpenApiRouter<ScheduleHandle>) {
+    let cluster_routes = OpenApiRouter::new()
+        .routes(routes!(list_backups))
+        .routes(routes!(take_backup, backup_status, delete_backup))
+        .routes(routes!(health))
+        .routes(routes!(prometheus))
+        .routes(routes!(openapi));
+    let schedule_routes = OpenApiRouter::new().routes(routes!(schedule_status));
+    (cluster_routes, schedule_routes)
 }
 
+pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
+    // No actuator endpoint reads a body, so no body limit to name.
+    crate::rejection::json_error_bodies(routed(cluster, schedule), None)
+}
+
+/// The router before its error bodies are rewritten (its `Debug` form still lists its paths).
+pub(crate) fn routed(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
+    let (cluster_routes, schedule_routes) = routes();
+    // A static segment wins over `{id}`, so `/actuator/backups/schedule` is never read as an id.
+    let (schedule_routes, _) = schedule_routes.split_for_parts();
+    let (cluster_routes, _) = cluster_routes.split_for_parts();
+    cluster_routes
+        .fallback(not_found)
+        .with_state(cluster)
+        .merge(schedule_routes.with_state(schedule))
+}
+
+#[utoipa::path(
+    get,
+    path = "/actuator/prometheus",
+    tag = "actuator",
+    summary = "Metrics in the Prometheus text format",
+    responses((status = 200, body = String, content_type = "text/plain", description = "metrics")),
+)]
 async fn prometheus(State(cluster): State<Arc<Cluster>>) -> impl IntoResponse {
     (
         [(
@@ -53,16 +71,33 @@ async fn prometheus(State(cluster): State<Arc<Cluster>>) -> impl IntoResponse {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/actuator/backups/schedule",
+    tag = "actuator",
+    summary = "The backup schedule: next run, last result",
+    responses((status = 200, body = ScheduleStatus, description = "the schedule")),
+)]
 async fn schedule_status(State(schedule): State<ScheduleHandle>) -> Json<ScheduleStatus> {
     Json(schedule.status())
 }
 
-/// The OpenAPI description of the client and actuator APIs (`gateway/openapi.json`), served as
-/// written: a test runs it against the live gateway so the two cannot drift.
+/// The OpenAPI description of both ports, made from the routes' annotations once.
+static OPENAPI_DOCUMENT: LazyLock<String> = LazyLock::new(crate::openapi::document_json);
+
+// The description of the client and actuator APIs (`crate::openapi::document`); a test runs it
+// against the live gateway so the two cannot drift.
+#[utoipa::path(
+    get,
+    path = "/actuator/openapi.json",
+    tag = "actuator",
+    summary = "This document",
+    responses((status = 200, body = Object, description = "the OpenAPI description")),
+)]
 async fn openapi() -> impl IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        include_str!("../openapi.json"),
+        OPENAPI_DOCUMENT.as_str(),
     )
 }
 
@@ -73,13 +108,22 @@ pub fn parse_backup_id(raw: &str) -> Result<u64, GatewayError> {
         .map_err(|error| GatewayError::InvalidRequest(error.to_string()))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Backup)]
 pub struct BackupResponse {
+    #[schema(value_type = BackupIdSchema)]
     pub backup_id: u64,
     pub status: BackupState,
     pub failure_reason: Option<String>,
     pub partitions: Vec<PartitionBackupStatus>,
+}
+
+/// The answer to taking a backup.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BackupTaken {
+    #[schema(value_type = BackupIdSchema)]
+    pub id: u64,
 }
 
 /// Aggregates partition statuses: FAILED if any failed; else DOES_NOT_EXIST if any has none; else
@@ -127,13 +171,26 @@ pub fn aggregate(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/actuator/backups/{backupId}",
+    tag = "actuator",
+    summary = "Take a backup: returns once every partition holds the checkpoint",
+    params(("backupId" = BackupIdSchema, Path)),
+    responses(
+        (status = 200, body = BackupTaken, description = "every partition created the checkpoint; the upload goes on in the background"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 409, body = ErrorMessage, description = "the id is not greater than the latest checkpoint (the message names it)"),
+        BrokerErrors,
+    ),
+)]
 async fn take_backup(
     State(cluster): State<Arc<Cluster>>,
     Path(raw): Path<String>,
-) -> Result<Response, GatewayError> {
+) -> Result<Json<BackupTaken>, GatewayError> {
     let id = parse_backup_id(&raw)?;
     take(&cluster, id).await?;
-    Ok(Json(json!({ "id": id })).into_response())
+    Ok(Json(BackupTaken { id }))
 }
 
 /// Creates checkpoint `id` on every partition (the backups upload in the background).
@@ -203,6 +260,18 @@ pub async fn collect_status(cluster: &Cluster, id: u64) -> Result<BackupResponse
     Ok(aggregate(id, routing.partitions_count, reported))
 }
 
+#[utoipa::path(
+    get,
+    path = "/actuator/backups/{backupId}",
+    tag = "actuator",
+    summary = "Status of a backup, aggregated over partitions",
+    params(("backupId" = BackupIdSchema, Path)),
+    responses(
+        (status = 200, body = BackupResponse, description = "the backup (status DOES_NOT_EXIST when unknown)"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        BrokerErrors,
+    ),
+)]
 async fn backup_status(
     State(cluster): State<Arc<Cluster>>,
     Path(raw): Path<String>,
@@ -211,12 +280,26 @@ async fn backup_status(
     Ok(Json(collect_status(&cluster, id).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only backups whose id starts with these digits, e.g. `?prefix=10`.
+    #[param(pattern = "^[0-9]{1,19}$", nullable = false)]
     prefix: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/actuator/backups",
+    tag = "actuator",
+    summary = "Every backup, newest id first",
+    params(ListQuery),
+    responses(
+        (status = 200, body = Vec<BackupResponse>, description = "the backups"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        BrokerErrors,
+    ),
+)]
 async fn list_backups(
     State(cluster): State<Arc<Cluster>>,
     query: Result<Query<ListQuery>, QueryRejection>,
@@ -259,6 +342,20 @@ pub async fn list(
         .collect())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/actuator/backups/{backupId}",
+    tag = "actuator",
+    summary = "Delete a backup from the store",
+    params(("backupId" = BackupIdSchema, Path)),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 404, body = ErrorMessage, description = "no such backup"),
+        (status = 409, body = ErrorMessage, description = "the backup is IN_PROGRESS"),
+        BrokerErrors,
+    ),
+)]
 async fn delete_backup(
     State(cluster): State<Arc<Cluster>>,
     Path(raw): Path<String>,
@@ -302,38 +399,74 @@ pub async fn delete(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
     Ok(())
 }
 
-async fn health(State(cluster): State<Arc<Cluster>>) -> Response {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthState {
+    Up,
+    Down,
+}
+
+/// The gateway's health: UP when every broker and partition answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: HealthState,
+    /// Why the gateway is DOWN though every broker is UP (the routing table cannot be learnt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+    pub brokers: Vec<BrokerHealth>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BrokerHealth {
+    pub address: String,
+    pub status: HealthState,
+    /// Why the broker is DOWN.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub reason: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/actuator/health",
+    tag = "actuator",
+    summary = "UP when every broker and partition answers",
+    responses(
+        (status = 200, body = Health, description = "UP"),
+        (status = 503, body = Health, description = "DOWN: the brokers' answers say which"),
+    ),
+)]
+async fn health(State(cluster): State<Arc<Cluster>>) -> (StatusCode, Json<Health>) {
     let answers = join_all(cluster.brokers().iter().map(|b| b.health())).await;
     let mut brokers = Vec::new();
-    let mut up = true;
     for (broker, answer) in cluster.brokers().iter().zip(answers) {
-        match answer {
-            Ok(_) => brokers.push(json!({"address": broker.address(), "status": "UP"})),
-            Err(error) => {
-                up = false;
-                brokers.push(json!({"address": broker.address(), "status": "DOWN", "reason": error.to_string()}));
-            }
-        }
+        let (status, reason) = match answer {
+            Ok(_) => (HealthState::Up, None),
+            Err(error) => (HealthState::Down, Some(error.to_string())),
+        };
+        brokers.push(BrokerHealth {
+            address: broker.address().to_string(),
+            status,
+            reason,
+        });
     }
-    if up {
-        if let Err(error) = cluster.routing().await {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "DOWN", "reason": error.to_string(), "brokers": brokers})),
-            )
-                .into_response();
-        }
-    }
-    let status = if up {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let mut health = Health {
+        status: HealthState::Up,
+        reason: None,
+        brokers,
     };
-    (
-        status,
-        Json(json!({"status": if up { "UP" } else { "DOWN" }, "brokers": brokers})),
-    )
-        .into_response()
+    if health.brokers.iter().any(|b| b.status == HealthState::Down) {
+        health.status = HealthState::Down;
+    } else if let Err(error) = cluster.routing().await {
+        health.status = HealthState::Down;
+        health.reason = Some(error.to_string());
+    }
+    let status = match health.status {
+        HealthState::Up => StatusCode::OK,
+        HealthState::Down => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (status, Json(health))
 }
 
 #[cfg(test)]

@@ -8,36 +8,51 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::future::join_all;
+use serde::Serialize;
 use serde_json::{json, Value};
 use sluice_ledger::record::{Command, Outcome};
 use sluice_ledger::routing::validate_account;
 use sluice_protocol::client::ClientError;
 use sluice_protocol::retry::RetryPolicy;
-use sluice_protocol::wire::{ErrorKind, TransferState};
+use sluice_protocol::wire::{ErrorKind, TransferState, TransferStatus};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::cluster::Cluster;
-use crate::error::{rejection_error, GatewayError};
+use crate::error::{rejection_error, ErrorMessage, GatewayError};
+use crate::openapi::{AccountId, Amount, Batch, BrokerErrors, TransferRequest};
 
 /// Lines accepted in one `/v1/commands` batch, and its size in bytes.
 pub const BATCH_COMMANDS_MAX: usize = 10_000;
 pub const BATCH_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// The client API's routes, each with its OpenAPI operation (`#[utoipa::path]`): a route is
+/// added here with its description or not at all.
+pub fn routes() -> OpenApiRouter<Arc<Cluster>> {
+    OpenApiRouter::new()
+        .routes(routes!(account))
+        .routes(routes!(deposit))
+        .routes(routes!(withdraw))
+        .routes(routes!(transfer))
+        .routes(routes!(transfer_status))
+        .routes(routes!(ledger))
+        .routes(routes!(commands))
+}
+
 pub fn router(cluster: Arc<Cluster>) -> Router {
-    let router = Router::new()
-        .route("/v1/accounts/{account}", get(account))
-        .route("/v1/accounts/{account}/deposit", post(deposit))
-        .route("/v1/accounts/{account}/withdraw", post(withdraw))
-        .route("/v1/transfers", post(transfer))
-        .route("/v1/transfers/{transfer_id}", get(transfer_status))
-        .route("/v1/ledger", get(ledger))
-        .route("/v1/commands", post(commands))
+    crate::rejection::json_error_bodies(routed(cluster), Some(BATCH_BYTES_MAX))
+}
+
+/// The router before its error bodies are rewritten (its `Debug` form still lists its paths).
+pub(crate) fn routed(cluster: Arc<Cluster>) -> Router {
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(BATCH_BYTES_MAX))
-        .with_state(cluster);
-    crate::rejection::json_error_bodies(router, Some(BATCH_BYTES_MAX))
+        .with_state(cluster)
 }
 
 pub async fn not_found() -> GatewayError {
@@ -161,21 +176,71 @@ fn routing_account(command: &Command) -> &str {
     }
 }
 
-fn outcome_body(outcome: Outcome) -> Result<Value, GatewayError> {
+/// An account's balance: the answer to reading it, to a deposit and to a withdrawal.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Balance {
+    #[schema(value_type = AccountId)]
+    pub account: String,
+    pub balance: u64,
+}
+
+/// The answer to `POST /v1/transfers`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferAccepted {
+    #[schema(format = "uuid")]
+    pub transfer_id: String,
+    pub status: TransferState,
+    /// Why the target refused the credit (the sender was refunded); only with FAILED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+}
+
+impl TransferAccepted {
+    fn new(transfer_id: String, status: TransferState) -> TransferAccepted {
+        TransferAccepted {
+            transfer_id,
+            status,
+            failure_reason: None,
+        }
+    }
+}
+
+/// What a client command answers: a balance (deposit, withdrawal) or a transfer.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Answer {
+    Balance(Balance),
+    Transfer(TransferAccepted),
+}
+
+impl Answer {
+    fn balance(self) -> Result<Balance, GatewayError> {
+        match self {
+            Answer::Balance(balance) => Ok(balance),
+            other => Err(GatewayError::Internal(format!(
+                "unexpected answer to a deposit or withdrawal: {other:?}"
+            ))),
+        }
+    }
+}
+
+fn outcome_body(outcome: Outcome) -> Result<Answer, GatewayError> {
     match outcome {
-        Outcome::Balance { account, balance } => {
-            Ok(json!({"account": account, "balance": balance}))
-        }
-        Outcome::TransferCompleted { transfer_id } => {
-            Ok(json!({"transferId": transfer_id, "status": "COMPLETED"}))
-        }
-        Outcome::TransferPending { transfer_id } => {
-            Ok(json!({"transferId": transfer_id, "status": "PENDING"}))
-        }
+        Outcome::Balance { account, balance } => Ok(Answer::Balance(Balance { account, balance })),
+        Outcome::TransferCompleted { transfer_id } => Ok(Answer::Transfer(TransferAccepted::new(
+            transfer_id,
+            TransferState::Completed,
+        ))),
+        Outcome::TransferPending { transfer_id } => Ok(Answer::Transfer(TransferAccepted::new(
+            transfer_id,
+            TransferState::Pending,
+        ))),
         // A repeated request of a transfer whose credit was refused: the first answer again.
-        Outcome::TransferRefunded { transfer_id } => {
-            Ok(json!({"transferId": transfer_id, "status": "FAILED"}))
-        }
+        Outcome::TransferRefunded { transfer_id } => Ok(Answer::Transfer(TransferAccepted::new(
+            transfer_id,
+            TransferState::Failed,
+        ))),
         Outcome::Rejected { rejection } => Err(rejection_error(&rejection)),
         other @ (Outcome::CheckpointCreated { .. }
         | Outcome::CheckpointExists { .. }
@@ -186,7 +251,7 @@ fn outcome_body(outcome: Outcome) -> Result<Value, GatewayError> {
     }
 }
 
-async fn execute_one(cluster: &Cluster, command: Command) -> Result<Json<Value>, GatewayError> {
+async fn execute_one(cluster: &Cluster, command: Command) -> Result<Answer, GatewayError> {
     let routing = cluster.routing().await?;
     let partition = routing.partition_of(routing_account(&command));
     let outcome = cluster
@@ -196,27 +261,58 @@ async fn execute_one(cluster: &Cluster, command: Command) -> Result<Json<Value>,
         .into_iter()
         .next()
         .ok_or_else(|| GatewayError::Internal("broker returned no outcome".into()))?;
-    outcome_body(outcome).map(Json)
+    outcome_body(outcome)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account}/deposit",
+    tag = "client",
+    summary = "Deposit into an account",
+    params(("account" = AccountId, Path)),
+    request_body = Amount,
+    responses(
+        (status = 200, body = Balance, description = "the new balance"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 422, body = ErrorMessage, description = "the balance would overflow a 64-bit integer"),
+        BrokerErrors,
+    ),
+)]
 async fn deposit(
     State(cluster): State<Arc<Cluster>>,
     Path(account): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<Balance>, GatewayError> {
     account_id(&account)?;
     let amount = amount(&parse_json(&body)?)?;
-    execute_one(&cluster, Command::Deposit { account, amount }).await
+    let answer = execute_one(&cluster, Command::Deposit { account, amount }).await?;
+    answer.balance().map(Json)
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{account}/withdraw",
+    tag = "client",
+    summary = "Withdraw from an account",
+    params(("account" = AccountId, Path)),
+    request_body = Amount,
+    responses(
+        (status = 200, body = Balance, description = "the new balance"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 404, body = ErrorMessage, description = "the account was never seen"),
+        (status = 409, body = ErrorMessage, description = "insufficient funds"),
+        BrokerErrors,
+    ),
+)]
 async fn withdraw(
     State(cluster): State<Arc<Cluster>>,
     Path(account): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<Balance>, GatewayError> {
     account_id(&account)?;
     let amount = amount(&parse_json(&body)?)?;
-    execute_one(&cluster, Command::Withdraw { account, amount }).await
+    let answer = execute_one(&cluster, Command::Withdraw { account, amount }).await?;
+    answer.balance().map(Json)
 }
 
 /// How long `POST /v1/transfers` waits for a cross-partition credit before answering PENDING.
@@ -227,13 +323,35 @@ const TRANSFER_POLL: RetryPolicy =
     RetryPolicy::exponential(Duration::from_millis(2), Duration::from_millis(100))
         .within(TRANSFER_WAIT);
 
+#[utoipa::path(
+    post,
+    path = "/v1/transfers",
+    tag = "client",
+    summary = "Transfer between two accounts (also across partitions)",
+    request_body = TransferRequest,
+    responses(
+        (status = 200, body = TransferAccepted, description = "COMPLETED, PENDING when the credit is not applied within the request's time budget, or FAILED when the target refused the credit and the sender was refunded"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 404, body = ErrorMessage, description = "the source account was never seen"),
+        (status = 409, body = ErrorMessage, description = "insufficient funds, or the transferId was used for another transfer"),
+        (status = 422, body = ErrorMessage, description = "the target balance would overflow a 64-bit integer"),
+        BrokerErrors,
+    ),
+)]
 async fn transfer(
     State(cluster): State<Arc<Cluster>>,
     body: Bytes,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<TransferAccepted>, GatewayError> {
     let command = transfer_command(&parse_json(&body)?)?;
-    let Json(answer) = execute_one(&cluster, command.clone()).await?;
-    if answer["status"] != "PENDING" {
+    let answer = match execute_one(&cluster, command.clone()).await? {
+        Answer::Transfer(answer) => answer,
+        other => {
+            return Err(GatewayError::Internal(format!(
+                "unexpected answer to a transfer: {other:?}"
+            )))
+        }
+    };
+    if answer.status != TransferState::Pending {
         return Ok(Json(answer));
     }
     // Cross-partition: the credit travels on; wait a little for it, then tell the truth.
@@ -252,29 +370,43 @@ async fn transfer(
         match status.status {
             TransferState::Pending => {}
             TransferState::Completed => {
-                return Ok(Json(
-                    json!({"transferId": transfer_id, "status": "COMPLETED"}),
-                ))
+                return Ok(Json(TransferAccepted::new(
+                    transfer_id,
+                    TransferState::Completed,
+                )))
             }
             TransferState::Failed => {
-                return Ok(Json(json!({
-                    "transferId": transfer_id,
-                    "status": "FAILED",
-                    "failureReason": status.failure_reason,
-                })))
+                return Ok(Json(TransferAccepted {
+                    failure_reason: status.failure_reason,
+                    ..TransferAccepted::new(transfer_id, TransferState::Failed)
+                }))
             }
         }
     }
-    Ok(Json(
-        json!({"transferId": transfer_id, "status": "PENDING"}),
-    ))
+    Ok(Json(TransferAccepted::new(
+        transfer_id,
+        TransferState::Pending,
+    )))
 }
 
-/// `GET /v1/transfers/{transferId}`: asks every partition; the source one knows the transfer.
+/// Asks every partition; the source one knows the transfer.
+#[utoipa::path(
+    get,
+    path = "/v1/transfers/{transferId}",
+    tag = "client",
+    summary = "Final state of a transfer",
+    params(("transferId" = String, Path, format = "uuid")),
+    responses(
+        (status = 200, body = TransferStatus, description = "the transfer"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 404, body = ErrorMessage, description = "no partition knows the transfer"),
+        BrokerErrors,
+    ),
+)]
 async fn transfer_status(
     State(cluster): State<Arc<Cluster>>,
     Path(transfer_id): Path<String>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<TransferStatus>, GatewayError> {
     let transfer_id = uuid::Uuid::parse_str(&transfer_id)
         .map_err(|error| {
             GatewayError::InvalidRequest(format!(
@@ -292,7 +424,7 @@ async fn transfer_status(
     .await;
     for answer in answers {
         match answer {
-            Ok(status) => return Ok(Json(serde_json::to_value(status).expect("serializes"))),
+            Ok(status) => return Ok(Json(status)),
             Err(ClientError::Remote { body, .. }) if body.kind == ErrorKind::TransferNotFound => {}
             Err(error) => return Err(error.into()),
         }
@@ -302,10 +434,23 @@ async fn transfer_status(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{account}",
+    tag = "client",
+    summary = "Balance of an account",
+    params(("account" = AccountId, Path)),
+    responses(
+        (status = 200, body = Balance, description = "the balance"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        (status = 404, body = ErrorMessage, description = "the account was never seen"),
+        BrokerErrors,
+    ),
+)]
 async fn account(
     State(cluster): State<Arc<Cluster>>,
     Path(account): Path<String>,
-) -> Result<Json<Value>, GatewayError> {
+) -> Result<Json<Balance>, GatewayError> {
     account_id(&account)?;
     let routing = cluster.routing().await?;
     let partition = routing.partition_of(&account);
@@ -313,28 +458,42 @@ async fn account(
         .owner(&routing, partition)
         .balance(partition, &account)
         .await?;
-    Ok(Json(
-        json!({"account": balance.account, "balance": balance.balance}),
-    ))
+    Ok(Json(Balance {
+        account: balance.account,
+        balance: balance.balance,
+    }))
 }
 
-/// `GET /v1/ledger`. Sums are 128-bit: many accounts of up to `u64::MAX` each exceed 64 bits, and
-/// the JSON writer prints them exactly (a `serde_json::Value` could not hold them).
-#[derive(serde::Serialize)]
+// `GET /v1/ledger`. Sums are 128-bit: many accounts of up to `u64::MAX` each exceed 64 bits, and
+// the JSON writer prints them exactly (a `serde_json::Value` could not hold them).
+#[derive(serde::Serialize, ToSchema)]
+#[schema(as = Ledger)]
 struct LedgerBody {
+    /// Sum of balances plus money in flight: constant but for deposits and withdrawals.
     total: u128,
     partitions: Vec<LedgerPartition>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct LedgerPartition {
+    #[schema(minimum = 1)]
     partition_id: u32,
     accounts: u64,
     balance_total: u128,
     in_flight: u128,
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/ledger",
+    tag = "client",
+    summary = "Totals per partition",
+    responses(
+        (status = 200, body = LedgerBody, description = "the ledger"),
+        BrokerErrors,
+    ),
+)]
 async fn ledger(State(cluster): State<Arc<Cluster>>) -> Result<Json<LedgerBody>, GatewayError> {
     let routing = cluster.routing().await?;
     let summaries = join_all(
@@ -363,8 +522,22 @@ fn error_line(error: &GatewayError) -> Value {
     json!({"code": error.status().as_u16(), "message": error.to_string()})
 }
 
-/// `POST /v1/commands`: one JSON command a line in, one JSON result a line out, in order. Lines are
-/// grouped by partition and each group goes to its broker in one request.
+/// Lines are grouped by partition and each group goes to its broker in one request.
+#[utoipa::path(
+    post,
+    path = "/v1/commands",
+    tag = "client",
+    summary = "A batch: one JSON command a line in, one JSON result a line out, in order",
+    request_body(
+        description = "one JSON command a line (an empty body is an empty batch)",
+        content((Option<Batch> = "application/x-ndjson")),
+    ),
+    responses(
+        (status = 200, content_type = "application/x-ndjson", body = String, description = "one result a line: a balance or transfer object, or `{\"code\": <HTTP status>, \"message\": ...}`"),
+        (status = 400, body = ErrorMessage, description = "invalid input: the message names the field and the rule"),
+        BrokerErrors,
+    ),
+)]
 async fn commands(
     State(cluster): State<Arc<Cluster>>,
     body: Bytes,
@@ -413,7 +586,8 @@ async fn commands(
             Ok(outcomes) => {
                 for (index, outcome) in indexes.into_iter().zip(outcomes) {
                     results[index] = Some(match outcome_body(outcome) {
-                        Ok(mut body) => {
+                        Ok(answer) => {
+                            let mut body = serde_json::to_value(answer).expect("serializes");
                             body["code"] = json!(200);
                             body
                         }

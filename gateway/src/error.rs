@@ -7,6 +7,14 @@ use sluice_ledger::record::Rejection;
 use sluice_protocol::client::ClientError;
 use sluice_protocol::wire::ErrorKind;
 
+/// The body of every error answer of both ports.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorMessage {
+    /// What was wrong and what to do.
+    pub message: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error("{0}")]
@@ -70,7 +78,9 @@ impl IntoResponse for GatewayError {
         }
         let mut response = (
             status,
-            Json(serde_json::json!({ "message": self.to_string() })),
+            Json(ErrorMessage {
+                message: self.to_string(),
+            }),
         )
             .into_response();
         if status == StatusCode::UNAUTHORIZED {

@@ -8,6 +8,7 @@ pub mod client_api;
 pub mod cluster;
 pub mod error;
 pub mod metrics;
+pub mod openapi;
 pub mod rejection;
 pub mod schedule;
 pub mod service;

@@ -14,7 +14,7 @@ pub fn json_error_bodies(router: Router, body_bytes_max: Option<usize>) -> Route
 }
 
 fn message_body(status: StatusCode, message: String) -> Response {
-    (status, Json(serde_json::json!({ "message": message }))).into_response()
+    (status, Json(crate::error::ErrorMessage { message })).into_response()
 }
 
 #[cfg(test)]

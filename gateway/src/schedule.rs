@@ -72,11 +72,14 @@ impl Schedule {
 }
 
 /// What retention keeps; nothing set means nothing is deleted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Retention {
+    #[schema(minimum = 1)]
     pub keep_last: Option<usize>,
+    /// A duration, e.g. `7days`.
     #[serde(with = "humantime_option")]
+    #[schema(value_type = Option<String>)]
     pub keep_within: Option<Duration>,
 }
 
@@ -166,25 +169,32 @@ impl Retention {
 }
 
 /// What `GET /actuator/backups/schedule` shows.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = Schedule)]
 pub struct ScheduleStatus {
     pub enabled: bool,
+    /// E.g. `every 1h` or `cron 0 */6 * * *`.
     pub schedule: Option<String>,
     pub retention: Retention,
+    #[schema(format = DateTime)]
     pub next_run_at: Option<String>,
     pub last_run: Option<LastRun>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LastRun {
+    #[schema(value_type = crate::openapi::BackupIdSchema)]
     pub backup_id: u64,
+    #[schema(format = DateTime)]
     pub at: String,
     /// `TRIGGERED` or `FAILED`.
+    #[schema(value_type = crate::openapi::RunResult)]
     pub result: String,
     pub message: Option<String>,
     /// Backups deleted by retention after this run.
+    #[schema(value_type = Vec<crate::openapi::BackupIdSchema>)]
     pub deleted: Vec<u64>,
     pub retention_error: Option<String>,
 }

@@ -2,6 +2,7 @@
 //! The server is the broker's `api` module, the client [`crate::client`].
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use sluice_ledger::record::{Command, Delivery, Outcome};
 
@@ -45,7 +46,7 @@ pub struct DeliverResponse {
     pub latest_checkpoint_id: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TransferState {
     Pending,
@@ -54,16 +55,23 @@ pub enum TransferState {
     Failed,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+// The schema attributes repeat the gateway's value rules (account grammar of
+// `sluice_ledger::routing::validate_account`, positive amounts), as the gateway answers this type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TransferStatus {
+    #[schema(format = "uuid")]
     pub transfer_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,128}$", min_length = 1, max_length = 128)]
     pub from: String,
+    #[schema(pattern = "^[A-Za-z0-9_.-]{1,128}$", min_length = 1, max_length = 128)]
     pub to: String,
+    #[schema(minimum = 1, maximum = 18446744073709551615u64)]
     pub amount: u64,
     pub status: TransferState,
     /// Why the transfer FAILED; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub failure_reason: Option<String>,
 }
 
@@ -84,7 +92,7 @@ pub struct CheckpointCreated {
     pub created: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum BackupState {
     Completed,
@@ -93,7 +101,7 @@ pub enum BackupState {
     DoesNotExist,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupDescription {
     pub snapshot_id: Option<String>,
@@ -102,16 +110,21 @@ pub struct BackupDescription {
     pub broker_version: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = PartitionBackup)]
 pub struct PartitionBackupStatus {
+    #[schema(minimum = 1)]
     pub partition_id: u32,
     #[serde(skip_serializing, default)]
+    #[schema(ignore)]
     pub backup_id: u64,
     pub status: BackupState,
     pub description: Option<BackupDescription>,
     pub failure_reason: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: Option<String>,
+    #[schema(format = DateTime)]
     pub last_updated_at: Option<String>,
 }
 

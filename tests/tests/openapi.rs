@@ -51,7 +51,7 @@ async fn the_openapi_description_matches_the_running_gateway() {
     let schema = format!("{}/actuator/openapi.json", ep.mgmt);
     let (status, document) = get(&schema).await;
     assert_eq!(status, 200, "{document}");
-    assert_eq!(document["openapi"], "3.0.3", "{document}");
+    assert_eq!(document["openapi"], "3.1.0", "{document}");
 
     let (mgmt, api, schema_url) = (ep.mgmt.clone(), ep.api.clone(), schema.clone());
     tokio::task::spawn_blocking(move || {
