@@ -15,6 +15,7 @@ pub mod external;
 mod fill;
 pub mod loadgen;
 mod phases;
+mod pool;
 pub mod report;
 pub mod run;
 pub mod stats;

@@ -459,7 +459,7 @@ impl Bench {
 
     /// Replaces the brokers' backup settings by a FILESYSTEM store at `root` (effective at the
     /// next restart).
-    fn use_filesystem_store(&mut self, root: &Path) {
+    pub(crate) fn use_filesystem_store(&mut self, root: &Path) {
         let common = &mut self.spec.broker_common;
         common.retain(|key, _| !key.starts_with("SLUICE_BROKER_DATA_BACKUP_"));
         common.insert(

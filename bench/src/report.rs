@@ -96,11 +96,14 @@ impl Row {
     }
 }
 
-/// The table as Markdown, columns padded for reading in a terminal.
+/// The table as Markdown, columns padded for reading in a terminal, rows in the order of their
+/// ids (the phases measure them in another order).
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "#", "metric", "Sluice", "baseline", "ratio", "target", "met",
     ];
+    let mut rows: Vec<&Row> = rows.iter().collect();
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
     let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|r| {

@@ -21,7 +21,10 @@
 //!    previous backup, within a time budget);
 //! 7. filesystem store: the brokers restart with a FILESYSTEM store; backup, then `cp -r` + `sync`
 //!    of the same files;
-//! 8. a standalone node by itself under the same load.
+//! 8. the pool (see [`crate::pool`]): after the full backup of 3, ten backups each after 1% of
+//!    the accounts changed (run right after 4); a backup every 10 s under load (after 5); the
+//!    1% change with a new snapshot between two backups, on a fresh filesystem store (after 7);
+//! 9. a standalone node by itself under the same load.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,11 +144,14 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
     bench.grow(report).await?;
     let backup = bench.backup_to_s3(report).await?;
     let restore = bench.restore_node_0(&backup, report).await?;
+    bench.pool_rounds(&backup.described, report).await?;
     bench.impact(report).await?;
+    bench.periodic_backups_impact(report).await?;
     let mut large = bench.large_state_triggers(report).await?;
     report.rows.extend(trigger_rows(&mut large, &mut small));
     memory_rows(&backup, &restore, report);
     bench.filesystem_backup(large.state_bytes, report).await?;
+    bench.pool_after_new_snapshot(report).await?;
     bench.stop();
     bench.standalone(report).await
 }
@@ -182,7 +188,7 @@ pub(crate) struct Bench {
     pub(crate) bucket: String,
     /// The baseline tool, or why there is none.
     pub(crate) aws: std::result::Result<Aws, String>,
-    next_id: u64,
+    pub(crate) next_id: u64,
     pub(crate) fill_accounts: Vec<String>,
 }
 

@@ -563,3 +563,117 @@ async fn a_data_directory_with_other_content_is_refused() {
     .unwrap_err();
     assert!(matches!(error, RestoreError::BadMarker { .. }), "{error}");
 }
+
+/// A backup that builds on the snapshot of the one before (a newer snapshot was taken between
+/// them) restores to its own checkpoint: its manifest lists the older snapshot and the log since.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_built_on_an_earlier_snapshot_restores_to_its_checkpoint() {
+    let source = source();
+    source.deposits(1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // a snapshot is taken
+    source.backup(1, &[1, 2]).await;
+    source.deposits(2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // a newer snapshot is taken
+    source.backup(2, &[1, 2]).await;
+    for partition_id in 1..=PARTITIONS {
+        let (first, second) = (
+            source.manifest(partition_id, 1).await,
+            source.manifest(partition_id, 2).await,
+        );
+        assert_eq!(
+            first.descriptor.snapshot_id, second.descriptor.snapshot_id,
+            "partition {partition_id}: backup 2 builds on backup 1's snapshot"
+        );
+    }
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    let config = config(&data, 0, 1);
+    restore_node(
+        &source.store,
+        &config,
+        2,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    recovers_to(&config, 1, 2);
+    recovers_to(&config, 2, 2);
+}
+
+/// Backups written before the pool (one object per file under the backup's folder, manifest
+/// format 1 or 2) stay verifiable and restorable: backup 1 is rewritten in that format and the
+/// pool emptied, so nothing of the pool can be what restores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backups_of_the_formats_before_the_pool_stay_restorable() {
+    let source = backed_up().await;
+    let scratch = tempfile::tempdir().unwrap();
+    for partition_id in 1..=PARTITIONS {
+        let manifest = source.manifest(partition_id, 1).await;
+        let mut legacy = Vec::new();
+        for (n, entry) in manifest.files.iter().enumerate() {
+            let local = scratch.path().join(format!("{partition_id}-{n}"));
+            source
+                .store
+                .download_file(&manifest.id, entry, &local)
+                .await
+                .unwrap();
+            let uploaded = source
+                .store
+                .upload_file(
+                    &manifest.id,
+                    entry.kind,
+                    &entry.name,
+                    &local,
+                    entry.size_bytes,
+                    None,
+                )
+                .await
+                .unwrap();
+            assert!(!uploaded.is_pooled());
+            legacy.push(uploaded);
+        }
+        let rewritten =
+            Manifest::in_progress(manifest.id, manifest.descriptor.clone()).complete(legacy);
+        assert!(rewritten.format_version < 3, "{}", rewritten.format_version);
+        source
+            .put_manifest(&manifest.id, rewritten.to_stored_json().unwrap())
+            .await;
+        let pool = source.store.pool_prefix(partition_id);
+        let objects: Vec<_> = futures::TryStreamExt::try_collect::<Vec<_>>(
+            source.store.object_store().list(Some(&pool)),
+        )
+        .await
+        .unwrap();
+        for object in objects {
+            source
+                .store
+                .object_store()
+                .delete(&object.location)
+                .await
+                .unwrap();
+        }
+    }
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    let config = config(&data, 0, 1);
+    verify_backup(
+        &source.store,
+        &config,
+        1,
+        Some(target.path()),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap();
+    assert_node_restored(&data, &config, "a restore of the older format");
+}
