@@ -43,14 +43,13 @@ pub fn router(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router {
     crate::rejection::json_error_bodies(router, None)
 }
 
-async fn prometheus(State(cluster): State<Arc<Cluster>>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        crate::metrics::render(&cluster).await,
-    )
+/// The gateway's own metrics; the registry comes as an extension of the management router
+/// (`service.rs`), so the router's shape stays that of the other actuator routes.
+async fn prometheus(
+    State(cluster): State<Arc<Cluster>>,
+    axum::Extension(metrics): axum::Extension<Arc<crate::metrics::GatewayMetrics>>,
+) -> Response {
+    metrics.scrape(&cluster).await
 }
 
 async fn schedule_status(State(schedule): State<ScheduleHandle>) -> Json<ScheduleStatus> {
