@@ -585,7 +585,7 @@ impl RestoreReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_protocol::metrics::{encode, parse_text};
+    use sluice_protocol::metrics::{encode, parse_text, promtool_check};
 
     /// The samples of a registry's exposition, checked by the text format's parse check.
     fn samples(registry: &BrokerRegistry) -> std::collections::BTreeMap<String, f64> {
@@ -714,6 +714,8 @@ mod tests {
                 assert!((got - value).abs() < 1e-6, "{series}: {got} != {value}");
             }
         }
+        let text = encode(registry.registry());
+        promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         drop(in_progress);
         assert_eq!(samples(&registry)["sluice_backups_in_progress"], 0.0);
     }

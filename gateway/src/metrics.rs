@@ -90,7 +90,7 @@ async fn brokers_answering(cluster: &Cluster) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_protocol::metrics::parse_text;
+    use sluice_protocol::metrics::{parse_text, promtool_check};
     use sluice_protocol::transport::ClusterTransport;
 
     async fn text_of(response: Response) -> String {
@@ -119,6 +119,7 @@ mod tests {
         );
         let text = text_of(response).await;
         let samples = parse_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let value = |name: &str| {
             samples
                 .iter()

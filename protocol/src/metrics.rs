@@ -142,6 +142,43 @@ async fn time_request(
     response
 }
 
+/// Runs `promtool check metrics` (Prometheus' own parser and linter, from the Debian package
+/// `prometheus`; `scripts/test.sh` installs it) on `text`: `Err` with what promtool said, also
+/// when promtool is missing, so that a test using it fails rather than skips.
+pub fn promtool_check(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|error| {
+            format!(
+                "cannot run promtool ({error}): install it (apt-get install prometheus) or run scripts/test.sh"
+            )
+        })?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    stdin
+        .write_all(text.as_bytes())
+        .map_err(|e| format!("write to promtool: {e}"))?;
+    drop(stdin);
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for promtool: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool check metrics: {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
 /// Checks an exposition with the parser of the Prometheus text format 0.0.4, as far as the
 /// tests of every crate need it without promtool: every line is a comment or a sample
 /// `name{labels} value`, every sample's metric was given a `# TYPE` before it, once. Returns the
@@ -221,6 +258,7 @@ mod tests {
             .find(|(s, _)| s == "process_open_fds")
             .unwrap();
         assert!(open_fds.1 >= 1.0, "{text}");
+        promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     }
 
     #[tokio::test]
@@ -259,6 +297,18 @@ mod tests {
             ),
             1.0
         );
+    }
+
+    /// promtool refuses what is broken or breaks a convention, so its check can fail.
+    #[test]
+    fn promtool_refuses_a_broken_exposition_and_a_counter_without_total() {
+        promtool_check("# HELP a_total h\n# TYPE a_total counter\na_total 1\n").expect("valid");
+        for broken in [
+            "# TYPE a counter\na 1 x\n",
+            "# HELP a h\n# TYPE a counter\na 1\n",
+        ] {
+            assert!(promtool_check(broken).is_err(), "{broken:?}");
+        }
     }
 
     /// Cases for the parse check itself: it must refuse what Prometheus refuses.
