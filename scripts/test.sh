@@ -23,6 +23,11 @@ if ! command -v npm >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
 fi
 scripts/install-emulators.sh
+# promtool (Debian's prometheus package; only its promtool is used, the server is not started):
+# every metrics test checks the Prometheus text of each endpoint with `promtool check metrics`.
+if ! command -v promtool >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 
 cargo build --release --workspace --bins
 

@@ -547,6 +547,10 @@ fn standalone_env(dir: &Path, api_port: u16, mgmt_port: u16) -> Env {
         ),
         ("SLUICE_BROKER_NETWORK_HOST", "127.0.0.1".into()),
         ("SLUICE_BROKER_NETWORK_PORT", broker_port.to_string()),
+        (
+            "SLUICE_BROKER_NETWORK_MANAGEMENTPORT",
+            sluice_tests::free_port().to_string(),
+        ),
         ("SLUICE_GATEWAY_NETWORK_HOST", "127.0.0.1".into()),
         ("SLUICE_GATEWAY_NETWORK_PORT", api_port.to_string()),
         ("SLUICE_GATEWAY_MANAGEMENT_HOST", "127.0.0.1".into()),

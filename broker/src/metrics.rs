@@ -1,25 +1,33 @@
-//! Backup and restore metrics of a broker, served as a [`BrokerMetrics`] snapshot on
-//! `GET /internal/v1/metrics` and rendered in the Prometheus text format by the gateway
-//! (`GET /actuator/prometheus`).
+//! The broker's metrics, served in the Prometheus text format on its own management port
+//! (`broker.network.managementPort`, `GET /metrics`): Prometheus scrapes every broker itself.
 //!
-//! [`BackupMetrics`] is a set of atomics shared (as an `Arc`) by the backup service and the API:
-//! the service counts partition backups as they start, upload files and finish; the API takes a
-//! snapshot. Everything counts since this broker process started.
+//! [`BrokerRegistry`] is the broker's registry: the process metrics, the build and node
+//! ([`BROKER_INFO`]), the backups ([`BackupMetrics`]), the restore the data directory came from
+//! ([`RestoreReport`]), each partition's processing, log and snapshots ([`PartitionMetrics`]) and
+//! the internal API's request latency. Everything counts since this broker process started.
+//!
+//! [`BackupMetrics`] is shared (as an `Arc`) by the backup service, which counts partition
+//! backups as they start, upload files and finish, and the registry, which shows them;
+//! [`BackupMetrics::snapshot`] reads them as the wire's `BrokerMetrics` (the tests use it).
 //!
 //! [`RestoreReport`] is the small JSON file (`<data dir>/restore-report.json`) the restore tool
 //! publishes with the partitions it restored; the broker reads it once at start-up. The broker
 //! only ever opens `partition-<id>` directories of its data directory, so the file is harmless.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-
-use crate::protocol::{
-    BrokerMetrics, Histogram, HistogramBucket, LastCompletedBackup, RestoreMetrics,
+use prometheus::core::{Collector, Metric};
+use prometheus::{
+    Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry,
 };
+use serde::{Deserialize, Serialize};
+use sluice_protocol::metrics::{process_registry, RequestMetrics};
+
+use crate::log::SegmentInfo;
+use crate::protocol::{self, HistogramBucket, LastCompletedBackup, RestoreMetrics};
 
 /// Upper bounds (seconds) of the buckets of the partition backup duration histogram; `+Inf` is
 /// implied.
@@ -27,23 +35,104 @@ pub const BACKUP_DURATION_BUCKETS_SECONDS: [f64; 14] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0,
 ];
 
+/// Upper bounds (seconds) of the log flush (write + fdatasync) histogram: an SSD answers in
+/// tens of microseconds, a loaded disk in tens of milliseconds, a failing one in seconds.
+pub const FLUSH_DURATION_BUCKETS_SECONDS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Upper bounds (seconds) of the snapshot duration histogram (encode, write, fsync, rename).
+pub const SNAPSHOT_DURATION_BUCKETS_SECONDS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// The name of the restore report in the data directory.
 pub const RESTORE_REPORT_FILE: &str = "restore-report.json";
 
+/// The info metric naming this broker's node id and version (value 1): node ids are not target
+/// labels, so a query joins on it instead of every series carrying `node`.
+pub const BROKER_INFO: &str = "sluice_broker_info";
+
+fn histogram(name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec()))
+        .expect("a valid histogram definition")
+}
+
+/// A gauge without labels that is absent until it is first set (a vector with no label names
+/// has no series until one is asked for).
+fn absent_gauge(name: &str, help: &str) -> GaugeVec {
+    GaugeVec::new(Opts::new(name, help), &[]).expect("a valid gauge definition")
+}
+
+fn register(registry: &Registry, collector: impl Collector + 'static) {
+    registry
+        .register(Box::new(collector))
+        .expect("every broker metric is registered once, under a name of its own");
+}
+
 /// Counters and gauges of this broker's partition backups.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BackupMetrics {
-    completed: AtomicU64,
-    failed: AtomicU64,
-    in_progress: AtomicU64,
-    uploaded_bytes: AtomicU64,
-    uploaded_files: AtomicU64,
-    /// Per bucket (not cumulative); observations above the last bound only count in `count`.
-    duration_buckets: [AtomicU64; BACKUP_DURATION_BUCKETS_SECONDS.len()],
-    duration_sum_micros: AtomicU64,
-    duration_count: AtomicU64,
+    /// `sluice_backups_total{status}`, with the children of its two statuses.
+    backups: IntCounterVec,
+    completed: IntCounter,
+    failed: IntCounter,
+    in_progress: IntGauge,
+    uploaded_bytes: IntCounter,
+    uploaded_files: IntCounter,
+    duration: Histogram,
+    last_completed_id: GaugeVec,
+    last_completed_timestamp: GaugeVec,
     /// Highest backup id with a completed partition backup, and when (ms since the epoch).
     last_completed: Mutex<Option<(u64, u64)>>,
+}
+
+impl Default for BackupMetrics {
+    fn default() -> Self {
+        let backups = IntCounterVec::new(
+            Opts::new(
+                "sluice_backups_total",
+                "Partition backups finished on the broker since it started, by final status.",
+            ),
+            &["status"],
+        )
+        .expect("a valid counter definition");
+        let int_counter = |name: &str, help: &str| {
+            IntCounter::new(name, help).expect("a valid counter definition")
+        };
+        BackupMetrics {
+            completed: backups.with_label_values(&["completed"]),
+            failed: backups.with_label_values(&["failed"]),
+            backups,
+            in_progress: IntGauge::new(
+                "sluice_backups_in_progress",
+                "Partition backups accepted by the broker and not finished yet.",
+            )
+            .expect("a valid gauge definition"),
+            uploaded_bytes: int_counter(
+                "sluice_backup_uploaded_bytes_total",
+                "Bytes of backup files uploaded to the backup store (as stored, after compression).",
+            ),
+            uploaded_files: int_counter(
+                "sluice_backup_uploaded_files_total",
+                "Backup files uploaded to the backup store.",
+            ),
+            duration: histogram(
+                "sluice_backup_duration_seconds",
+                "Duration of completed partition backups, from the start of the upload to the COMPLETED manifest.",
+                &BACKUP_DURATION_BUCKETS_SECONDS,
+            ),
+            last_completed_id: absent_gauge(
+                "sluice_backup_last_completed_id",
+                "Highest backup id of which a partition backup completed on the broker since it started.",
+            ),
+            last_completed_timestamp: absent_gauge(
+                "sluice_backup_last_completed_timestamp_seconds",
+                "When that partition backup completed, seconds since the Unix epoch.",
+            ),
+            last_completed: Mutex::new(None),
+        }
+    }
 }
 
 /// Counts one partition backup as in progress until dropped (also when its task is aborted).
@@ -54,13 +143,8 @@ pub struct InProgressGuard {
 
 impl Drop for InProgressGuard {
     fn drop(&mut self) {
-        // Never below zero, whatever the order of events.
-        let _ = self
-            .metrics
-            .in_progress
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                Some(n.saturating_sub(1))
-            });
+        // Paired with the increment of `started`: never below zero.
+        self.metrics.in_progress.dec();
     }
 }
 
@@ -76,9 +160,20 @@ impl BackupMetrics {
         Arc::new(BackupMetrics::default())
     }
 
+    /// Shows these metrics in `registry`.
+    pub fn register(&self, registry: &Registry) {
+        register(registry, self.backups.clone());
+        register(registry, self.in_progress.clone());
+        register(registry, self.uploaded_bytes.clone());
+        register(registry, self.uploaded_files.clone());
+        register(registry, self.duration.clone());
+        register(registry, self.last_completed_id.clone());
+        register(registry, self.last_completed_timestamp.clone());
+    }
+
     /// A partition backup was accepted: in progress until the guard is dropped.
     pub fn started(self: &Arc<Self>) -> InProgressGuard {
-        self.in_progress.fetch_add(1, Ordering::Relaxed);
+        self.in_progress.inc();
         InProgressGuard {
             metrics: self.clone(),
         }
@@ -86,67 +181,67 @@ impl BackupMetrics {
 
     /// One file of a partition backup is in the store (`bytes` as stored).
     pub fn file_uploaded(&self, bytes: u64) {
-        self.uploaded_files.fetch_add(1, Ordering::Relaxed);
-        self.uploaded_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.uploaded_files.inc();
+        self.uploaded_bytes.inc_by(bytes);
     }
 
     /// A partition backup of `backup_id` ended COMPLETED after `elapsed`.
     pub fn backup_completed(&self, backup_id: u64, elapsed: Duration) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        let seconds = elapsed.as_secs_f64();
-        if let Some(index) = BACKUP_DURATION_BUCKETS_SECONDS
-            .iter()
-            .position(|bound| seconds <= *bound)
-        {
-            self.duration_buckets[index].fetch_add(1, Ordering::Relaxed);
-        }
-        self.duration_sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        self.duration_count.fetch_add(1, Ordering::Relaxed);
+        self.completed.inc();
+        self.duration.observe(elapsed.as_secs_f64());
         let mut last = self
             .last_completed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         if last.is_none_or(|(id, _)| backup_id >= id) {
-            *last = Some((backup_id, now_millis()));
+            let millis = now_millis();
+            *last = Some((backup_id, millis));
+            // Under the lock, so that the two gauges always name the same backup.
+            self.last_completed_id
+                .with_label_values::<&str>(&[])
+                .set(backup_id as f64);
+            self.last_completed_timestamp
+                .with_label_values::<&str>(&[])
+                .set(millis as f64 / 1e3);
         }
     }
 
     /// A partition backup ended FAILED.
     pub fn backup_failed(&self) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.failed.inc();
     }
 
     /// The current values, with this node's id and the restore report it started from.
-    pub fn snapshot(&self, node_id: u32, restore: Option<&RestoreReport>) -> BrokerMetrics {
-        let mut cumulative = 0;
-        let buckets = BACKUP_DURATION_BUCKETS_SECONDS
+    pub fn snapshot(
+        &self,
+        node_id: u32,
+        restore: Option<&RestoreReport>,
+    ) -> protocol::BrokerMetrics {
+        let histogram = self.duration.metric();
+        let histogram = histogram.get_histogram();
+        let buckets = histogram
+            .get_bucket()
             .iter()
-            .zip(&self.duration_buckets)
-            .map(|(le, count)| {
-                cumulative += count.load(Ordering::Relaxed);
-                HistogramBucket {
-                    le: *le,
-                    count: cumulative,
-                }
+            .map(|bucket| HistogramBucket {
+                le: bucket.upper_bound(),
+                count: bucket.cumulative_count(),
             })
             .collect();
         let last = *self
             .last_completed
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        BrokerMetrics {
+        protocol::BrokerMetrics {
             node_id,
-            backups_completed: self.completed.load(Ordering::Relaxed),
-            backups_failed: self.failed.load(Ordering::Relaxed),
-            backups_in_progress: self.in_progress.load(Ordering::Relaxed),
-            uploaded_bytes: self.uploaded_bytes.load(Ordering::Relaxed),
-            uploaded_files: self.uploaded_files.load(Ordering::Relaxed),
-            backup_duration: Histogram {
+            backups_completed: self.completed.get(),
+            backups_failed: self.failed.get(),
+            backups_in_progress: self.in_progress.get().max(0) as u64,
+            uploaded_bytes: self.uploaded_bytes.get(),
+            uploaded_files: self.uploaded_files.get(),
+            backup_duration: protocol::Histogram {
                 buckets,
-                sum: self.duration_sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
-                // At least the last bucket's count, should a snapshot race an observation.
-                count: self.duration_count.load(Ordering::Relaxed).max(cumulative),
+                sum: histogram.get_sample_sum(),
+                count: histogram.get_sample_count(),
             },
             last_completed: last.map(|(backup_id, millis)| LastCompletedBackup {
                 backup_id,
@@ -154,6 +249,246 @@ impl BackupMetrics {
             }),
             restore: restore.and_then(RestoreReport::metrics),
         }
+    }
+}
+
+/// The per-partition metric families of a broker, labelled `partition`.
+#[derive(Debug, Clone)]
+struct PartitionFamilies {
+    records_processed: IntCounterVec,
+    records_refused: IntCounterVec,
+    processed_position: IntGaugeVec,
+    log_bytes: IntGaugeVec,
+    log_segments: IntGaugeVec,
+    flush_duration: HistogramVec,
+    snapshot_duration: HistogramVec,
+    snapshot_size: IntGaugeVec,
+}
+
+impl PartitionFamilies {
+    fn new() -> PartitionFamilies {
+        let label = &["partition"];
+        let counter = |name: &str, help: &str| {
+            IntCounterVec::new(Opts::new(name, help), label).expect("a valid counter definition")
+        };
+        let gauge = |name: &str, help: &str| {
+            IntGaugeVec::new(Opts::new(name, help), label).expect("a valid gauge definition")
+        };
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                label,
+            )
+            .expect("a valid histogram definition")
+        };
+        PartitionFamilies {
+            records_processed: counter(
+                "sluice_partition_records_processed_total",
+                "Records the partition appended and processed since the broker started (refused ones included; replay at recovery not).",
+            ),
+            records_refused: counter(
+                "sluice_partition_records_refused_total",
+                "Records the processor refused (short of funds, credit refused, bad checkpoint, ...); they stay in the log.",
+            ),
+            processed_position: gauge(
+                "sluice_partition_processed_position",
+                "Position of the last record the partition processed.",
+            ),
+            log_bytes: gauge(
+                "sluice_partition_log_bytes",
+                "Bytes of the partition's log segments on disk (after compaction).",
+            ),
+            log_segments: gauge(
+                "sluice_partition_log_segments",
+                "Log segment files of the partition.",
+            ),
+            flush_duration: histogram(
+                "sluice_partition_log_flush_duration_seconds",
+                "Duration of a log flush: writing a batch of records and fdatasync (group commit).",
+                &FLUSH_DURATION_BUCKETS_SECONDS,
+            ),
+            snapshot_duration: histogram(
+                "sluice_partition_snapshot_duration_seconds",
+                "Duration of taking a snapshot of the partition's state (encode, write, fsync, rename).",
+                &SNAPSHOT_DURATION_BUCKETS_SECONDS,
+            ),
+            snapshot_size: gauge(
+                "sluice_partition_snapshot_size_bytes",
+                "Size of the state file of the partition's newest snapshot taken by this broker process.",
+            ),
+        }
+    }
+
+    fn register(&self, registry: &Registry) {
+        register(registry, self.records_processed.clone());
+        register(registry, self.records_refused.clone());
+        register(registry, self.processed_position.clone());
+        register(registry, self.log_bytes.clone());
+        register(registry, self.log_segments.clone());
+        register(registry, self.flush_duration.clone());
+        register(registry, self.snapshot_duration.clone());
+        register(registry, self.snapshot_size.clone());
+    }
+
+    fn partition(&self, partition_id: u32) -> PartitionMetrics {
+        let label = partition_id.to_string();
+        let label = &[label.as_str()];
+        PartitionMetrics {
+            records_processed: self.records_processed.with_label_values(label),
+            records_refused: self.records_refused.with_label_values(label),
+            processed_position: self.processed_position.with_label_values(label),
+            log_bytes: self.log_bytes.with_label_values(label),
+            log_segments: self.log_segments.with_label_values(label),
+            flush_duration: self.flush_duration.with_label_values(label),
+            snapshot_duration: self.snapshot_duration.with_label_values(label),
+            snapshot_size: self.snapshot_size.with_label_values(label),
+        }
+    }
+}
+
+/// What one partition's actor counts: cheap handles to its series (atomics inside).
+#[derive(Debug, Clone)]
+pub struct PartitionMetrics {
+    records_processed: IntCounter,
+    records_refused: IntCounter,
+    processed_position: IntGauge,
+    log_bytes: IntGauge,
+    log_segments: IntGauge,
+    flush_duration: Histogram,
+    snapshot_duration: Histogram,
+    snapshot_size: IntGauge,
+}
+
+impl PartitionMetrics {
+    /// Metrics of `partition_id` that no registry shows (a partition opened outside a broker
+    /// service: the restore tool, tests).
+    pub fn unregistered(partition_id: u32) -> PartitionMetrics {
+        PartitionFamilies::new().partition(partition_id)
+    }
+
+    /// One record was processed at `position`; `refused` when the processor refused it.
+    pub fn record_processed(&self, position: u64, refused: bool) {
+        self.records_processed.inc();
+        if refused {
+            self.records_refused.inc();
+        }
+        self.processed_position.set(position as i64);
+    }
+
+    /// The log flushed a batch in `elapsed`.
+    pub fn log_flushed(&self, elapsed: Duration) {
+        self.flush_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// The log's segments now (after an append, a roll or a compaction).
+    pub fn log_is(&self, segments: &[SegmentInfo]) {
+        let bytes: u64 = segments.iter().map(|s| s.len_bytes).sum();
+        self.log_bytes.set(bytes as i64);
+        self.log_segments.set(segments.len() as i64);
+    }
+
+    /// A snapshot of `size_bytes` (its state file) was taken in `elapsed`.
+    pub fn snapshot_taken(&self, elapsed: Duration, size_bytes: u64) {
+        self.snapshot_duration.observe(elapsed.as_secs_f64());
+        self.snapshot_size.set(size_bytes as i64);
+    }
+}
+
+/// The registry of a broker's `/metrics` endpoint and what fills it.
+pub struct BrokerRegistry {
+    registry: Registry,
+    partitions: PartitionFamilies,
+    requests: RequestMetrics,
+}
+
+impl BrokerRegistry {
+    /// The registry of node `node_id`: process metrics, [`BROKER_INFO`], `backups`, the restore
+    /// metrics of `restore` (none without a report), the per-partition families (series appear
+    /// as [`BrokerRegistry::partition`] hands them out) and the internal API's request latency.
+    pub fn new(
+        node_id: u32,
+        backups: &BackupMetrics,
+        restore: Option<&RestoreReport>,
+    ) -> BrokerRegistry {
+        let registry = process_registry();
+        let info = IntGaugeVec::new(
+            Opts::new(
+                BROKER_INFO,
+                "This broker's node id and version (value 1; join on it for the node of a target).",
+            ),
+            &["node", "version"],
+        )
+        .expect("a valid gauge definition");
+        info.with_label_values(&[node_id.to_string().as_str(), crate::BROKER_VERSION])
+            .set(1);
+        register(&registry, info);
+        backups.register(&registry);
+        if let Some(restore) = restore.and_then(RestoreReport::metrics) {
+            register_restore(&registry, &restore);
+        }
+        let partitions = PartitionFamilies::new();
+        partitions.register(&registry);
+        let requests = RequestMetrics::register(
+            &registry,
+            "sluice_broker_request_duration_seconds",
+            "Duration of the broker's internal API requests, by method, route and status.",
+        );
+        BrokerRegistry {
+            registry,
+            partitions,
+            requests,
+        }
+    }
+
+    /// The series of `partition_id`, shown by this registry.
+    pub fn partition(&self, partition_id: u32) -> PartitionMetrics {
+        self.partitions.partition(partition_id)
+    }
+
+    /// The internal API's request latency histogram.
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.requests
+    }
+
+    /// What `GET /metrics` answers.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// The restore the data directory came from, as gauges.
+fn register_restore(registry: &Registry, restore: &RestoreMetrics) {
+    let gauges = [
+        (
+            "sluice_restore_backup_id",
+            "Backup the broker's data directory was restored from.",
+            restore.backup_id as f64,
+        ),
+        (
+            "sluice_restore_bytes",
+            "Bytes downloaded and verified by that restore.",
+            restore.bytes as f64,
+        ),
+        (
+            "sluice_restore_files",
+            "Files downloaded and verified by that restore.",
+            restore.files as f64,
+        ),
+        (
+            "sluice_restore_duration_seconds",
+            "Duration of that restore, until everything was verified.",
+            restore.duration_seconds,
+        ),
+        (
+            "sluice_restore_timestamp_seconds",
+            "When that restore finished, seconds since the Unix epoch.",
+            restore.timestamp_seconds,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = Gauge::new(name, help).expect("a valid gauge definition");
+        gauge.set(value);
+        register(registry, gauge);
     }
 }
 
@@ -250,6 +585,166 @@ impl RestoreReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_protocol::metrics::{encode, parse_text, promtool_check};
+
+    /// The samples of a registry's exposition, checked by the text format's parse check.
+    fn samples(registry: &BrokerRegistry) -> std::collections::BTreeMap<String, f64> {
+        let text = encode(registry.registry());
+        parse_text(&text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .into_iter()
+            .collect()
+    }
+
+    /// Every family, and the series an operator reads, as (series, value); `None` for a value
+    /// only checked to be there.
+    #[test]
+    fn the_registry_shows_backups_partitions_restore_and_the_process() {
+        let backups = BackupMetrics::new();
+        let report = RestoreReport {
+            backup_id: 4,
+            node_id: 2,
+            partitions: vec![3],
+            files: 6,
+            bytes: 4096,
+            duration_ms: 1500,
+            finished_at: "2024-01-02T03:04:05.678Z".into(),
+        };
+        let registry = BrokerRegistry::new(2, &backups, Some(&report));
+        let before = samples(&registry);
+        assert!(
+            !before
+                .keys()
+                .any(|s| s.starts_with("sluice_backup_last_completed")),
+            "absent until a backup completes: {before:#?}"
+        );
+        let in_progress = backups.started();
+        backups.file_uploaded(10);
+        backups.backup_completed(9, Duration::from_millis(700));
+        backups.backup_failed();
+        let partition = registry.partition(3);
+        partition.record_processed(41, false);
+        partition.record_processed(42, true);
+        partition.log_flushed(Duration::from_micros(300));
+        partition.log_is(&[
+            SegmentInfo {
+                first_position: 1,
+                last_position: Some(30),
+                path: "a".into(),
+                len_bytes: 1000,
+            },
+            SegmentInfo {
+                first_position: 31,
+                last_position: Some(42),
+                path: "b".into(),
+                len_bytes: 24,
+            },
+        ]);
+        partition.snapshot_taken(Duration::from_millis(20), 512);
+
+        let after = samples(&registry);
+        let version = crate::BROKER_VERSION;
+        let info = format!("sluice_broker_info{{node=\"2\",version=\"{version}\"}}");
+        let expected: Vec<(&str, Option<f64>)> = vec![
+            (&info, Some(1.0)),
+            (r#"sluice_backups_total{status="completed"}"#, Some(1.0)),
+            (r#"sluice_backups_total{status="failed"}"#, Some(1.0)),
+            ("sluice_backups_in_progress", Some(1.0)),
+            ("sluice_backup_uploaded_bytes_total", Some(10.0)),
+            ("sluice_backup_uploaded_files_total", Some(1.0)),
+            (
+                r#"sluice_backup_duration_seconds_bucket{le="0.5"}"#,
+                Some(0.0),
+            ),
+            (
+                r#"sluice_backup_duration_seconds_bucket{le="1"}"#,
+                Some(1.0),
+            ),
+            (
+                r#"sluice_backup_duration_seconds_bucket{le="+Inf"}"#,
+                Some(1.0),
+            ),
+            ("sluice_backup_duration_seconds_count", Some(1.0)),
+            ("sluice_backup_last_completed_id", Some(9.0)),
+            ("sluice_backup_last_completed_timestamp_seconds", None),
+            ("sluice_restore_backup_id", Some(4.0)),
+            ("sluice_restore_bytes", Some(4096.0)),
+            ("sluice_restore_files", Some(6.0)),
+            ("sluice_restore_duration_seconds", Some(1.5)),
+            ("sluice_restore_timestamp_seconds", Some(1_704_164_645.678)),
+            (
+                r#"sluice_partition_records_processed_total{partition="3"}"#,
+                Some(2.0),
+            ),
+            (
+                r#"sluice_partition_records_refused_total{partition="3"}"#,
+                Some(1.0),
+            ),
+            (
+                r#"sluice_partition_processed_position{partition="3"}"#,
+                Some(42.0),
+            ),
+            (r#"sluice_partition_log_bytes{partition="3"}"#, Some(1024.0)),
+            (r#"sluice_partition_log_segments{partition="3"}"#, Some(2.0)),
+            (
+                r#"sluice_partition_log_flush_duration_seconds_bucket{partition="3",le="0.0005"}"#,
+                Some(1.0),
+            ),
+            (
+                r#"sluice_partition_log_flush_duration_seconds_count{partition="3"}"#,
+                Some(1.0),
+            ),
+            (
+                r#"sluice_partition_snapshot_duration_seconds_count{partition="3"}"#,
+                Some(1.0),
+            ),
+            (
+                r#"sluice_partition_snapshot_size_bytes{partition="3"}"#,
+                Some(512.0),
+            ),
+            ("process_cpu_seconds_total", None),
+            ("process_resident_memory_bytes", None),
+            ("process_open_fds", None),
+        ];
+        for (series, value) in expected {
+            let got = after
+                .get(series)
+                .unwrap_or_else(|| panic!("no {series} in {after:#?}"));
+            if let Some(value) = value {
+                assert!((got - value).abs() < 1e-6, "{series}: {got} != {value}");
+            }
+        }
+        let text = encode(registry.registry());
+        promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        drop(in_progress);
+        assert_eq!(samples(&registry)["sluice_backups_in_progress"], 0.0);
+    }
+
+    /// `GET /metrics` on the management router answers the text format with its content type.
+    #[tokio::test]
+    async fn the_management_router_serves_the_registry() {
+        use tower::ServiceExt;
+        let registry = Arc::new(BrokerRegistry::new(0, &BackupMetrics::new(), None));
+        let response = crate::service::management_router(registry)
+            .oneshot(
+                axum::http::Request::get("/metrics")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            response.headers()["content-type"],
+            sluice_protocol::metrics::TEXT_CONTENT_TYPE
+        );
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        parse_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert!(text.contains("sluice_broker_info{"), "{text}");
+    }
 
     #[test]
     fn counters_move_and_the_histogram_is_cumulative() {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::backup::{BackupFailure, BackupHandle, BackupJob, BaseChoice, FileToUpload};
 use crate::error::{io_err, BrokerError, Result};
 use crate::log::{Appended, Log};
+use crate::metrics::PartitionMetrics;
 use crate::pool::SnapshotBase;
 use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
 use crate::record::{delivery_records, Command, Delivery, Outcome};
@@ -243,6 +244,7 @@ pub struct PartitionService {
     backups: Option<BackupHandle>,
     rx: mpsc::Receiver<Request>,
     outbox_notify: Arc<Notify>,
+    metrics: PartitionMetrics,
 }
 
 impl PartitionService {
@@ -327,8 +329,9 @@ impl PartitionService {
         );
         let (tx, rx) = mpsc::channel(options.request_queue_capacity);
         let outbox_notify = Arc::new(Notify::new());
+        let partition_id = options.partition_id;
         let handle = PartitionHandle {
-            partition_id: options.partition_id,
+            partition_id,
             tx,
             outbox_notify: outbox_notify.clone(),
         };
@@ -343,6 +346,7 @@ impl PartitionService {
                 backups,
                 rx,
                 outbox_notify,
+                metrics: PartitionMetrics::unregistered(partition_id),
             },
             handle,
         ))
@@ -363,6 +367,12 @@ impl PartitionService {
             self.state.latest_checkpoint_id,
             self.state.latest_checkpoint_position,
         ))
+    }
+
+    /// Counts into `metrics` (a broker's registry) from now on, starting with the recovered log.
+    pub fn set_metrics(&mut self, metrics: PartitionMetrics) {
+        metrics.log_is(self.log.segments());
+        self.metrics = metrics;
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -486,7 +496,12 @@ impl PartitionService {
             }
             appended.push(positions);
         }
+        let flush_started = std::time::Instant::now();
         tokio::task::block_in_place(|| self.log.flush())?;
+        if appended.iter().any(|positions| !positions.is_empty()) {
+            self.metrics.log_flushed(flush_started.elapsed());
+            self.metrics.log_is(self.log.segments());
+        }
         Ok(appended)
     }
 
@@ -516,6 +531,8 @@ impl PartitionService {
         let mut outcomes = Vec::with_capacity(records.len());
         for ((command, answers), appended) in records.iter().zip(positions) {
             let outcome = self.state.apply(appended.position, command);
+            let refused = matches!(outcome, Outcome::Rejected { .. });
+            self.metrics.record_processed(appended.position, refused);
             match &outcome {
                 Outcome::CheckpointCreated { checkpoint_id, .. } => {
                     self.start_backup(*checkpoint_id, appended).await;
@@ -703,11 +720,16 @@ impl PartitionService {
         {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let written =
             tokio::task::block_in_place(|| snapshot::write(&self.snapshots_dir, &self.state))?;
+        self.metrics
+            .snapshot_taken(started.elapsed(), written.meta.state_bytes);
         tracing::debug!(partition = self.options.partition_id, snapshot = %written.meta.snapshot_id, "snapshot taken");
         self.latest_snapshot = Some(written.clone());
-        self.compact()
+        let compacted = self.compact();
+        self.metrics.log_is(self.log.segments());
+        compacted
     }
 
     fn compact(&mut self) -> Result<()> {

@@ -14,7 +14,7 @@ use crate::api::{self, ApiState};
 use crate::backup::{BackupHandle, BackupOptions, BackupService};
 use crate::client::BrokerClient;
 use crate::error::{BrokerError, Result};
-use crate::metrics::{BackupMetrics, RestoreReport};
+use crate::metrics::{BackupMetrics, BrokerRegistry, RestoreReport};
 use crate::outbox::{OutboxOptions, OutboxSender};
 use crate::partition::{partition_directory, PartitionHandle, PartitionOptions, PartitionService};
 use crate::protocol::Topology;
@@ -175,8 +175,17 @@ impl BrokerService {
             cluster.cluster_size,
             cluster.partitions_count,
         );
-        let partitions = recover_partitions(config, &hosted, &backups).await?;
+        let registry = Arc::new(BrokerRegistry::new(
+            cluster.node_id,
+            &metrics,
+            restore.as_ref(),
+        ));
+        let mut partitions = recover_partitions(config, &hosted, &backups).await?;
+        for (service, _) in &mut partitions {
+            service.set_metrics(registry.partition(service.partition_id()));
+        }
         let listening = Listening::bind(config).await?;
+        let management = Management::bind(config)?;
 
         let mut stages = Stages::default();
         let brokers = broker_clients(config, &listening.transport);
@@ -211,12 +220,29 @@ impl BrokerService {
             restore,
         });
         tracing::info!(node = cluster.node_id, address = %listening.address, partitions = ?hosted,
+            management = %management.address,
             backup_store = config.data.backup.store.as_str(),
             tls = listening.tls.is_some(), cluster_token = cluster.token.is_some(), "broker ready");
         let router = transport::with_cluster_token(api::router(state), cluster.token.as_ref());
-        let served = listening.serve(router, cancel).await;
+        let router = registry.requests().layer(router);
+        let tls = listening.tls.clone();
+        let (served, managed) = tokio::join!(
+            async {
+                let served = listening.serve(router, cancel.clone()).await;
+                // One port stopped (an error): stop the other too.
+                cancel.cancel();
+                served
+            },
+            async {
+                let managed = management
+                    .serve(registry.clone(), tls, cancel.clone())
+                    .await;
+                cancel.cancel();
+                managed
+            }
+        );
         stages.stop().await;
-        served
+        served.and(managed)
     }
 }
 
@@ -322,6 +348,56 @@ impl Listening {
                 source,
             })
     }
+}
+
+/// The management port (`broker.network.managementPort`): `GET /metrics`, no token (the metrics
+/// are counts, not money; Prometheus should not hold the cluster token), over the internal
+/// port's TLS when it has one.
+struct Management {
+    address: String,
+    listener: std::net::TcpListener,
+}
+
+impl Management {
+    fn bind(config: &BrokerConfig) -> Result<Management> {
+        let address = format!("{}:{}", config.network.host, config.management_port);
+        let listener = transport::bind(&address).map_err(|source| BrokerError::Bind {
+            address: address.clone(),
+            source,
+        })?;
+        Ok(Management { address, listener })
+    }
+
+    async fn serve(
+        self,
+        registry: Arc<BrokerRegistry>,
+        tls: Option<axum_server::tls_rustls::RustlsConfig>,
+        cancel: CancellationToken,
+    ) -> Result<()> {
+        transport::serve(
+            self.listener,
+            management_router(registry),
+            tls,
+            cancel,
+            SHUTDOWN_GRACE,
+        )
+        .await
+        .map_err(|source| BrokerError::Bind {
+            address: self.address,
+            source,
+        })
+    }
+}
+
+/// The management port's routes: `GET /metrics`, the registry in the Prometheus text format.
+pub fn management_router(registry: Arc<BrokerRegistry>) -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move { sluice_protocol::metrics::scrape_response(registry.registry()) }
+        }),
+    )
 }
 
 fn topology(config: &BrokerConfig, hosted: Vec<u32>) -> Topology {

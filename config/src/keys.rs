@@ -108,6 +108,13 @@ pub const KEYS: &[KeyDoc] = &[
         "Port the broker listens on (1..=65535).",
     ),
     key(
+        "broker.network.managementPort",
+        "SLUICE_BROKER_NETWORK_MANAGEMENTPORT",
+        "9700",
+        "Port of the broker's management endpoint, on `broker.network.host`: `GET /metrics` (Prometheus text format, \
+         no token needed; HTTPS when `broker.network.tls.*` is set) (1..=65535); must differ from `broker.network.port`.",
+    ),
+    key(
         "broker.network.insecure",
         "SLUICE_BROKER_NETWORK_INSECURE",
         "false",

@@ -83,6 +83,8 @@ pub struct SluiceConfig {
 pub struct BrokerConfig {
     pub cluster: ClusterConfig,
     pub network: NetworkConfig,
+    /// `broker.network.managementPort`: the port of `GET /metrics`, on `network.host`.
+    pub management_port: u16,
     /// `broker.network.tls.*`: HTTPS on the internal port when set.
     pub tls: Option<TlsConfig>,
     /// `broker.network.insecure`: a non-loopback host without a cluster token is allowed.
@@ -478,8 +480,8 @@ impl SluiceConfig {
     /// (FILESYSTEM: `basePath`; S3 and GCS: `bucketName`; AZURE: `account` and `container`);
     /// S3 `accessKey` and `secretKey` are both set or both unset; Azure `key` and `sasToken` are
     /// not both set; a non-loopback `broker.network.host` has a `broker.cluster.token` (or
-    /// `broker.network.insecure`); internal TLS comes with the CA that peers are checked
-    /// against, and every PEM file exists. Secret values never appear in the errors.
+    /// `broker.network.insecure`); the management port differs from the internal one; internal
+    /// TLS comes with the CA that peers are checked against, and every PEM file exists. Secret values never appear in the errors.
     pub fn validate_broker(&self) -> Result<(), ConfigError> {
         let cluster = &self.broker.cluster;
         let host = &self.broker.network.host;
@@ -491,6 +493,17 @@ impl SluiceConfig {
                     "is required when broker.network.host={host} is not a loopback address: anyone who reaches the port \
                      could move money and delete backups. Set the same token on every broker and the gateway, or set \
                      broker.network.insecure=true if nothing else can reach the brokers"
+                ),
+            ));
+        }
+        let network = &self.broker.network;
+        if self.broker.management_port == network.port {
+            return Err(ConfigError::invalid(
+                "broker.network.managementPort",
+                &self.broker.management_port.to_string(),
+                format!(
+                    "must differ from broker.network.port={} (both listen on {})",
+                    network.port, network.host
                 ),
             ));
         }

@@ -513,6 +513,7 @@ impl Raw {
             broker: BrokerConfig {
                 cluster: self.cluster()?,
                 network: self.network()?,
+                management_port: self.port("broker.network.managementPort")?,
                 tls: self.tls("broker.network.tls.certificate", "broker.network.tls.key")?,
                 insecure: self.parse("broker.network.insecure", parse_bool)?,
                 data: self.data()?,

@@ -234,6 +234,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.cluster.ca", "Cargo.toml"),
         ("broker.network.host", "0.0.0.0"),
         ("broker.network.port", "1234"),
+        ("broker.network.managementPort", "1235"),
         ("broker.network.insecure", "true"),
         ("broker.network.tls.certificate", "Cargo.toml"),
         ("broker.network.tls.key", "KEYS.md"),
@@ -308,6 +309,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(c.broker.cluster.node_id, 1);
     assert_eq!(c.broker.cluster.brokers, vec!["a:1", "b:2"]);
     assert_eq!(c.broker.network.host, "0.0.0.0");
+    assert_eq!(c.broker.management_port, 1235);
     assert_eq!(c.broker.data.directory, PathBuf::from("/var/lib/sluice"));
     assert_eq!(c.broker.data.log_segment_size_bytes, 16 << 20);
     assert_eq!(c.broker.data.snapshot_period, Duration::from_secs(5400));
@@ -889,6 +891,20 @@ fn validate_broker_rules() {
                 ("SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN", "sv=1&sig=2"),
             ],
             Some(("broker.data.backup.azure.sasToken", "mutually exclusive")),
+        ),
+        (
+            &[("SLUICE_BROKER_NETWORK_MANAGEMENTPORT", "26501")],
+            Some((
+                "broker.network.managementPort",
+                "must differ from broker.network.port=26501",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_NETWORK_PORT", "9700"),
+                ("SLUICE_BROKER_NETWORK_MANAGEMENTPORT", "9701"),
+            ],
+            None,
         ),
     ];
     for (vars, expected) in cases {

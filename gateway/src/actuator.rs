@@ -58,17 +58,16 @@ pub(crate) fn routed(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router 
     get,
     path = "/actuator/prometheus",
     tag = "actuator",
-    summary = "Metrics in the Prometheus text format",
+    summary = "The gateway's own metrics in the Prometheus text format (each broker serves its own on its management port)",
     responses((status = 200, body = String, content_type = "text/plain", description = "metrics")),
 )]
-async fn prometheus(State(cluster): State<Arc<Cluster>>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        crate::metrics::render(&cluster).await,
-    )
+/// The gateway's own metrics; the registry comes as an extension of the management router
+/// (`service.rs`), so the router's shape stays that of the other actuator routes.
+async fn prometheus(
+    State(cluster): State<Arc<Cluster>>,
+    axum::Extension(metrics): axum::Extension<Arc<crate::metrics::GatewayMetrics>>,
+) -> Response {
+    metrics.scrape(&cluster).await
 }
 
 #[utoipa::path(

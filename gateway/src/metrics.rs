@@ -1,392 +1,139 @@
-//! `GET /actuator/prometheus`: the backup and restore metrics of every broker, merged into one
-//! Prometheus text exposition (format 0.0.4). Each metric's `# HELP` and `# TYPE` appear once,
-//! followed by one series per broker labelled `node="<nodeId>"` (sorted by node id). A broker
-//! that does not answer within [`BROKER_TIMEOUT`] is left out, which `sluice_gateway_brokers_up`
-//! shows; it never fails the whole answer.
+//! `GET /actuator/prometheus`: the gateway's own metrics, in the Prometheus text format (0.0.4):
+//! the process metrics, `sluice_gateway_brokers_up` (brokers that answered this scrape) and the
+//! latency of the client API's and the actuator's requests.
 //!
-//! Hand-written on purpose: the format is a few lines of text, and the values are snapshots the
-//! brokers already computed, so a metrics crate (registry, collectors) would add nothing.
+//! The brokers' metrics are not here: every broker serves its own on its management port
+//! (`broker.network.managementPort`, `GET /metrics`), and Prometheus scrapes each process itself.
+//! The gateway used to merge them into this page; that copy went because a broker scraped both
+//! directly and through the gateway is counted twice by every `sum()`, and because a proxy
+//! hides a broker's failed scrape (`up == 0`) behind the gateway's successful one.
 
-use std::fmt::Write;
+use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::Response;
 use futures::future::join_all;
-use sluice_protocol::wire::BrokerMetrics;
+use prometheus::IntGauge;
+use sluice_protocol::metrics::{process_registry, scrape_response, Registry, RequestMetrics};
 
 use crate::cluster::Cluster;
 
 /// How long a scrape waits for one broker (below Prometheus' default scrape timeout of 10 s).
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Asks every broker for its metrics, concurrently, and renders those that answered.
-pub async fn render(cluster: &Cluster) -> String {
+/// The registry of the gateway's `/actuator/prometheus` and what fills it.
+pub struct GatewayMetrics {
+    registry: Registry,
+    brokers_up: IntGauge,
+    requests: RequestMetrics,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Arc<GatewayMetrics> {
+        let registry = process_registry();
+        let brokers_up = IntGauge::new(
+            "sluice_gateway_brokers_up",
+            "Brokers whose internal API answered the gateway during this scrape.",
+        )
+        .expect("a valid gauge definition");
+        registry
+            .register(Box::new(brokers_up.clone()))
+            .expect("registered once");
+        let requests = RequestMetrics::register(
+            &registry,
+            "sluice_gateway_request_duration_seconds",
+            "Duration of the gateway's client API and actuator requests, by method, route and status.",
+        );
+        Arc::new(GatewayMetrics {
+            registry,
+            brokers_up,
+            requests,
+        })
+    }
+
+    /// The request latency histogram both of the gateway's ports count into.
+    pub fn requests(&self) -> &RequestMetrics {
+        &self.requests
+    }
+
+    /// Asks every broker whether it answers (concurrently, [`BROKER_TIMEOUT`] each), then
+    /// answers the exposition.
+    pub async fn scrape(&self, cluster: &Cluster) -> Response {
+        self.brokers_up.set(brokers_answering(cluster).await as i64);
+        scrape_response(&self.registry)
+    }
+}
+
+/// How many brokers answer their topology within [`BROKER_TIMEOUT`]; one that does not is
+/// logged and left out, it never fails the scrape.
+async fn brokers_answering(cluster: &Cluster) -> usize {
     let answers = join_all(cluster.brokers().iter().map(|broker| async move {
-        match tokio::time::timeout(BROKER_TIMEOUT, broker.metrics()).await {
-            Ok(Ok(metrics)) => Some(metrics),
+        match tokio::time::timeout(BROKER_TIMEOUT, broker.topology()).await {
+            Ok(Ok(_)) => true,
             Ok(Err(error)) => {
-                tracing::debug!(broker = broker.address(), %error, "no metrics from broker");
-                None
+                tracing::debug!(broker = broker.address(), %error, "broker did not answer the scrape");
+                false
             }
             Err(_) => {
                 tracing::debug!(
                     broker = broker.address(),
-                    "no metrics from broker within {BROKER_TIMEOUT:?}"
+                    "broker did not answer the scrape within {BROKER_TIMEOUT:?}"
                 );
-                None
+                false
             }
         }
     }))
     .await;
-    let brokers: Vec<BrokerMetrics> = answers.into_iter().flatten().collect();
-    render_text(&brokers)
-}
-
-/// The exposition of the metrics of the brokers that answered.
-pub fn render_text(brokers: &[BrokerMetrics]) -> String {
-    let mut brokers: Vec<&BrokerMetrics> = brokers.iter().collect();
-    brokers.sort_by_key(|b| b.node_id);
-    let mut out = String::new();
-
-    header(
-        &mut out,
-        "sluice_gateway_brokers_up",
-        "gauge",
-        "Brokers that answered this scrape.",
-    );
-    sample(
-        &mut out,
-        "sluice_gateway_brokers_up",
-        "",
-        brokers.len() as f64,
-    );
-
-    header(
-        &mut out,
-        "sluice_backups_total",
-        "counter",
-        "Partition backups finished on the broker since it started, by final status.",
-    );
-    for b in &brokers {
-        for (status, value) in [
-            ("completed", b.backups_completed),
-            ("failed", b.backups_failed),
-        ] {
-            let labels = format!("node=\"{}\",status=\"{status}\"", b.node_id);
-            sample(&mut out, "sluice_backups_total", &labels, value as f64);
-        }
-    }
-
-    simple(&mut out, &brokers, &COUNTS);
-
-    let name = "sluice_backup_duration_seconds";
-    header(
-        &mut out,
-        name,
-        "histogram",
-        "Duration of completed partition backups, from the start of the upload to the COMPLETED manifest.",
-    );
-    for b in &brokers {
-        let histogram = &b.backup_duration;
-        for bucket in &histogram.buckets {
-            let labels = format!("{},le=\"{}\"", node(b), float(bucket.le));
-            sample(
-                &mut out,
-                &format!("{name}_bucket"),
-                &labels,
-                bucket.count as f64,
-            );
-        }
-        let labels = format!("{},le=\"+Inf\"", node(b));
-        sample(
-            &mut out,
-            &format!("{name}_bucket"),
-            &labels,
-            histogram.count as f64,
-        );
-        sample(&mut out, &format!("{name}_sum"), &node(b), histogram.sum);
-        sample(
-            &mut out,
-            &format!("{name}_count"),
-            &node(b),
-            histogram.count as f64,
-        );
-    }
-
-    simple(&mut out, &brokers, &LAST_COMPLETED_AND_RESTORE);
-    out
-}
-
-/// A metric with at most one sample per broker, labelled by node only (none when `value` is
-/// `None`).
-struct Simple {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    value: fn(&BrokerMetrics) -> Option<f64>,
-}
-
-const COUNTS: [Simple; 3] = [
-    Simple {
-        name: "sluice_backups_in_progress",
-        kind: "gauge",
-        help: "Partition backups accepted by the broker and not finished yet.",
-        value: |b| Some(b.backups_in_progress as f64),
-    },
-    Simple {
-        name: "sluice_backup_uploaded_bytes_total",
-        kind: "counter",
-        help: "Bytes of backup files uploaded to the backup store (as stored, after compression).",
-        value: |b| Some(b.uploaded_bytes as f64),
-    },
-    Simple {
-        name: "sluice_backup_uploaded_files_total",
-        kind: "counter",
-        help: "Backup files uploaded to the backup store.",
-        value: |b| Some(b.uploaded_files as f64),
-    },
-];
-
-const LAST_COMPLETED_AND_RESTORE: [Simple; 7] = [
-    Simple {
-        name: "sluice_backup_last_completed_id",
-        kind: "gauge",
-        help: "Highest backup id of which a partition backup completed on the broker since it started.",
-        value: |b| b.last_completed.map(|l| l.backup_id as f64),
-    },
-    Simple {
-        name: "sluice_backup_last_completed_timestamp_seconds",
-        kind: "gauge",
-        help: "When that partition backup completed, seconds since the Unix epoch.",
-        value: |b| b.last_completed.map(|l| l.timestamp_seconds),
-    },
-    Simple {
-        name: "sluice_restore_backup_id",
-        kind: "gauge",
-        help: "Backup the broker's data directory was restored from.",
-        value: |b| b.restore.map(|r| r.backup_id as f64),
-    },
-    Simple {
-        name: "sluice_restore_bytes",
-        kind: "gauge",
-        help: "Bytes downloaded and verified by that restore.",
-        value: |b| b.restore.map(|r| r.bytes as f64),
-    },
-    Simple {
-        name: "sluice_restore_files",
-        kind: "gauge",
-        help: "Files downloaded and verified by that restore.",
-        value: |b| b.restore.map(|r| r.files as f64),
-    },
-    Simple {
-        name: "sluice_restore_duration_seconds",
-        kind: "gauge",
-        help: "Duration of that restore, until everything was verified.",
-        value: |b| b.restore.map(|r| r.duration_seconds),
-    },
-    Simple {
-        name: "sluice_restore_timestamp_seconds",
-        kind: "gauge",
-        help: "When that restore finished, seconds since the Unix epoch.",
-        value: |b| b.restore.map(|r| r.timestamp_seconds),
-    },
-];
-
-fn simple(out: &mut String, brokers: &[&BrokerMetrics], metrics: &[Simple]) {
-    for metric in metrics {
-        header(out, metric.name, metric.kind, metric.help);
-        for b in brokers {
-            if let Some(value) = (metric.value)(b) {
-                sample(out, metric.name, &node(b), value);
-            }
-        }
-    }
-}
-
-fn node(b: &BrokerMetrics) -> String {
-    format!("node=\"{}\"", b.node_id)
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn sample(out: &mut String, name: &str, labels: &str, value: f64) {
-    if labels.is_empty() {
-        let _ = writeln!(out, "{name} {}", float(value));
-    } else {
-        let _ = writeln!(out, "{name}{{{labels}}} {}", float(value));
-    }
-}
-
-/// A value as Prometheus reads it: integers without a fraction, `+Inf`, `-Inf`, `NaN`.
-fn float(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".into()
-    } else if value == f64::INFINITY {
-        "+Inf".into()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{value}")
-    }
+    answers.into_iter().filter(|up| *up).count()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_protocol::wire::{Histogram, HistogramBucket, LastCompletedBackup, RestoreMetrics};
+    use sluice_protocol::metrics::{parse_text, promtool_check};
+    use sluice_protocol::transport::ClusterTransport;
 
-    fn broker(node_id: u32) -> BrokerMetrics {
-        BrokerMetrics {
-            node_id,
-            backups_completed: 0,
-            backups_failed: 0,
-            backups_in_progress: 0,
-            uploaded_bytes: 0,
-            uploaded_files: 0,
-            backup_duration: Histogram {
-                buckets: vec![
-                    HistogramBucket { le: 0.5, count: 0 },
-                    HistogramBucket { le: 10.0, count: 0 },
-                ],
-                sum: 0.0,
-                count: 0,
-            },
-            last_completed: None,
-            restore: None,
-        }
+    async fn text_of(response: Response) -> String {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
     }
 
-    #[test]
-    fn no_broker_answered() {
-        assert_eq!(
-            render_text(&[]),
-            "\
-# HELP sluice_gateway_brokers_up Brokers that answered this scrape.
-# TYPE sluice_gateway_brokers_up gauge
-sluice_gateway_brokers_up 0
-# HELP sluice_backups_total Partition backups finished on the broker since it started, by final status.
-# TYPE sluice_backups_total counter
-# HELP sluice_backups_in_progress Partition backups accepted by the broker and not finished yet.
-# TYPE sluice_backups_in_progress gauge
-# HELP sluice_backup_uploaded_bytes_total Bytes of backup files uploaded to the backup store (as stored, after compression).
-# TYPE sluice_backup_uploaded_bytes_total counter
-# HELP sluice_backup_uploaded_files_total Backup files uploaded to the backup store.
-# TYPE sluice_backup_uploaded_files_total counter
-# HELP sluice_backup_duration_seconds Duration of completed partition backups, from the start of the upload to the COMPLETED manifest.
-# TYPE sluice_backup_duration_seconds histogram
-# HELP sluice_backup_last_completed_id Highest backup id of which a partition backup completed on the broker since it started.
-# TYPE sluice_backup_last_completed_id gauge
-# HELP sluice_backup_last_completed_timestamp_seconds When that partition backup completed, seconds since the Unix epoch.
-# TYPE sluice_backup_last_completed_timestamp_seconds gauge
-# HELP sluice_restore_backup_id Backup the broker's data directory was restored from.
-# TYPE sluice_restore_backup_id gauge
-# HELP sluice_restore_bytes Bytes downloaded and verified by that restore.
-# TYPE sluice_restore_bytes gauge
-# HELP sluice_restore_files Files downloaded and verified by that restore.
-# TYPE sluice_restore_files gauge
-# HELP sluice_restore_duration_seconds Duration of that restore, until everything was verified.
-# TYPE sluice_restore_duration_seconds gauge
-# HELP sluice_restore_timestamp_seconds When that restore finished, seconds since the Unix epoch.
-# TYPE sluice_restore_timestamp_seconds gauge
-"
-        );
-    }
-
-    /// The sample lines (not the comments) of the exposition of `brokers`.
-    fn samples(brokers: &[BrokerMetrics]) -> Vec<String> {
-        render_text(brokers)
-            .lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(str::to_string)
-            .collect()
-    }
-
-    #[test]
-    fn brokers_are_merged_by_metric_and_labelled_by_node() {
-        let mut busy = broker(1);
-        busy.backups_completed = 2;
-        busy.backups_failed = 1;
-        busy.backups_in_progress = 1;
-        busy.uploaded_bytes = 123_456;
-        busy.uploaded_files = 9;
-        busy.backup_duration = Histogram {
-            buckets: vec![
-                HistogramBucket { le: 0.5, count: 1 },
-                HistogramBucket { le: 10.0, count: 2 },
-            ],
-            sum: 3.25,
-            count: 2,
+    /// A broker that does not answer is counted out, not an error; the page is the gateway's
+    /// own: process metrics, no broker series.
+    #[tokio::test]
+    async fn an_unreachable_broker_is_not_up_and_the_page_is_the_gateways_own() {
+        // A port nobody listens on: bind one, note it, close it.
+        let address = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
         };
-        busy.last_completed = Some(LastCompletedBackup {
-            backup_id: 7,
-            timestamp_seconds: 1_700_000_000.5,
-        });
-        busy.restore = Some(RestoreMetrics {
-            backup_id: 3,
-            files: 4,
-            bytes: 5000,
-            duration_seconds: 1.5,
-            timestamp_seconds: 1_600_000_000.0,
-        });
-        // Answers arrive in any order; the output is sorted by node.
-        let lines = samples(&[busy, broker(0)]);
-        let expected = [
-            "sluice_gateway_brokers_up 2",
-            "sluice_backups_total{node=\"0\",status=\"completed\"} 0",
-            "sluice_backups_total{node=\"0\",status=\"failed\"} 0",
-            "sluice_backups_total{node=\"1\",status=\"completed\"} 2",
-            "sluice_backups_total{node=\"1\",status=\"failed\"} 1",
-            "sluice_backups_in_progress{node=\"0\"} 0",
-            "sluice_backups_in_progress{node=\"1\"} 1",
-            "sluice_backup_uploaded_bytes_total{node=\"0\"} 0",
-            "sluice_backup_uploaded_bytes_total{node=\"1\"} 123456",
-            "sluice_backup_uploaded_files_total{node=\"0\"} 0",
-            "sluice_backup_uploaded_files_total{node=\"1\"} 9",
-            "sluice_backup_duration_seconds_bucket{node=\"0\",le=\"0.5\"} 0",
-            "sluice_backup_duration_seconds_bucket{node=\"0\",le=\"10\"} 0",
-            "sluice_backup_duration_seconds_bucket{node=\"0\",le=\"+Inf\"} 0",
-            "sluice_backup_duration_seconds_sum{node=\"0\"} 0",
-            "sluice_backup_duration_seconds_count{node=\"0\"} 0",
-            "sluice_backup_duration_seconds_bucket{node=\"1\",le=\"0.5\"} 1",
-            "sluice_backup_duration_seconds_bucket{node=\"1\",le=\"10\"} 2",
-            "sluice_backup_duration_seconds_bucket{node=\"1\",le=\"+Inf\"} 2",
-            "sluice_backup_duration_seconds_sum{node=\"1\"} 3.25",
-            "sluice_backup_duration_seconds_count{node=\"1\"} 2",
-            "sluice_backup_last_completed_id{node=\"1\"} 7",
-            "sluice_backup_last_completed_timestamp_seconds{node=\"1\"} 1700000000.5",
-            "sluice_restore_backup_id{node=\"1\"} 3",
-            "sluice_restore_bytes{node=\"1\"} 5000",
-            "sluice_restore_files{node=\"1\"} 4",
-            "sluice_restore_duration_seconds{node=\"1\"} 1.5",
-            "sluice_restore_timestamp_seconds{node=\"1\"} 1600000000",
-        ];
-        assert_eq!(lines, expected);
-    }
-
-    #[test]
-    fn every_metric_is_described_once_whatever_the_number_of_brokers() {
-        let text = render_text(&[broker(0), broker(1), broker(2)]);
-        let mut described = std::collections::BTreeMap::new();
-        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            let name = line.split(' ').nth(2).unwrap();
-            *described.entry(name.to_string()).or_insert(0) += 1;
-        }
-        assert_eq!(described.len(), 13, "{text}");
-        assert!(described.values().all(|n| *n == 1), "{described:?}");
+        let transport = ClusterTransport::new(None, None, "gateway.cluster.ca").unwrap();
+        let cluster = Cluster::new(&[address], Duration::from_secs(1), transport);
+        let metrics = GatewayMetrics::new();
+        let response = metrics.scrape(&cluster).await;
         assert_eq!(
-            text.lines().filter(|l| l.starts_with("# HELP ")).count(),
-            13
+            response.headers()["content-type"],
+            sluice_protocol::metrics::TEXT_CONTENT_TYPE
         );
-    }
-
-    #[test]
-    fn special_values_are_spelled_as_prometheus_reads_them() {
-        assert_eq!(float(f64::INFINITY), "+Inf");
-        assert_eq!(float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(float(f64::NAN), "NaN");
-        assert_eq!(float(0.05), "0.05");
-        assert_eq!(float(1800.0), "1800");
+        let text = text_of(response).await;
+        let samples = parse_text(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        promtool_check(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let value = |name: &str| {
+            samples
+                .iter()
+                .find(|(s, _)| s == name)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        };
+        assert_eq!(value("sluice_gateway_brokers_up"), 0.0);
+        assert!(value("process_resident_memory_bytes") > 0.0, "{text}");
+        value("process_open_fds");
+        value("process_cpu_seconds_total");
+        assert!(
+            !text.contains("sluice_backup"),
+            "broker metrics are the brokers' own:\n{text}"
+        );
     }
 }

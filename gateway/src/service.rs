@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::{require_token, RequiredToken};
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
+use crate::metrics::GatewayMetrics;
 use crate::schedule::{BackupScheduler, Retention, Schedule, ScheduleHandle, ScheduleOptions};
 
 /// How long in-flight requests may finish after shutdown was asked for.
@@ -73,16 +74,18 @@ impl GatewayService {
         let client_address = format!("{}:{}", config.network.host, config.network.port);
         let management_address = format!("{}:{}", config.management.host, config.management.port);
 
-        let client_router = with_token(
+        let metrics = GatewayMetrics::new();
+        let client_router = metrics.requests().layer(with_token(
             crate::client_api::router(cluster.clone()),
             config.client_token.as_ref(),
             "gateway.network.token",
-        );
-        let management_router = with_token(
+        ));
+        let management_router = metrics.requests().layer(with_token(
             crate::actuator::router(cluster.clone(), schedule_handle.clone()),
             config.management.token.as_ref(),
             "gateway.management.token",
-        );
+        ));
+        let management_router = management_router.layer(axum::Extension(metrics));
 
         let tls = match &config.tls {
             None => None,

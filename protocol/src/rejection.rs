@@ -37,6 +37,10 @@ pub fn json_error_bodies(
 ) -> Router {
     // Around the whole router, not `router.layer(..)`: that layers each route inside the part of
     // axum that adds the `Allow` header to a 405, which the message names.
+    // The routes tell a request timing outside this wrapper which route they matched.
+    let router = router.layer(axum::middleware::from_fn(
+        crate::metrics::remember_matched_path,
+    ));
     Router::new()
         .fallback_service(router)
         .layer(axum::middleware::from_fn_with_state(

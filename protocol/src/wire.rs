@@ -180,8 +180,9 @@ pub struct ErrorBody {
     pub latest: Option<u64>,
 }
 
-/// A broker's backup and restore metrics (`GET /metrics`), counted since the broker started;
-/// the gateway renders them in the Prometheus text format.
+/// A broker's backup and restore metrics as JSON (`GET /metrics` of the internal API), counted
+/// since the broker started. Prometheus reads the broker's management port instead (the
+/// Prometheus text of the same counters and more); nothing in Sluice reads this one any more.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerMetrics {

@@ -19,6 +19,8 @@ use crate::Env;
 pub struct BrokerSpec {
     pub node_id: u32,
     pub port: u16,
+    /// `broker.network.managementPort`: where the broker serves `GET /metrics`.
+    pub management_port: u16,
     pub data_dir: PathBuf,
 }
 
@@ -64,6 +66,7 @@ impl ClusterSpec {
             .map(|node_id| BrokerSpec {
                 node_id,
                 port: free_port(),
+                management_port: free_port(),
                 data_dir: root.path().join(format!("node-{node_id}")).join("data"),
             })
             .collect();
@@ -103,6 +106,17 @@ impl ClusterSpec {
         format!(
             "{scheme}://127.0.0.1:{}",
             self.brokers[node_id as usize].port
+        )
+    }
+
+    /// Broker `node_id`'s own Prometheus endpoint, on its management port (`https` when the
+    /// brokers serve TLS, like their internal API).
+    pub fn broker_metrics_url(&self, node_id: u32) -> String {
+        let internal = self.broker_url(node_id);
+        let scheme = internal.split(':').next().expect("a scheme");
+        format!(
+            "{scheme}://127.0.0.1:{}/metrics",
+            self.brokers[node_id as usize].management_port
         )
     }
 
@@ -180,6 +194,10 @@ impl ClusterSpec {
         set("SLUICE_BROKER_CLUSTER_BROKERS", self.broker_addresses());
         set("SLUICE_BROKER_NETWORK_HOST", "127.0.0.1".into());
         set("SLUICE_BROKER_NETWORK_PORT", broker.port.to_string());
+        set(
+            "SLUICE_BROKER_NETWORK_MANAGEMENTPORT",
+            broker.management_port.to_string(),
+        );
         set(
             "SLUICE_BROKER_DATA_DIRECTORY",
             broker.data_dir.to_str().expect("UTF-8 path").to_string(),

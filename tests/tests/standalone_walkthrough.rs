@@ -30,6 +30,10 @@ async fn readme_walkthrough() {
         mgmt_port.to_string(),
     );
     env.insert("SLUICE_BROKER_NETWORK_PORT".into(), free_port().to_string());
+    env.insert(
+        "SLUICE_BROKER_NETWORK_MANAGEMENTPORT".into(),
+        free_port().to_string(),
+    );
     let api = format!("http://127.0.0.1:{api_port}");
     let mgmt = format!("http://127.0.0.1:{mgmt_port}");
     let health = format!("{mgmt}/actuator/health");
