@@ -265,7 +265,7 @@ impl BackupService {
         let (tx, rx) = mpsc::channel(options.queue_capacity);
         let running: RunningMap = Arc::new(DashMap::new());
         let failed: RunningMap = Arc::new(DashMap::new());
-        let pools = Pools::new(store.clone());
+        let pools = Pools::new(store.clone(), metrics.clone());
         let handle = BackupHandle {
             tx,
             store: store.clone(),
@@ -665,6 +665,14 @@ impl Ending<'_> {
                 let snapshot_id = completed.descriptor.snapshot_id.as_deref();
                 pool.remember(&completed.files, snapshot_id, PrefixTrust::Trusted);
                 self.context.pools.completed(&completed);
+                let referenced = completed.files.iter().map(|f| f.stored_bytes).sum();
+                let uploaded = completed.pool_upload.unwrap_or_default().stored_bytes;
+                self.context.metrics.pooled_backup_completed(
+                    id.partition_id,
+                    referenced,
+                    uploaded,
+                    pool.totals(),
+                );
             }
             (Some(pool), None) => {
                 drop(pool);

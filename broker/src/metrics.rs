@@ -24,6 +24,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry,
 };
 use serde::{Deserialize, Serialize};
+use sluice_backup_store::{PoolCollection, PoolTotals};
 use sluice_protocol::metrics::{process_registry, RequestMetrics};
 
 use crate::log::SegmentInfo;
@@ -83,8 +84,19 @@ pub struct BackupMetrics {
     duration: Histogram,
     last_completed_id: GaugeVec,
     last_completed_timestamp: GaugeVec,
+    /// Per partition: what its newest completed backup references and uploaded new, and its pool.
+    last_referenced_bytes: IntGaugeVec,
+    last_uploaded_bytes: IntGaugeVec,
+    pool_bytes: IntGaugeVec,
+    pool_objects: IntGaugeVec,
+    pool_collected_bytes: IntCounter,
     /// Highest backup id with a completed partition backup, and when (ms since the epoch).
     last_completed: Mutex<Option<(u64, u64)>>,
+}
+
+/// A gauge per partition (label `partition`).
+fn partition_gauge(name: &str, help: &str) -> IntGaugeVec {
+    IntGaugeVec::new(Opts::new(name, help), &["partition"]).expect("a valid gauge definition")
 }
 
 impl Default for BackupMetrics {
@@ -111,11 +123,31 @@ impl Default for BackupMetrics {
             .expect("a valid gauge definition"),
             uploaded_bytes: int_counter(
                 "sluice_backup_uploaded_bytes_total",
-                "Bytes of backup files uploaded to the backup store (as stored, after compression).",
+                "Bytes uploaded new to the backup store (as stored, after compression); what the pool held already is not sent and not counted.",
             ),
             uploaded_files: int_counter(
                 "sluice_backup_uploaded_files_total",
-                "Backup files uploaded to the backup store.",
+                "Backup files put in the store, new or referenced in the pool.",
+            ),
+            last_referenced_bytes: partition_gauge(
+                "sluice_backup_last_referenced_bytes",
+                "Stored bytes the partition's newest completed backup references (what it needs in the store).",
+            ),
+            last_uploaded_bytes: partition_gauge(
+                "sluice_backup_last_uploaded_bytes",
+                "Stored bytes the partition's newest completed backup uploaded new (the rest was in the pool).",
+            ),
+            pool_bytes: partition_gauge(
+                "sluice_backup_pool_bytes",
+                "Stored bytes of the partition's pool, shared by all its backups (as of its last backup or collection).",
+            ),
+            pool_objects: partition_gauge(
+                "sluice_backup_pool_objects",
+                "Objects of the partition's pool (as of its last backup or collection).",
+            ),
+            pool_collected_bytes: int_counter(
+                "sluice_backup_pool_collected_bytes_total",
+                "Stored bytes that collections deleted from the pools: objects no backup referenced any more.",
             ),
             duration: histogram(
                 "sluice_backup_duration_seconds",
@@ -169,6 +201,49 @@ impl BackupMetrics {
         register(registry, self.duration.clone());
         register(registry, self.last_completed_id.clone());
         register(registry, self.last_completed_timestamp.clone());
+        register(registry, self.last_referenced_bytes.clone());
+        register(registry, self.last_uploaded_bytes.clone());
+        register(registry, self.pool_bytes.clone());
+        register(registry, self.pool_objects.clone());
+        register(registry, self.pool_collected_bytes.clone());
+    }
+
+    /// The partition's newest backup completed, referencing `referenced_bytes` of which it
+    /// uploaded `uploaded_bytes`; its pool now holds `pool`.
+    pub fn pooled_backup_completed(
+        &self,
+        partition_id: u32,
+        referenced_bytes: u64,
+        uploaded_bytes: u64,
+        pool: PoolTotals,
+    ) {
+        let partition = partition_id.to_string();
+        let set = |gauge: &IntGaugeVec, value: u64| {
+            gauge
+                .with_label_values(&[partition.as_str()])
+                .set(i64::try_from(value).unwrap_or(i64::MAX));
+        };
+        set(&self.last_referenced_bytes, referenced_bytes);
+        set(&self.last_uploaded_bytes, uploaded_bytes);
+        self.pool_is(partition_id, pool);
+    }
+
+    /// A collection of the partition's pool ended with `collection`.
+    pub fn pool_collected(&self, partition_id: u32, collection: &PoolCollection) {
+        self.pool_collected_bytes
+            .inc_by(collection.deleted.stored_bytes);
+        self.pool_is(partition_id, collection.kept);
+    }
+
+    fn pool_is(&self, partition_id: u32, pool: PoolTotals) {
+        let partition = partition_id.to_string();
+        let clamp = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.pool_bytes
+            .with_label_values(&[partition.as_str()])
+            .set(clamp(pool.stored_bytes));
+        self.pool_objects
+            .with_label_values(&[partition.as_str()])
+            .set(clamp(pool.objects));
     }
 
     /// A partition backup was accepted: in progress until the guard is dropped.

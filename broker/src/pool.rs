@@ -26,8 +26,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 use sluice_backup_store::{
     BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind, Manifest, PoolIndex,
-    PrefixTrust,
+    PoolTotals, PrefixTrust,
 };
+
+use crate::metrics::BackupMetrics;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// The longest a collection of one pool may take (listings, manifest reads, deletes).
@@ -90,6 +92,14 @@ impl PartitionPool {
                 .flat_map(|e| e.pieces.iter().flatten())
                 .all(|p| index.stored_bytes(&p.object) == Some(p.stored_bytes));
         whole.then_some(entries)
+    }
+
+    /// The size of the pool as its index knows it (empty before it is loaded).
+    pub fn totals(&self) -> PoolTotals {
+        self.index
+            .as_ref()
+            .map(PoolIndex::totals)
+            .unwrap_or_default()
     }
 
     /// The newest backup's entry of a file, if it has one.
@@ -193,13 +203,16 @@ struct PoolSlot {
 pub struct Pools {
     store: BackupStore,
     slots: Arc<DashMap<u32, Arc<PoolSlot>>>,
+    metrics: Arc<BackupMetrics>,
 }
 
 impl Pools {
-    pub fn new(store: BackupStore) -> Self {
+    /// The pools of `store`; collections are counted into `metrics`.
+    pub fn new(store: BackupStore, metrics: Arc<BackupMetrics>) -> Self {
         Self {
             store,
             slots: Arc::default(),
+            metrics,
         }
     }
 
@@ -238,6 +251,7 @@ impl Pools {
             return;
         }
         let store = self.store.clone();
+        let metrics = self.metrics.clone();
         tokio::spawn(async move {
             let mut pool = slot.pool.clone().lock_owned().await;
             // From here a new request must run again: this run may miss what it frees.
@@ -247,7 +261,7 @@ impl Pools {
                 store.collect_pool(partition_id, &index).await
             };
             match tokio::time::timeout(COLLECTION_TIMEOUT, collect).await {
-                Ok(Ok(_)) => {}
+                Ok(Ok(collection)) => metrics.pool_collected(partition_id, &collection),
                 Ok(Err(error)) => tracing::warn!(partition = partition_id, %error,
                     "the backup pool was not collected; the next delete or restart tries again"),
                 Err(_) => {

@@ -603,6 +603,19 @@ async fn backups_share_the_pool_and_a_delete_frees_only_what_nothing_else_needs(
         uploaded.stored_bytes < referenced,
         "backup 2 uploaded {uploaded:?} of {referenced} referenced bytes"
     );
+    // The metrics say the same, and the pool's size.
+    let registry = prometheus::Registry::new();
+    fixture.backups.metrics().register(&registry);
+    let text = sluice_protocol::metrics::encode(&registry);
+    let pool_bytes: u64 = pool_sizes(&fixture.store).await.values().sum();
+    for (metric, value) in [
+        ("sluice_backup_last_referenced_bytes", referenced),
+        ("sluice_backup_last_uploaded_bytes", uploaded.stored_bytes),
+        ("sluice_backup_pool_bytes", pool_bytes),
+    ] {
+        let line = format!("{metric}{{partition=\"1\"}} {value}");
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
 
     // Deleting backup 1 frees what only it referenced; backup 2 stays whole.
     fixture.backups.delete(1, 1).await.unwrap();
@@ -628,6 +641,19 @@ async fn backups_share_the_pool_and_a_delete_frees_only_what_nothing_else_needs(
         "nothing is left"
     );
     fixture.cancel.cancel();
+}
+
+async fn pool_sizes(store: &BackupStore) -> BTreeMap<ObjectId, u64> {
+    let metas: Vec<_> = store
+        .object_store()
+        .list(Some(&store.pool_prefix(1)))
+        .try_collect()
+        .await
+        .unwrap();
+    metas
+        .iter()
+        .filter_map(|m| Some((ObjectId::parse(m.location.filename()?)?, m.size)))
+        .collect()
 }
 
 async fn pool_objects(store: &BackupStore) -> BTreeSet<ObjectId> {
