@@ -149,12 +149,7 @@ impl BackupStore {
         .await;
 
         if let Err(error) = outcome {
-            drop(output);
-            if let Err(remove_error) = tokio::fs::remove_file(destination).await {
-                if remove_error.kind() != std::io::ErrorKind::NotFound {
-                    warn!(path = %destination.display(), error = %remove_error, "cannot remove partially downloaded file");
-                }
-            }
+            output.discard().await;
             return Err(error);
         }
         debug!(%path, destination = %destination.display(), size = entry.size_bytes, stored = entry.stored_bytes, "downloaded backup file");
@@ -262,6 +257,18 @@ impl<'a> VerifiedFile<'a> {
             .write_all(bytes)
             .await
             .map_err(|e| BackupStoreError::io(self.destination, e))
+    }
+
+    /// Closes and removes the destination (a download that failed): only what this download
+    /// created.
+    pub(crate) async fn discard(self) {
+        let destination = self.destination;
+        drop(self.file);
+        if let Err(error) = tokio::fs::remove_file(destination).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                warn!(path = %destination.display(), %error, "cannot remove partially downloaded file");
+            }
+        }
     }
 
     /// Checks size and checksum, then flushes and fsyncs.

@@ -22,7 +22,7 @@ use object_store::path::Path;
 use object_store::PutPayload;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::download::{VerifiedFile, RANGES_CONCURRENT_MAX};
 use crate::manifest::{
@@ -225,12 +225,7 @@ impl BackupStore {
         }
         .await;
         if let Err(error) = outcome {
-            drop(output);
-            if let Err(remove_error) = tokio::fs::remove_file(destination).await {
-                if remove_error.kind() != std::io::ErrorKind::NotFound {
-                    warn!(path = %destination.display(), error = %remove_error, "cannot remove partially downloaded file");
-                }
-            }
+            output.discard().await;
             return Err(error);
         }
         Ok(())
@@ -291,24 +286,7 @@ impl BackupStore {
             .put(&path, payload)
             .await
             .map_err(|e| BackupStoreError::object_store("put", &path, e))?;
-        match self.head_optional(&path).await? {
-            Some(meta) if meta.size == stored_bytes => {}
-            Some(meta) => {
-                return Err(BackupStoreError::Corrupt {
-                    path: path.to_string(),
-                    expected: format!("{stored_bytes} bytes uploaded"),
-                    actual: format!(
-                        "{} bytes stored (the store did not keep the upload as sent)",
-                        meta.size
-                    ),
-                })
-            }
-            None => {
-                return Err(BackupStoreError::MissingObject {
-                    path: path.to_string(),
-                })
-            }
-        }
+        self.check_stored_size(&path, stored_bytes).await?;
         self.make_durable(&path).await
     }
 }

@@ -252,6 +252,25 @@ impl BackupStore {
         }
     }
 
+    /// Checks that the store holds `stored_bytes` at `path`, just uploaded: a store that
+    /// truncates (or pads) what it was given is caught here, not at restore time.
+    pub(crate) async fn check_stored_size(&self, path: &Path, stored_bytes: u64) -> Result<()> {
+        match self.head_optional(path).await? {
+            Some(meta) if meta.size == stored_bytes => Ok(()),
+            Some(meta) => Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: format!("{stored_bytes} bytes uploaded"),
+                actual: format!(
+                    "{} bytes stored (the store did not keep the upload as sent)",
+                    meta.size
+                ),
+            }),
+            None => Err(BackupStoreError::MissingObject {
+                path: path.to_string(),
+            }),
+        }
+    }
+
     /// The metadata of an object, `None` if it does not exist.
     pub(crate) async fn head_optional(&self, path: &Path) -> Result<Option<ObjectMeta>> {
         match self.store.head(path).await {

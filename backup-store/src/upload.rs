@@ -149,24 +149,7 @@ impl BackupStore {
 
         // A store that truncates (or pads) what it was given is caught here,
         // not at restore time.
-        match self.head_optional(&path).await? {
-            Some(meta) if meta.size == stored_bytes => {}
-            Some(meta) => {
-                return Err(BackupStoreError::Corrupt {
-                    path: path.to_string(),
-                    expected: format!("{stored_bytes} bytes uploaded"),
-                    actual: format!(
-                        "{} bytes stored (the store did not keep the upload as sent)",
-                        meta.size
-                    ),
-                })
-            }
-            None => {
-                return Err(BackupStoreError::MissingObject {
-                    path: path.to_string(),
-                })
-            }
-        }
+        self.check_stored_size(&path, stored_bytes).await?;
 
         // Before the manifest that lists it can say COMPLETED.
         self.make_durable(&path).await?;

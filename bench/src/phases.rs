@@ -224,7 +224,7 @@ impl Bench {
     }
 
     /// Phase 4: `bin/restore` of that backup for node 0, then `aws s3 cp` download of the same
-    /// objects (row 2).
+    /// files (row 2).
     pub(crate) async fn restore_node_0(
         &self,
         backup: &S3Backup,
@@ -248,7 +248,7 @@ impl Bench {
         ));
         std::fs::remove_dir_all(&restore_dir)?;
         let measured = self
-            .download_baseline(id, restore_bytes, restore_rate, report)
+            .download_baseline(restore_bytes, restore_rate, report)
             .await?;
         report.rows.push(
             Row::new(
@@ -297,11 +297,12 @@ impl Bench {
         .await
     }
 
-    /// `aws s3 cp --recursive` of node 0's objects of backup `id`, then `sync` (the restore
-    /// fsyncs what it writes): the baseline text and Sluice's rate over it, or why there is none.
+    /// `aws s3 cp --recursive` of node 0's files of backup `id`, then `sync` (the restore fsyncs
+    /// what it writes): the baseline text and Sluice's rate over it, or why there is none. The
+    /// backup's files are pool objects shared with other backups, so the baseline downloads the
+    /// copy of the same files that the upload baseline (1a) put in the bucket, one object per file.
     async fn download_baseline(
         &self,
-        id: u64,
         restore_bytes: u64,
         restore_rate: f64,
         report: &mut Report,
@@ -311,7 +312,7 @@ impl Bench {
         };
         phase("baseline: aws s3 cp --recursive (download)");
         let download_dir = self.spec.root().join("baseline-download");
-        let prefix = format!("s3://{}/{BIG:05}/{id:020}/00000/", self.bucket);
+        let prefix = format!("s3://{}/awscli-baseline/upload/{BIG:05}/", self.bucket);
         let copy = aws
             .cp_recursive(
                 &prefix,

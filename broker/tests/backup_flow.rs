@@ -657,16 +657,7 @@ async fn pool_sizes(store: &BackupStore) -> BTreeMap<ObjectId, u64> {
 }
 
 async fn pool_objects(store: &BackupStore) -> BTreeSet<ObjectId> {
-    let metas: Vec<_> = store
-        .object_store()
-        .list(Some(&store.pool_prefix(1)))
-        .try_collect()
-        .await
-        .unwrap();
-    metas
-        .iter()
-        .filter_map(|m| m.location.filename().and_then(ObjectId::parse))
-        .collect()
+    pool_sizes(store).await.into_keys().collect()
 }
 
 /// A snapshot taken between two backups does not make the second upload it: the pool holds the
