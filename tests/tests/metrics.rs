@@ -220,7 +220,7 @@ async fn every_endpoint_shows_its_own_metrics_and_passes_promtool() {
     assert_eq!(
         value(
             &gateway,
-            "sluice_gateway_request_duration_seconds_count{method=\"POST\",route=\"/actuator/backups/{id}\",status=\"200\"}"
+            "sluice_gateway_request_duration_seconds_count{method=\"POST\",route=\"/actuator/backups/{backupId}\",status=\"200\"}"
         ),
         1.0,
         "{text}"
