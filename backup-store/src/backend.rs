@@ -203,33 +203,68 @@ pub(crate) struct LocalFiles {
     store: LocalFileSystem,
     /// The canonical root: directories are synced up to it.
     root: PathBuf,
+    /// Directories whose own entry (in their parent) this store has made durable, with their
+    /// inode: a new object in one needs only its directory synced, not every level up to the
+    /// root (a pool puts hundreds of objects into the same few directories). A directory that
+    /// was removed and made anew has another inode and is synced again.
+    durable_dirs: std::sync::Mutex<std::collections::HashMap<PathBuf, u64>>,
 }
 
 impl LocalFiles {
-    /// Syncs the object at `location` and every directory from its own up to
-    /// the root (new backups create several levels of directories).
-    pub(crate) async fn sync(&self, location: &Path) -> Result<(), BackupStoreError> {
+    fn new(store: LocalFileSystem, root: PathBuf) -> Self {
+        Self {
+            store,
+            root,
+            durable_dirs: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Syncs the object at `location`, its directory, and every directory above it up to the
+    /// root whose entry is not durable yet (new backups create several levels of directories).
+    pub(crate) async fn sync(self: &Arc<Self>, location: &Path) -> Result<(), BackupStoreError> {
         let file = self
             .store
             .path_to_filesystem(location)
             .map_err(|e| BackupStoreError::object_store("sync", location, e))?;
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || {
-            let sync = |path: &std::path::Path| {
-                std::fs::File::open(path)
-                    .and_then(|f| f.sync_all())
-                    .map_err(|source| BackupStoreError::io(path, source))
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.sync_blocking(&file))
+            .await
+            .map_err(|e| BackupStoreError::io(&self.root, std::io::Error::other(e)))?
+    }
+
+    fn sync_blocking(&self, file: &std::path::Path) -> Result<(), BackupStoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let sync = |path: &std::path::Path| {
+            std::fs::File::open(path)
+                .and_then(|f| f.sync_all())
+                .map_err(|source| BackupStoreError::io(path, source))
+        };
+        sync(file)?;
+        // The file's entry in its directory.
+        let Some(mut dir) = file.parent().filter(|d| d.starts_with(&self.root)) else {
+            return Ok(());
+        };
+        sync(dir)?;
+        // Each directory's entry in its parent, up to the first one known durable.
+        while let Some(parent) = dir.parent().filter(|p| p.starts_with(&self.root)) {
+            let inode = std::fs::metadata(dir)
+                .map_err(|source| BackupStoreError::io(dir, source))?
+                .ino();
+            let known = {
+                let durable = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+                durable.get(dir) == Some(&inode)
             };
-            sync(&file)?;
-            let mut dir = file.parent();
-            while let Some(current) = dir.filter(|d| d.starts_with(&root)) {
-                sync(current)?;
-                dir = current.parent();
+            if known {
+                break;
             }
-            Ok(())
-        })
-        .await
-        .map_err(|e| BackupStoreError::io(&self.root, std::io::Error::other(e)))?
+            sync(parent)?;
+            self.durable_dirs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(dir.to_path_buf(), inode);
+            dir = parent;
+        }
+        Ok(())
     }
 }
 
@@ -411,10 +446,7 @@ fn filesystem(root: &LocalPath, limit: usize) -> Result<Backend> {
     Ok(Backend {
         store: Arc::new(LimitStore::new(local()?, limit)),
         probe: Arc::new(local()?),
-        local: Some(LocalFiles {
-            store: local()?,
-            root: canonical_root,
-        }),
+        local: Some(LocalFiles::new(local()?, canonical_root)),
         description: format!("Filesystem(root={})", root.display()),
         hints: Hints {
             missing: format!("directory {} does not exist ({key})", root.display()),

@@ -574,17 +574,20 @@ fn latency_ratio(a: Option<Duration>, b: Option<Duration>) -> Option<f64> {
 fn back_to_back_note(closed: &Impact, fixed: &Impact) -> String {
     let mut triggers = closed.backups.triggers.clone();
     triggers.extend(&fixed.backups.triggers);
-    let durations: Vec<String> = closed
+    let mut durations = Samples::new();
+    for duration in closed
         .backups
         .durations
         .iter()
         .chain(&fixed.backups.durations)
-        .map(|d| format!("{:.1}", d.as_secs_f64()))
-        .collect();
+    {
+        durations.record(*duration, 1);
+    }
     format!(
-        "back-to-back backups under load: {} completed (durations in s: {}); trigger p50 {}, p99 {}, max {}; broker 0 RSS growth up to {}",
+        "back-to-back backups under load: {} completed (trigger to COMPLETED: p50 {}, max {}); trigger p50 {}, p99 {}, max {}; broker 0 RSS growth up to {}",
         durations.len(),
-        durations.join(", "),
+        opt_ms(durations.quantile(0.5)),
+        opt_ms(durations.max()),
         opt_ms(triggers.quantile(0.5)),
         opt_ms(triggers.quantile(0.99)),
         opt_ms(triggers.max()),

@@ -112,14 +112,16 @@ pub fn secs(duration: Duration) -> String {
     format!("{:.2} s", duration.as_secs_f64())
 }
 
-/// A byte count in MiB or GiB.
+/// A byte count in GiB, MiB or, below 1 MiB (what a deduplicated backup uploads), KiB.
 pub fn size(bytes: u64) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let mib = bytes as f64 / MIB;
     if mib >= 1024.0 {
         format!("{:.2} GiB", mib / 1024.0)
-    } else {
+    } else if mib >= 1.0 {
         format!("{mib:.1} MiB")
+    } else {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
     }
 }
 
