@@ -64,7 +64,7 @@ fn defaults_match_the_table() {
     assert!(!b.s3.force_path_style_access);
     assert_eq!(b.s3.requests.api_call_timeout, Duration::from_secs(30));
     assert_eq!(b.s3.requests.max_concurrent_connections, 32);
-    assert_eq!(b.s3.requests.compression, BackupCompression::None);
+    assert_eq!(b.s3.requests.compression, BackupCompression::Zstd);
     assert_eq!(
         b.gcs,
         GcsBackupConfig {
