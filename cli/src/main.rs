@@ -373,8 +373,8 @@ async fn open_store() -> Result<(BackupStore, BrokerConfig), Failure> {
     Ok((store, config.broker))
 }
 
-/// The manifest that speaks for each partition: the COMPLETED one restore would choose (the
-/// same rule, `sluice_restore::choose_completed`), else the newest.
+/// The manifest that speaks for each partition, by the one rule (`Manifest::choose`): the
+/// COMPLETED one restore would choose, else the newest.
 async fn manifests(
     store: &BackupStore,
     cluster: &sluice_config::ClusterConfig,
@@ -391,13 +391,7 @@ async fn manifests(
             })?;
         let hosting_node =
             sluice_broker::routing::node_for_partition(partition, cluster.cluster_size);
-        let chosen = sluice_restore::choose_completed(&found, hosting_node)
-            .cloned()
-            .or_else(|| {
-                found
-                    .into_iter()
-                    .max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at))
-            });
+        let chosen = Manifest::choose(&found, hosting_node).cloned();
         out.push((partition, chosen));
     }
     Ok(out)

@@ -195,21 +195,11 @@ pub struct Chosen {
     pub skipped: Vec<SkippedManifest>,
 }
 
-/// The one rule for which manifest speaks for a partition: among its COMPLETED manifests, the one
-/// taken by the node that hosts the partition (the node that restores it), else the most
-/// recently updated one (then the lowest node id). Restore and verify both use it.
+/// The COMPLETED manifest that speaks for a partition hosted by `hosting_node`, if it has one:
+/// the one [`Manifest::choose`] (the one rule) picks, which is COMPLETED whenever any is.
+/// Restore and verify both use it.
 pub fn choose_completed(manifests: &[Manifest], hosting_node: u32) -> Option<&Manifest> {
-    let mut completed: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.status == BackupStatus::Completed)
-        .collect();
-    completed.sort_by(|a, b| {
-        (b.id.node_id == hosting_node)
-            .cmp(&(a.id.node_id == hosting_node))
-            .then_with(|| b.last_updated_at.cmp(&a.last_updated_at))
-            .then_with(|| a.id.node_id.cmp(&b.id.node_id))
-    });
-    completed.first().copied()
+    Manifest::choose(manifests, hosting_node).filter(|m| m.status == BackupStatus::Completed)
 }
 
 /// Chooses the manifest of every partition 1 to `partitionsCount` of backup `backup_id`, and
