@@ -14,6 +14,9 @@
 //!   fsynced, then installed under a marker ([`RESTORE_MARKER_FILE`], fsynced before the first
 //!   rename, removed after the last) that the broker refuses to start with and that a rerun of
 //!   the restore cleans up.
+//! - [`progress::Printer`]: the one printer of their progress (a bar, or a line a file).
+
+pub mod progress;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -172,7 +175,7 @@ fn io_error(path: &Path, operation: &'static str) -> impl FnOnce(std::io::Error)
     }
 }
 
-/// Follows a restore or verification file by file (a progress bar, log lines).
+/// Follows a restore or verification file by file ([`progress::Printer`]: a bar, log lines).
 pub trait Progress: Send {
     /// Before the first download: what will be downloaded in total.
     fn start(&mut self, _files: u64, _bytes: u64) {}
