@@ -336,6 +336,35 @@ impl Manifest {
         }
     }
 
+    /// The one rule for which of the manifests of one partition and checkpoint (one per node
+    /// that wrote one: the partition moved between nodes, e.g. after a restore with another
+    /// cluster size) speaks for it. `hosting_node` is the node that hosts the partition now.
+    ///
+    /// 1. A COMPLETED manifest before any other: a backup that can be restored is what the
+    ///    partition's backup *is*; a FAILED or IN_PROGRESS manifest another node left must not
+    ///    hide it. So status and list say COMPLETED exactly when restore would restore it.
+    /// 2. Among the COMPLETED ones, the hosting node's: it restores the partition, and its
+    ///    manifest holds the log its own broker wrote.
+    /// 3. Then the most recently updated (`lastUpdatedAt`; one that does not parse counts as
+    ///    oldest): for manifests that are not COMPLETED, the newest says best what went on last
+    ///    (FAILED after IN_PROGRESS), which is what status, list and inspect show.
+    /// 4. Then the lowest node id, so the choice never depends on listing order.
+    ///
+    /// The broker (status, list), the restore library (restore, verify) and the CLI (inspect)
+    /// all choose with it. `None` only for no manifests.
+    pub fn choose(manifests: &[Manifest], hosting_node: u32) -> Option<&Manifest> {
+        manifests.iter().min_by_key(|m| {
+            let completed = m.status == BackupStatus::Completed;
+            let updated = humantime::parse_rfc3339_weak(&m.last_updated_at).ok();
+            (
+                std::cmp::Reverse(completed),
+                std::cmp::Reverse(completed && m.id.node_id == hosting_node),
+                std::cmp::Reverse(updated),
+                m.id.node_id,
+            )
+        })
+    }
+
     /// The JSON document stored for this manifest: its fields (pretty
     /// printed) plus `MANIFEST_CHECKSUM_FIELD`, `crc32c:<8 hex digits>` of
     /// the manifest's canonical bytes without that field (see
@@ -625,6 +654,102 @@ mod tests {
                 })
                 .collect(),
         )
+    }
+
+    /// `Manifest::choose` as data: manifest sets of one partition (node, status, lastUpdatedAt)
+    /// and the node whose manifest speaks for it, with node 1 hosting the partition.
+    #[test]
+    fn one_rule_chooses_the_manifest_that_speaks_for_a_partition() {
+        use BackupStatus::{Completed as C, Failed as F, InProgress as I};
+        const HOSTING: u32 = 1;
+        const T1: &str = "2024-05-01T12:00:01.000Z";
+        const T2: &str = "2024-05-01T12:00:02.000Z";
+        const T3: &str = "2024-05-01T12:00:03.000Z";
+        // (why, manifests as (node, status, lastUpdatedAt), the chosen manifest's node)
+        type Case<'a> = (&'a str, Vec<(u32, BackupStatus, &'a str)>, Option<u32>);
+        let cases: Vec<Case> = vec![
+            ("nothing to choose from", vec![], None),
+            (
+                "the only one, whatever its status",
+                vec![(0, F, T1)],
+                Some(0),
+            ),
+            ("the only one, in progress", vec![(2, I, T1)], Some(2)),
+            (
+                "COMPLETED before a newer FAILED",
+                vec![(0, C, T1), (1, F, T3)],
+                Some(0),
+            ),
+            (
+                "COMPLETED before a newer IN_PROGRESS",
+                vec![(1, I, T3), (2, C, T1)],
+                Some(2),
+            ),
+            (
+                "the hosting node's COMPLETED before a newer COMPLETED",
+                vec![(0, C, T3), (1, C, T1)],
+                Some(1),
+            ),
+            (
+                "the newest COMPLETED when the hosting node has none",
+                vec![(0, C, T1), (2, C, T2), (1, F, T3)],
+                Some(2),
+            ),
+            (
+                "the hosting node counts only among COMPLETED: the newest FAILED",
+                vec![(1, I, T1), (0, F, T2)],
+                Some(0),
+            ),
+            (
+                "the newest of the unfinished",
+                vec![(0, I, T1), (2, F, T3), (3, I, T2)],
+                Some(2),
+            ),
+            (
+                "equal times: the lowest node",
+                vec![(3, C, T2), (2, C, T2)],
+                Some(2),
+            ),
+            (
+                "equal times, none hosting or completed: the lowest node",
+                vec![(3, F, T2), (0, F, T2)],
+                Some(0),
+            ),
+            // Times, not text: as text "…03Z" sorts after "…03.500Z", as times it is earlier.
+            (
+                "times, not strings",
+                vec![
+                    (0, C, "2024-05-01T12:00:03Z"),
+                    (2, C, "2024-05-01T12:00:03.500Z"),
+                ],
+                Some(2),
+            ),
+            (
+                "an unparseable time counts as oldest",
+                vec![(0, F, "yesterday"), (2, F, T1)],
+                Some(2),
+            ),
+        ];
+        for (why, manifests, expected) in cases {
+            let manifests: Vec<Manifest> = manifests
+                .into_iter()
+                .map(|(node, status, updated)| Manifest {
+                    status,
+                    failure_reason: (status == F).then(|| "failed".to_string()),
+                    last_updated_at: updated.to_string(),
+                    ..Manifest::in_progress(
+                        BackupIdentifier::new(1, 42, node),
+                        manifest(None, &[]).descriptor,
+                    )
+                })
+                .collect();
+            let chosen = Manifest::choose(&manifests, HOSTING).map(|m| m.id.node_id);
+            assert_eq!(chosen, expected, "{why}: {manifests:?}");
+            // The order of the listing does not matter.
+            let reversed: Vec<Manifest> = manifests.iter().rev().cloned().collect();
+            let chosen = Manifest::choose(&reversed, HOSTING).map(|m| m.id.node_id);
+            assert_eq!(chosen, expected, "{why} (reversed)");
+        }
     }
 
     #[test]

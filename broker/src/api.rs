@@ -349,7 +349,32 @@ async fn summary(
     Path(partition_id): Path<u32>,
 ) -> Result<Response, ApiError> {
     let handle = partition(&state, partition_id)?;
-    Ok(Json(handle.summary().await?).into_response())
+    Ok(Json(wire_summary(handle.summary().await?)).into_response())
+}
+
+/// The one conversion of the ledger's summary to the wire's (the broker is the one crate that
+/// sees both): field by field, so a change of either shows here.
+pub fn wire_summary(summary: crate::state::PartitionSummary) -> crate::protocol::PartitionSummary {
+    let crate::state::PartitionSummary {
+        partition_id,
+        accounts,
+        balance_total,
+        in_flight,
+        outbox_entries,
+        processed_position,
+        latest_checkpoint_id,
+        latest_checkpoint_position,
+    } = summary;
+    crate::protocol::PartitionSummary {
+        partition_id,
+        accounts,
+        balance_total,
+        in_flight,
+        outbox_entries,
+        processed_position,
+        latest_checkpoint_id,
+        latest_checkpoint_position,
+    }
 }
 
 async fn checkpoint(
@@ -510,4 +535,33 @@ async fn delete_backup(
         deleted += backups.delete(*partition_id, backup_id).await?;
     }
     Ok(Json(serde_json::json!({"deletedObjects": deleted})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The summary's wire format stays what gateways of this and earlier releases read: the
+    /// ledger's values under the same camelCase names, u128 totals as JSON numbers.
+    #[test]
+    fn the_summary_goes_on_the_wire_field_by_field() {
+        let state = crate::state::PartitionSummary {
+            partition_id: 3,
+            accounts: 4,
+            balance_total: u128::from(u64::MAX) + 5,
+            in_flight: 6,
+            outbox_entries: 7,
+            processed_position: 8,
+            latest_checkpoint_id: 9,
+            latest_checkpoint_position: 10,
+        };
+        let wire = wire_summary(state);
+        let json = serde_json::to_string(&wire).unwrap();
+        assert_eq!(
+            json,
+            r#"{"partitionId":3,"accounts":4,"balanceTotal":18446744073709551620,"inFlight":6,"outboxEntries":7,"processedPosition":8,"latestCheckpointId":9,"latestCheckpointPosition":10}"#
+        );
+        let read: crate::protocol::PartitionSummary = serde_json::from_str(&json).unwrap();
+        assert_eq!(read, wire);
+    }
 }

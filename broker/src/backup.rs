@@ -848,14 +848,6 @@ fn status_of_running(running: &Running) -> PartitionBackupStatus {
     }
 }
 
-/// Picks the manifest that speaks for a partition when several nodes wrote one (the partition
-/// moved between nodes across a restore): the most recently updated.
-fn newest(manifests: Vec<Manifest>) -> Option<Manifest> {
-    manifests
-        .into_iter()
-        .max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at))
-}
-
 impl BackupHandle {
     pub fn store(&self) -> &BackupStore {
         &self.store
@@ -921,8 +913,9 @@ impl BackupHandle {
             return Ok(status_of_running(&failed));
         }
         let manifests = self.store.find_manifests(partition_id, backup_id).await?;
-        Ok(match newest(manifests) {
-            Some(manifest) => status_from_manifest(&manifest),
+        // This broker hosts the partitions it answers for.
+        Ok(match Manifest::choose(&manifests, self.node_id) {
+            Some(manifest) => status_from_manifest(manifest),
             None => PartitionBackupStatus::does_not_exist(partition_id, backup_id),
         })
     }
@@ -948,9 +941,9 @@ impl BackupHandle {
             .try_collect()
             .await?;
         let mut statuses: std::collections::BTreeMap<u64, PartitionBackupStatus> = manifests
-            .into_iter()
-            .filter_map(newest)
-            .map(|manifest| (manifest.id.checkpoint_id, status_from_manifest(&manifest)))
+            .iter()
+            .filter_map(|manifests| Manifest::choose(manifests, self.node_id))
+            .map(|manifest| (manifest.id.checkpoint_id, status_from_manifest(manifest)))
             .collect();
         // What memory knows wins over the store: FAILED in memory, then running.
         for running in self.failed.iter().chain(self.running.iter()).filter(|r| {

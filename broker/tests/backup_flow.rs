@@ -410,6 +410,96 @@ async fn a_restart_fails_every_unfinished_backup_of_this_node() {
     fixture.cancel.cancel();
 }
 
+/// Status and list choose among the manifests several nodes wrote for one checkpoint by the one
+/// rule (`Manifest::choose`, this broker, node 0, hosting the partition): what restore restores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_list_answer_the_manifest_restore_would_choose() {
+    let fixture = start();
+    let descriptor = BackupDescriptor {
+        snapshot_id: None,
+        checkpoint_position: 7,
+        number_of_partitions: 1,
+        broker_version: "test".into(),
+    };
+    let older = "2024-05-01T12:00:01.000Z";
+    let newer = "2024-05-01T12:00:02.000Z";
+    let manifest = |checkpoint_id, node_id, status: BackupStatus, updated: &str| {
+        let manifest = Manifest::in_progress(
+            BackupIdentifier::new(1, checkpoint_id, node_id),
+            descriptor.clone(),
+        );
+        let manifest = match status {
+            BackupStatus::InProgress => manifest,
+            BackupStatus::Completed => manifest.complete(Vec::new()),
+            BackupStatus::Failed => manifest.fail("another node failed"),
+        };
+        Manifest {
+            last_updated_at: updated.to_string(),
+            ..manifest
+        }
+    };
+    // (checkpoint, its manifests as (node, status, updated), the state and node answered)
+    let cases = [
+        (
+            10,
+            vec![
+                (0, BackupStatus::Completed, older),
+                (1, BackupStatus::Failed, newer),
+            ],
+            (BackupState::Completed, 0),
+        ),
+        (
+            11,
+            vec![
+                (0, BackupStatus::Completed, older),
+                (1, BackupStatus::Completed, newer),
+            ],
+            (BackupState::Completed, 0),
+        ),
+        (
+            12,
+            vec![
+                (1, BackupStatus::Completed, older),
+                (0, BackupStatus::Failed, newer),
+            ],
+            (BackupState::Completed, 1),
+        ),
+        (
+            13,
+            vec![
+                (0, BackupStatus::InProgress, older),
+                (1, BackupStatus::Failed, newer),
+            ],
+            (BackupState::Failed, 1),
+        ),
+    ];
+    for (checkpoint_id, manifests, _) in &cases {
+        for (node_id, status, updated) in manifests {
+            let manifest = manifest(*checkpoint_id, *node_id, *status, updated);
+            fixture.store.write_manifest(&manifest).await.unwrap();
+        }
+    }
+    let answered = |status: &PartitionBackupStatus| {
+        (
+            status.status,
+            status
+                .description
+                .as_ref()
+                .expect("a description")
+                .broker_id,
+        )
+    };
+    let listed = fixture.backups.list(1, None).await.unwrap();
+    assert_eq!(listed.len(), cases.len(), "{listed:?}");
+    for ((checkpoint_id, _, expected), listed) in cases.iter().zip(&listed) {
+        assert_eq!(listed.backup_id, *checkpoint_id);
+        let status = fixture.backups.status(1, *checkpoint_id).await.unwrap();
+        assert_eq!(answered(&status), *expected, "status of {checkpoint_id}");
+        assert_eq!(answered(listed), *expected, "list entry of {checkpoint_id}");
+    }
+    fixture.cancel.cancel();
+}
+
 /// A transfer debited after the source's checkpoint 7 reaches the target before the gateway's
 /// checkpoint 7 does: the target writes checkpoint 7 first, so its backup 7, restored, holds no
 /// credit.

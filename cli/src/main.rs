@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use sluice_backup_store::{BackupStore, FileEntry, Manifest};
+use sluice_backup_store::{BackupStore, Manifest};
 use sluice_broker::backup_id::BackupId;
 use sluice_config::BrokerConfig;
 use sluice_restore::FailureKind;
@@ -373,8 +373,8 @@ async fn open_store() -> Result<(BackupStore, BrokerConfig), Failure> {
     Ok((store, config.broker))
 }
 
-/// The manifest that speaks for each partition: the COMPLETED one restore would choose (the
-/// same rule, `sluice_restore::choose_completed`), else the newest.
+/// The manifest that speaks for each partition, by the one rule (`Manifest::choose`): the
+/// COMPLETED one restore would choose, else the newest.
 async fn manifests(
     store: &BackupStore,
     cluster: &sluice_config::ClusterConfig,
@@ -391,13 +391,7 @@ async fn manifests(
             })?;
         let hosting_node =
             sluice_broker::routing::node_for_partition(partition, cluster.cluster_size);
-        let chosen = sluice_restore::choose_completed(&found, hosting_node)
-            .cloned()
-            .or_else(|| {
-                found
-                    .into_iter()
-                    .max_by(|a, b| a.last_updated_at.cmp(&b.last_updated_at))
-            });
+        let chosen = Manifest::choose(&found, hosting_node).cloned();
         out.push((partition, chosen));
     }
     Ok(out)
@@ -511,7 +505,7 @@ async fn usage(
 async fn verify(id: u64) -> Result<(), Failure> {
     let (store, config) = open_store().await?;
     let started = Instant::now();
-    let mut progress = VerifyProgress { bar: None, done: 0 };
+    let mut progress = sluice_restore::progress::Printer::new("verified");
     let verified = sluice_restore::verify_backup(&store, &config, id, None, &mut progress)
         .await
         .map_err(|error| Failure {
@@ -537,47 +531,6 @@ async fn verify(id: u64) -> Result<(), Failure> {
         started.elapsed()
     );
     Ok(())
-}
-
-/// A bar on a terminal, a line a file otherwise.
-struct VerifyProgress {
-    bar: Option<indicatif::ProgressBar>,
-    done: u64,
-}
-
-impl sluice_restore::Progress for VerifyProgress {
-    fn start(&mut self, _files: u64, bytes: u64) {
-        self.bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(bytes);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
-    }
-
-    fn file_done(&mut self, partition: u32, entry: &FileEntry) {
-        self.done += entry.size_bytes;
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(self.done);
-                bar.set_message(format!("partition {partition} {}", entry.name));
-            }
-            None => eprintln!(
-                "verified partition {partition} {} ({} bytes)",
-                entry.name, entry.size_bytes
-            ),
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -94,9 +94,9 @@ pub struct LedgerState {
     pub latest_checkpoint_position: u64,
 }
 
-/// What a summary query answers.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// A partition's totals as its state knows them (the wire has its own type,
+/// `sluice_protocol::wire::PartitionSummary`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionSummary {
     pub partition_id: u32,
     pub accounts: u64,

@@ -7,11 +7,10 @@ use serde::de::DeserializeOwned;
 use crate::transport::ClusterTransport;
 use crate::wire::{
     AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, DeliverRequest,
-    DeliverResponse, ErrorBody, ExecuteRequest, ExecuteResponse, Topology, TransferStatus,
-    API_PREFIX,
+    DeliverResponse, ErrorBody, ExecuteRequest, ExecuteResponse, PartitionSummary, Topology,
+    TransferStatus, API_PREFIX,
 };
 use sluice_ledger::record::{Command, Delivery, Outcome};
-use sluice_ledger::state::PartitionSummary;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

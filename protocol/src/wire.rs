@@ -81,6 +81,23 @@ pub struct AccountBalance {
     pub balance: u64,
 }
 
+/// A partition's totals (`GET …/partitions/{p}/summary`), what the gateway sums into `/v1/ledger`.
+/// The broker fills it from the ledger's `state::PartitionSummary`, a state type that is not
+/// bound to this format.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionSummary {
+    pub partition_id: u32,
+    pub accounts: u64,
+    pub balance_total: u128,
+    /// Sum of the outbox: debited here, not yet credited elsewhere (as far as this partition knows).
+    pub in_flight: u128,
+    pub outbox_entries: u64,
+    pub processed_position: u64,
+    pub latest_checkpoint_id: u64,
+    pub latest_checkpoint_position: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointCreated {

@@ -14,6 +14,9 @@
 //!   fsynced, then installed under a marker ([`RESTORE_MARKER_FILE`], fsynced before the first
 //!   rename, removed after the last) that the broker refuses to start with and that a rerun of
 //!   the restore cleans up.
+//! - [`progress::Printer`]: the one printer of their progress (a bar, or a line a file).
+
+pub mod progress;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -172,7 +175,7 @@ fn io_error(path: &Path, operation: &'static str) -> impl FnOnce(std::io::Error)
     }
 }
 
-/// Follows a restore or verification file by file (a progress bar, log lines).
+/// Follows a restore or verification file by file ([`progress::Printer`]: a bar, log lines).
 pub trait Progress: Send {
     /// Before the first download: what will be downloaded in total.
     fn start(&mut self, _files: u64, _bytes: u64) {}
@@ -195,21 +198,11 @@ pub struct Chosen {
     pub skipped: Vec<SkippedManifest>,
 }
 
-/// The one rule for which manifest speaks for a partition: among its COMPLETED manifests, the one
-/// taken by the node that hosts the partition (the node that restores it), else the most
-/// recently updated one (then the lowest node id). Restore and verify both use it.
+/// The COMPLETED manifest that speaks for a partition hosted by `hosting_node`, if it has one:
+/// the one [`Manifest::choose`] (the one rule) picks, which is COMPLETED whenever any is.
+/// Restore and verify both use it.
 pub fn choose_completed(manifests: &[Manifest], hosting_node: u32) -> Option<&Manifest> {
-    let mut completed: Vec<&Manifest> = manifests
-        .iter()
-        .filter(|m| m.status == BackupStatus::Completed)
-        .collect();
-    completed.sort_by(|a, b| {
-        (b.id.node_id == hosting_node)
-            .cmp(&(a.id.node_id == hosting_node))
-            .then_with(|| b.last_updated_at.cmp(&a.last_updated_at))
-            .then_with(|| a.id.node_id.cmp(&b.id.node_id))
-    });
-    completed.first().copied()
+    Manifest::choose(manifests, hosting_node).filter(|m| m.status == BackupStatus::Completed)
 }
 
 /// Chooses the manifest of every partition 1 to `partitionsCount` of backup `backup_id`, and

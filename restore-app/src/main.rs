@@ -18,14 +18,13 @@
 //! duration, finish time), written and fsynced in the staging directory first and moved into
 //! place last; the broker reads it at start-up and exposes it as restore metrics.
 
-use std::process::ExitCode;
-use std::time::Instant;
-
 use anyhow::{anyhow, bail, Context, Result};
-use sluice_backup_store::{FileEntry, FileKind};
+use sluice_backup_store::FileKind;
 use sluice_broker::backup_id::BackupId;
 use sluice_config::SluiceConfig;
+use sluice_restore::progress::Printer;
 use sluice_restore::RestoreOptions;
+use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-restore <backupId> | sluice-restore --backup-id <backupId>
 
@@ -59,7 +58,7 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
         .ok_or_else(|| {
             anyhow!("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) and its settings as on the broker")
         })?;
-    let mut progress = Progress::new();
+    let mut progress = Printer::new("restored");
     let restored = sluice_restore::restore_node(
         &store,
         &broker,
@@ -125,88 +124,6 @@ async fn main() -> ExitCode {
             eprintln!("restore failed: {error:#}");
             eprintln!("the data directory was left as it was found");
             ExitCode::FAILURE
-        }
-    }
-}
-
-/// Download progress: a bar with bytes, files, rate and ETA on a terminal; a log line a file
-/// otherwise (so that logs collected from a pipe stay readable).
-struct Progress {
-    files_total: u64,
-    bytes_total: u64,
-    files_done: u64,
-    bytes_done: u64,
-    started: Instant,
-    bar: Option<indicatif::ProgressBar>,
-}
-
-impl Progress {
-    fn new() -> Progress {
-        Progress {
-            files_total: 0,
-            bytes_total: 0,
-            files_done: 0,
-            bytes_done: 0,
-            started: Instant::now(),
-            bar: None,
-        }
-    }
-}
-
-impl sluice_restore::Progress for Progress {
-    fn start(&mut self, files: u64, bytes: u64) {
-        use std::io::IsTerminal;
-        self.files_total = files;
-        self.bytes_total = bytes;
-        self.started = Instant::now();
-        self.bar = std::io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(bytes);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta} {msg}",
-                )
-                .expect("valid template"),
-            );
-            bar
-        });
-    }
-
-    fn file_done(&mut self, partition_id: u32, entry: &FileEntry) {
-        let name = entry.name.as_str();
-        self.files_done += 1;
-        self.bytes_done += entry.size_bytes;
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(self.bytes_done);
-                bar.set_message(format!(
-                    "file {}/{} partition {partition_id} {name}",
-                    self.files_done, self.files_total
-                ));
-            }
-            None => {
-                let elapsed = self.started.elapsed().as_secs_f64().max(1e-3);
-                let rate = self.bytes_done as f64 / elapsed;
-                let eta_s = if rate > 0.0 {
-                    (self.bytes_total - self.bytes_done) as f64 / rate
-                } else {
-                    0.0
-                };
-                tracing::info!(
-                    partition = partition_id,
-                    file = name,
-                    files = format!("{}/{}", self.files_done, self.files_total),
-                    bytes = format!("{}/{}", self.bytes_done, self.bytes_total),
-                    rate_mib_per_s = format!("{:.1}", rate / (1024.0 * 1024.0)),
-                    eta_s = format!("{eta_s:.0}"),
-                    "restored file"
-                );
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
         }
     }
 }
