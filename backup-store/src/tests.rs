@@ -165,8 +165,16 @@ fn manifest_json_format() {
     assert!(failed.validate().is_ok());
     let mut bad = failed.clone();
     bad.format_version = 4;
-    assert!(bad.validate().unwrap_err().contains("formatVersion=4"));
-    assert!(bad.validate().unwrap_err().contains("use a newer release"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("formatVersion=4"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("use a newer release"));
 }
 
 #[test]
@@ -199,10 +207,18 @@ fn compressed_entries_need_format_version_2() {
     assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), manifest);
     let mut old = manifest.clone();
     old.format_version = MANIFEST_FORMAT_VERSION;
-    assert!(old.validate().unwrap_err().contains("compressed"));
+    assert!(old
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("compressed"));
     let mut unknown = manifest;
     unknown.files[0].compression = Some("brotli".to_string());
-    assert!(unknown.validate().unwrap_err().contains("brotli"));
+    assert!(unknown
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("brotli"));
 }
 
 #[test]
