@@ -68,7 +68,7 @@ pub use keys::{
 pub use load::{load, load_from};
 pub use values::{
     parse_address, parse_address_list, parse_bool, parse_duration, parse_port, parse_rate,
-    parse_size, parse_uint,
+    parse_size, parse_uint, ValueError,
 };
 
 /// The whole configuration of a Sluice process (broker and gateway sections).
@@ -171,17 +171,17 @@ impl fmt::Display for BackupStoreKind {
 }
 
 impl std::str::FromStr for BackupStoreKind {
-    type Err = String;
+    type Err = ValueError;
 
     /// Parses `NONE`, `FILESYSTEM`, `S3`, `GCS` or `AZURE`, case-insensitively.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.trim().to_ascii_uppercase().as_str() {
             "NONE" => Ok(BackupStoreKind::None),
             "FILESYSTEM" => Ok(BackupStoreKind::Filesystem),
             "S3" => Ok(BackupStoreKind::S3),
             "GCS" => Ok(BackupStoreKind::Gcs),
             "AZURE" => Ok(BackupStoreKind::Azure),
-            _ => Err("not a backup store (NONE, FILESYSTEM, S3, GCS or AZURE)".to_string()),
+            _ => Err(ValueError::NotABackupStore),
         }
     }
 }
@@ -216,14 +216,14 @@ impl fmt::Display for BackupCompression {
 }
 
 impl std::str::FromStr for BackupCompression {
-    type Err = String;
+    type Err = ValueError;
 
     /// Parses `NONE` or `ZSTD`, case-insensitively.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.trim().to_ascii_uppercase().as_str() {
             "NONE" => Ok(BackupCompression::None),
             "ZSTD" => Ok(BackupCompression::Zstd),
-            _ => Err("not a compression (NONE or ZSTD)".to_string()),
+            _ => Err(ValueError::NotACompression),
         }
     }
 }
