@@ -132,7 +132,7 @@ pub struct BackupConfig {
     pub s3: S3BackupConfig,
     pub gcs: GcsBackupConfig,
     pub azure: AzureBackupConfig,
-    pub max_concurrent_uploads: usize,
+    pub uploads_concurrent_max: usize,
     /// `broker.data.backup.uploadRateLimit` in bytes per second; 0 = unlimited.
     pub upload_rate_limit_bytes_per_second: u64,
     /// `broker.data.backup.uploadMemoryLimit`, in bytes.
@@ -286,7 +286,7 @@ pub struct GcsBackupConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreRequestConfig {
     pub api_call_timeout: Duration,
-    pub max_concurrent_connections: usize,
+    pub connections_concurrent_max: usize,
     pub compression: BackupCompression,
 }
 

@@ -389,7 +389,7 @@ impl Raw {
     ) -> Result<StoreRequestConfig, ConfigError> {
         Ok(StoreRequestConfig {
             api_call_timeout: self.parse(timeout_key, duration_at_least_100ms)?,
-            max_concurrent_connections: self.parse(connections_key, |s| {
+            connections_concurrent_max: self.parse(connections_key, |s| {
                 let n = uint_in(s, 1, 1024)?;
                 usize::try_from(n).map_err(|_| ValueError::OutOfRange { min: 1, max: 1024 })
             })?,
@@ -444,7 +444,7 @@ impl Raw {
             s3: self.s3()?,
             gcs: self.gcs()?,
             azure: self.azure()?,
-            max_concurrent_uploads: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
+            uploads_concurrent_max: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
                 let n = uint_in(s, 1, 64)?;
                 usize::try_from(n).map_err(|_| ValueError::OutOfRange { min: 1, max: 64 })
             })?,
