@@ -546,3 +546,97 @@ async fn delete_backup(
     }
     Ok(Json(serde_json::json!({"deletedObjects": deleted})).into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credit(from_partition: u32, source_position: u64, finished_below: u64) -> Command {
+        Command::Credit {
+            transfer_id: "t".to_string(),
+            from_partition,
+            source_position,
+            finished_below,
+            to: "alice".to_string(),
+            amount: 5,
+        }
+    }
+
+    /// What a bad command or delivery is refused with: the text of the 400 body.
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let commands = [
+            (
+                Command::Checkpoint { checkpoint_id: 1 },
+                "checkpoints are created through the checkpoints endpoint",
+            ),
+            (
+                credit(1, 1, 0),
+                "inter-partition commands go through the deliveries endpoint",
+            ),
+            (
+                Command::Deposit {
+                    account: "a b".to_string(),
+                    amount: 1,
+                },
+                "account id \"a b\" contains ' '; allowed are A-Z, a-z, 0-9, '_', '.' and '-'",
+            ),
+            (
+                Command::Transfer {
+                    transfer_id: String::new(),
+                    from: "a".to_string(),
+                    to: "b".to_string(),
+                    amount: 1,
+                },
+                "transferId must be 1 to 128 characters, got 0",
+            ),
+        ];
+        for (command, expected) in commands {
+            let refusal = validate_command(&command).unwrap_err();
+            assert_eq!(refusal.to_string(), expected, "{command:?}");
+        }
+        let deliveries = [
+            (credit(2, 1, 0), 0, "fromPartition must be another partition of 1 to 3, got 2"),
+            (
+                credit(1, 1, 2),
+                0,
+                "sourcePosition must be positive and at least finishedBelow, got sourcePosition=1 finishedBelow=2",
+            ),
+            (
+                credit(1, 1, 0),
+                CHECKPOINT_ID_MAX + 1,
+                &format!("checkpoint id must be 1 to {CHECKPOINT_ID_MAX}, got {}", CHECKPOINT_ID_MAX + 1),
+            ),
+            (
+                Command::CreditAck {
+                    transfer_id: "t".to_string(),
+                    source_position: 0,
+                },
+                0,
+                "sourcePosition must be positive",
+            ),
+            (
+                Command::Checkpoint { checkpoint_id: 1 },
+                0,
+                "Checkpoint { checkpoint_id: 1 } is not an inter-partition command",
+            ),
+        ];
+        for (command, checkpoint_id, expected) in deliveries {
+            let delivery = Delivery {
+                command,
+                checkpoint_id,
+            };
+            let refusal = validate_delivery(&delivery, 2, 3).unwrap_err();
+            assert_eq!(refusal.to_string(), expected, "{delivery:?}");
+        }
+        assert!(validate_delivery(
+            &Delivery {
+                command: credit(1, 1, 0),
+                checkpoint_id: 0
+            },
+            2,
+            3
+        )
+        .is_ok());
+    }
+}
