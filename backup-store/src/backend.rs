@@ -284,14 +284,14 @@ impl Requests {
                 reason: "the request timeout is zero; set a positive duration".to_string(),
             });
         }
-        if options.max_concurrent_connections == 0 {
+        if options.connections_concurrent_max == 0 {
             return Err(BackupStoreError::Config {
-                option: "BackupStoreOptions.max_concurrent_connections",
+                option: "BackupStoreOptions.connections_concurrent_max",
                 reason: "the request limit is zero; allow at least 1 request in flight".to_string(),
             });
         }
         Ok(Requests {
-            limit: options.max_concurrent_connections,
+            limit: options.connections_concurrent_max,
             timeout: humantime::format_duration(options.api_call_timeout).to_string(),
             connect_timeout: humantime::format_duration(
                 CONNECT_TIMEOUT.min(options.api_call_timeout),

@@ -7,7 +7,7 @@ use std::path::Path as LocalPath;
 use bytes::Bytes;
 use futures::StreamExt;
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange};
+use object_store::{GetOptions, GetRange, ObjectMeta};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
@@ -55,6 +55,42 @@ impl BackupStore {
             return self.download_pooled(id, entry, pieces, destination).await;
         }
         let path = self.file_path(id, entry.kind, &entry.name)?;
+        let (expected_crc, compressed) = self.stored_format(id, entry)?;
+        let meta = match self.head_optional(&path).await? {
+            Some(meta) => meta,
+            None => {
+                return Err(BackupStoreError::MissingObject {
+                    path: path.to_string(),
+                })
+            }
+        };
+        if meta.size != entry.stored_bytes {
+            return Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: format!("{} bytes in the store", entry.stored_bytes),
+                actual: format!("{} bytes", meta.size),
+            });
+        }
+        let mut output = VerifiedFile::create(destination, &path, entry.size_bytes).await?;
+
+        let outcome = async {
+            self.write_object(&path, &meta, compressed, &mut output)
+                .await?;
+            output.finish(&entry.checksum, expected_crc).await
+        }
+        .await;
+
+        if let Err(error) = outcome {
+            output.discard().await;
+            return Err(error);
+        }
+        debug!(%path, destination = %destination.display(), size = entry.size_bytes, stored = entry.stored_bytes, "downloaded backup file");
+        Ok(())
+    }
+
+    /// The expected CRC32C of an unpooled file and whether it is stored zstd-compressed; an
+    /// entry this release cannot read is an invalid manifest.
+    fn stored_format(&self, id: &BackupIdentifier, entry: &FileEntry) -> Result<(u32, bool)> {
         let invalid_entry = |reason: String| BackupStoreError::InvalidManifest {
             path: self.manifest_path(id).to_string(),
             reason,
@@ -75,84 +111,69 @@ impl BackupStore {
                 )))
             }
         };
-        let meta = match self.head_optional(&path).await? {
-            Some(meta) => meta,
-            None => {
-                return Err(BackupStoreError::MissingObject {
-                    path: path.to_string(),
-                })
-            }
-        };
-        if meta.size != entry.stored_bytes {
-            return Err(BackupStoreError::Corrupt {
-                path: path.to_string(),
-                expected: format!("{} bytes in the store", entry.stored_bytes),
-                actual: format!("{} bytes", meta.size),
-            });
-        }
-        let mut output = VerifiedFile::create(destination, &path, entry.size_bytes).await?;
+        Ok((expected_crc, compressed))
+    }
 
-        let outcome = async {
-            let corrupt_stream = |e: std::io::Error| BackupStoreError::Corrupt {
-                path: path.to_string(),
-                expected: "a zstd-compressed object".to_string(),
-                actual: format!("undecodable data ({e})"),
-            };
-            let mut decompressor = if compressed {
-                Some(
-                    Decompressor::new().map_err(|e| BackupStoreError::Compression {
-                        path: path.to_string(),
-                        reason: e.to_string(),
-                    })?,
-                )
-            } else {
-                None
-            };
-            let size = meta.size;
-            let ranges = (0..size)
-                .step_by(DOWNLOAD_RANGE_BYTES as usize)
-                .map(|start| start..(start + DOWNLOAD_RANGE_BYTES).min(size));
-            let mut chunks = futures::stream::iter(ranges)
-                .map(|range| self.get_range(&path, range, meta.e_tag.clone()))
-                .buffered(RANGES_CONCURRENT_MAX);
-            while let Some(chunk) = chunks.next().await {
-                let chunk = chunk?;
-                match decompressor.as_mut() {
-                    None => output.write(&chunk).await?,
-                    Some(decompressor) => {
-                        let mut start = 0;
-                        loop {
-                            let decoded = decompressor
-                                .step(chunk.clone(), start)
-                                .await
-                                .map_err(corrupt_stream)?;
-                            for piece in &decoded.pieces {
-                                output.write(piece).await?;
-                            }
-                            start = decoded.consumed;
-                            if !decoded.more {
-                                break;
-                            }
+    /// Writes the object at `path` (as `meta` describes it) into `output` in ranges,
+    /// decompressing on the way when it is `compressed`.
+    async fn write_object(
+        &self,
+        path: &Path,
+        meta: &ObjectMeta,
+        compressed: bool,
+        output: &mut VerifiedFile<'_>,
+    ) -> Result<()> {
+        let corrupt_stream = |e: std::io::Error| BackupStoreError::Corrupt {
+            path: path.to_string(),
+            expected: "a zstd-compressed object".to_string(),
+            actual: format!("undecodable data ({e})"),
+        };
+        let mut decompressor = if compressed {
+            Some(
+                Decompressor::new().map_err(|e| BackupStoreError::Compression {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?,
+            )
+        } else {
+            None
+        };
+        let size = meta.size;
+        let ranges = (0..size)
+            .step_by(DOWNLOAD_RANGE_BYTES as usize)
+            .map(|start| start..(start + DOWNLOAD_RANGE_BYTES).min(size));
+        let mut chunks = futures::stream::iter(ranges)
+            .map(|range| self.get_range(path, range, meta.e_tag.clone()))
+            .buffered(RANGES_CONCURRENT_MAX);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk?;
+            match decompressor.as_mut() {
+                None => output.write(&chunk).await?,
+                Some(decompressor) => {
+                    let mut start = 0;
+                    loop {
+                        let decoded = decompressor
+                            .step(chunk.clone(), start)
+                            .await
+                            .map_err(corrupt_stream)?;
+                        for piece in &decoded.pieces {
+                            output.write(piece).await?;
+                        }
+                        start = decoded.consumed;
+                        if !decoded.more {
+                            break;
                         }
                     }
                 }
             }
-            if decompressor.is_some_and(|d| !d.frame_complete()) {
-                return Err(BackupStoreError::Corrupt {
-                    path: path.to_string(),
-                    expected: "a complete zstd frame".to_string(),
-                    actual: "the compressed data ends inside the frame".to_string(),
-                });
-            }
-            output.finish(&entry.checksum, expected_crc).await
         }
-        .await;
-
-        if let Err(error) = outcome {
-            output.discard().await;
-            return Err(error);
+        if decompressor.is_some_and(|d| !d.frame_complete()) {
+            return Err(BackupStoreError::Corrupt {
+                path: path.to_string(),
+                expected: "a complete zstd frame".to_string(),
+                actual: "the compressed data ends inside the frame".to_string(),
+            });
         }
-        debug!(%path, destination = %destination.display(), size = entry.size_bytes, stored = entry.stored_bytes, "downloaded backup file");
         Ok(())
     }
 

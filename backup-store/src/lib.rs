@@ -32,7 +32,7 @@ pub use error::BackupStoreError;
 pub use layout::MANIFEST_FILE_NAME;
 pub use manifest::{
     validate_snapshot_id, BackupDescriptor, BackupIdentifier, BackupStatus, FileEntry, FileKind,
-    Manifest, PoolUpload, MANIFEST_SIZE_BYTES_MAX,
+    Manifest, ManifestError, PoolUpload, MANIFEST_SIZE_BYTES_MAX,
 };
 pub use manifest_io::{ManifestListing, SkippedManifest, LIST_CONCURRENCY};
 pub use options::{BackupStoreOptions, Compression, StoreKind};

@@ -370,24 +370,24 @@ impl Manifest {
     /// the manifest's canonical bytes without that field (see
     /// `canonical_json`). Fails if the document would exceed
     /// [`MANIFEST_SIZE_BYTES_MAX`].
-    pub fn to_stored_json(&self) -> Result<Vec<u8>, String> {
-        let mut value = serde_json::to_value(self).map_err(|e| format!("cannot serialize: {e}"))?;
+    pub fn to_stored_json(&self) -> Result<Vec<u8>, ManifestError> {
+        let mut value =
+            serde_json::to_value(self).map_err(|source| ManifestError::Serialize { source })?;
         let checksum = format_checksum(crc32c::crc32c(&canonical_json(&value)));
         let serde_json::Value::Object(fields) = &mut value else {
-            return Err("a manifest serializes to a JSON object".to_string());
+            return Err(ManifestError::SerializedNotAnObject);
         };
         fields.insert(
             MANIFEST_CHECKSUM_FIELD.to_string(),
             serde_json::Value::String(checksum),
         );
-        let json =
-            serde_json::to_vec_pretty(&value).map_err(|e| format!("cannot serialize: {e}"))?;
+        let json = serde_json::to_vec_pretty(&value)
+            .map_err(|source| ManifestError::Serialize { source })?;
         if json.len() as u64 > MANIFEST_SIZE_BYTES_MAX {
-            return Err(format!(
-                "the manifest would take {} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes ({} files)",
-                json.len(),
-                self.files.len()
-            ));
+            return Err(ManifestError::TooLargeToWrite {
+                size_bytes: json.len(),
+                files: self.files.len(),
+            });
         }
         Ok(json)
     }
@@ -398,24 +398,21 @@ impl Manifest {
     /// without the field was written before manifests had checksums and is
     /// read as before (structure and [`Self::validate`] only), so that
     /// backups taken by older releases stay restorable. Does not validate.
-    pub fn from_stored_json(bytes: &[u8]) -> Result<Manifest, String> {
-        let mut value: serde_json::Value = serde_json::from_slice(bytes)
-            .map_err(|e| format!("not a valid manifest JSON document: {e}"))?;
+    pub fn from_stored_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse { source })?;
         let stored = match &mut value {
             serde_json::Value::Object(fields) => fields.remove(MANIFEST_CHECKSUM_FIELD),
-            _ => return Err("not a valid manifest JSON document: not an object".to_string()),
+            _ => return Err(ManifestError::ParsedNotAnObject),
         };
         if let Some(stored) = stored {
             let actual = format_checksum(crc32c::crc32c(&canonical_json(&value)));
             let matches = stored.as_str().is_some_and(|s| s == actual);
             if !matches {
-                return Err(format!(
-                    "the manifest is damaged: {MANIFEST_CHECKSUM_FIELD}={stored} but its content has {actual}"
-                ));
+                return Err(ManifestError::Damaged { stored, actual });
             }
         }
-        serde_json::from_value(value)
-            .map_err(|e| format!("not a valid manifest JSON document: {e}"))
+        serde_json::from_value(value).map_err(|source| ManifestError::Parse { source })
     }
 
     /// Checks the invariants of a manifest; returns the violated one.
@@ -431,80 +428,82 @@ impl Manifest {
     ///   file has `stored_bytes == size_bytes`;
     /// - `descriptor.snapshotId` is absent or `SNAPSHOT_ID_LEN` ASCII
     ///   digits, and present if a snapshot file is listed.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ManifestError> {
         if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_POOLED)
             .contains(&self.format_version)
         {
-            return Err(format!(
-                "unsupported formatVersion={} (this version understands {} to {}); use a newer release to read this backup",
-                self.format_version, MANIFEST_FORMAT_VERSION, MANIFEST_FORMAT_VERSION_POOLED
-            ));
+            return Err(ManifestError::UnsupportedFormatVersion {
+                format_version: self.format_version,
+            });
         }
 
         match (self.status, &self.failure_reason) {
-            (BackupStatus::Failed, None) => {
-                return Err("status=FAILED requires a failureReason".to_string())
-            }
+            (BackupStatus::Failed, None) => return Err(ManifestError::FailedWithoutReason),
             (BackupStatus::Completed | BackupStatus::InProgress, Some(reason)) => {
-                return Err(format!(
-                    "status={} must not have a failureReason (failureReason={reason:?})",
-                    self.status
-                ))
+                return Err(ManifestError::UnexpectedFailureReason {
+                    status: self.status,
+                    reason: reason.clone(),
+                })
             }
             _ => {}
         }
         // Values that become local paths on restore are held to their exact
         // grammar here, so that no reader ever joins an unchecked one.
         if let Some(snapshot_id) = &self.descriptor.snapshot_id {
-            validate_snapshot_id(snapshot_id).map_err(|e| e.to_string())?;
+            validate_snapshot_id(snapshot_id)
+                .map_err(|source| ManifestError::SnapshotId(Box::new(source)))?;
         }
         let mut seen = std::collections::HashSet::new();
         for (index, file) in self.files.iter().enumerate() {
-            validate_file_name(&file.name).map_err(|e| format!("files[{index}].name: {e}"))?;
+            validate_file_name(&file.name).map_err(|source| ManifestError::FileName {
+                index,
+                source: Box::new(source),
+            })?;
             if file.kind == FileKind::Snapshot && self.descriptor.snapshot_id.is_none() {
-                return Err(format!(
-                    "files[{index}] name={} is a snapshot file but descriptor.snapshotId is null",
-                    file.name
-                ));
+                return Err(ManifestError::SnapshotFileWithoutSnapshotId {
+                    index,
+                    name: file.name.clone(),
+                });
             }
             if !seen.insert((file.kind, file.name.as_str())) {
-                return Err(format!(
-                    "duplicate file entry: kind={} name={}",
-                    file.kind, file.name
-                ));
+                return Err(ManifestError::DuplicateFile {
+                    kind: file.kind,
+                    name: file.name.clone(),
+                });
             }
             if parse_checksum(&file.checksum).is_none() {
-                return Err(format!(
-                    "invalid checksum: name={} checksum={:?} (expected crc32c:<8 lowercase hex digits>)",
-                    file.name, file.checksum
-                ));
+                return Err(ManifestError::InvalidChecksum {
+                    name: file.name.clone(),
+                    checksum: file.checksum.clone(),
+                });
             }
             if let Some(pieces) = &file.pieces {
-                validate_pieces(file, pieces).map_err(|e| format!("files[{index}]: {e}"))?;
+                validate_pieces(index, file, pieces)?;
                 continue;
             }
             match file.compression.as_deref() {
                 None if file.stored_bytes != file.size_bytes => {
-                    return Err(format!(
-                        "uncompressed file with storedBytes={} different from sizeBytes={}: name={}",
-                        file.stored_bytes, file.size_bytes, file.name
-                    ))
+                    return Err(ManifestError::UncompressedSizeMismatch {
+                        name: file.name.clone(),
+                        size_bytes: file.size_bytes,
+                        stored_bytes: file.stored_bytes,
+                    })
                 }
                 None | Some(ZSTD_COMPRESSION) => {}
                 Some(other) => {
-                    return Err(format!(
-                        "unsupported compression={other:?} of file name={} (this version understands {ZSTD_COMPRESSION:?}); use a newer release to read this backup",
-                        file.name
-                    ))
+                    return Err(ManifestError::UnsupportedCompression {
+                        name: file.name.clone(),
+                        compression: other.to_string(),
+                    })
                 }
             }
         }
         let required = required_format_version(&self.files);
         if self.format_version < required {
-            return Err(format!(
-                "formatVersion={} cannot describe compressed or pooled files (formatVersion={required} is needed)",
-                self.format_version
-            ));
+            return Err(ManifestError::FormatVersionTooLow {
+                format_version: self.format_version,
+                required,
+            });
         }
         Ok(())
     }
@@ -514,29 +513,120 @@ impl Manifest {
 /// piece unless the file is empty; every piece 1 to
 /// [`crate::pool::PIECE_BYTES_MAX`] bytes with a stored size its envelope can
 /// have; the pieces add up to `sizeBytes` and `storedBytes`.
-fn validate_pieces(file: &FileEntry, pieces: &[PieceEntry]) -> Result<(), String> {
+fn validate_pieces(
+    index: usize,
+    file: &FileEntry,
+    pieces: &[PieceEntry],
+) -> Result<(), ManifestError> {
     if file.compression.is_some() {
-        return Err(format!(
-            "name={} is pooled and compressed as a file; a pooled file's pieces carry their compression",
-            file.name
-        ));
+        return Err(ManifestError::PooledAndCompressed {
+            index,
+            name: file.name.clone(),
+        });
     }
     let mut size_bytes: u64 = 0;
     let mut stored_bytes: u64 = 0;
-    for (index, piece) in pieces.iter().enumerate() {
+    for (piece_index, piece) in pieces.iter().enumerate() {
+        // The piece's own rules live with the pool format and say what is wrong as text.
         piece
             .validate()
-            .map_err(|e| format!("name={} pieces[{index}]: {e}", file.name))?;
+            .map_err(|reason| ManifestError::InvalidPiece {
+                index,
+                name: file.name.clone(),
+                piece_index,
+                reason,
+            })?;
         size_bytes = size_bytes.saturating_add(piece.size_bytes);
         stored_bytes = stored_bytes.saturating_add(piece.stored_bytes);
     }
     if size_bytes != file.size_bytes || stored_bytes != file.stored_bytes {
-        return Err(format!(
-            "name={} sizeBytes={} storedBytes={} but its pieces add up to sizeBytes={size_bytes} storedBytes={stored_bytes}",
-            file.name, file.size_bytes, file.stored_bytes
-        ));
+        return Err(ManifestError::PiecesSizeMismatch {
+            index,
+            name: file.name.clone(),
+            size_bytes: file.size_bytes,
+            stored_bytes: file.stored_bytes,
+            pieces_size_bytes: size_bytes,
+            pieces_stored_bytes: stored_bytes,
+        });
     }
     Ok(())
+}
+
+/// What is wrong with a manifest document or its content: the `reason` of
+/// [`BackupStoreError::InvalidManifest`], which names the object.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot serialize: {source}")]
+    Serialize { source: serde_json::Error },
+    #[error("a manifest serializes to a JSON object")]
+    SerializedNotAnObject,
+    #[error("the manifest would take {size_bytes} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes ({files} files)")]
+    TooLargeToWrite { size_bytes: usize, files: usize },
+    #[error("the manifest object is {size_bytes} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes; it is not a manifest Sluice wrote")]
+    TooLargeToRead { size_bytes: u64 },
+    #[error("the manifest object is at least {size_bytes} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes; it is not a manifest Sluice wrote")]
+    TooLargeStream { size_bytes: u64 },
+    #[error("not a valid manifest JSON document: {source}")]
+    Parse { source: serde_json::Error },
+    #[error("not a valid manifest JSON document: not an object")]
+    ParsedNotAnObject,
+    #[error(
+        "the manifest is damaged: {MANIFEST_CHECKSUM_FIELD}={stored} but its content has {actual}"
+    )]
+    Damaged {
+        stored: serde_json::Value,
+        actual: String,
+    },
+    #[error("unsupported formatVersion={format_version} (this version understands {MANIFEST_FORMAT_VERSION} to {MANIFEST_FORMAT_VERSION_POOLED}); use a newer release to read this backup")]
+    UnsupportedFormatVersion { format_version: u32 },
+    #[error("status=FAILED requires a failureReason")]
+    FailedWithoutReason,
+    #[error("status={status} must not have a failureReason (failureReason={reason:?})")]
+    UnexpectedFailureReason {
+        status: BackupStatus,
+        reason: String,
+    },
+    #[error("{0}")]
+    SnapshotId(Box<BackupStoreError>),
+    #[error("files[{index}].name: {source}")]
+    FileName {
+        index: usize,
+        source: Box<BackupStoreError>,
+    },
+    #[error("files[{index}] name={name} is a snapshot file but descriptor.snapshotId is null")]
+    SnapshotFileWithoutSnapshotId { index: usize, name: String },
+    #[error("duplicate file entry: kind={kind} name={name}")]
+    DuplicateFile { kind: FileKind, name: String },
+    #[error("invalid checksum: name={name} checksum={checksum:?} (expected crc32c:<8 lowercase hex digits>)")]
+    InvalidChecksum { name: String, checksum: String },
+    #[error("uncompressed file with storedBytes={stored_bytes} different from sizeBytes={size_bytes}: name={name}")]
+    UncompressedSizeMismatch {
+        name: String,
+        size_bytes: u64,
+        stored_bytes: u64,
+    },
+    #[error("unsupported compression={compression:?} of file name={name} (this version understands {ZSTD_COMPRESSION:?}); use a newer release to read this backup")]
+    UnsupportedCompression { name: String, compression: String },
+    #[error("formatVersion={format_version} cannot describe compressed or pooled files (formatVersion={required} is needed)")]
+    FormatVersionTooLow { format_version: u32, required: u32 },
+    #[error("files[{index}]: name={name} is pooled and compressed as a file; a pooled file's pieces carry their compression")]
+    PooledAndCompressed { index: usize, name: String },
+    #[error("files[{index}]: name={name} pieces[{piece_index}]: {reason}")]
+    InvalidPiece {
+        index: usize,
+        name: String,
+        piece_index: usize,
+        reason: String,
+    },
+    #[error("files[{index}]: name={name} sizeBytes={size_bytes} storedBytes={stored_bytes} but its pieces add up to sizeBytes={pieces_size_bytes} storedBytes={pieces_stored_bytes}")]
+    PiecesSizeMismatch {
+        index: usize,
+        name: String,
+        size_bytes: u64,
+        stored_bytes: u64,
+        pieces_size_bytes: u64,
+        pieces_stored_bytes: u64,
+    },
 }
 
 /// Checks that `snapshot_id` is a snapshot id: exactly `SNAPSHOT_ID_LEN`
@@ -810,10 +900,11 @@ mod tests {
         for (snapshot_id, files, expected) in cases {
             let result = manifest(*snapshot_id, files).validate();
             match expected {
-                None => assert_eq!(result, Ok(()), "{snapshot_id:?} {files:?}"),
+                None => assert!(result.is_ok(), "{snapshot_id:?} {files:?}: {result:?}"),
                 Some(expected) => {
-                    let error =
-                        result.expect_err(&format!("{snapshot_id:?} {files:?} must be refused"));
+                    let error = result
+                        .expect_err(&format!("{snapshot_id:?} {files:?} must be refused"))
+                        .to_string();
                     assert!(
                         error.contains(expected),
                         "{error} should contain {expected}"
@@ -842,12 +933,14 @@ mod tests {
             assert!(text.contains(from), "{from}");
             let damaged = text.replacen(from, to, 1);
             let parsed: Manifest = serde_json::from_str(&damaged).unwrap();
-            assert_eq!(
-                parsed.validate(),
-                Ok(()),
-                "the damage is otherwise invisible"
+            let validated = parsed.validate();
+            assert!(
+                validated.is_ok(),
+                "the damage is otherwise invisible: {validated:?}"
             );
-            let error = Manifest::from_stored_json(damaged.as_bytes()).unwrap_err();
+            let error = Manifest::from_stored_json(damaged.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(
                 error.contains("the manifest is damaged: manifestChecksum="),
                 "{error}"
@@ -856,7 +949,9 @@ mod tests {
         // A checksum that is not a string is damage too.
         let mut value: serde_json::Value = serde_json::from_slice(&json).unwrap();
         value[MANIFEST_CHECKSUM_FIELD] = serde_json::json!(12);
-        let error = Manifest::from_stored_json(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+        let error = Manifest::from_stored_json(&serde_json::to_vec(&value).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("damaged"), "{error}");
 
         // Key order and whitespace are not content: a compact, reordered copy reads.
@@ -899,7 +994,10 @@ mod tests {
             .iter()
             .map(|n| (n.as_str(), FileKind::Segment))
             .collect();
-        let error = manifest(None, &files).to_stored_json().unwrap_err();
+        let error = manifest(None, &files)
+            .to_stored_json()
+            .unwrap_err()
+            .to_string();
         assert!(
             error.contains("more than the limit of 8388608 bytes (60000 files)"),
             "{error}"

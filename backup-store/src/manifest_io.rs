@@ -4,7 +4,6 @@
 //! manifest that cannot be used.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::str::FromStr;
 
 use bytes::Bytes;
@@ -14,7 +13,9 @@ use object_store::{ObjectMeta, PutMode, PutOptions, PutPayload, UpdateVersion};
 use tracing::{debug, warn};
 
 use crate::layout::parse_padded_id;
-use crate::manifest::{BackupIdentifier, BackupStatus, Manifest, MANIFEST_SIZE_BYTES_MAX};
+use crate::manifest::{
+    BackupIdentifier, BackupStatus, Manifest, ManifestError, MANIFEST_SIZE_BYTES_MAX,
+};
 use crate::{BackupStore, BackupStoreError};
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -92,13 +93,13 @@ impl BackupStore {
             .validate()
             .map_err(|reason| BackupStoreError::InvalidManifest {
                 path: path.to_string(),
-                reason,
+                reason: reason.to_string(),
             })?;
         let json: Bytes = manifest
             .to_stored_json()
             .map_err(|reason| BackupStoreError::InvalidManifest {
                 path: path.to_string(),
-                reason,
+                reason: reason.to_string(),
             })?
             .into();
         let tracked = self.tracked_version(&path);
@@ -241,18 +242,18 @@ impl BackupStore {
     async fn get_manifest_bytes(
         &self,
         path: &Path,
-    ) -> Result<Option<(Result<Vec<u8>, String>, ObjectMeta)>> {
+    ) -> Result<Option<(Result<Vec<u8>, ManifestError>, ObjectMeta)>> {
         let result = match self.store.get(path).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(BackupStoreError::object_store("get", path, e)),
         };
         let meta = result.meta.clone();
-        let too_large = |size: &dyn fmt::Display| {
-            format!("the manifest object is {size} bytes, more than the limit of {MANIFEST_SIZE_BYTES_MAX} bytes; it is not a manifest Sluice wrote")
-        };
         if meta.size > MANIFEST_SIZE_BYTES_MAX {
-            return Ok(Some((Err(too_large(&meta.size)), meta)));
+            let too_large = ManifestError::TooLargeToRead {
+                size_bytes: meta.size,
+            };
+            return Ok(Some((Err(too_large), meta)));
         }
         // The stream is capped as well: a store may send more than it announced.
         let mut stream = result.into_stream();
@@ -260,8 +261,10 @@ impl BackupStore {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| BackupStoreError::object_store("get", path, e))?;
             if (bytes.len() + chunk.len()) as u64 > MANIFEST_SIZE_BYTES_MAX {
-                let read = format!("at least {}", bytes.len() + chunk.len());
-                return Ok(Some((Err(too_large(&read)), meta)));
+                let too_large = ManifestError::TooLargeStream {
+                    size_bytes: (bytes.len() + chunk.len()) as u64,
+                };
+                return Ok(Some((Err(too_large), meta)));
             }
             bytes.extend_from_slice(&chunk);
         }
@@ -357,8 +360,10 @@ impl BackupStore {
             path: path.to_string(),
             reason,
         };
-        let manifest = Manifest::from_stored_json(&bytes.map_err(invalid)?).map_err(invalid)?;
-        manifest.validate().map_err(invalid)?;
+        let invalid_manifest = |reason: ManifestError| invalid(reason.to_string());
+        let manifest = Manifest::from_stored_json(&bytes.map_err(invalid_manifest)?)
+            .map_err(invalid_manifest)?;
+        manifest.validate().map_err(invalid_manifest)?;
         if manifest.id != *id {
             return Err(invalid(format!(
                 "the manifest describes another backup ({}) than its location ({id})",

@@ -14,7 +14,7 @@ pub(crate) const DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 pub(crate) const DEFAULT_API_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The default number of requests in flight at once per [`BackupStore`](crate::BackupStore).
-pub(crate) const DEFAULT_MAX_CONCURRENT_CONNECTIONS: usize = 32;
+pub(crate) const DEFAULT_CONNECTIONS_CONCURRENT_MAX: usize = 32;
 
 /// The maximum number of retries of one request to a remote store.
 pub(crate) const RETRIES_MAX: usize = 8;
@@ -46,8 +46,8 @@ pub struct BackupStoreOptions {
     pub api_call_timeout: Duration,
     /// The maximum number of requests in flight at once, shared by every
     /// clone of the store (so by every partition of a broker), whatever the
-    /// kind of store. Default 32 (`DEFAULT_MAX_CONCURRENT_CONNECTIONS`).
-    pub max_concurrent_connections: usize,
+    /// kind of store. Default 32 (`DEFAULT_CONNECTIONS_CONCURRENT_MAX`).
+    pub connections_concurrent_max: usize,
     /// How uploaded files are compressed. Default [`Compression::None`].
     /// Downloads follow what each file's manifest entry says.
     pub compression: Compression,
@@ -65,7 +65,7 @@ impl BackupStoreOptions {
             kind,
             base_path,
             api_call_timeout: DEFAULT_API_CALL_TIMEOUT,
-            max_concurrent_connections: DEFAULT_MAX_CONCURRENT_CONNECTIONS,
+            connections_concurrent_max: DEFAULT_CONNECTIONS_CONCURRENT_MAX,
             compression: Compression::None,
             upload_memory_limit_bytes: DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES,
         }

@@ -60,7 +60,7 @@ type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
 /// # Requests
 ///
 /// Every clone shares one limit of requests in flight
-/// ([`BackupStoreOptions::max_concurrent_connections`], an
+/// ([`BackupStoreOptions::connections_concurrent_max`], an
 /// `object_store::limit::LimitStore`), so all partitions of a broker share it.
 /// Remote stores time out each request after
 /// [`BackupStoreOptions::api_call_timeout`] and retry failed ones with

@@ -165,8 +165,16 @@ fn manifest_json_format() {
     assert!(failed.validate().is_ok());
     let mut bad = failed.clone();
     bad.format_version = 4;
-    assert!(bad.validate().unwrap_err().contains("formatVersion=4"));
-    assert!(bad.validate().unwrap_err().contains("use a newer release"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("formatVersion=4"));
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("use a newer release"));
 }
 
 #[test]
@@ -199,10 +207,18 @@ fn compressed_entries_need_format_version_2() {
     assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), manifest);
     let mut old = manifest.clone();
     old.format_version = MANIFEST_FORMAT_VERSION;
-    assert!(old.validate().unwrap_err().contains("compressed"));
+    assert!(old
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("compressed"));
     let mut unknown = manifest;
     unknown.files[0].compression = Some("brotli".to_string());
-    assert!(unknown.validate().unwrap_err().contains("brotli"));
+    assert!(unknown
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("brotli"));
 }
 
 #[test]
@@ -224,7 +240,7 @@ fn file_names_and_checksums() {
 #[tokio::test]
 async fn requests_share_one_limit_across_clones() {
     let store = BackupStore::open(BackupStoreOptions {
-        max_concurrent_connections: 1,
+        connections_concurrent_max: 1,
         ..BackupStoreOptions::default()
     })
     .unwrap();
@@ -253,7 +269,7 @@ async fn requests_share_one_limit_across_clones() {
     clone.object_store().head(&path).await.unwrap();
 
     let error = BackupStore::open(BackupStoreOptions {
-        max_concurrent_connections: 0,
+        connections_concurrent_max: 0,
         ..BackupStoreOptions::default()
     })
     .unwrap_err();
@@ -346,7 +362,7 @@ fn options_have_production_defaults() {
     let options = BackupStoreOptions::new(StoreKind::InMemory, Some("b".to_string()));
     assert_eq!(options.api_call_timeout, DEFAULT_API_CALL_TIMEOUT);
     assert_eq!(options.api_call_timeout, Duration::from_secs(30));
-    assert_eq!(options.max_concurrent_connections, 32);
+    assert_eq!(options.connections_concurrent_max, 32);
     assert_eq!(options.compression, Compression::None);
     assert_eq!(options.upload_memory_limit_bytes, 64 * 1024 * 1024);
     assert_eq!(BackupStoreOptions::default().kind, StoreKind::InMemory);
@@ -565,10 +581,10 @@ fn config_errors_name_the_option_never_a_configuration_key() {
         ),
         (
             BackupStoreOptions {
-                max_concurrent_connections: 0,
+                connections_concurrent_max: 0,
                 ..BackupStoreOptions::default()
             },
-            "BackupStoreOptions.max_concurrent_connections",
+            "BackupStoreOptions.connections_concurrent_max",
         ),
         (
             BackupStoreOptions::new(
@@ -969,7 +985,7 @@ fn remote_kinds(address: &str) -> Vec<StoreKind> {
     ]
 }
 
-/// `api_call_timeout` and `max_concurrent_connections` are options of every
+/// `api_call_timeout` and `connections_concurrent_max` are options of every
 /// remote store, not of S3 alone: a request that gets no answer ends after
 /// the timeout, and no more requests than the limit are in flight at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1001,7 +1017,7 @@ async fn every_remote_backend_honours_the_request_timeout_and_limit() {
         let name = format!("{kind:?}");
         let store = BackupStore::open(BackupStoreOptions {
             api_call_timeout: Duration::from_secs(30),
-            max_concurrent_connections: 2,
+            connections_concurrent_max: 2,
             ..BackupStoreOptions::new(kind, None)
         })
         .unwrap();
@@ -1023,7 +1039,7 @@ async fn every_remote_backend_honours_the_request_timeout_and_limit() {
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             2,
-            "{name}: requests in flight beyond max_concurrent_connections"
+            "{name}: requests in flight beyond connections_concurrent_max"
         );
         for request in requests {
             request.abort();

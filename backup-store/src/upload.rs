@@ -67,21 +67,7 @@ impl BackupStore {
         throttle: Option<&Throttle>,
     ) -> Result<FileEntry> {
         let path = self.file_path(id, kind, name)?;
-        let file = tokio::fs::File::open(local_path)
-            .await
-            .map_err(|e| BackupStoreError::io(local_path, e))?;
-        let actual = file
-            .metadata()
-            .await
-            .map_err(|e| BackupStoreError::io(local_path, e))?
-            .len();
-        if actual < length {
-            return Err(BackupStoreError::ShortFile {
-                path: local_path.to_path_buf(),
-                expected: length,
-                actual,
-            });
-        }
+        let file = open_prefix(local_path, length).await?;
         let compression = self.compression;
         let read_size = if throttle.is_some() || compression != Compression::None {
             THROTTLED_READ_BYTES
@@ -96,10 +82,6 @@ impl BackupStore {
             read_size,
             crc: 0,
         };
-        let compression_error = |e: std::io::Error| BackupStoreError::Compression {
-            path: path.to_string(),
-            reason: e.to_string(),
-        };
         let mut upload = Upload {
             store: &self.store,
             path: &path,
@@ -110,37 +92,7 @@ impl BackupStore {
             multipart: None,
             sent: 0,
         };
-        let streamed = async {
-            match compression {
-                // Straight from the file into part buffers: no copy.
-                Compression::None => {
-                    while reader.remaining() > 0 {
-                        let buffer = upload.buffer().await?;
-                        let n = reader.next_read_len().min(buffer.spare());
-                        reader.read_exact(buffer.spare_mut(n)).await?;
-                        buffer.commit(n);
-                        upload.account(n).await;
-                    }
-                }
-                Compression::Zstd => {
-                    let mut compressor = Compressor::new(length).map_err(compression_error)?;
-                    while let Some(chunk) = reader.next_chunk().await? {
-                        let pieces = compressor
-                            .compress(chunk)
-                            .await
-                            .map_err(compression_error)?;
-                        for piece in pieces {
-                            upload.write(&piece).await?;
-                        }
-                    }
-                    for piece in compressor.finish().await.map_err(compression_error)? {
-                        upload.write(&piece).await?;
-                    }
-                }
-            }
-            Ok::<_, BackupStoreError>(())
-        }
-        .await;
+        let streamed = send(&mut upload, &mut reader, compression, length).await;
         if let Err(error) = streamed {
             upload.abort().await;
             return Err(error);
@@ -166,6 +118,70 @@ impl BackupStore {
         debug!(%path, size = length, stored = stored_bytes, checksum = %entry.checksum, "uploaded backup file");
         Ok(entry)
     }
+}
+
+/// Opens the local file whose first `length` bytes are uploaded; a shorter file gives
+/// [`BackupStoreError::ShortFile`].
+async fn open_prefix(local_path: &LocalPath, length: u64) -> Result<tokio::fs::File> {
+    let file = tokio::fs::File::open(local_path)
+        .await
+        .map_err(|e| BackupStoreError::io(local_path, e))?;
+    let actual = file
+        .metadata()
+        .await
+        .map_err(|e| BackupStoreError::io(local_path, e))?
+        .len();
+    if actual < length {
+        return Err(BackupStoreError::ShortFile {
+            path: local_path.to_path_buf(),
+            expected: length,
+            actual,
+        });
+    }
+    Ok(file)
+}
+
+/// Sends what `reader` reads into `upload`: straight from the file into part buffers, or
+/// through zstd.
+async fn send(
+    upload: &mut Upload<'_>,
+    reader: &mut ChunkReader<'_>,
+    compression: Compression,
+    length: u64,
+) -> Result<()> {
+    let path = upload.path;
+    let compression_error = |e: std::io::Error| BackupStoreError::Compression {
+        path: path.to_string(),
+        reason: e.to_string(),
+    };
+    match compression {
+        // Straight from the file into part buffers: no copy.
+        Compression::None => {
+            while reader.remaining() > 0 {
+                let buffer = upload.buffer().await?;
+                let n = reader.next_read_len().min(buffer.spare());
+                reader.read_exact(buffer.spare_mut(n)).await?;
+                buffer.commit(n);
+                upload.account(n).await;
+            }
+        }
+        Compression::Zstd => {
+            let mut compressor = Compressor::new(length).map_err(compression_error)?;
+            while let Some(chunk) = reader.next_chunk().await? {
+                let pieces = compressor
+                    .compress(chunk)
+                    .await
+                    .map_err(compression_error)?;
+                for piece in pieces {
+                    upload.write(&piece).await?;
+                }
+            }
+            for piece in compressor.finish().await.map_err(compression_error)? {
+                upload.write(&piece).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads the prefix of a local file chunk by chunk, computing its CRC32C.

@@ -21,7 +21,7 @@ use crate::protocol::{
     TransferStatus, API_PREFIX,
 };
 use crate::record::{Command, Delivery, Outcome, Rejection, CHECKPOINT_ID_MAX};
-use crate::routing::validate_account;
+use crate::routing::{validate_account, InvalidAccount};
 use sluice_protocol::ProtocolError;
 
 /// Commands accepted in one execute request.
@@ -197,10 +197,10 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
     }
 }
 
-fn validate_command(command: &Command) -> Result<(), String> {
+fn validate_command(command: &Command) -> Result<(), RequestRefusal> {
     match command {
         Command::Deposit { account, .. } | Command::Withdraw { account, .. } => {
-            validate_account(account)
+            Ok(validate_account(account)?)
         }
         Command::Transfer {
             transfer_id,
@@ -212,11 +212,9 @@ fn validate_command(command: &Command) -> Result<(), String> {
             validate_account(to)?;
             validate_transfer_id(transfer_id)
         }
-        Command::Checkpoint { .. } => {
-            Err("checkpoints are created through the checkpoints endpoint".into())
-        }
+        Command::Checkpoint { .. } => Err(RequestRefusal::CheckpointCommand),
         Command::Credit { .. } | Command::CreditAck { .. } | Command::CreditRefused { .. } => {
-            Err("inter-partition commands go through the deliveries endpoint".into())
+            Err(RequestRefusal::InterPartitionCommand)
         }
     }
 }
@@ -224,24 +222,57 @@ fn validate_command(command: &Command) -> Result<(), String> {
 /// The longest refusal reason a `CreditRefused` delivery may carry.
 pub const REFUSAL_REASON_BYTES_MAX: usize = 1024;
 
+/// Why a command or a delivery is refused before it reaches the log; its text becomes the
+/// `invalid request` body (400).
+#[derive(Debug, thiserror::Error)]
+enum RequestRefusal {
+    #[error(transparent)]
+    Account(#[from] InvalidAccount),
+    #[error("checkpoints are created through the checkpoints endpoint")]
+    CheckpointCommand,
+    #[error("inter-partition commands go through the deliveries endpoint")]
+    InterPartitionCommand,
+    #[error("transferId must be 1 to 128 characters, got {bytes}")]
+    TransferIdLength { bytes: usize },
+    #[error("checkpoint id must be 1 to {CHECKPOINT_ID_MAX}, got {checkpoint_id}")]
+    CheckpointId { checkpoint_id: u64 },
+    #[error(
+        "fromPartition must be another partition of 1 to {partitions_count}, got {from_partition}"
+    )]
+    FromPartition {
+        from_partition: u32,
+        partitions_count: u32,
+    },
+    #[error("amount must be a positive integer")]
+    Amount,
+    #[error("sourcePosition must be positive and at least finishedBelow, got sourcePosition={source_position} finishedBelow={finished_below}")]
+    SourcePositionBelowFinished {
+        source_position: u64,
+        finished_below: u64,
+    },
+    #[error("sourcePosition must be positive")]
+    SourcePositionZero,
+    #[error("reason must be at most {REFUSAL_REASON_BYTES_MAX} bytes, got {bytes}")]
+    ReasonLength { bytes: usize },
+    #[error("{command:?} is not an inter-partition command")]
+    NotInterPartition { command: Box<Command> },
+}
+
 /// Transfer ids: 1 to 128 characters (the gateway sends UUIDs).
-fn validate_transfer_id(transfer_id: &str) -> Result<(), String> {
+fn validate_transfer_id(transfer_id: &str) -> Result<(), RequestRefusal> {
     if transfer_id.is_empty() || transfer_id.len() > 128 {
-        return Err(format!(
-            "transferId must be 1 to 128 characters, got {}",
-            transfer_id.len()
-        ));
+        return Err(RequestRefusal::TransferIdLength {
+            bytes: transfer_id.len(),
+        });
     }
     Ok(())
 }
 
 /// Checkpoint ids follow the public rule of backup ids: 1 to [`CHECKPOINT_ID_MAX`]. A larger
 /// one would stop every later backup (ids must grow) and spread through credits.
-fn validate_checkpoint_id(checkpoint_id: u64) -> Result<(), String> {
+fn validate_checkpoint_id(checkpoint_id: u64) -> Result<(), RequestRefusal> {
     if checkpoint_id == 0 || checkpoint_id > CHECKPOINT_ID_MAX {
-        return Err(format!(
-            "checkpoint id must be 1 to {CHECKPOINT_ID_MAX}, got {checkpoint_id}"
-        ));
+        return Err(RequestRefusal::CheckpointId { checkpoint_id });
     }
     Ok(())
 }
@@ -253,7 +284,7 @@ fn validate_delivery(
     delivery: &Delivery,
     partition_id: u32,
     partitions_count: u32,
-) -> Result<(), String> {
+) -> Result<(), RequestRefusal> {
     if delivery.checkpoint_id != 0 {
         validate_checkpoint_id(delivery.checkpoint_id)?;
     }
@@ -272,17 +303,19 @@ fn validate_delivery(
                 || *from_partition > partitions_count
                 || *from_partition == partition_id
             {
-                return Err(format!(
-                    "fromPartition must be another partition of 1 to {partitions_count}, got {from_partition}"
-                ));
+                return Err(RequestRefusal::FromPartition {
+                    from_partition: *from_partition,
+                    partitions_count,
+                });
             }
             if *amount == 0 {
-                return Err("amount must be a positive integer".into());
+                return Err(RequestRefusal::Amount);
             }
             if *source_position == 0 || finished_below > source_position {
-                return Err(format!(
-                    "sourcePosition must be positive and at least finishedBelow, got sourcePosition={source_position} finishedBelow={finished_below}"
-                ));
+                return Err(RequestRefusal::SourcePositionBelowFinished {
+                    source_position: *source_position,
+                    finished_below: *finished_below,
+                });
             }
             Ok(())
         }
@@ -297,19 +330,20 @@ fn validate_delivery(
         } => {
             validate_transfer_id(transfer_id)?;
             if *source_position == 0 {
-                return Err("sourcePosition must be positive".into());
+                return Err(RequestRefusal::SourcePositionZero);
             }
             if let Command::CreditRefused { reason, .. } = &delivery.command {
                 if reason.len() > REFUSAL_REASON_BYTES_MAX {
-                    return Err(format!(
-                        "reason must be at most {REFUSAL_REASON_BYTES_MAX} bytes, got {}",
-                        reason.len()
-                    ));
+                    return Err(RequestRefusal::ReasonLength {
+                        bytes: reason.len(),
+                    });
                 }
             }
             Ok(())
         }
-        other => Err(format!("{other:?} is not an inter-partition command")),
+        other => Err(RequestRefusal::NotInterPartition {
+            command: Box::new(other.clone()),
+        }),
     }
 }
 
@@ -383,7 +417,8 @@ async fn checkpoint(
 ) -> Result<Response, ApiError> {
     let handle = partition(&state, partition_id)?;
     backups(&state)?;
-    validate_checkpoint_id(checkpoint_id).map_err(BrokerError::InvalidRequest)?;
+    validate_checkpoint_id(checkpoint_id)
+        .map_err(|reason| BrokerError::InvalidRequest(reason.to_string()))?;
     // A store listing at most once per broker (learned, then kept), not per trigger.
     store_deadline(
         "list the backup ids in the store",
@@ -563,5 +598,94 @@ mod tests {
         );
         let read: crate::protocol::PartitionSummary = serde_json::from_str(&json).unwrap();
         assert_eq!(read, wire);
+    }
+
+    fn credit(from_partition: u32, source_position: u64, finished_below: u64) -> Command {
+        Command::Credit {
+            transfer_id: "t".to_string(),
+            from_partition,
+            source_position,
+            finished_below,
+            to: "alice".to_string(),
+            amount: 5,
+        }
+    }
+
+    /// What a bad command or delivery is refused with: the text of the 400 body.
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        let commands = [
+            (
+                Command::Checkpoint { checkpoint_id: 1 },
+                "checkpoints are created through the checkpoints endpoint",
+            ),
+            (
+                credit(1, 1, 0),
+                "inter-partition commands go through the deliveries endpoint",
+            ),
+            (
+                Command::Deposit {
+                    account: "a b".to_string(),
+                    amount: 1,
+                },
+                "account id \"a b\" contains ' '; allowed are A-Z, a-z, 0-9, '_', '.' and '-'",
+            ),
+            (
+                Command::Transfer {
+                    transfer_id: String::new(),
+                    from: "a".to_string(),
+                    to: "b".to_string(),
+                    amount: 1,
+                },
+                "transferId must be 1 to 128 characters, got 0",
+            ),
+        ];
+        for (command, expected) in commands {
+            let refusal = validate_command(&command).unwrap_err();
+            assert_eq!(refusal.to_string(), expected, "{command:?}");
+        }
+        let deliveries = [
+            (credit(2, 1, 0), 0, "fromPartition must be another partition of 1 to 3, got 2"),
+            (
+                credit(1, 1, 2),
+                0,
+                "sourcePosition must be positive and at least finishedBelow, got sourcePosition=1 finishedBelow=2",
+            ),
+            (
+                credit(1, 1, 0),
+                CHECKPOINT_ID_MAX + 1,
+                &format!("checkpoint id must be 1 to {CHECKPOINT_ID_MAX}, got {}", CHECKPOINT_ID_MAX + 1),
+            ),
+            (
+                Command::CreditAck {
+                    transfer_id: "t".to_string(),
+                    source_position: 0,
+                },
+                0,
+                "sourcePosition must be positive",
+            ),
+            (
+                Command::Checkpoint { checkpoint_id: 1 },
+                0,
+                "Checkpoint { checkpoint_id: 1 } is not an inter-partition command",
+            ),
+        ];
+        for (command, checkpoint_id, expected) in deliveries {
+            let delivery = Delivery {
+                command,
+                checkpoint_id,
+            };
+            let refusal = validate_delivery(&delivery, 2, 3).unwrap_err();
+            assert_eq!(refusal.to_string(), expected, "{delivery:?}");
+        }
+        assert!(validate_delivery(
+            &Delivery {
+                command: credit(1, 1, 0),
+                checkpoint_id: 0
+            },
+            2,
+            3
+        )
+        .is_ok());
     }
 }

@@ -58,7 +58,7 @@ use crate::retry::RetryPolicy;
 #[derive(Debug, Clone)]
 pub struct BackupOptions {
     pub node_id: u32,
-    pub max_concurrent_uploads: usize,
+    pub uploads_concurrent_max: usize,
     /// 0 means unlimited.
     pub upload_rate_limit_bytes_per_second: u64,
     pub queue_capacity: usize,
@@ -71,7 +71,7 @@ impl BackupOptions {
     /// Deadline of one file upload: the fixed part plus the time the file needs at a floor rate
     /// (a quarter of its share of the rate limit, or 256 KiB/s without one).
     pub fn upload_deadline(&self, len_bytes: u64) -> Duration {
-        let concurrency = self.max_concurrent_uploads.max(1) as u64;
+        let concurrency = self.uploads_concurrent_max.max(1) as u64;
         let floor_bytes_per_second = if self.upload_rate_limit_bytes_per_second > 0 {
             (self.upload_rate_limit_bytes_per_second / (4 * concurrency)).max(1)
         } else {
@@ -278,7 +278,7 @@ impl BackupService {
         };
         let throttle = (options.upload_rate_limit_bytes_per_second > 0)
             .then(|| Throttle::new(options.upload_rate_limit_bytes_per_second));
-        let uploads = Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1)));
+        let uploads = Arc::new(Semaphore::new(options.uploads_concurrent_max.max(1)));
         (
             BackupService {
                 options,
@@ -519,7 +519,7 @@ async fn upload(
     };
     let pooled: Vec<PooledFile> = futures::stream::iter(files)
         .map(|file| job.upload_file(file))
-        .buffered(context.options.max_concurrent_uploads.max(1))
+        .buffered(context.options.uploads_concurrent_max.max(1))
         .try_collect()
         .await?;
     let mut pool_upload = PoolUpload::default();

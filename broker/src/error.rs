@@ -125,7 +125,7 @@ mod tests {
     /// The kinds of backup store the configuration accepts, read from its own refusal
     /// ("not a backup store (NONE, FILESYSTEM, …)"), each checked to parse.
     fn configurable_stores() -> Vec<BackupStoreKind> {
-        let refusal = "?".parse::<BackupStoreKind>().unwrap_err();
+        let refusal = "?".parse::<BackupStoreKind>().unwrap_err().to_string();
         let list = refusal
             .split_once('(')
             .and_then(|(_, rest)| rest.split_once(')'))

@@ -586,6 +586,24 @@ pub struct RestoreReport {
     pub finished_at: String,
 }
 
+/// Why [`RestoreReport::read`] could not use the report in the data directory (the broker logs
+/// it and starts without restore metrics).
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreReportError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a restore report: {source}", .path.display())]
+    NotAReport {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: finishedAt {finished_at:?} is not an RFC 3339 time", .path.display())]
+    FinishedAt { path: PathBuf, finished_at: String },
+}
+
 impl RestoreReport {
     /// `<data dir>/restore-report.json`.
     pub fn path(data_directory: &Path) -> PathBuf {
@@ -622,23 +640,24 @@ impl RestoreReport {
         file.sync_all()
     }
 
-    /// The report in `data_directory`: `Ok(None)` when there is none, `Err` (a message naming
-    /// the file) when it cannot be read or understood.
-    pub fn read(data_directory: &Path) -> Result<Option<RestoreReport>, String> {
+    /// The report in `data_directory`: `Ok(None)` when there is none, `Err` (naming the file)
+    /// when it cannot be read or understood.
+    pub fn read(data_directory: &Path) -> Result<Option<RestoreReport>, RestoreReportError> {
         let path = RestoreReport::path(data_directory);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(error) => return Err(format!("cannot read {}: {error}", path.display())),
+            Err(source) => return Err(RestoreReportError::Read { path, source }),
         };
-        let report: RestoreReport = serde_json::from_slice(&bytes)
-            .map_err(|error| format!("{} is not a restore report: {error}", path.display()))?;
+        let report: RestoreReport = match serde_json::from_slice(&bytes) {
+            Ok(report) => report,
+            Err(source) => return Err(RestoreReportError::NotAReport { path, source }),
+        };
         if report.metrics().is_none() {
-            return Err(format!(
-                "{}: finishedAt {:?} is not an RFC 3339 time",
-                path.display(),
-                report.finished_at
-            ));
+            return Err(RestoreReportError::FinishedAt {
+                path,
+                finished_at: report.finished_at,
+            });
         }
         Ok(Some(report))
     }
@@ -881,7 +900,7 @@ mod tests {
     #[test]
     fn a_restore_report_round_trips_and_a_missing_one_is_none() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(RestoreReport::read(dir.path()), Ok(None));
+        assert_eq!(RestoreReport::read(dir.path()).unwrap(), None);
         let report =
             RestoreReport::finished_now(4, 1, vec![2, 4], 6, 4096, Duration::from_millis(1500));
         report.write(&RestoreReport::path(dir.path())).unwrap();
@@ -899,7 +918,22 @@ mod tests {
         assert!(metrics.timestamp_seconds > 1.6e9);
 
         std::fs::write(RestoreReport::path(dir.path()), b"{not json").unwrap();
-        let error = RestoreReport::read(dir.path()).unwrap_err();
+        let error = RestoreReport::read(dir.path()).unwrap_err().to_string();
         assert!(error.contains(RESTORE_REPORT_FILE), "{error}");
+    }
+
+    #[test]
+    fn a_restore_report_without_an_rfc3339_time_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut report = RestoreReport::finished_now(4, 1, vec![2], 1, 1, Duration::from_millis(1));
+        report.finished_at = "yesterday".to_string();
+        report.write(&RestoreReport::path(dir.path())).unwrap();
+        let error = RestoreReport::read(dir.path()).unwrap_err().to_string();
+        assert!(
+            error.ends_with(&format!(
+                "{RESTORE_REPORT_FILE}: finishedAt \"yesterday\" is not an RFC 3339 time"
+            )),
+            "{error}"
+        );
     }
 }

@@ -28,7 +28,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 fn with_requests(options: BackupStoreOptions, requests: &StoreRequestConfig) -> BackupStoreOptions {
     BackupStoreOptions {
         api_call_timeout: requests.api_call_timeout,
-        max_concurrent_connections: requests.max_concurrent_connections,
+        connections_concurrent_max: requests.connections_concurrent_max,
         compression: requests.compression,
         ..options
     }
@@ -269,7 +269,7 @@ fn read_restore_report(data_directory: &std::path::Path) -> Option<RestoreReport
 fn backup_options(config: &BrokerConfig) -> BackupOptions {
     BackupOptions {
         node_id: config.cluster.node_id,
-        max_concurrent_uploads: config.data.backup.max_concurrent_uploads,
+        uploads_concurrent_max: config.data.backup.uploads_concurrent_max,
         upload_rate_limit_bytes_per_second: config.data.backup.upload_rate_limit_bytes_per_second,
         queue_capacity: 256,
         store_call_timeout: Duration::from_secs(120),
@@ -535,7 +535,7 @@ mod tests {
             let config = sluice_config::load_from(None, env).expect("loads");
             let options = store_options(&config.broker.data.backup).expect("a remote store");
             assert_eq!(options.api_call_timeout, Duration::from_secs(7), "{store}");
-            assert_eq!(options.max_concurrent_connections, 5, "{store}");
+            assert_eq!(options.connections_concurrent_max, 5, "{store}");
             assert_eq!(options.compression, BackupCompression::Zstd, "{store}");
         }
     }

@@ -189,7 +189,7 @@ fn start() -> Fixture {
     let (service, backups) = BackupService::new(
         BackupOptions {
             node_id: 0,
-            max_concurrent_uploads: 2,
+            uploads_concurrent_max: 2,
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(10),

@@ -119,7 +119,7 @@ fn start_with(snapshot_period: Duration) -> Fixture {
     let (service, backups) = BackupService::new(
         BackupOptions {
             node_id: 0,
-            max_concurrent_uploads: 2,
+            uploads_concurrent_max: 2,
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(2),
@@ -509,7 +509,7 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
     let (service, backups) = BackupService::new(
         BackupOptions {
             node_id: 0,
-            max_concurrent_uploads: 2,
+            uploads_concurrent_max: 2,
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(30),

@@ -95,7 +95,7 @@ async fn shutdown_fails_the_running_backup_and_refuses_new_ones() {
     let (service, backups) = BackupService::new(
         BackupOptions {
             node_id: 0,
-            max_concurrent_uploads: 2,
+            uploads_concurrent_max: 2,
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(600),

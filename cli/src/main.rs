@@ -114,7 +114,7 @@ fn backup_id_number(text: &str) -> Result<u64, String> {
         .map_err(|error| error.to_string())
 }
 
-fn humantime_duration(text: &str) -> Result<Duration, String> {
+fn humantime_duration(text: &str) -> Result<Duration, sluice_config::ValueError> {
     sluice_config::parse_duration(text)
 }
 

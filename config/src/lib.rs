@@ -68,7 +68,7 @@ pub use keys::{
 pub use load::{load, load_from};
 pub use values::{
     parse_address, parse_address_list, parse_bool, parse_duration, parse_port, parse_rate,
-    parse_size, parse_uint,
+    parse_size, parse_uint, ValueError,
 };
 
 /// The whole configuration of a Sluice process (broker and gateway sections).
@@ -132,7 +132,7 @@ pub struct BackupConfig {
     pub s3: S3BackupConfig,
     pub gcs: GcsBackupConfig,
     pub azure: AzureBackupConfig,
-    pub max_concurrent_uploads: usize,
+    pub uploads_concurrent_max: usize,
     /// `broker.data.backup.uploadRateLimit` in bytes per second; 0 = unlimited.
     pub upload_rate_limit_bytes_per_second: u64,
     /// `broker.data.backup.uploadMemoryLimit`, in bytes.
@@ -171,17 +171,17 @@ impl fmt::Display for BackupStoreKind {
 }
 
 impl std::str::FromStr for BackupStoreKind {
-    type Err = String;
+    type Err = ValueError;
 
     /// Parses `NONE`, `FILESYSTEM`, `S3`, `GCS` or `AZURE`, case-insensitively.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.trim().to_ascii_uppercase().as_str() {
             "NONE" => Ok(BackupStoreKind::None),
             "FILESYSTEM" => Ok(BackupStoreKind::Filesystem),
             "S3" => Ok(BackupStoreKind::S3),
             "GCS" => Ok(BackupStoreKind::Gcs),
             "AZURE" => Ok(BackupStoreKind::Azure),
-            _ => Err("not a backup store (NONE, FILESYSTEM, S3, GCS or AZURE)".to_string()),
+            _ => Err(ValueError::NotABackupStore),
         }
     }
 }
@@ -216,14 +216,14 @@ impl fmt::Display for BackupCompression {
 }
 
 impl std::str::FromStr for BackupCompression {
-    type Err = String;
+    type Err = ValueError;
 
     /// Parses `NONE` or `ZSTD`, case-insensitively.
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         match s.trim().to_ascii_uppercase().as_str() {
             "NONE" => Ok(BackupCompression::None),
             "ZSTD" => Ok(BackupCompression::Zstd),
-            _ => Err("not a compression (NONE or ZSTD)".to_string()),
+            _ => Err(ValueError::NotACompression),
         }
     }
 }
@@ -286,7 +286,7 @@ pub struct GcsBackupConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreRequestConfig {
     pub api_call_timeout: Duration,
-    pub max_concurrent_connections: usize,
+    pub connections_concurrent_max: usize,
     pub compression: BackupCompression,
 }
 
@@ -483,6 +483,16 @@ impl SluiceConfig {
     /// `broker.network.insecure`); the management port differs from the internal one; internal
     /// TLS comes with the CA that peers are checked against, and every PEM file exists. Secret values never appear in the errors.
     pub fn validate_broker(&self) -> Result<(), ConfigError> {
+        self.validate_broker_network()?;
+        validate_cluster(&self.broker.cluster)?;
+        let backup = &self.broker.data.backup;
+        validate_backup_store_settings(backup)?;
+        validate_backup_credentials(backup)
+    }
+
+    /// Who may reach the broker's ports and how: the token off loopback, two distinct ports,
+    /// internal TLS with its CA, every PEM file readable.
+    fn validate_broker_network(&self) -> Result<(), ConfigError> {
         let cluster = &self.broker.cluster;
         let host = &self.broker.network.host;
         if cluster.token.is_none() && !self.broker.insecure && !values::is_loopback_host(host) {
@@ -524,86 +534,6 @@ impl SluiceConfig {
             pem_files.push(("broker.cluster.ca", ca));
         }
         readable_files(&pem_files)?;
-        if cluster.node_id >= cluster.cluster_size {
-            return Err(ConfigError::invalid(
-                "broker.cluster.nodeId",
-                &cluster.node_id.to_string(),
-                format!(
-                    "nodeId={} must be less than clusterSize={} (node ids are 0-based)",
-                    cluster.node_id, cluster.cluster_size
-                ),
-            ));
-        }
-        if cluster.brokers.len() != cluster.cluster_size as usize {
-            return Err(ConfigError::invalid(
-                "broker.cluster.brokers",
-                &cluster.brokers.join(","),
-                format!(
-                    "brokers must list clusterSize={} addresses in node-id order, got {}",
-                    cluster.cluster_size,
-                    cluster.brokers.len()
-                ),
-            ));
-        }
-        let backup = &self.broker.data.backup;
-        match backup.store {
-            BackupStoreKind::Filesystem if backup.filesystem.base_path.is_none() => {
-                return Err(ConfigError::invalid(
-                    "broker.data.backup.filesystem.basePath",
-                    "",
-                    "required when broker.data.backup.store=FILESYSTEM",
-                ));
-            }
-            BackupStoreKind::S3 if backup.s3.bucket_name.is_none() => {
-                return Err(ConfigError::invalid(
-                    "broker.data.backup.s3.bucketName",
-                    "",
-                    "required when broker.data.backup.store=S3",
-                ));
-            }
-            BackupStoreKind::Gcs if backup.gcs.bucket_name.is_none() => {
-                return Err(ConfigError::invalid(
-                    "broker.data.backup.gcs.bucketName",
-                    "",
-                    "required when broker.data.backup.store=GCS",
-                ));
-            }
-            BackupStoreKind::Azure if backup.azure.account.is_none() => {
-                return Err(ConfigError::invalid(
-                    "broker.data.backup.azure.account",
-                    "",
-                    "required when broker.data.backup.store=AZURE",
-                ));
-            }
-            BackupStoreKind::Azure if backup.azure.container.is_none() => {
-                return Err(ConfigError::invalid(
-                    "broker.data.backup.azure.container",
-                    "",
-                    "required when broker.data.backup.store=AZURE",
-                ));
-            }
-            _ => {}
-        }
-        match (&backup.s3.access_key, &backup.s3.secret_key) {
-            (Some(_), None) => return Err(ConfigError::invalid(
-                "broker.data.backup.s3.secretKey",
-                "",
-                "accessKey and secretKey must be set together (accessKey is set, secretKey is not)",
-            )),
-            (None, Some(_)) => return Err(ConfigError::invalid(
-                "broker.data.backup.s3.accessKey",
-                "",
-                "accessKey and secretKey must be set together (secretKey is set, accessKey is not)",
-            )),
-            _ => {}
-        }
-        if backup.azure.key.is_some() && backup.azure.sas_token.is_some() {
-            return Err(ConfigError::invalid(
-                "broker.data.backup.azure.sasToken",
-                REDACTED,
-                "key and sasToken are mutually exclusive: set one of them, or neither to use the Azure credential chain",
-            ));
-        }
         Ok(())
     }
 
@@ -642,6 +572,104 @@ impl SluiceConfig {
         }
         readable_files(&pem_files)
     }
+}
+
+/// `nodeId < clusterSize`, and `brokers` lists exactly `clusterSize` addresses.
+fn validate_cluster(cluster: &ClusterConfig) -> Result<(), ConfigError> {
+    if cluster.node_id >= cluster.cluster_size {
+        return Err(ConfigError::invalid(
+            "broker.cluster.nodeId",
+            &cluster.node_id.to_string(),
+            format!(
+                "nodeId={} must be less than clusterSize={} (node ids are 0-based)",
+                cluster.node_id, cluster.cluster_size
+            ),
+        ));
+    }
+    if cluster.brokers.len() != cluster.cluster_size as usize {
+        return Err(ConfigError::invalid(
+            "broker.cluster.brokers",
+            &cluster.brokers.join(","),
+            format!(
+                "brokers must list clusterSize={} addresses in node-id order, got {}",
+                cluster.cluster_size,
+                cluster.brokers.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The selected backup store has its required settings.
+fn validate_backup_store_settings(backup: &BackupConfig) -> Result<(), ConfigError> {
+    match backup.store {
+        BackupStoreKind::Filesystem if backup.filesystem.base_path.is_none() => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.filesystem.basePath",
+                "",
+                "required when broker.data.backup.store=FILESYSTEM",
+            ));
+        }
+        BackupStoreKind::S3 if backup.s3.bucket_name.is_none() => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.s3.bucketName",
+                "",
+                "required when broker.data.backup.store=S3",
+            ));
+        }
+        BackupStoreKind::Gcs if backup.gcs.bucket_name.is_none() => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.gcs.bucketName",
+                "",
+                "required when broker.data.backup.store=GCS",
+            ));
+        }
+        BackupStoreKind::Azure if backup.azure.account.is_none() => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.azure.account",
+                "",
+                "required when broker.data.backup.store=AZURE",
+            ));
+        }
+        BackupStoreKind::Azure if backup.azure.container.is_none() => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.azure.container",
+                "",
+                "required when broker.data.backup.store=AZURE",
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// S3 `accessKey` and `secretKey` both set or both unset; Azure `key` and `sasToken` not both.
+fn validate_backup_credentials(backup: &BackupConfig) -> Result<(), ConfigError> {
+    match (&backup.s3.access_key, &backup.s3.secret_key) {
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.s3.secretKey",
+                "",
+                "accessKey and secretKey must be set together (accessKey is set, secretKey is not)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.s3.accessKey",
+                "",
+                "accessKey and secretKey must be set together (secretKey is set, accessKey is not)",
+            ))
+        }
+        _ => {}
+    }
+    if backup.azure.key.is_some() && backup.azure.sas_token.is_some() {
+        return Err(ConfigError::invalid(
+            "broker.data.backup.azure.sasToken",
+            REDACTED,
+            "key and sasToken are mutually exclusive: set one of them, or neither to use the Azure credential chain",
+        ));
+    }
+    Ok(())
 }
 
 /// Each path is a file, or the error names its key.

@@ -12,7 +12,7 @@ use crate::keys::{
 };
 use crate::values::{
     connect_address, duration_at_least_100ms, non_empty, optional, parse_address_list, parse_bool,
-    parse_port, parse_rate, parse_uint, size_in, uint_in,
+    parse_port, parse_rate, parse_uint, size_in, uint_in, ValueError,
 };
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
@@ -251,16 +251,19 @@ impl Raw {
     fn parse<T>(
         &self,
         key: &'static str,
-        parser: impl FnOnce(&str) -> Result<T, String>,
+        parser: impl FnOnce(&str) -> Result<T, ValueError>,
     ) -> Result<T, ConfigError> {
         let value = self.get(key);
-        parser(value).map_err(|reason| ConfigError::invalid(key, value, reason))
+        parser(value).map_err(|reason| ConfigError::invalid(key, value, reason.to_string()))
     }
 
     fn u32_in(&self, key: &'static str, min: u32, max: u32) -> Result<u32, ConfigError> {
         self.parse(key, |s| {
             let n = uint_in(s, min.into(), max.into())?;
-            u32::try_from(n).map_err(|_| format!("must be between {min} and {max}"))
+            u32::try_from(n).map_err(|_| ValueError::OutOfRange {
+                min: min.into(),
+                max: max.into(),
+            })
         })
     }
 
@@ -294,7 +297,7 @@ impl Raw {
                 .or_else(|| lower.strip_prefix("https://"));
             match rest {
                 Some(rest) if !rest.is_empty() => Ok(Some(url)),
-                _ => Err("must be a URL starting with http:// or https://".to_string()),
+                _ => Err(ValueError::NotAUrl),
             }
         })
     }
@@ -339,7 +342,7 @@ impl Raw {
             replication_factor: self.parse("broker.cluster.replicationFactor", |s| {
                 match parse_uint(s)? {
                     1 => Ok(1),
-                    _ => Err("only replicationFactor=1 is supported for now".to_string()),
+                    _ => Err(ValueError::ReplicationFactor),
                 }
             })?,
             brokers: self.parse("broker.cluster.brokers", parse_address_list)?,
@@ -386,9 +389,9 @@ impl Raw {
     ) -> Result<StoreRequestConfig, ConfigError> {
         Ok(StoreRequestConfig {
             api_call_timeout: self.parse(timeout_key, duration_at_least_100ms)?,
-            max_concurrent_connections: self.parse(connections_key, |s| {
+            connections_concurrent_max: self.parse(connections_key, |s| {
                 let n = uint_in(s, 1, 1024)?;
-                usize::try_from(n).map_err(|_| "must be between 1 and 1024".to_string())
+                usize::try_from(n).map_err(|_| ValueError::OutOfRange { min: 1, max: 1024 })
             })?,
             compression: self.parse(compression_key, |s| s.parse::<BackupCompression>())?,
         })
@@ -441,9 +444,9 @@ impl Raw {
             s3: self.s3()?,
             gcs: self.gcs()?,
             azure: self.azure()?,
-            max_concurrent_uploads: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
+            uploads_concurrent_max: self.parse("broker.data.backup.maxConcurrentUploads", |s| {
                 let n = uint_in(s, 1, 64)?;
-                usize::try_from(n).map_err(|_| "must be between 1 and 64".to_string())
+                usize::try_from(n).map_err(|_| ValueError::OutOfRange { min: 1, max: 64 })
             })?,
             upload_rate_limit_bytes_per_second: self
                 .parse("broker.data.backup.uploadRateLimit", parse_rate)?,

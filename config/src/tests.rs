@@ -63,7 +63,7 @@ fn defaults_match_the_table() {
     assert_eq!(b.s3.base_path, None);
     assert!(!b.s3.force_path_style_access);
     assert_eq!(b.s3.requests.api_call_timeout, Duration::from_secs(30));
-    assert_eq!(b.s3.requests.max_concurrent_connections, 32);
+    assert_eq!(b.s3.requests.connections_concurrent_max, 32);
     assert_eq!(b.s3.requests.compression, BackupCompression::Zstd);
     assert_eq!(
         b.gcs,
@@ -87,7 +87,7 @@ fn defaults_match_the_table() {
             requests: b.s3.requests,
         }
     );
-    assert_eq!(b.max_concurrent_uploads, 4);
+    assert_eq!(b.uploads_concurrent_max, 4);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 0);
     assert_eq!(b.upload_memory_limit_bytes, 64 << 20);
     assert_eq!(
@@ -324,7 +324,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(b.s3.base_path.as_deref(), Some("cluster-a"));
     assert!(b.s3.force_path_style_access);
     assert_eq!(b.s3.requests.api_call_timeout, Duration::from_secs(90));
-    assert_eq!(b.s3.requests.max_concurrent_connections, 1024);
+    assert_eq!(b.s3.requests.connections_concurrent_max, 1024);
     assert_eq!(b.s3.requests.compression, BackupCompression::Zstd);
     assert_eq!(
         b.gcs,
@@ -335,7 +335,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
             credentials: Some("/etc/sluice/gcs.json".into()),
             requests: StoreRequestConfig {
                 api_call_timeout: Duration::from_secs(5),
-                max_concurrent_connections: 7,
+                connections_concurrent_max: 7,
                 compression: BackupCompression::Zstd,
             },
         }
@@ -344,7 +344,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
         b.azure.requests,
         StoreRequestConfig {
             api_call_timeout: Duration::from_millis(250),
-            max_concurrent_connections: 9,
+            connections_concurrent_max: 9,
             compression: BackupCompression::None,
         }
     );
@@ -363,7 +363,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
         Some("http://127.0.0.1:10000/devstoreaccount1")
     );
     assert_eq!(b.azure.base_path.as_deref(), Some("azure/base"));
-    assert_eq!(b.max_concurrent_uploads, 8);
+    assert_eq!(b.uploads_concurrent_max, 8);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 10 << 20);
     assert_eq!(b.upload_memory_limit_bytes, 128 << 20);
     assert_eq!(c.gateway.cluster.brokers, vec!["a:1"]);

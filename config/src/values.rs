@@ -1,35 +1,88 @@
 //! Parsers turning configuration strings into typed values. Each returns the
-//! reason of a failure as a string; the caller attaches key and value.
+//! reason of a failure as a [`ValueError`]; the caller attaches key and value
+//! ([`crate::ConfigError::Invalid`]).
 
 use std::time::Duration;
 
-const NOT_A_NUMBER: &str = "not a non-negative integer";
+/// Why a configuration value does not parse or breaks its rule; the `reason` of
+/// [`crate::ConfigError::Invalid`], which names the key and the value.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValueError {
+    #[error("not a non-negative integer")]
+    NotANumber,
+    #[error("not a non-negative integer that fits in 64 bits")]
+    NumberTooLarge,
+    #[error("must be between {min} and {max}")]
+    OutOfRange { min: u64, max: u64 },
+    #[error("not a valid port")]
+    PortTooLarge,
+    #[error("not a valid port (an integer between 1 and 65535)")]
+    NotAPort,
+    #[error("not a size (an integer with an optional unit B, KB, MB or GB, e.g. \"64MB\"; got {text:?})")]
+    NotASize { text: String },
+    #[error("size too large")]
+    SizeTooLarge,
+    /// `bounds` as the key documents them, e.g. `8MB and 4GB`.
+    #[error("must be between {bounds}")]
+    SizeOutOfRange { bounds: &'static str },
+    #[error("duration too large")]
+    DurationTooLarge,
+    #[error("not a duration (e.g. \"30s\", \"5m\", \"1h 30m\" or milliseconds): {source}")]
+    NotADuration { source: humantime::DurationError },
+    #[error("must be at least 100ms")]
+    DurationTooShort,
+    #[error("not a boolean (true or false)")]
+    NotABool,
+    #[error("must not be empty")]
+    Empty,
+    #[error("{address:?} is not a host:port address")]
+    AddressWithoutPort { address: String },
+    #[error("{address:?} is not a host:port address (empty host)")]
+    AddressHostEmpty { address: String },
+    #[error(
+        "{address:?} is not a host:port address (IPv6 hosts must be in brackets, e.g. [::1]:26501)"
+    )]
+    AddressIpv6Unbracketed { address: String },
+    #[error("{address:?} is not a host:port address (space in host)")]
+    AddressHostSpace { address: String },
+    #[error("{address:?} has an invalid port (expected 1..=65535)")]
+    AddressPort { address: String },
+    #[error("entry {index} of the comma-separated list is empty")]
+    ListEntryEmpty { index: usize },
+    #[error("must be a URL starting with http:// or https://")]
+    NotAUrl,
+    #[error("only replicationFactor=1 is supported for now")]
+    ReplicationFactor,
+    #[error("not a backup store (NONE, FILESYSTEM, S3, GCS or AZURE)")]
+    NotABackupStore,
+    #[error("not a compression (NONE or ZSTD)")]
+    NotACompression,
+}
 
 /// Parses a non-negative integer (ASCII digits only, surrounding whitespace ignored).
-pub fn parse_uint(s: &str) -> Result<u64, String> {
+pub fn parse_uint(s: &str) -> Result<u64, ValueError> {
     let s = s.trim();
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(NOT_A_NUMBER.to_string());
+        return Err(ValueError::NotANumber);
     }
-    s.parse::<u64>()
-        .map_err(|_| format!("{NOT_A_NUMBER} that fits in 64 bits"))
+    s.parse::<u64>().map_err(|_| ValueError::NumberTooLarge)
 }
 
 /// Parses an integer within `min..=max`.
-pub(crate) fn uint_in(s: &str, min: u64, max: u64) -> Result<u64, String> {
+pub(crate) fn uint_in(s: &str, min: u64, max: u64) -> Result<u64, ValueError> {
     let n = parse_uint(s)?;
     if n < min || n > max {
-        return Err(format!("must be between {min} and {max}"));
+        return Err(ValueError::OutOfRange { min, max });
     }
     Ok(n)
 }
 
 /// Parses a TCP port, `1..=65535`.
-pub fn parse_port(s: &str) -> Result<u16, String> {
+pub fn parse_port(s: &str) -> Result<u16, ValueError> {
     let s = s.trim();
     match parse_uint(s) {
-        Ok(n @ 1..=65535) => u16::try_from(n).map_err(|_| "not a valid port".to_string()),
-        _ => Err("not a valid port (an integer between 1 and 65535)".to_string()),
+        Ok(n @ 1..=65535) => u16::try_from(n).map_err(|_| ValueError::PortTooLarge),
+        _ => Err(ValueError::NotAPort),
     }
 }
 
@@ -39,12 +92,9 @@ pub fn parse_port(s: &str) -> Result<u16, String> {
 ///
 /// Following the Spring/Zeebe convention, `KB`, `MB` and `GB` are binary units
 /// (`64MB` = 64 × 1024 × 1024 bytes), exactly like `KiB`, `MiB` and `GiB`.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let err = || {
-        format!(
-            "not a size (an integer with an optional unit B, KB, MB or GB, e.g. \"64MB\"; got {:?})",
-            s.trim()
-        )
+pub fn parse_size(s: &str) -> Result<u64, ValueError> {
+    let err = || ValueError::NotASize {
+        text: s.trim().to_string(),
     };
     let s = s.trim();
     let digits_end = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -52,7 +102,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if number.is_empty() {
         return Err(err());
     }
-    let number: u64 = number.parse().map_err(|_| "size too large".to_string())?;
+    let number: u64 = number.parse().map_err(|_| ValueError::SizeTooLarge)?;
     let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" | "kib" => 1 << 10,
@@ -62,20 +112,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     number
         .checked_mul(multiplier)
-        .ok_or_else(|| "size too large".to_string())
+        .ok_or(ValueError::SizeTooLarge)
 }
 
 /// Parses a size within `min..=max` bytes; the reason quotes the bounds as given.
-pub(crate) fn size_in(s: &str, min: u64, max: u64, bounds: &str) -> Result<u64, String> {
+pub(crate) fn size_in(
+    s: &str,
+    min: u64,
+    max: u64,
+    bounds: &'static str,
+) -> Result<u64, ValueError> {
     let n = parse_size(s)?;
     if n < min || n > max {
-        return Err(format!("must be between {bounds}"));
+        return Err(ValueError::SizeOutOfRange { bounds });
     }
     Ok(n)
 }
 
 /// Parses a rate in bytes per second: a size ([`parse_size`]) with an optional `/s` suffix.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
+pub fn parse_rate(s: &str) -> Result<u64, ValueError> {
     let t = s.trim();
     let t = t
         .strip_suffix("/s")
@@ -86,41 +141,39 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
 
 /// Parses a duration: a plain integer is a number of milliseconds, anything else goes
 /// through [`humantime::parse_duration`] (`"30s"`, `"5m"`, `"1h 30m"`, `"250ms"`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let s = s.trim();
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s
             .parse::<u64>()
             .map(Duration::from_millis)
-            .map_err(|_| "duration too large".to_string());
+            .map_err(|_| ValueError::DurationTooLarge);
     }
-    humantime::parse_duration(s).map_err(|e| {
-        format!("not a duration (e.g. \"30s\", \"5m\", \"1h 30m\" or milliseconds): {e}")
-    })
+    humantime::parse_duration(s).map_err(|source| ValueError::NotADuration { source })
 }
 
 /// Parses a duration of at least 100ms.
-pub(crate) fn duration_at_least_100ms(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration_at_least_100ms(s: &str) -> Result<Duration, ValueError> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) {
-        return Err("must be at least 100ms".to_string());
+        return Err(ValueError::DurationTooShort);
     }
     Ok(d)
 }
 
 /// Parses `true` or `false`, case-insensitively.
-pub fn parse_bool(s: &str) -> Result<bool, String> {
+pub fn parse_bool(s: &str) -> Result<bool, ValueError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "true" => Ok(true),
         "false" => Ok(false),
-        _ => Err("not a boolean (true or false)".to_string()),
+        _ => Err(ValueError::NotABool),
     }
 }
 
-pub(crate) fn non_empty(s: &str) -> Result<String, String> {
+pub(crate) fn non_empty(s: &str) -> Result<String, ValueError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("must not be empty".to_string());
+        return Err(ValueError::Empty);
     }
     Ok(s.to_string())
 }
@@ -132,28 +185,27 @@ pub(crate) fn optional(s: &str) -> Option<String> {
 }
 
 /// Checks one `host:port` address. IPv6 hosts must be bracketed (`[::1]:26501`).
-pub fn parse_address(s: &str) -> Result<String, String> {
+pub fn parse_address(s: &str) -> Result<String, ValueError> {
     let s = s.trim();
+    let address = || s.to_string();
     let Some((host, port)) = s.rsplit_once(':') else {
-        return Err(format!("{s:?} is not a host:port address"));
+        return Err(ValueError::AddressWithoutPort { address: address() });
     };
     if host.is_empty() {
-        return Err(format!("{s:?} is not a host:port address (empty host)"));
+        return Err(ValueError::AddressHostEmpty { address: address() });
     }
     if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!(
-            "{s:?} is not a host:port address (IPv6 hosts must be in brackets, e.g. [::1]:26501)"
-        ));
+        return Err(ValueError::AddressIpv6Unbracketed { address: address() });
     }
     if host.chars().any(char::is_whitespace) {
-        return Err(format!("{s:?} is not a host:port address (space in host)"));
+        return Err(ValueError::AddressHostSpace { address: address() });
     }
-    parse_port(port).map_err(|_| format!("{s:?} has an invalid port (expected 1..=65535)"))?;
+    parse_port(port).map_err(|_| ValueError::AddressPort { address: address() })?;
     Ok(s.to_string())
 }
 
 /// Parses a comma-separated list of `host:port` addresses; a blank value is an empty list.
-pub fn parse_address_list(s: &str) -> Result<Vec<String>, String> {
+pub fn parse_address_list(s: &str) -> Result<Vec<String>, ValueError> {
     if s.trim().is_empty() {
         return Ok(Vec::new());
     }
@@ -161,7 +213,7 @@ pub fn parse_address_list(s: &str) -> Result<Vec<String>, String> {
         .enumerate()
         .map(|(i, item)| {
             if item.trim().is_empty() {
-                Err(format!("entry {i} of the comma-separated list is empty"))
+                Err(ValueError::ListEntryEmpty { index: i })
             } else {
                 parse_address(item)
             }

@@ -102,7 +102,7 @@ fn string_field<'a>(value: &'a Value, field: &str) -> Result<&'a str, GatewayErr
 }
 
 fn account_id(account: &str) -> Result<(), GatewayError> {
-    validate_account(account).map_err(GatewayError::InvalidRequest)
+    validate_account(account).map_err(|reason| GatewayError::InvalidRequest(reason.to_string()))
 }
 
 /// Turns one JSON command (`{"type": "deposit", ...}`) into a ledger command.

@@ -165,7 +165,7 @@ mod tests {
     #[test]
     fn the_store_hint_names_every_backup_store() {
         let message = GatewayError::BackupStoreNotConfigured.to_string();
-        let refusal = "?".parse::<BackupStoreKind>().unwrap_err();
+        let refusal = "?".parse::<BackupStoreKind>().unwrap_err().to_string();
         let (_, list) = refusal.split_once('(').expect("a list of stores");
         let kinds: Vec<BackupStoreKind> = list
             .trim_end_matches(')')

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::actuator::{self, BackupResponse};
 use crate::cluster::Cluster;
+use crate::error::GatewayError;
 
 /// When backups are taken.
 #[derive(Debug, Clone)]
@@ -32,18 +33,21 @@ pub enum Schedule {
 
 impl Schedule {
     /// Parses `15m`-style intervals or cron expressions.
-    pub fn parse(text: &str) -> Result<Schedule, String> {
+    pub fn parse(text: &str) -> Result<Schedule, ScheduleError> {
         let text = text.trim();
         if let Ok(interval) = humantime::parse_duration(text) {
             if interval < Duration::from_secs(1) {
-                return Err(format!("interval {text:?} is shorter than 1s"));
+                return Err(ScheduleError::IntervalTooShort {
+                    text: text.to_string(),
+                });
             }
             return Ok(Schedule::Interval(interval));
         }
         croner::Cron::from_str(text)
             .map(|cron| Schedule::Cron(Box::new(cron), text.to_string()))
-            .map_err(|error| {
-                format!("{text:?} is neither a duration (e.g. 15m) nor a cron expression (e.g. \"0 */6 * * *\"): {error}")
+            .map_err(|source| ScheduleError::Unparsable {
+                text: text.to_string(),
+                source,
             })
     }
 
@@ -69,6 +73,19 @@ impl Schedule {
             Schedule::Cron(_, text) => format!("cron {text}"),
         }
     }
+}
+
+/// Why [`Schedule::parse`] refused a schedule; its text becomes the `reason` of the
+/// configuration error naming `gateway.backup.schedule`.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("interval {text:?} is shorter than 1s")]
+    IntervalTooShort { text: String },
+    #[error("{text:?} is neither a duration (e.g. 15m) nor a cron expression (e.g. \"0 */6 * * *\"): {source}")]
+    Unparsable {
+        text: String,
+        source: croner::errors::CronError,
+    },
 }
 
 /// What retention keeps; nothing set means nothing is deleted.
@@ -307,7 +324,7 @@ impl BackupScheduler {
             Ok(deleted) => (deleted, None),
             Err(error) => {
                 tracing::warn!(%error, "retention could not run");
-                (Vec::new(), Some(error))
+                (Vec::new(), Some(error.to_string()))
             }
         };
         LastRun {
@@ -320,13 +337,11 @@ impl BackupScheduler {
         }
     }
 
-    async fn apply_retention(&self, now: SystemTime) -> Result<Vec<u64>, String> {
+    async fn apply_retention(&self, now: SystemTime) -> Result<Vec<u64>, GatewayError> {
         if !self.options.retention.is_enabled() {
             return Ok(Vec::new());
         }
-        let backups = actuator::list(&self.cluster, None)
-            .await
-            .map_err(|e| e.to_string())?;
+        let backups = actuator::list(&self.cluster, None).await?;
         let ages: Vec<BackupAge> = backups.iter().map(BackupAge::from_response).collect();
         let mut deleted = Vec::new();
         for id in self.options.retention.to_delete(&ages, now) {

@@ -34,7 +34,7 @@ impl GatewayService {
             None => None,
             Some(text) => Some(ScheduleOptions {
                 schedule: Schedule::parse(text).map_err(|reason| {
-                    ConfigError::invalid("gateway.backup.schedule", text, reason)
+                    ConfigError::invalid("gateway.backup.schedule", text, reason.to_string())
                 })?,
                 retention: Retention {
                     keep_last: backup.keep_last,

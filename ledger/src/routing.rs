@@ -33,22 +33,31 @@ pub fn partitions_for_node(node_id: u32, cluster_size: u32, partitions_count: u3
 }
 
 /// Account ids: 1 to 128 characters of `[A-Za-z0-9_.-]`.
-pub fn validate_account(account: &str) -> Result<(), String> {
+pub fn validate_account(account: &str) -> Result<(), InvalidAccount> {
     if account.is_empty() || account.len() > 128 {
-        return Err(format!(
-            "account id must be 1 to 128 characters long, got {} characters",
-            account.chars().count()
-        ));
+        return Err(InvalidAccount::Length {
+            chars: account.chars().count(),
+        });
     }
     if let Some(bad) = account
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
-        return Err(format!(
-            "account id {account:?} contains {bad:?}; allowed are A-Z, a-z, 0-9, '_', '.' and '-'"
-        ));
+        return Err(InvalidAccount::Character {
+            account: account.to_string(),
+            character: bad,
+        });
     }
     Ok(())
+}
+
+/// Why [`validate_account`] refused an account id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidAccount {
+    #[error("account id must be 1 to 128 characters long, got {chars} characters")]
+    Length { chars: usize },
+    #[error("account id {account:?} contains {character:?}; allowed are A-Z, a-z, 0-9, '_', '.' and '-'")]
+    Character { account: String, character: char },
 }
 
 #[cfg(test)]
@@ -82,5 +91,23 @@ mod tests {
         assert!(validate_account(&"a".repeat(129)).is_err());
         assert!(validate_account("a b").is_err());
         assert!(validate_account("a/b").is_err());
+    }
+
+    #[test]
+    fn account_refusals_say_what_is_wrong() {
+        let cases = [
+            (
+                "",
+                "account id must be 1 to 128 characters long, got 0 characters",
+            ),
+            (
+                "a b",
+                "account id \"a b\" contains ' '; allowed are A-Z, a-z, 0-9, '_', '.' and '-'",
+            ),
+        ];
+        for (account, expected) in cases {
+            let error = validate_account(account).unwrap_err();
+            assert_eq!(error.to_string(), expected, "{account:?}");
+        }
     }
 }

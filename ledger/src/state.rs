@@ -220,27 +220,11 @@ impl LedgerState {
         outcome
     }
 
+    /// One record, by kind; each kind's rules are in its own method.
     fn process(&mut self, position: u64, command: &Command) -> Result<Outcome, Rejection> {
         match command {
-            Command::Deposit { account, amount } => {
-                self.owns(account)?;
-                positive(*amount)?;
-                let balance = self.receive(account, *amount)?;
-                Ok(Outcome::Balance {
-                    account: account.clone(),
-                    balance,
-                })
-            }
-            Command::Withdraw { account, amount } => {
-                self.owns(account)?;
-                positive(*amount)?;
-                let balance = self.debit(account, *amount)?;
-                self.held_total -= amount;
-                Ok(Outcome::Balance {
-                    account: account.clone(),
-                    balance,
-                })
-            }
+            Command::Deposit { account, amount } => self.deposit(account, *amount),
+            Command::Withdraw { account, amount } => self.withdraw(account, *amount),
             Command::Transfer {
                 transfer_id,
                 from,
@@ -254,110 +238,154 @@ impl LedgerState {
                 finished_below,
                 to,
                 amount,
-            } => {
-                self.owns(to)?;
-                if *from_partition == 0
-                    || *from_partition > self.partitions_count
-                    || *from_partition == self.partition_id
-                {
-                    return Err(Rejection::InvalidCommand {
-                        reason: format!(
-                            "a credit from partition {from_partition} cannot reach partition {}",
-                            self.partition_id
-                        ),
-                    });
-                }
-                positive(*amount)?;
-                let guard = self.credited.entry(*from_partition).or_default();
-                if *finished_below > guard.finished_below {
-                    guard.finished_below = *finished_below;
-                    guard.positions = guard.positions.split_off(finished_below);
-                }
-                if *source_position < guard.finished_below {
-                    return Ok(Outcome::Credited {
-                        transfer_id: transfer_id.clone(),
-                        duplicate: true,
-                    });
-                }
-                match guard.positions.get(source_position) {
-                    Some(CreditRecord::Applied { .. }) => {
-                        return Ok(Outcome::Credited {
-                            transfer_id: transfer_id.clone(),
-                            duplicate: true,
-                        })
-                    }
-                    Some(CreditRecord::Refused) => {
-                        return Err(Rejection::BalanceOverflow {
-                            account: to.clone(),
-                        })
-                    }
-                    None => {}
-                }
-                let received = self.receive(to, *amount);
-                let record = match received {
-                    Ok(_) => CreditRecord::Applied { amount: *amount },
-                    Err(_) => CreditRecord::Refused,
-                };
-                self.credited
-                    .entry(*from_partition)
-                    .or_default()
-                    .positions
-                    .insert(*source_position, record);
-                received?;
-                Ok(Outcome::Credited {
-                    transfer_id: transfer_id.clone(),
-                    duplicate: false,
-                })
-            }
+            } => self.credit_in(
+                transfer_id,
+                *from_partition,
+                *source_position,
+                *finished_below,
+                to,
+                *amount,
+            ),
             Command::CreditAck {
                 transfer_id,
                 source_position,
-            } => {
-                // Idempotent: an acknowledgement may arrive twice (re-sent credits).
-                if let Some(entry) = self.take_outgoing(transfer_id, *source_position) {
-                    self.held_total -= entry.amount;
-                    self.finish(*source_position, transfer_id, None);
-                }
-                Ok(Outcome::CreditAcked {
-                    transfer_id: transfer_id.clone(),
-                })
-            }
+            } => Ok(self.credit_acked(transfer_id, *source_position)),
             Command::CreditRefused {
                 transfer_id,
                 source_position,
                 reason,
-            } => {
-                // Idempotent too: only an entry still in the outbox is refunded, once.
-                if let Some(entry) = self.take_outgoing(transfer_id, *source_position) {
-                    // Fits: the amount was part of held_total, which stays the same.
-                    let balance = self.accounts.entry(entry.from.clone()).or_insert(0);
-                    *balance += entry.amount;
-                    self.finish(*source_position, transfer_id, Some(reason.clone()));
-                }
-                Ok(Outcome::TransferRefunded {
-                    transfer_id: transfer_id.clone(),
-                })
-            }
-            Command::Checkpoint { checkpoint_id } => {
-                if *checkpoint_id == self.latest_checkpoint_id && *checkpoint_id > 0 {
-                    return Ok(Outcome::CheckpointExists {
-                        checkpoint_id: *checkpoint_id,
-                    });
-                }
-                if *checkpoint_id <= self.latest_checkpoint_id {
-                    return Err(Rejection::CheckpointNotNewer {
-                        requested: *checkpoint_id,
-                        latest: self.latest_checkpoint_id,
-                    });
-                }
-                self.latest_checkpoint_id = *checkpoint_id;
-                self.latest_checkpoint_position = position;
-                Ok(Outcome::CheckpointCreated {
-                    checkpoint_id: *checkpoint_id,
-                    position,
-                })
-            }
+            } => Ok(self.credit_refused(transfer_id, *source_position, reason)),
+            Command::Checkpoint { checkpoint_id } => self.checkpoint(position, *checkpoint_id),
         }
+    }
+
+    fn deposit(&mut self, account: &str, amount: u64) -> Result<Outcome, Rejection> {
+        self.owns(account)?;
+        positive(amount)?;
+        let balance = self.receive(account, amount)?;
+        Ok(Outcome::Balance {
+            account: account.to_string(),
+            balance,
+        })
+    }
+
+    fn withdraw(&mut self, account: &str, amount: u64) -> Result<Outcome, Rejection> {
+        self.owns(account)?;
+        positive(amount)?;
+        let balance = self.debit(account, amount)?;
+        self.held_total -= amount;
+        Ok(Outcome::Balance {
+            account: account.to_string(),
+            balance,
+        })
+    }
+
+    /// The target side of a transfer: credits `to` once per source position (a re-sent credit
+    /// is answered as a duplicate, a refused one is refused again).
+    fn credit_in(
+        &mut self,
+        transfer_id: &str,
+        from_partition: u32,
+        source_position: u64,
+        finished_below: u64,
+        to: &str,
+        amount: u64,
+    ) -> Result<Outcome, Rejection> {
+        self.owns(to)?;
+        if from_partition == 0
+            || from_partition > self.partitions_count
+            || from_partition == self.partition_id
+        {
+            return Err(Rejection::InvalidCommand {
+                reason: format!(
+                    "a credit from partition {from_partition} cannot reach partition {}",
+                    self.partition_id
+                ),
+            });
+        }
+        positive(amount)?;
+        let guard = self.credited.entry(from_partition).or_default();
+        if finished_below > guard.finished_below {
+            guard.finished_below = finished_below;
+            guard.positions = guard.positions.split_off(&finished_below);
+        }
+        if source_position < guard.finished_below {
+            return Ok(Outcome::Credited {
+                transfer_id: transfer_id.to_string(),
+                duplicate: true,
+            });
+        }
+        match guard.positions.get(&source_position) {
+            Some(CreditRecord::Applied { .. }) => {
+                return Ok(Outcome::Credited {
+                    transfer_id: transfer_id.to_string(),
+                    duplicate: true,
+                })
+            }
+            Some(CreditRecord::Refused) => {
+                return Err(Rejection::BalanceOverflow {
+                    account: to.to_string(),
+                })
+            }
+            None => {}
+        }
+        let received = self.receive(to, amount);
+        let record = match received {
+            Ok(_) => CreditRecord::Applied { amount },
+            Err(_) => CreditRecord::Refused,
+        };
+        self.credited
+            .entry(from_partition)
+            .or_default()
+            .positions
+            .insert(source_position, record);
+        received?;
+        Ok(Outcome::Credited {
+            transfer_id: transfer_id.to_string(),
+            duplicate: false,
+        })
+    }
+
+    fn credit_acked(&mut self, transfer_id: &str, source_position: u64) -> Outcome {
+        // Idempotent: an acknowledgement may arrive twice (re-sent credits).
+        if let Some(entry) = self.take_outgoing(transfer_id, source_position) {
+            self.held_total -= entry.amount;
+            self.finish(source_position, transfer_id, None);
+        }
+        Outcome::CreditAcked {
+            transfer_id: transfer_id.to_string(),
+        }
+    }
+
+    fn credit_refused(&mut self, transfer_id: &str, source_position: u64, reason: &str) -> Outcome {
+        // Idempotent too: only an entry still in the outbox is refunded, once.
+        if let Some(entry) = self.take_outgoing(transfer_id, source_position) {
+            // Fits: the amount was part of held_total, which stays the same.
+            let balance = self.accounts.entry(entry.from.clone()).or_insert(0);
+            *balance += entry.amount;
+            self.finish(source_position, transfer_id, Some(reason.to_string()));
+        }
+        Outcome::TransferRefunded {
+            transfer_id: transfer_id.to_string(),
+        }
+    }
+
+    fn checkpoint(&mut self, position: u64, checkpoint_id: u64) -> Result<Outcome, Rejection> {
+        if checkpoint_id == self.latest_checkpoint_id && checkpoint_id > 0 {
+            return Ok(Outcome::CheckpointExists { checkpoint_id });
+        }
+        if checkpoint_id <= self.latest_checkpoint_id {
+            return Err(Rejection::CheckpointNotNewer {
+                requested: checkpoint_id,
+                latest: self.latest_checkpoint_id,
+            });
+        }
+        self.latest_checkpoint_id = checkpoint_id;
+        self.latest_checkpoint_position = position;
+        Ok(Outcome::CheckpointCreated {
+            checkpoint_id,
+            position,
+        })
     }
 
     /// The source side of a transfer: debits `from`, then credits `to` here or puts the credit

@@ -142,10 +142,55 @@ async fn time_request(
     response
 }
 
+/// Why [`promtool_check`] or [`parse_text`] refused an exposition (or could not check it).
+#[derive(Debug, thiserror::Error)]
+pub enum ExpositionError {
+    #[error("cannot run promtool ({source}): install it (apt-get install prometheus) or run scripts/test.sh")]
+    PromtoolMissing { source: std::io::Error },
+    #[error("write to promtool: {source}")]
+    PromtoolWrite { source: std::io::Error },
+    #[error("wait for promtool: {source}")]
+    PromtoolWait { source: std::io::Error },
+    #[error("promtool check metrics: {status}: {output}")]
+    PromtoolRefused {
+        status: std::process::ExitStatus,
+        /// What promtool printed, stdout then stderr.
+        output: String,
+    },
+    #[error("line {line_number}: {line:?}")]
+    Malformed { line_number: usize, line: String },
+    #[error("line {line_number}: {line:?}: unknown type {kind}")]
+    UnknownType {
+        line_number: usize,
+        line: String,
+        kind: String,
+    },
+    #[error("line {line_number}: {line:?}: {name} is typed twice")]
+    TypedTwice {
+        line_number: usize,
+        line: String,
+        name: String,
+    },
+    #[error("line {line_number}: {line:?}: {source}")]
+    Value {
+        line_number: usize,
+        line: String,
+        source: std::num::ParseFloatError,
+    },
+    #[error("line {line_number}: {line:?}: not a sample")]
+    NotASample { line_number: usize, line: String },
+    #[error("line {line_number}: {line:?}: {family} has no # TYPE before it")]
+    Untyped {
+        line_number: usize,
+        line: String,
+        family: String,
+    },
+}
+
 /// Runs `promtool check metrics` (Prometheus' own parser and linter, from the Debian package
 /// `prometheus`; `scripts/test.sh` installs it) on `text`: `Err` with what promtool said, also
 /// when promtool is missing, so that a test using it fails rather than skips.
-pub fn promtool_check(text: &str) -> Result<(), String> {
+pub fn promtool_check(text: &str) -> Result<(), ExpositionError> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     let mut child = Command::new("promtool")
@@ -154,28 +199,26 @@ pub fn promtool_check(text: &str) -> Result<(), String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|error| {
-            format!(
-                "cannot run promtool ({error}): install it (apt-get install prometheus) or run scripts/test.sh"
-            )
-        })?;
+        .map_err(|source| ExpositionError::PromtoolMissing { source })?;
     let mut stdin = child.stdin.take().expect("piped stdin");
     stdin
         .write_all(text.as_bytes())
-        .map_err(|e| format!("write to promtool: {e}"))?;
+        .map_err(|source| ExpositionError::PromtoolWrite { source })?;
     drop(stdin);
     let output = child
         .wait_with_output()
-        .map_err(|e| format!("wait for promtool: {e}"))?;
+        .map_err(|source| ExpositionError::PromtoolWait { source })?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "promtool check metrics: {}: {}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ))
+        Err(ExpositionError::PromtoolRefused {
+            status: output.status,
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
+        })
     }
 }
 
@@ -183,32 +226,48 @@ pub fn promtool_check(text: &str) -> Result<(), String> {
 /// tests of every crate need it without promtool: every line is a comment or a sample
 /// `name{labels} value`, every sample's metric was given a `# TYPE` before it, once. Returns the
 /// samples as `(series, value)`.
-pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, String> {
+pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, ExpositionError> {
     let mut typed: std::collections::BTreeMap<String, String> = Default::default();
     let mut samples = Vec::new();
     for (number, line) in text.lines().enumerate() {
-        let at = || format!("line {}: {line:?}", number + 1);
+        let line_number = number + 1;
+        let malformed = || ExpositionError::Malformed {
+            line_number,
+            line: line.to_string(),
+        };
         if line.is_empty() {
             continue;
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').ok_or_else(at)?;
+            let (name, kind) = rest.split_once(' ').ok_or_else(malformed)?;
             if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind) {
-                return Err(format!("{}: unknown type {kind}", at()));
+                return Err(ExpositionError::UnknownType {
+                    line_number,
+                    line: line.to_string(),
+                    kind: kind.to_string(),
+                });
             }
             if typed.insert(name.to_string(), kind.to_string()).is_some() {
-                return Err(format!("{}: {name} is typed twice", at()));
+                return Err(ExpositionError::TypedTwice {
+                    line_number,
+                    line: line.to_string(),
+                    name: name.to_string(),
+                });
             }
             continue;
         }
         if line.starts_with('#') {
             continue;
         }
-        let (series, value) = line.rsplit_once(' ').ok_or_else(at)?;
+        let (series, value) = line.rsplit_once(' ').ok_or_else(malformed)?;
         let value: f64 = match value {
             "+Inf" => f64::INFINITY,
             "-Inf" => f64::NEG_INFINITY,
-            other => other.parse().map_err(|e| format!("{}: {e}", at()))?,
+            other => other.parse().map_err(|source| ExpositionError::Value {
+                line_number,
+                line: line.to_string(),
+                source,
+            })?,
         };
         let name = series.split('{').next().unwrap_or_default();
         let valid_name = !name.is_empty()
@@ -217,7 +276,10 @@ pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, String> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
             && !name.starts_with(|c: char| c.is_ascii_digit());
         if !valid_name || (series.contains('{') && !series.ends_with('}')) {
-            return Err(format!("{}: not a sample", at()));
+            return Err(ExpositionError::NotASample {
+                line_number,
+                line: line.to_string(),
+            });
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
@@ -227,7 +289,11 @@ pub fn parse_text(text: &str) -> Result<Vec<(String, f64)>, String> {
             })
             .unwrap_or(name);
         if !typed.contains_key(family) {
-            return Err(format!("{}: {family} has no # TYPE before it", at()));
+            return Err(ExpositionError::Untyped {
+                line_number,
+                line: line.to_string(),
+                family: family.to_string(),
+            });
         }
         samples.push((series.to_string(), value));
     }
@@ -327,6 +393,28 @@ mod tests {
         ];
         for (text, ok) in cases {
             assert_eq!(parse_text(text).is_ok(), ok, "{text:?}");
+        }
+    }
+
+    /// A refusal names the line, quotes it and says what is wrong with it.
+    #[test]
+    fn the_parse_check_says_which_line_is_wrong() {
+        let cases = [
+            ("a 1\n", "line 1: \"a 1\": a has no # TYPE before it"),
+            (
+                "# TYPE a counter\n# TYPE a counter\n",
+                "line 2: \"# TYPE a counter\": a is typed twice",
+            ),
+            (
+                "# TYPE a gauge2\n",
+                "line 1: \"# TYPE a gauge2\": unknown type gauge2",
+            ),
+            ("# TYPE a counter\na\n", "line 2: \"a\""),
+            ("# TYPE a counter\n1a 1\n", "line 2: \"1a 1\": not a sample"),
+        ];
+        for (text, expected) in cases {
+            let error = parse_text(text).unwrap_err();
+            assert_eq!(error.to_string(), expected, "{text:?}");
         }
     }
 }

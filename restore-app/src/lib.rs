@@ -724,13 +724,55 @@ pub async fn restore_node(
     progress: &mut dyn Progress,
 ) -> Result<Restored> {
     let started = Instant::now();
-    let step = |step: InstallStep| {
-        if let Some(hook) = &options.step_hook {
-            hook(step);
-        }
-    };
     let data_dir = config.data.directory.clone();
-    let entries = existing_entries(&data_dir)?;
+    let found = inspect_data_directory(&data_dir)?;
+
+    // Every partition of the backup, not only this node's, before anything is written.
+    let hosted = partitions_for_node(
+        config.cluster.node_id,
+        config.cluster.cluster_size,
+        config.cluster.partitions_count,
+    );
+    let chosen: Vec<Chosen> = choose_manifests(store, &config.cluster, backup_id)
+        .await?
+        .into_iter()
+        .filter(|c| hosted.contains(&c.manifest.id.partition_id))
+        .collect();
+
+    let cleaned_up = clean_up_unfinished(&data_dir, &found)?;
+    std::fs::create_dir_all(&data_dir).map_err(io_error(&data_dir, "create"))?;
+    let mut install = Install::new(&data_dir, options);
+    let result = async {
+        let (staged, skipped, staged_report) = install
+            .stage(store, config, backup_id, &chosen, started, progress)
+            .await?;
+        let partitions = install.install(backup_id, staged, &staged_report)?;
+        Ok(Restored {
+            backup_id,
+            partitions,
+            skipped,
+            cleaned_up,
+        })
+    }
+    .await;
+    if result.is_err() {
+        install.undo(found.existed);
+    }
+    result
+}
+
+/// What the data directory holds before a restore: whether it exists, the marker of an
+/// unfinished restore, and everything that restore left.
+struct Found {
+    existed: bool,
+    marker: Option<Marker>,
+    leftovers: BTreeSet<String>,
+}
+
+/// Reads the data directory and refuses it if it holds anything but `lost+found` and the
+/// leftovers of an unfinished restore.
+fn inspect_data_directory(data_dir: &Path) -> Result<Found> {
+    let entries = existing_entries(data_dir)?;
     let existed = entries.is_some();
     let entries = entries.unwrap_or_default();
     let marker_path = data_dir.join(RESTORE_MARKER_FILE);
@@ -756,7 +798,7 @@ pub async fn restore_node(
         .collect();
     if !others.is_empty() {
         return Err(RestoreError::NotEmpty {
-            dir: data_dir,
+            dir: data_dir.to_path_buf(),
             entries: others
                 .iter()
                 .take(5)
@@ -765,51 +807,86 @@ pub async fn restore_node(
                 .join(", "),
         });
     }
+    Ok(Found {
+        existed,
+        marker,
+        leftovers,
+    })
+}
 
-    // Every partition of the backup, not only this node's, before anything is written.
-    let hosted = partitions_for_node(
-        config.cluster.node_id,
-        config.cluster.cluster_size,
-        config.cluster.partitions_count,
-    );
-    let chosen: Vec<Chosen> = choose_manifests(store, &config.cluster, backup_id)
-        .await?
-        .into_iter()
-        .filter(|c| hosted.contains(&c.manifest.id.partition_id))
-        .collect();
-
-    // Clean up after an unfinished restore: what it installed, then its marker.
+/// Cleans up after an unfinished restore: what it installed, then its marker. Returns the
+/// names removed.
+fn clean_up_unfinished(data_dir: &Path, found: &Found) -> Result<Vec<String>> {
     let mut cleaned_up = Vec::new();
-    for name in &leftovers {
+    for name in &found.leftovers {
         let path = data_dir.join(name);
         if std::fs::symlink_metadata(&path).is_ok() {
             remove_entry(&path)?;
             cleaned_up.push(name.clone());
         }
     }
-    if marker.is_some() {
-        sync_dir(&data_dir)?;
-        remove_entry(&marker_path)?;
+    if found.marker.is_some() {
+        sync_dir(data_dir)?;
+        remove_entry(&data_dir.join(RESTORE_MARKER_FILE))?;
         cleaned_up.push(RESTORE_MARKER_FILE.to_string());
     }
     if !cleaned_up.is_empty() {
-        sync_dir(&data_dir)?;
+        sync_dir(data_dir)?;
         tracing::warn!(dir = %data_dir.display(), removed = ?cleaned_up, "removed what an unfinished restore left");
     }
+    Ok(cleaned_up)
+}
 
-    std::fs::create_dir_all(&data_dir).map_err(io_error(&data_dir, "create"))?;
-    let staging_name = format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4());
-    let staging = data_dir.join(&staging_name);
-    let mut installed: Vec<PathBuf> = Vec::new();
-    let mut marker_written = false;
-    let (files, bytes) = totals(&chosen);
-    progress.start(files, bytes);
-    let result = async {
-        std::fs::create_dir(&staging).map_err(io_error(&staging, "create"))?;
+/// One installation into the data directory: what it staged and installed so far, so that a
+/// failure can take it back ([`Install::undo`]).
+struct Install<'a> {
+    data_dir: &'a Path,
+    options: &'a RestoreOptions,
+    staging_name: String,
+    staging: PathBuf,
+    installed: Vec<PathBuf>,
+    marker_written: bool,
+}
+
+impl<'a> Install<'a> {
+    fn new(data_dir: &'a Path, options: &'a RestoreOptions) -> Install<'a> {
+        let staging_name = format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4());
+        Install {
+            data_dir,
+            options,
+            staging: data_dir.join(&staging_name),
+            staging_name,
+            installed: Vec::new(),
+            marker_written: false,
+        }
+    }
+
+    fn step(&self, step: InstallStep) {
+        if let Some(hook) = &self.options.step_hook {
+            hook(step);
+        }
+    }
+
+    /// Downloads and verifies every chosen partition into the staging directory, with the
+    /// restore report next to them, all fsynced. Returns the staged partitions, the skipped
+    /// manifests and the staged report's path.
+    async fn stage(
+        &mut self,
+        store: &BackupStore,
+        config: &BrokerConfig,
+        backup_id: u64,
+        chosen: &[Chosen],
+        started: Instant,
+        progress: &mut dyn Progress,
+    ) -> Result<(Vec<StagedPartition>, Vec<SkippedManifest>, PathBuf)> {
+        let (files, bytes) = totals(chosen);
+        progress.start(files, bytes);
+        let staging = &self.staging;
+        std::fs::create_dir(staging).map_err(io_error(staging, "create"))?;
         let mut staged = Vec::new();
         let mut skipped = Vec::new();
-        for chosen in &chosen {
-            let dir = partition_directory(&staging, chosen.manifest.id.partition_id);
+        for chosen in chosen {
+            let dir = partition_directory(staging, chosen.manifest.id.partition_id);
             staged.push(stage_partition(store, config, &chosen.manifest, &dir, progress).await?);
             skipped.extend(chosen.skipped.iter().cloned());
         }
@@ -823,21 +900,61 @@ pub async fn restore_node(
             bytes,
             started.elapsed(),
         );
-        let staged_report = RestoreReport::path(&staging);
+        let staged_report = RestoreReport::path(staging);
         report
             .write(&staged_report)
             .map_err(io_error(&staged_report, "write restore report"))?;
-        sync_tree(&staging)?;
-        sync_dir(&data_dir)?;
-        step(InstallStep::Staged);
+        sync_tree(staging)?;
+        sync_dir(self.data_dir)?;
+        self.step(InstallStep::Staged);
+        Ok((staged, skipped, staged_report))
+    }
 
-        // The marker is durable before the first rename: a crash from here on leaves a node the
-        // broker refuses to start and a rerun of the restore cleans up.
+    /// Moves the staged partitions and then the report into the data directory under the
+    /// marker, then removes the staging directory and the marker.
+    fn install(
+        &mut self,
+        backup_id: u64,
+        mut staged: Vec<StagedPartition>,
+        staged_report: &Path,
+    ) -> Result<Vec<StagedPartition>> {
+        let data_dir = self.data_dir;
+        let report_target = self.write_marker(backup_id, &staged)?;
+        for partition in &mut staged {
+            let target = partition_directory(data_dir, partition.partition_id);
+            std::fs::rename(&partition.directory, &target)
+                .map_err(io_error(&target, "move the restored partition into place"))?;
+            self.installed.push(target.clone());
+            partition.directory = target;
+            self.step(InstallStep::PartitionInstalled(partition.partition_id));
+        }
+        std::fs::rename(staged_report, &report_target).map_err(io_error(
+            &report_target,
+            "move the restore report into place",
+        ))?;
+        self.installed.push(report_target);
+        self.step(InstallStep::ReportInstalled);
+        std::fs::remove_dir_all(&self.staging).map_err(io_error(&self.staging, "remove"))?;
+        sync_dir(data_dir)?;
+        let marker_path = data_dir.join(RESTORE_MARKER_FILE);
+        std::fs::remove_file(&marker_path)
+            .map_err(io_error(&marker_path, "remove restore marker"))?;
+        sync_dir(data_dir)?;
+        self.step(InstallStep::MarkerRemoved);
+        Ok(staged)
+    }
+
+    /// Writes the marker naming everything the installation will move into the data
+    /// directory. It is durable before the first rename: a crash from here on leaves a node the
+    /// broker refuses to start and a rerun of the restore cleans up. Returns the report's
+    /// target path.
+    fn write_marker(&mut self, backup_id: u64, staged: &[StagedPartition]) -> Result<PathBuf> {
+        let data_dir = self.data_dir;
         let mut installs: Vec<String> = staged
             .iter()
             .map(|p| format!("partition-{:05}", p.partition_id))
             .collect();
-        let report_target = RestoreReport::path(&data_dir);
+        let report_target = RestoreReport::path(data_dir);
         let report_name = report_target
             .file_name()
             .expect("the report has a file name")
@@ -846,63 +963,39 @@ pub async fn restore_node(
         installs.push(report_name);
         let marker = Marker {
             backup_id,
-            staging: staging_name.clone(),
+            staging: self.staging_name.clone(),
             installs,
         };
         debug_assert!(marker.installs.iter().all(|n| is_install_name(n)));
         let marker_tmp = data_dir.join(marker_tmp_name());
+        let marker_path = data_dir.join(RESTORE_MARKER_FILE);
         let json = serde_json::to_vec_pretty(&marker).expect("the marker serializes");
         std::fs::write(&marker_tmp, &json)
             .and_then(|()| std::fs::File::open(&marker_tmp)?.sync_all())
             .map_err(io_error(&marker_tmp, "write restore marker"))?;
         std::fs::rename(&marker_tmp, &marker_path)
             .map_err(io_error(&marker_path, "rename restore marker into place"))?;
-        marker_written = true;
-        sync_dir(&data_dir)?;
-        step(InstallStep::MarkerWritten);
-
-        for partition in &mut staged {
-            let target = partition_directory(&data_dir, partition.partition_id);
-            std::fs::rename(&partition.directory, &target)
-                .map_err(io_error(&target, "move the restored partition into place"))?;
-            installed.push(target.clone());
-            partition.directory = target;
-            step(InstallStep::PartitionInstalled(partition.partition_id));
-        }
-        std::fs::rename(&staged_report, &report_target).map_err(io_error(
-            &report_target,
-            "move the restore report into place",
-        ))?;
-        installed.push(report_target);
-        step(InstallStep::ReportInstalled);
-        std::fs::remove_dir_all(&staging).map_err(io_error(&staging, "remove"))?;
-        sync_dir(&data_dir)?;
-        std::fs::remove_file(&marker_path)
-            .map_err(io_error(&marker_path, "remove restore marker"))?;
-        sync_dir(&data_dir)?;
-        step(InstallStep::MarkerRemoved);
-        Ok(Restored {
-            backup_id,
-            partitions: staged,
-            skipped,
-            cleaned_up: cleaned_up.clone(),
-        })
+        self.marker_written = true;
+        sync_dir(data_dir)?;
+        self.step(InstallStep::MarkerWritten);
+        Ok(report_target)
     }
-    .await;
-    if result.is_err() {
-        // Leave the data directory as it was found (the marker goes last).
-        let _ = remove_entry(&staging);
-        for path in &installed {
+
+    /// Leaves the data directory as it was found (the marker goes last); removes it if it did
+    /// not exist.
+    fn undo(&self, existed: bool) {
+        let data_dir = self.data_dir;
+        let _ = remove_entry(&self.staging);
+        for path in &self.installed {
             let _ = remove_entry(path);
         }
-        if marker_written {
-            let _ = sync_dir(&data_dir);
-            let _ = remove_entry(&marker_path);
+        if self.marker_written {
+            let _ = sync_dir(data_dir);
+            let _ = remove_entry(&data_dir.join(RESTORE_MARKER_FILE));
         }
-        let _ = sync_dir(&data_dir);
+        let _ = sync_dir(data_dir);
         if !existed {
-            let _ = std::fs::remove_dir_all(&data_dir);
+            let _ = std::fs::remove_dir_all(data_dir);
         }
     }
-    result
 }

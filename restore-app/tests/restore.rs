@@ -50,7 +50,7 @@ fn source() -> Source {
         let (service, backups) = BackupService::new(
             BackupOptions {
                 node_id: partition_id - 1,
-                max_concurrent_uploads: 2,
+                uploads_concurrent_max: 2,
                 upload_rate_limit_bytes_per_second: 0,
                 queue_capacity: 8,
                 store_call_timeout: Duration::from_secs(5),
