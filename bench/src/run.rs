@@ -4,8 +4,8 @@
 //! partition 2 on node 1), S3 backups to a single-node Garage, 64MB log segments. Partition 1 is
 //! grown to the requested state size with deposits to 128-character account ids; a snapshot is
 //! taken right after the accounts exist (snapshot period 1s), then the brokers are restarted with a
-//! 1h period, so the log written afterwards stays in segments and every backup uploads the
-//! snapshot plus all of it.
+//! 1h period, so the log written afterwards stays in segments and every backup holds the
+//! snapshot plus all of it (and uploads what the pool does not hold yet).
 //!
 //! Phases, in order (each figure next to its baseline, measured on the same data in this run):
 //! 1. trigger latency at the small state (~10 MiB): K triggers, each on a quiet cluster (the
