@@ -21,6 +21,9 @@ launch() {
             echo "error: cargo build --release --workspace --bins failed (needed for $bin_name)" >&2
             exit 1
         fi
+        # cargo leaves a binary whose crate did not change as it was (older than the edited
+        # source): mark it checked, or every later run would build again.
+        touch "$bin"
     fi
     exec "$bin" "$@"
 }

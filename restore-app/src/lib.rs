@@ -44,24 +44,25 @@ pub const STAGING_PREFIX: &str = ".sluice-restore-";
 pub enum RestoreError {
     /// Listing or reading the manifests of a partition failed.
     #[error(
-        "cannot read backup {backup_id} of partition {partition} from the backup store: {source}"
+        "cannot read backup {backup_id} of partition {partition} from the backup store: {cause}"
     )]
     Store {
         backup_id: u64,
         partition: u32,
-        source: Box<BackupStoreError>,
+        /// Not a `source`: the message holds its text already (a printed chain would repeat it).
+        cause: Box<BackupStoreError>,
     },
     /// A file of the backup could not be downloaded intact.
-    #[error("partition {partition}: file {name} of backup {backup_id} is bad: {source}")]
+    #[error("partition {partition}: file {name} of backup {backup_id} is bad: {cause}")]
     File {
         backup_id: u64,
         partition: u32,
         name: String,
-        source: Box<BackupStoreError>,
+        cause: Box<BackupStoreError>,
     },
     /// An object of the partition's pool, which the backup (and maybe others) needs, is
     /// missing or damaged.
-    #[error("partition {partition}: file {name} of backup {backup_id} is bad: {source}; pool object {object} is needed by backups {needed_by} (of partition {partition}), which cannot be restored either: delete them (sluice backup delete <id>) and take a new backup", needed_by = join_ids(.needed_by))]
+    #[error("partition {partition}: file {name} of backup {backup_id} is bad: {cause}; pool object {object} is needed by backups {needed_by} (of partition {partition}), which cannot be restored either: delete them (sluice backup delete <id>) and take a new backup", needed_by = join_ids(.needed_by))]
     PoolObject {
         backup_id: u64,
         partition: u32,
@@ -69,7 +70,7 @@ pub enum RestoreError {
         object: ObjectId,
         /// Every backup of the partition whose manifest references the object.
         needed_by: Vec<u64>,
-        source: Box<BackupStoreError>,
+        cause: Box<BackupStoreError>,
     },
     /// Some partition of the backup is missing or not COMPLETED.
     #[error("backup {backup_id} cannot be restored: {problems}; only a backup whose every partition (1 to {partitions_count}) is COMPLETED can be restored: choose another backup id (sluice backup list)")]
@@ -99,11 +100,11 @@ pub enum RestoreError {
         reason: String,
     },
     /// The staged partition does not recover with the broker's code.
-    #[error("partition {partition}: the restored data of backup {backup_id} does not recover: {source}; the backup is damaged: choose another backup")]
+    #[error("partition {partition}: the restored data of backup {backup_id} does not recover: {cause}; the backup is damaged: choose another backup")]
     Recovery {
         backup_id: u64,
         partition: u32,
-        source: Box<BrokerError>,
+        cause: Box<BrokerError>,
     },
     /// The data directory holds something other than an unfinished restore's leftovers.
     #[error("the data directory {dir} is not empty (it holds {entries}); restore only into an empty directory: move its contents away or point broker.data.directory (SLUICE_BROKER_DATA_DIRECTORY) elsewhere", dir = .dir.display())]
@@ -149,9 +150,9 @@ impl RestoreError {
             _ => FailureKind::Unreachable,
         };
         match self {
-            Self::Store { source, .. }
-            | Self::File { source, .. }
-            | Self::PoolObject { source, .. } => of_store(source),
+            Self::Store { cause, .. }
+            | Self::File { cause, .. }
+            | Self::PoolObject { cause, .. } => of_store(cause),
             Self::NotRestorable { damaged: true, .. } => FailureKind::Corrupt,
             Self::NotRestorable { .. } => FailureKind::Missing,
             Self::Damaged { .. } | Self::Recovery { .. } => FailureKind::Corrupt,
@@ -224,7 +225,7 @@ pub async fn choose_manifests(
             .map_err(|source| RestoreError::Store {
                 backup_id,
                 partition,
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         let hosting_node = node_for_partition(partition, cluster.cluster_size);
         match choose_completed(&listing.manifests, hosting_node) {
@@ -431,7 +432,7 @@ pub async fn stage_partition(
             .map_err(|source| RestoreError::Recovery {
                 backup_id,
                 partition: partition_id,
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
     if service.latest_checkpoint() != Some((backup_id, position)) {
         return Err(damaged(format!(
@@ -471,14 +472,14 @@ async fn file_error(
                 name: entry.name.clone(),
                 object,
                 needed_by,
-                source: Box::new(source),
+                cause: Box::new(source),
             }
         }
         _ => RestoreError::File {
             backup_id,
             partition,
             name: entry.name.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         },
     }
 }
