@@ -110,7 +110,7 @@ impl Hints {
                 match io.kind() {
                     ConnectionRefused | ConnectionReset | ConnectionAborted | NotConnected
                     | AddrNotAvailable | HostUnreachable | NetworkUnreachable => {
-                        http_kind = http_kind.or(Some(HttpErrorKind::Connect))
+                        http_kind = http_kind.or(Some(HttpErrorKind::Connect));
                     }
                     TimedOut => http_kind = http_kind.or(Some(HttpErrorKind::Timeout)),
                     _ => {}
@@ -251,7 +251,10 @@ impl LocalFiles {
                 .map_err(|source| BackupStoreError::io(dir, source))?
                 .ino();
             let known = {
-                let durable = self.durable_dirs.lock().unwrap_or_else(|e| e.into_inner());
+                let durable = self
+                    .durable_dirs
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 durable.get(dir) == Some(&inode)
             };
             if known {
@@ -260,7 +263,7 @@ impl LocalFiles {
             sync(parent)?;
             self.durable_dirs
                 .lock()
-                .unwrap_or_else(|e| e.into_inner())
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .insert(dir.to_path_buf(), inode);
             dir = parent;
         }

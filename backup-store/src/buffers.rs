@@ -162,7 +162,11 @@ impl AsRef<[u8]> for PartBuffer {
 impl Drop for PartBuffer {
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
-        let mut free = self.pool.free.lock().unwrap_or_else(|e| e.into_inner());
+        let mut free = self
+            .pool
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // At most `count` buffers exist: one per permit.
         debug_assert!(free.len() < self.pool.count);
         free.push(data);

@@ -1294,7 +1294,7 @@ struct Truncating {
 
 fn truncated(payload: PutPayload) -> PutPayload {
     let mut bytes: Vec<u8> = Vec::with_capacity(payload.content_length());
-    for chunk in payload.iter() {
+    for chunk in &payload {
         bytes.extend_from_slice(chunk);
     }
     bytes.pop();

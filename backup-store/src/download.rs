@@ -56,13 +56,10 @@ impl BackupStore {
         }
         let path = self.file_path(id, entry.kind, &entry.name)?;
         let (expected_crc, compressed) = self.stored_format(id, entry)?;
-        let meta = match self.head_optional(&path).await? {
-            Some(meta) => meta,
-            None => {
-                return Err(BackupStoreError::MissingObject {
-                    path: path.to_string(),
-                })
-            }
+        let Some(meta) = self.head_optional(&path).await? else {
+            return Err(BackupStoreError::MissingObject {
+                path: path.to_string(),
+            });
         };
         if meta.size != entry.stored_bytes {
             return Err(BackupStoreError::Corrupt {

@@ -223,9 +223,8 @@ impl BackupStoreError {
 
     /// The pool object this error is about (missing or damaged), if it is about one.
     pub fn pool_object(&self) -> Option<crate::ObjectId> {
-        let path = match self {
-            Self::MissingObject { path } | Self::Corrupt { path, .. } => path,
-            _ => return None,
+        let (Self::MissingObject { path } | Self::Corrupt { path, .. }) = self else {
+            return None;
         };
         let mut segments = path.rsplit('/');
         let name = segments.next()?;

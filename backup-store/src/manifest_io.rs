@@ -322,7 +322,9 @@ impl BackupStore {
     }
 
     fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<Path, UpdateVersion>> {
-        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+        self.versions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn tracked_version(&self, path: &Path) -> Option<UpdateVersion> {

@@ -257,7 +257,9 @@ pub struct PoolIndex {
 
 impl PoolIndex {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectId, u64>> {
-        self.objects.lock().unwrap_or_else(|e| e.into_inner())
+        self.objects
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The stored size of `id`, if the pool holds it.

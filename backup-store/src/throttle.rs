@@ -61,7 +61,11 @@ impl Throttle {
             return;
         }
         let wait = {
-            let mut state = self.inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut state = self
+                .inner
+                .state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let now = Instant::now();
             let elapsed = now.duration_since(state.last_refill).as_secs_f64();
             state.tokens = (state.tokens + elapsed * rate as f64).min(self.inner.capacity);

@@ -421,7 +421,7 @@ impl Drop for Upload<'_> {
                 runtime.spawn(abort_multipart(multipart, path));
             }
             Err(_) => {
-                warn!(%path, "multipart upload dropped outside a runtime: not aborted; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)")
+                warn!(%path, "multipart upload dropped outside a runtime: not aborted; parts may be left behind (an S3 lifecycle rule for incomplete multipart uploads cleans them up)");
             }
         }
     }

@@ -92,7 +92,7 @@ mod tests {
     use super::*;
 
     fn strings(raw: &[&str]) -> Vec<String> {
-        raw.iter().map(|s| s.to_string()).collect()
+        raw.iter().map(std::string::ToString::to_string).collect()
     }
 
     #[test]

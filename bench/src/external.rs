@@ -57,7 +57,9 @@ async fn run(
         .map(|(every, pid)| crate::sys::RssSampler::start(pid, every));
     let output = tokio::time::timeout(timeout, child.wait_with_output()).await;
     let elapsed = started.elapsed();
-    let (rss_peak, _) = sampler.map(|s| s.finish()).unwrap_or_default();
+    let (rss_peak, _) = sampler
+        .map(super::sys::RssSampler::finish)
+        .unwrap_or_default();
     let output = match output {
         Ok(output) => output.with_context(|| format!("waiting for {what}"))?,
         Err(_) => bail!("{what} did not finish within {timeout:?} (killed)"),

@@ -216,13 +216,13 @@ impl LoadReport {
                     ledger.total_before,
                     ledger.total_after,
                     ms(ledger.drained_in)
-                )
+                );
             }
             Some(ledger) => {
                 out += &format!(
                     "ledger: DOES NOT ADD UP: total {} -> {}, expected {}\n",
                     ledger.total_before, ledger.total_after, ledger.expected_after
-                )
+                );
             }
             None => out += "ledger: not checked\n",
         }
@@ -389,7 +389,7 @@ pub fn result_code(line: &str) -> Option<u16> {
     let digits: String = line[start..]
         .chars()
         .skip_while(|c| c.is_whitespace())
-        .take_while(|c| c.is_ascii_digit())
+        .take_while(char::is_ascii_digit)
         .collect();
     digits.parse().ok()
 }

@@ -529,13 +529,11 @@ impl Bench {
 
 /// Whether `dir` holds a finished snapshot (not a `.tmp` being written).
 fn has_snapshot(dir: &Path) -> bool {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .any(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
-        })
-        .unwrap_or(false)
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(std::result::Result::ok)
+            .any(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+    })
 }
 
 /// The configuration of a standalone node in `dir` on loopback.

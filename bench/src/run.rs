@@ -250,7 +250,7 @@ impl Bench {
         self.cluster()
             .brokers
             .get(node)
-            .and_then(|b| b.pid())
+            .and_then(sluice_tests::Proc::pid)
             .ok_or_else(|| anyhow!("broker {node} does not run"))
     }
 

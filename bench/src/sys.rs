@@ -76,21 +76,17 @@ pub fn tree_size(path: &Path) -> u64 {
     if !meta.is_dir() {
         return 0;
     }
-    fs::read_dir(path)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| tree_size(&e.path()))
-                .sum()
-        })
-        .unwrap_or(0)
+    fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(std::result::Result::ok)
+            .map(|e| tree_size(&e.path()))
+            .sum()
+    })
 }
 
 /// One line describing the host: CPUs, memory, kernel.
 pub fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let model = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

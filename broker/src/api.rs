@@ -184,7 +184,7 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
         .partitions
         .values()
         .filter(|p| !p.is_running())
-        .map(|p| p.partition_id())
+        .map(super::partition::PartitionHandle::partition_id)
         .collect();
     if down.is_empty() {
         (StatusCode::OK, Json(serde_json::json!({"status": "UP"}))).into_response()

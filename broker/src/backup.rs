@@ -340,7 +340,7 @@ impl BackupService {
             match tokio::time::timeout(SHUTDOWN_MANIFEST_TIMEOUT, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, "could not mark an interrupted backup FAILED; the next start will")
+                    tracing::warn!(%error, "could not mark an interrupted backup FAILED; the next start will");
                 }
                 Err(_) => tracing::warn!(
                     "timed out marking an interrupted backup FAILED; the next start will"
@@ -983,7 +983,9 @@ impl BackupHandle {
     }
 
     fn stored_ids(&self) -> std::sync::MutexGuard<'_, StoredIds> {
-        self.stored_ids.lock().unwrap_or_else(|e| e.into_inner())
+        self.stored_ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Learns the highest backup id in the store over every partition of the cluster (one

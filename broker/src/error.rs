@@ -129,8 +129,10 @@ mod tests {
         let list = refusal
             .split_once('(')
             .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(list, _)| list.to_string())
-            .unwrap_or_else(|| panic!("no list of stores in {refusal:?}"));
+            .map_or_else(
+                || panic!("no list of stores in {refusal:?}"),
+                |(list, _)| list.to_string(),
+            );
         list.split([',', ' '])
             .filter(|word| !word.is_empty() && *word != "or")
             .map(|word| word.parse().unwrap_or_else(|e| panic!("{word}: {e}")))

@@ -183,8 +183,7 @@ impl Drop for InProgressGuard {
 fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl BackupMetrics {
@@ -267,7 +266,7 @@ impl BackupMetrics {
         let mut last = self
             .last_completed
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if last.is_none_or(|(id, _)| backup_id >= id) {
             let millis = now_millis();
             *last = Some((backup_id, millis));
@@ -305,7 +304,7 @@ impl BackupMetrics {
         let last = *self
             .last_completed
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         protocol::BrokerMetrics {
             node_id,
             backups_completed: self.completed.get(),

@@ -904,7 +904,7 @@ mod tests {
         }
         match balance.await.unwrap() {
             Err(BrokerError::PartitionUnavailable { reason, .. }) => {
-                assert_eq!(reason, "the partition is stopped")
+                assert_eq!(reason, "the partition is stopped");
             }
             other => panic!("balance: {other:?}"),
         }

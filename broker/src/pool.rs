@@ -223,14 +223,20 @@ impl Pools {
     /// The partition's snapshot base (see [`SnapshotBase`]), if a backup of this process left one.
     pub fn base(&self, partition_id: u32) -> Option<SnapshotBase> {
         let slot = self.slot(partition_id);
-        let base = slot.base.lock().unwrap_or_else(|e| e.into_inner());
+        let base = slot
+            .base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         base.clone()
     }
 
     /// Records what a COMPLETED backup of this process leaves as the partition's base.
     pub fn completed(&self, manifest: &Manifest) {
         let slot = self.slot(manifest.id.partition_id);
-        *slot.base.lock().unwrap_or_else(|e| e.into_inner()) = SnapshotBase::of(manifest);
+        *slot
+            .base
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = SnapshotBase::of(manifest);
     }
 
     /// The partition's pool lock, waiting at most `timeout` for it (`None`: still held then).
@@ -266,7 +272,7 @@ impl Pools {
                     "the backup pool was not collected; the next delete or restart tries again"),
                 Err(_) => {
                     tracing::warn!(partition = partition_id,
-                    "collecting the backup pool timed out; the next delete or restart tries again")
+                    "collecting the backup pool timed out; the next delete or restart tries again");
                 }
             }
         });

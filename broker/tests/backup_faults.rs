@@ -105,7 +105,7 @@ impl Intercept for Outage {
             match opts.mode {
                 PutMode::Create => self.check(&[Scope::Everything])?,
                 PutMode::Update(_) => {
-                    self.check(&[Scope::Everything, Scope::WritesButCreates, Scope::Updates])?
+                    self.check(&[Scope::Everything, Scope::WritesButCreates, Scope::Updates])?;
                 }
                 PutMode::Overwrite => self.check(&[Scope::Everything, Scope::WritesButCreates])?,
             }

@@ -77,12 +77,11 @@ async fn a_log_shorter_than_its_snapshot_refuses_to_open() {
             &state_at(snapshot_position),
         )
         .unwrap();
-        let error = match PartitionService::new(
+        let Err(error) = PartitionService::new(
             options(&partition_dir, 1 << 20, Duration::from_secs(3600)),
             None,
-        ) {
-            Ok(_) => panic!("{name}: opened a log that ends at {records} under a snapshot at {snapshot_position}"),
-            Err(error) => error,
+        ) else {
+            panic!("{name}: opened a log that ends at {records} under a snapshot at {snapshot_position}")
         };
         assert!(
             matches!(error, BrokerError::LogEndsBeforeSnapshot { .. }),
@@ -282,12 +281,11 @@ fn an_unopenable_partition_names_what_is_wrong() {
         let dir = tempfile::tempdir().unwrap();
         let partition_dir = dir.path().join("partition-00001");
         let is_expected = damage(&partition_dir);
-        let error = match PartitionService::new(
+        let Err(error) = PartitionService::new(
             options(&partition_dir, 1 << 20, Duration::from_secs(3600)),
             None,
-        ) {
-            Ok(_) => panic!("{name}: opened"),
-            Err(error) => error,
+        ) else {
+            panic!("{name}: opened")
         };
         assert!(is_expected(&error), "{name}: {error:?}");
         let message = error.to_string();

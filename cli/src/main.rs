@@ -233,8 +233,7 @@ async fn call(remote: &Remote, method: reqwest::Method, path: &str) -> Result<Va
     if !status.is_success() {
         let message = body["message"]
             .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string());
+            .map_or_else(|| body.to_string(), str::to_string);
         return Err(Failure {
             code: 1,
             error: anyhow!("{method} {url} answered {status}: {message}"),
@@ -276,11 +275,10 @@ async fn take(remote: &Remote, id: &str, wait: bool, timeout: Duration) -> Resul
         )
         .await?;
         let status = body["status"].as_str().unwrap_or("UNKNOWN").to_string();
-        let done = body["partitions"]
-            .as_array()
-            .map(|ps| ps.iter().filter(|p| p["status"] == "COMPLETED").count())
-            .unwrap_or(0);
-        let total = body["partitions"].as_array().map(Vec::len).unwrap_or(0);
+        let done = body["partitions"].as_array().map_or(0, |ps| {
+            ps.iter().filter(|p| p["status"] == "COMPLETED").count()
+        });
+        let total = body["partitions"].as_array().map_or(0, Vec::len);
         let line = format!(
             "backup {id}: {status}, {done}/{total} partitions completed, {:.0?} elapsed",
             started.elapsed()
@@ -348,7 +346,7 @@ fn print_backup_table(backups: &[Value]) {
         "BACKUP", "STATUS", "PARTITIONS"
     );
     for backup in backups {
-        let partitions = backup["partitions"].as_array().map(Vec::len).unwrap_or(0);
+        let partitions = backup["partitions"].as_array().map_or(0, Vec::len);
         println!(
             "{:<20} {:<15} {:>10}  {}",
             backup["backupId"].to_string(),

@@ -469,9 +469,7 @@ fn display_value(key: &str, value: &str) -> String {
 }
 
 fn suggestion_text(key: &str) -> String {
-    keys::suggestion(key)
-        .map(|s| format!("; did you mean {s}?"))
-        .unwrap_or_else(|| ".".to_string())
+    keys::suggestion(key).map_or_else(|| ".".to_string(), |s| format!("; did you mean {s}?"))
 }
 
 impl SluiceConfig {

@@ -393,7 +393,7 @@ impl Raw {
                 let n = uint_in(s, 1, 1024)?;
                 usize::try_from(n).map_err(|_| ValueError::OutOfRange { min: 1, max: 1024 })
             })?,
-            compression: self.parse(compression_key, |s| s.parse::<BackupCompression>())?,
+            compression: self.parse(compression_key, str::parse::<BackupCompression>)?,
         })
     }
 
@@ -435,7 +435,7 @@ impl Raw {
 
     fn backup(&self) -> Result<BackupConfig, ConfigError> {
         Ok(BackupConfig {
-            store: self.parse("broker.data.backup.store", |s| s.parse::<BackupStoreKind>())?,
+            store: self.parse("broker.data.backup.store", str::parse::<BackupStoreKind>)?,
             filesystem: FilesystemBackupConfig {
                 base_path: self
                     .optional("broker.data.backup.filesystem.basePath")

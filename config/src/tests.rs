@@ -723,7 +723,7 @@ fn secrets_are_redacted() {
         ]),
     )
     .expect("loads");
-    let debug = format!("{c:?} {:#?}", c);
+    let debug = format!("{c:?} {c:#?}");
     for value in [secret, access, azure_key, sas] {
         assert!(!debug.contains(value), "{debug}");
     }

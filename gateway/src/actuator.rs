@@ -387,7 +387,7 @@ pub async fn delete(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
     for answer in join_all(cluster.brokers().iter().map(|b| b.delete_backup(id))).await {
         deleted += answer?
             .get("deletedObjects")
-            .and_then(|n| n.as_u64())
+            .and_then(serde_json::Value::as_u64)
             .unwrap_or(0);
     }
     if unknown && deleted == 0 {
@@ -437,7 +437,13 @@ pub struct BrokerHealth {
     ),
 )]
 async fn health(State(cluster): State<Arc<Cluster>>) -> (StatusCode, Json<Health>) {
-    let answers = join_all(cluster.brokers().iter().map(|b| b.health())).await;
+    let answers = join_all(
+        cluster
+            .brokers()
+            .iter()
+            .map(sluice_protocol::client::BrokerClient::health),
+    )
+    .await;
     let mut brokers = Vec::new();
     for (broker, answer) in cluster.brokers().iter().zip(answers) {
         let (status, reason) = match answer {

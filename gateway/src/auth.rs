@@ -27,7 +27,10 @@ pub async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let header = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(axum::http::HeaderValue::as_bytes);
     if authorized(header, &required.token) {
         next.run(request).await
     } else {

@@ -62,7 +62,12 @@ impl Cluster {
         if let Some(routing) = self.routing.read().await.as_ref() {
             return Ok(routing.clone());
         }
-        let topologies = join_all(self.brokers.iter().map(|b| b.topology())).await;
+        let topologies = join_all(
+            self.brokers
+                .iter()
+                .map(sluice_protocol::client::BrokerClient::topology),
+        )
+        .await;
         let mut owners = BTreeMap::new();
         let mut partitions_count = None;
         let mut backup_store_configured = true;

@@ -124,8 +124,7 @@ mod tests {
             samples
                 .iter()
                 .find(|(s, _)| s == name)
-                .map(|(_, v)| *v)
-                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+                .map_or_else(|| panic!("no {name} in\n{text}"), |(_, v)| *v)
         };
         assert_eq!(value("sluice_gateway_brokers_up"), 0.0);
         assert!(value("process_resident_memory_bytes") > 0.0, "{text}");

@@ -57,10 +57,10 @@ impl Schedule {
             Schedule::Interval(interval) => after + *interval,
             Schedule::Cron(cron, _) => {
                 let after: chrono::DateTime<chrono::Utc> = after.into();
-                cron.find_next_occurrence(&after, false)
-                    .map(SystemTime::from)
-                    // A pattern that never matches again: never run.
-                    .unwrap_or_else(|_| SystemTime::now() + Duration::from_secs(365 * 24 * 3600))
+                cron.find_next_occurrence(&after, false).map_or_else(
+                    |_| SystemTime::now() + Duration::from_secs(365 * 24 * 3600),
+                    SystemTime::from,
+                )
             }
         }
     }
@@ -351,7 +351,7 @@ impl BackupScheduler {
                     deleted.push(id);
                 }
                 Err(error) => {
-                    tracing::warn!(backup = id, %error, "retention could not delete backup")
+                    tracing::warn!(backup = id, %error, "retention could not delete backup");
                 }
             }
         }

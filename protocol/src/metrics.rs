@@ -348,8 +348,7 @@ mod tests {
             samples
                 .iter()
                 .find(|(s, _)| s == series)
-                .map(|(_, v)| *v)
-                .unwrap_or_else(|| panic!("{series} in\n{text}"))
+                .map_or_else(|| panic!("{series} in\n{text}"), |(_, v)| *v)
         };
         assert_eq!(
             count(

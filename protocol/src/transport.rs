@@ -56,7 +56,10 @@ async fn require_cluster_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let header = request.headers().get(AUTHORIZATION).map(|v| v.as_bytes());
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .map(axum::http::HeaderValue::as_bytes);
     // Health tells only UP or DOWN, and probes (load balancers, orchestrators) have no token.
     if authorized(header, &token) || request.uri().path() == HEALTH_PATH {
         return next.run(request).await;

@@ -61,8 +61,7 @@ impl Garage {
     pub fn setting(&self, key: &str) -> &str {
         self.settings
             .get(key)
-            .map(String::as_str)
-            .unwrap_or_else(|| panic!("garage setting {key} missing"))
+            .map_or_else(|| panic!("garage setting {key} missing"), String::as_str)
     }
 
     /// The S3 settings of this Garage (endpoint, bucket, key), as the brokers get them.

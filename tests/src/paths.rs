@@ -37,7 +37,9 @@ pub fn bin(name: &str) -> PathBuf {
 /// A free TCP port on 127.0.0.1, never handed out twice by this process.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let given = given.get_or_insert_with(HashSet::new);
     for _ in 0..1000 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

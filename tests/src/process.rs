@@ -116,7 +116,7 @@ impl Proc {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
+        self.child.as_ref().map(std::process::Child::id)
     }
 
     /// The last lines of this process's log.
@@ -134,12 +134,12 @@ impl Proc {
     /// Polls `url` until it answers 200, for at most [`READY_TIMEOUT`]; panics with the log tail
     /// when it does not or when the process exits.
     pub async fn wait_ready(&mut self, url: &str) {
-        self.wait_ready_with(&http_client(), url).await
+        self.wait_ready_with(&http_client(), url).await;
     }
 
     /// [`Proc::wait_ready`] with a client of its own (e.g. one that trusts a test CA).
     pub async fn wait_ready_with(&mut self, client: &reqwest::Client, url: &str) {
-        self.wait_ready_within(client, url, READY_TIMEOUT).await
+        self.wait_ready_within(client, url, READY_TIMEOUT).await;
     }
 
     /// [`Proc::wait_ready_with`] for at most `timeout` (e.g. a broker that replays a long log).

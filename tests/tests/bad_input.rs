@@ -199,7 +199,7 @@ async fn restore_refuses_what_it_cannot_restore() {
     );
     let victim = segments
         .iter()
-        .max_by_key(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .max_by_key(|p| fs::metadata(p).map_or(0, |m| m.len()))
         .unwrap()
         .clone();
     let mut bytes = fs::read(&victim).unwrap();

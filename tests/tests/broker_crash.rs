@@ -45,7 +45,7 @@ async fn a_backup_interrupted_by_a_crash_is_failed_after_the_restart() {
         assert_eq!(status, 200, "GET backup 1: {body}");
         match body["status"].as_str() {
             Some("IN_PROGRESS") => break,
-            Some("COMPLETED") | Some("FAILED") => panic!(
+            Some("COMPLETED" | "FAILED") => panic!(
                 "backup 1 ended before the broker could be killed ({log_bytes} bytes of log at 256KB/s): {body}\n{}",
                 cluster.logs()
             ),

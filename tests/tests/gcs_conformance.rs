@@ -256,7 +256,7 @@ impl MultipartUpload for BufferedUpload {
     {
         let mut body = Vec::new();
         for part in self.parts.drain(..) {
-            for chunk in part.iter() {
+            for chunk in &part {
                 body.extend_from_slice(chunk);
             }
         }
@@ -291,7 +291,7 @@ impl Intercept for JsonApiWrites {
         opts: PutOptions,
     ) -> StoreFuture<'a, PutResult> {
         let mut body = Vec::with_capacity(payload.content_length());
-        for chunk in payload.iter() {
+        for chunk in &payload {
             body.extend_from_slice(chunk);
         }
         Box::pin(json_upload(

@@ -167,7 +167,7 @@ fn main() -> ExitCode {
                     let message = panic
                         .downcast_ref::<String>()
                         .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .or_else(|| panic.downcast_ref::<&str>().map(std::string::ToString::to_string))
                         .unwrap_or_else(|| "a panic".into());
                     Err(anyhow::anyhow!("the harness panicked: {message}"))
                 }
