@@ -219,16 +219,16 @@ fn recovers_to(config: &BrokerConfig, partition_id: u32, backup_id: u64) {
     assert!(service.summary().accounts > 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_is_restored_and_its_backup_verified() {
-    let source = backed_up().await;
+/// Verifies backup `id` with a scratch directory next to a fresh data directory (verify must
+/// leave nothing behind), then restores node 0 of a one-node cluster into that data directory.
+async fn verify_then_restore(source: &Source, id: u64) -> (tempfile::TempDir, BrokerConfig) {
     let target = tempfile::tempdir().unwrap();
     let data = target.path().join("data");
     let config = config(&data, 0, 1);
     verify_backup(
         &source.store,
         &config,
-        1,
+        id,
         Some(target.path()),
         &mut NoProgress,
     )
@@ -242,14 +242,21 @@ async fn a_node_is_restored_and_its_backup_verified() {
     let restored = restore_node(
         &source.store,
         &config,
-        1,
+        id,
         &RestoreOptions::default(),
         &mut NoProgress,
     )
     .await
     .unwrap();
-    assert_eq!(restored.partitions.len(), 2);
-    assert_node_restored(&data, &config, "a restore");
+    assert_eq!(restored.partitions.len(), PARTITIONS as usize);
+    (target, config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_restored_and_its_backup_verified() {
+    let source = backed_up().await;
+    let (_target, config) = verify_then_restore(&source, 1).await;
+    assert_node_restored(&config.data.directory, &config, "a restore");
 }
 
 /// Item 15: node 0 hosts only partition 1, but a backup whose partition 2 is FAILED or missing
@@ -661,26 +668,10 @@ async fn backups_of_the_formats_before_the_pool_stay_restorable() {
                 .unwrap();
         }
     }
-    let target = tempfile::tempdir().unwrap();
-    let data = target.path().join("data");
-    let config = config(&data, 0, 1);
-    verify_backup(
-        &source.store,
+    let (_target, config) = verify_then_restore(&source, 1).await;
+    assert_node_restored(
+        &config.data.directory,
         &config,
-        1,
-        Some(target.path()),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap();
-    restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap();
-    assert_node_restored(&data, &config, "a restore of the older format");
+        "a restore of the older format",
+    );
 }
