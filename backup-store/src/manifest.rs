@@ -325,6 +325,26 @@ impl Manifest {
         }
     }
 
+    /// Every pool object the manifest's files reference (a piece per occurrence; none for
+    /// files of the formats before the pool).
+    pub fn pieces(&self) -> impl Iterator<Item = &PieceEntry> {
+        self.files
+            .iter()
+            .flat_map(|file| file.pieces.iter().flatten())
+    }
+
+    /// The stored bytes this backup needs in the store: its pieces (or per-backup files).
+    pub fn referenced_bytes(&self) -> u64 {
+        self.files.iter().map(|file| file.stored_bytes).sum()
+    }
+
+    /// The stored bytes this backup uploaded new: what its manifest records for a pooled backup,
+    /// everything it references for an older one (which shares nothing).
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.pool_upload
+            .map_or_else(|| self.referenced_bytes(), |upload| upload.stored_bytes)
+    }
+
     /// This manifest as `FAILED` for the given reason. The files uploaded so
     /// far are kept so that they can be found and deleted.
     pub fn fail(self, reason: impl Into<String>) -> Self {

@@ -49,7 +49,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::{debug, info};
 
-use crate::manifest::BackupIdentifier;
+use crate::manifest::{BackupIdentifier, Manifest};
 use crate::{BackupStore, BackupStoreError, Compression};
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -362,13 +362,7 @@ impl BackupStore {
             .list_manifests(partition_id)
             .await?
             .into_iter()
-            .filter(|manifest| {
-                manifest
-                    .files
-                    .iter()
-                    .flat_map(|file| file.pieces.iter().flatten())
-                    .any(|piece| piece.object == *object)
-            })
+            .filter(|manifest| manifest.pieces().any(|piece| piece.object == *object))
             .map(|manifest| manifest.id)
             .collect())
     }
@@ -399,8 +393,7 @@ impl BackupStore {
         let referenced: HashSet<ObjectId> = listing
             .manifests
             .iter()
-            .flat_map(|manifest| &manifest.files)
-            .flat_map(|file| file.pieces.iter().flatten())
+            .flat_map(Manifest::pieces)
             .map(|piece| piece.object)
             .collect();
         let mut collection = PoolCollection::default();

@@ -198,11 +198,7 @@ impl Writer {
             if manifest.status != BackupStatus::Completed {
                 continue;
             }
-            for piece in manifest
-                .files
-                .iter()
-                .flat_map(|f| f.pieces.iter().flatten())
-            {
+            for piece in manifest.pieces() {
                 assert!(
                     objects.contains(&piece.object),
                     "COMPLETED backup {} references missing object {}",
@@ -218,8 +214,7 @@ impl Writer {
             .manifests()
             .await
             .iter()
-            .flat_map(|m| &m.files)
-            .flat_map(|f| f.pieces.iter().flatten())
+            .flat_map(Manifest::pieces)
             .map(|p| p.object)
             .collect();
         assert_eq!(self.pool_objects().await, referenced, "after a collection");

@@ -43,11 +43,8 @@ struct Cost {
 fn cost(described: &Described) -> Cost {
     let mut cost = Cost::default();
     for manifest in &described.manifests {
-        let referenced: u64 = manifest.files.iter().map(|f| f.stored_bytes).sum();
-        cost.referenced_bytes += referenced;
-        cost.uploaded_bytes += manifest
-            .pool_upload
-            .map_or(referenced, |upload| upload.stored_bytes);
+        cost.referenced_bytes += manifest.referenced_bytes();
+        cost.uploaded_bytes += manifest.uploaded_bytes();
     }
     cost
 }

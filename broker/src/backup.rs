@@ -665,12 +665,10 @@ impl Ending<'_> {
                 let snapshot_id = completed.descriptor.snapshot_id.as_deref();
                 pool.remember(&completed.files, snapshot_id, PrefixTrust::Trusted);
                 self.context.pools.completed(&completed);
-                let referenced = completed.files.iter().map(|f| f.stored_bytes).sum();
-                let uploaded = completed.pool_upload.unwrap_or_default().stored_bytes;
                 self.context.metrics.pooled_backup_completed(
                     id.partition_id,
-                    referenced,
-                    uploaded,
+                    completed.referenced_bytes(),
+                    completed.uploaded_bytes(),
                     pool.totals(),
                 );
             }

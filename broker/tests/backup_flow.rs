@@ -650,12 +650,7 @@ async fn backups_share_the_pool_and_a_delete_frees_only_what_nothing_else_needs(
     let first = fixture.store.read_manifest(&id(1)).await.unwrap().unwrap();
     let second = fixture.store.read_manifest(&id(2)).await.unwrap().unwrap();
     let pieces = |manifest: &Manifest| -> BTreeSet<ObjectId> {
-        manifest
-            .files
-            .iter()
-            .flat_map(|f| f.pieces.iter().flatten())
-            .map(|p| p.object)
-            .collect()
+        manifest.pieces().map(|p| p.object).collect()
     };
 
     // Every segment of backup 1 that backup 2 holds starts with backup 1's pieces of it.

@@ -484,10 +484,8 @@ async fn usage(
     partition: u32,
     manifest: &Manifest,
 ) -> Result<StoreUsage, Failure> {
-    let referenced_bytes = manifest.files.iter().map(|f| f.stored_bytes).sum();
-    let uploaded_bytes = manifest
-        .pool_upload
-        .map_or(referenced_bytes, |upload| upload.stored_bytes);
+    let (referenced_bytes, uploaded_bytes) =
+        (manifest.referenced_bytes(), manifest.uploaded_bytes());
     let pool = store.pool_totals(partition).await.map_err(|e| Failure {
         code: EXIT_UNREACHABLE,
         error: anyhow!("cannot list the backup pool of partition {partition}: {e}"),
