@@ -97,6 +97,11 @@ pub async fn conformance(store: BackupStore) {
     }
 }
 
+/// A manifest of backup `id` with no files: what a download of a per-file entry reads it by.
+fn plain(id: BackupIdentifier) -> Manifest {
+    Manifest::in_progress(id, descriptor(1))
+}
+
 fn descriptor(position: u64) -> BackupDescriptor {
     BackupDescriptor {
         snapshot_id: Some(format!("{position:020}")),
@@ -361,14 +366,14 @@ async fn upload_download_round_trip(store: &BackupStore, dir: &LocalPath) {
 
         let destination = dir.join("down").join(name);
         store
-            .download_file(&id, &entry, &destination)
+            .download_file(&plain(id), &entry, &destination)
             .await
             .unwrap_or_else(|e| panic!("download {name}: {e}"));
         let downloaded = tokio::fs::read(&destination).await.unwrap();
         assert!(downloaded == data, "downloaded {name} differs");
         // Downloading again over an existing file is refused and leaves it as it was.
         let error = store
-            .download_file(&id, &entry, &destination)
+            .download_file(&plain(id), &entry, &destination)
             .await
             .unwrap_err();
         assert!(
@@ -410,7 +415,7 @@ async fn prefix_upload(store: &BackupStore, dir: &LocalPath) {
         );
         let destination = dir.join(format!("down-{name}"));
         store
-            .download_file(&id, &entry, &destination)
+            .download_file(&plain(id), &entry, &destination)
             .await
             .unwrap();
         let downloaded = tokio::fs::read(&destination).await.unwrap();
@@ -503,7 +508,7 @@ async fn corrupt_detection(store: &BackupStore, dir: &LocalPath) {
             .await
             .unwrap();
         let error = store
-            .download_file(&id, &entry, &destination)
+            .download_file(&plain(id), &entry, &destination)
             .await
             .unwrap_err();
         assert!(
@@ -526,13 +531,13 @@ async fn corrupt_detection(store: &BackupStore, dir: &LocalPath) {
     let mut wrong = entry.clone();
     wrong.checksum = format_checksum(crc32c::crc32c(&data) ^ 1);
     let error = store
-        .download_file(&id, &wrong, &destination)
+        .download_file(&plain(id), &wrong, &destination)
         .await
         .unwrap_err();
     assert!(matches!(error, BackupStoreError::Corrupt { .. }), "{error}");
     assert!(!destination.exists());
     store
-        .download_file(&id, &entry, &destination)
+        .download_file(&plain(id), &entry, &destination)
         .await
         .unwrap();
     assert_eq!(tokio::fs::read(&destination).await.unwrap(), data);
@@ -541,7 +546,7 @@ async fn corrupt_detection(store: &BackupStore, dir: &LocalPath) {
     store.object_store().delete(&path).await.unwrap();
     let other_destination = dir.join("restored").join("missing.sst");
     let error = store
-        .download_file(&id, &entry, &other_destination)
+        .download_file(&plain(id), &entry, &other_destination)
         .await
         .unwrap_err();
     assert!(
@@ -1086,7 +1091,7 @@ async fn compression_round_trip(store: &BackupStore, dir: &LocalPath) {
         for (who, downloader) in [("zstd", &zstd), ("plain", store)] {
             let destination = dir.join(format!("zstd-down-{who}")).join(name);
             downloader
-                .download_file(&id, &entry, &destination)
+                .download_file(&plain(id), &entry, &destination)
                 .await
                 .unwrap_or_else(|e| panic!("download {name} by the {who} store: {e}"));
             let downloaded = tokio::fs::read(&destination).await.unwrap();
@@ -1218,7 +1223,7 @@ async fn compressed_corruption_detected(store: &BackupStore, dir: &LocalPath) {
             .unwrap();
         let started = std::time::Instant::now();
         let error = store
-            .download_file(&id, &entry, &destination)
+            .download_file(&plain(id), &entry, &destination)
             .await
             .unwrap_err();
         assert!(
@@ -1243,7 +1248,7 @@ async fn compressed_corruption_detected(store: &BackupStore, dir: &LocalPath) {
         .await
         .unwrap();
     store
-        .download_file(&id, &entry, &destination)
+        .download_file(&plain(id), &entry, &destination)
         .await
         .unwrap();
     assert!(tokio::fs::read(&destination).await.unwrap() == data);

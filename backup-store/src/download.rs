@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use crate::codec::Decompressor;
 use crate::manifest::{
-    format_checksum, parse_checksum, validate_file_name, BackupIdentifier, FileEntry,
+    format_checksum, parse_checksum, validate_file_name, BackupIdentifier, FileEntry, Manifest,
     ZSTD_COMPRESSION,
 };
 use crate::{BackupStore, BackupStoreError};
@@ -28,7 +28,7 @@ pub(crate) const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
 pub(crate) const RANGES_CONCURRENT_MAX: usize = 4;
 
 impl BackupStore {
-    /// Downloads a backed-up file to `destination`, which must not exist (it
+    /// Downloads a backed-up file of `manifest` to `destination`, which must not exist (it
     /// is created new, never truncated; its missing parent directories are
     /// created), streaming, and fsyncs it at the end.
     ///
@@ -46,13 +46,17 @@ impl BackupStore {
     /// error after this call created the destination, it is removed.
     pub async fn download_file(
         &self,
-        id: &BackupIdentifier,
+        manifest: &Manifest,
         entry: &FileEntry,
         destination: &LocalPath,
     ) -> Result<()> {
+        let id = &manifest.id;
         if let Some(pieces) = &entry.pieces {
             validate_file_name(&entry.name)?;
-            return self.download_pooled(id, entry, pieces, destination).await;
+            let keys = self.keys_of(manifest)?;
+            return self
+                .download_pooled(id, entry, pieces, keys.as_ref(), destination)
+                .await;
         }
         let path = self.file_path(id, entry.kind, &entry.name)?;
         let (expected_crc, compressed) = self.stored_format(id, entry)?;

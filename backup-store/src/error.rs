@@ -8,6 +8,14 @@ use std::path::PathBuf;
 /// do about it. Messages never contain credentials.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupStoreError {
+    /// A configured key-encryption key could not be loaded (the message never holds key material).
+    #[error("backup encryption key {key_id} cannot be loaded from {source_name}: {reason}; fix broker.data.backup.encryption.keys (SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_KEYS) or the key it names")]
+    KeyUnavailable {
+        key_id: String,
+        source_name: String,
+        reason: String,
+    },
+
     /// A local file could not be read, written or synced.
     #[error("local file I/O failed: path={path} error={source}; check that the path exists, the disk is not full and the process may access it", path = .path.display())]
     Io {
@@ -205,7 +213,8 @@ impl BackupStoreError {
             | Self::ShortFile { .. }
             | Self::Compression { .. }
             | Self::Corrupt { .. }
-            | Self::PoolCollectionRefused { .. } => true,
+            | Self::PoolCollectionRefused { .. }
+            | Self::KeyUnavailable { .. } => true,
             // Local I/O includes the file system store's own writes and syncs: a full disk
             // may be freed.
             Self::Io { .. } | Self::MissingObject { .. } | Self::Unreachable { .. } => false,

@@ -10,6 +10,7 @@
 mod backend;
 mod buffers;
 mod codec;
+mod crypto;
 mod delete;
 mod download;
 mod error;
@@ -28,6 +29,10 @@ mod upload;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
+pub use crypto::{
+    generate_key_hex, EncryptionOptions, KeyEncryptionKey, ManifestEncryption, PartitionKeys,
+    PassphraseKdf, PoolKeys, OBJECT_CIPHER,
+};
 pub use error::BackupStoreError;
 pub use layout::MANIFEST_FILE_NAME;
 pub use manifest::{

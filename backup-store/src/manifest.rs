@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::{Keyring, ManifestEncryption};
 use crate::pool::PieceEntry;
 use crate::{BackupStoreError, Compression};
 
@@ -23,9 +24,16 @@ pub(crate) const MANIFEST_FORMAT_VERSION_COMPRESSED: u32 = 2;
 /// The manifest format version written when a file of the backup is kept in
 /// the partition's pool of content-addressed objects (see
 /// [`FileEntry::pieces`] and the `pool` module). Releases that understand
-/// only versions 1 and 2 refuse it ("use a newer release"). The newest
-/// version this crate understands.
+/// only versions 1 and 2 refuse it ("use a newer release").
 pub(crate) const MANIFEST_FORMAT_VERSION_POOLED: u32 = 3;
+
+/// The manifest format version of an encrypted backup (see
+/// [`Manifest::encryption`] and the `crypto` module): its pool objects are
+/// encrypted and named by a keyed hash, and the manifest carries
+/// [`MANIFEST_MAC_FIELD`]. Releases that understand only versions 1 to 3
+/// refuse it ("use a newer release"). The newest version this crate
+/// understands.
+pub(crate) const MANIFEST_FORMAT_VERSION_ENCRYPTED: u32 = 4;
 
 /// The value of [`FileEntry::compression`] for zstd-compressed files.
 pub(crate) const ZSTD_COMPRESSION: &str = "zstd";
@@ -48,6 +56,9 @@ pub(crate) const SNAPSHOT_ID_LEN: usize = 20;
 
 /// The JSON key of the manifest's own checksum (see [`Manifest::to_stored_json`]).
 pub(crate) const MANIFEST_CHECKSUM_FIELD: &str = "manifestChecksum";
+
+/// The JSON key of an encrypted manifest's MAC (see [`Manifest::to_stored_json`]).
+pub(crate) const MANIFEST_MAC_FIELD: &str = "manifestMac";
 
 /// The largest manifest read or written. A file entry takes about 200 bytes
 /// of JSON, so 8 MiB holds about 40,000 files: a 5 TiB partition of 128 MiB
@@ -235,9 +246,11 @@ impl FileEntry {
     }
 }
 
-/// The lowest manifest format version that can describe `files`.
-fn required_format_version(files: &[FileEntry]) -> u32 {
-    if files.iter().any(FileEntry::is_pooled) {
+/// The lowest manifest format version that can describe `files` (encrypted or not).
+fn required_format_version(files: &[FileEntry], encrypted: bool) -> u32 {
+    if encrypted {
+        MANIFEST_FORMAT_VERSION_ENCRYPTED
+    } else if files.iter().any(FileEntry::is_pooled) {
         MANIFEST_FORMAT_VERSION_POOLED
     } else if files.iter().any(FileEntry::is_compressed) {
         MANIFEST_FORMAT_VERSION_COMPRESSED
@@ -271,8 +284,21 @@ pub struct Manifest {
     /// what it references is in `files`. Omitted by older releases.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_upload: Option<PoolUpload>,
+    /// Set for an encrypted backup (format version 4): its cluster, its key
+    /// id and its partition's keyset, wrapped. Such a manifest is stored with
+    /// [`MANIFEST_MAC_FIELD`] and read only once its MAC verifies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<ManifestEncryption>,
 }
 
+/// A stored manifest as parsed, before it is authenticated: the manifest,
+/// its MAC if it carries one, and the canonical bytes the MAC covers.
+#[derive(Debug)]
+pub(crate) struct StoredManifest {
+    pub manifest: Manifest,
+    pub mac: Option<String>,
+    pub canonical: Vec<u8>,
+}
 /// The objects a pooled backup uploaded new to its partition's pool: the
 /// rest of what it references was there already.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +329,17 @@ impl Manifest {
             created_at: now.clone(),
             last_updated_at: now,
             pool_upload: None,
+            encryption: None,
+        }
+    }
+
+    /// This manifest, encrypted as `encryption` says (its files then must be
+    /// pooled objects of that keyset).
+    pub fn encrypted(self, encryption: ManifestEncryption) -> Self {
+        Self {
+            format_version: self.format_version.max(MANIFEST_FORMAT_VERSION_ENCRYPTED),
+            encryption: Some(encryption),
+            ..self
         }
     }
 
@@ -316,7 +353,9 @@ impl Manifest {
     pub fn complete_with(self, files: Vec<FileEntry>, pool_upload: Option<PoolUpload>) -> Self {
         Self {
             pool_upload,
-            format_version: self.format_version.max(required_format_version(&files)),
+            format_version: self
+                .format_version
+                .max(required_format_version(&files, self.encryption.is_some())),
             status: BackupStatus::Completed,
             files,
             failure_reason: None,
@@ -389,10 +428,39 @@ impl Manifest {
     /// printed) plus `MANIFEST_CHECKSUM_FIELD`, `crc32c:<8 hex digits>` of
     /// the manifest's canonical bytes without that field (see
     /// `canonical_json`). Fails if the document would exceed
-    /// [`MANIFEST_SIZE_BYTES_MAX`].
+    /// [`MANIFEST_SIZE_BYTES_MAX`], and for an encrypted manifest, whose MAC
+    /// needs its key (the store writes those, [`crate::BackupStore::write_manifest`]).
     pub fn to_stored_json(&self) -> Result<Vec<u8>, ManifestError> {
+        self.to_stored_json_with(None)
+    }
+
+    /// [`Self::to_stored_json`]; an encrypted manifest also gets
+    /// `MANIFEST_MAC_FIELD`, the MAC under `keyring`'s key of its canonical
+    /// bytes without the checksum and the MAC (the checksum then covers the MAC).
+    pub(crate) fn to_stored_json_with(
+        &self,
+        keyring: Option<&Keyring>,
+    ) -> Result<Vec<u8>, ManifestError> {
         let mut value =
             serde_json::to_value(self).map_err(|source| ManifestError::Serialize { source })?;
+        let mac = match &self.encryption {
+            None => None,
+            Some(encryption) => {
+                let keyring = keyring.ok_or_else(|| ManifestError::KeyNotConfigured {
+                    key_id: encryption.key_id.clone(),
+                })?;
+                Some(keyring.mac(encryption, &canonical_json(&value))?)
+            }
+        };
+        let serde_json::Value::Object(fields) = &mut value else {
+            return Err(ManifestError::SerializedNotAnObject);
+        };
+        if let Some(mac) = mac {
+            fields.insert(
+                MANIFEST_MAC_FIELD.to_string(),
+                serde_json::Value::String(mac),
+            );
+        }
         let checksum = format_checksum(crc32c::crc32c(&canonical_json(&value)));
         let serde_json::Value::Object(fields) = &mut value else {
             return Err(ManifestError::SerializedNotAnObject);
@@ -417,8 +485,14 @@ impl Manifest {
     /// damaged after it was written and is reported as such. A document
     /// without the field was written before manifests had checksums and is
     /// read as before (structure and [`Self::validate`] only), so that
-    /// backups taken by older releases stay restorable. Does not validate.
+    /// backups taken by older releases stay restorable. Does not validate,
+    /// and does not authenticate an encrypted manifest (the store does).
     pub fn from_stored_json(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        Ok(Self::parse_stored(bytes)?.manifest)
+    }
+
+    /// [`Self::from_stored_json`] with the MAC and the bytes it covers.
+    pub(crate) fn parse_stored(bytes: &[u8]) -> Result<StoredManifest, ManifestError> {
         let mut value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|source| ManifestError::Parse { source })?;
         let stored = match &mut value {
@@ -432,7 +506,23 @@ impl Manifest {
                 return Err(ManifestError::Damaged { stored, actual });
             }
         }
-        serde_json::from_value(value).map_err(|source| ManifestError::Parse { source })
+        let mac = match &mut value {
+            serde_json::Value::Object(fields) => fields.remove(MANIFEST_MAC_FIELD),
+            _ => return Err(ManifestError::ParsedNotAnObject),
+        };
+        let mac = match mac {
+            None => None,
+            Some(serde_json::Value::String(mac)) => Some(mac),
+            Some(_) => return Err(ManifestError::MacMissing),
+        };
+        let canonical = canonical_json(&value);
+        let manifest =
+            serde_json::from_value(value).map_err(|source| ManifestError::Parse { source })?;
+        Ok(StoredManifest {
+            manifest,
+            mac,
+            canonical,
+        })
     }
 
     /// Checks the invariants of a manifest; returns the violated one.
@@ -449,7 +539,7 @@ impl Manifest {
     /// - `descriptor.snapshotId` is absent or `SNAPSHOT_ID_LEN` ASCII
     ///   digits, and present if a snapshot file is listed.
     pub fn validate(&self) -> Result<(), ManifestError> {
-        if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_POOLED)
+        if !(MANIFEST_FORMAT_VERSION..=MANIFEST_FORMAT_VERSION_ENCRYPTED)
             .contains(&self.format_version)
         {
             return Err(ManifestError::UnsupportedFormatVersion {
@@ -473,6 +563,10 @@ impl Manifest {
             validate_snapshot_id(snapshot_id)
                 .map_err(|source| ManifestError::SnapshotId(Box::new(source)))?;
         }
+        if let Some(encryption) = &self.encryption {
+            encryption.validate()?;
+        }
+        let encrypted = self.encryption.is_some();
         let mut seen = std::collections::HashSet::new();
         for (index, file) in self.files.iter().enumerate() {
             validate_file_name(&file.name).map_err(|source| ManifestError::FileName {
@@ -498,8 +592,14 @@ impl Manifest {
                 });
             }
             if let Some(pieces) = &file.pieces {
-                validate_pieces(index, file, pieces)?;
+                validate_pieces(index, file, pieces, encrypted)?;
                 continue;
+            }
+            if encrypted {
+                return Err(ManifestError::EncryptedNotPooled {
+                    index,
+                    name: file.name.clone(),
+                });
             }
             match file.compression.as_deref() {
                 None if file.stored_bytes != file.size_bytes => {
@@ -518,7 +618,7 @@ impl Manifest {
                 }
             }
         }
-        let required = required_format_version(&self.files);
+        let required = required_format_version(&self.files, encrypted);
         if self.format_version < required {
             return Err(ManifestError::FormatVersionTooLow {
                 format_version: self.format_version,
@@ -537,6 +637,7 @@ fn validate_pieces(
     index: usize,
     file: &FileEntry,
     pieces: &[PieceEntry],
+    encrypted: bool,
 ) -> Result<(), ManifestError> {
     if file.compression.is_some() {
         return Err(ManifestError::PooledAndCompressed {
@@ -549,7 +650,7 @@ fn validate_pieces(
     for (piece_index, piece) in pieces.iter().enumerate() {
         // The piece's own rules live with the pool format and say what is wrong as text.
         piece
-            .validate()
+            .validate(encrypted)
             .map_err(|reason| ManifestError::InvalidPiece {
                 index,
                 name: file.name.clone(),
@@ -597,7 +698,7 @@ pub enum ManifestError {
         stored: serde_json::Value,
         actual: String,
     },
-    #[error("unsupported formatVersion={format_version} (this version understands {MANIFEST_FORMAT_VERSION} to {MANIFEST_FORMAT_VERSION_POOLED}); use a newer release to read this backup")]
+    #[error("unsupported formatVersion={format_version} (this version understands {MANIFEST_FORMAT_VERSION} to {MANIFEST_FORMAT_VERSION_ENCRYPTED}); use a newer release to read this backup")]
     UnsupportedFormatVersion { format_version: u32 },
     #[error("status=FAILED requires a failureReason")]
     FailedWithoutReason,
@@ -638,6 +739,29 @@ pub enum ManifestError {
         piece_index: usize,
         reason: String,
     },
+    #[error("files[{index}]: name={name} is not a pooled file, but an encrypted backup holds only pool objects")]
+    EncryptedNotPooled { index: usize, name: String },
+    #[error("encryption.{field}: {reason}")]
+    Encryption { field: &'static str, reason: String },
+    #[error("the backup is encrypted under key id {key_id}, which is not configured: add it to broker.data.backup.encryption.keys (SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_KEYS), e.g. {key_id}=file:/etc/sluice/{key_id}.key")]
+    KeyNotConfigured { key_id: String },
+    #[error("key id {key_id} is configured as the other kind (the backup was written with a {manifest_kind}): configure {key_id} as it was when the backup was taken")]
+    KeyKindMismatch {
+        key_id: String,
+        manifest_kind: &'static str,
+    },
+    #[error("the manifest is encrypted but carries no valid {MANIFEST_MAC_FIELD}: it was changed after it was written; do not restore it")]
+    MacMissing,
+    #[error("the manifest's {MANIFEST_MAC_FIELD} does not verify under key id {key_id}: the manifest was changed, moved or forged after it was written, or {key_id} is configured with other key material than the one that wrote it; do not restore it")]
+    MacMismatch { key_id: String },
+    #[error("the backup was written by cluster {stored:?}, this node is configured as cluster {configured:?} (broker.cluster.clusterName, SLUICE_BROKER_CLUSTER_CLUSTERNAME): a backup of another cluster is not restored")]
+    OtherCluster { stored: String, configured: String },
+    #[error("key id {key_id} does not unwrap the backup's keyset although the manifest verifies: the manifest is forged")]
+    KeysetUnwrap { key_id: String },
+    #[error(
+        "no primary key is configured (broker.data.backup.encryption.primaryKey) to encrypt with"
+    )]
+    NoPrimaryKey,
     #[error("files[{index}]: name={name} sizeBytes={size_bytes} storedBytes={stored_bytes} but its pieces add up to sizeBytes={pieces_size_bytes} storedBytes={pieces_stored_bytes}")]
     PiecesSizeMismatch {
         index: usize,

@@ -14,7 +14,8 @@ use tracing::{debug, warn};
 
 use crate::layout::parse_padded_id;
 use crate::manifest::{
-    BackupIdentifier, BackupStatus, Manifest, ManifestError, MANIFEST_SIZE_BYTES_MAX,
+    BackupIdentifier, BackupStatus, Manifest, ManifestError, StoredManifest, MANIFEST_MAC_FIELD,
+    MANIFEST_SIZE_BYTES_MAX,
 };
 use crate::{BackupStore, BackupStoreError};
 
@@ -96,7 +97,7 @@ impl BackupStore {
                 reason: reason.to_string(),
             })?;
         let json: Bytes = manifest
-            .to_stored_json()
+            .to_stored_json_with(self.keyring.as_deref())
             .map_err(|reason| BackupStoreError::InvalidManifest {
                 path: path.to_string(),
                 reason: reason.to_string(),
@@ -327,6 +328,24 @@ impl BackupStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// An encrypted manifest's MAC and cluster, checked before anything of it is used; a plain
+    /// one must carry no MAC.
+    fn authenticate(&self, stored: &StoredManifest) -> Result<(), ManifestError> {
+        match (&stored.manifest.encryption, &self.keyring) {
+            (None, _) if stored.mac.is_some() => Err(ManifestError::Encryption {
+                field: "(absent)",
+                reason: format!("the manifest carries {MANIFEST_MAC_FIELD} but no encryption block: it was changed after it was written"),
+            }),
+            (None, _) => Ok(()),
+            (Some(encryption), None) => Err(ManifestError::KeyNotConfigured {
+                key_id: encryption.key_id.clone(),
+            }),
+            (Some(encryption), Some(keyring)) => {
+                keyring.authenticate(encryption, stored.mac.as_deref(), &stored.canonical)
+            }
+        }
+    }
+
     fn tracked_version(&self, path: &Path) -> Option<UpdateVersion> {
         self.versions().get(path).cloned()
     }
@@ -363,8 +382,10 @@ impl BackupStore {
             reason,
         };
         let invalid_manifest = |reason: ManifestError| invalid(reason.to_string());
-        let manifest = Manifest::from_stored_json(&bytes.map_err(invalid_manifest)?)
-            .map_err(invalid_manifest)?;
+        let stored =
+            Manifest::parse_stored(&bytes.map_err(invalid_manifest)?).map_err(invalid_manifest)?;
+        self.authenticate(&stored).map_err(invalid_manifest)?;
+        let manifest = stored.manifest;
         manifest.validate().map_err(invalid_manifest)?;
         if manifest.id != *id {
             return Err(invalid(format!(

@@ -56,6 +56,9 @@ pub struct BackupStoreOptions {
     /// least one). Default `DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES`. See
     /// [`BackupStore::upload_file`](crate::BackupStore::upload_file).
     pub upload_memory_limit_bytes: u64,
+    /// Client-side encryption: the keys, the primary one for new backups, the cluster's name.
+    /// `None`: backups are written plain and encrypted ones cannot be read.
+    pub encryption: Option<crate::EncryptionOptions>,
 }
 
 impl BackupStoreOptions {
@@ -68,6 +71,7 @@ impl BackupStoreOptions {
             connections_concurrent_max: DEFAULT_CONNECTIONS_CONCURRENT_MAX,
             compression: Compression::None,
             upload_memory_limit_bytes: DEFAULT_UPLOAD_MEMORY_LIMIT_BYTES,
+            encryption: None,
         }
     }
 }

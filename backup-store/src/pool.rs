@@ -8,8 +8,9 @@
 //! [<basePath>/]<partitionId:05>/pool/<id[0..2]>/<id>
 //! ```
 //!
-//! `<id>` is the [`ObjectId`]: the BLAKE3 hash of the object's plaintext, as
-//! 64 lowercase hex digits; the two-digit folder keeps directories of the
+//! `<id>` is the [`ObjectId`]: the BLAKE3 hash of the object's plaintext (for
+//! an encrypted backup, keyed BLAKE3 under the partition's name key, so names
+//! reveal nothing of the content), as 64 lowercase hex digits; the two-digit folder keeps directories of the
 //! file system store small. A pooled backup's manifest lists, per file, the
 //! objects ([`PieceEntry`]) whose plaintexts concatenated are the file; it
 //! is restorable alone (no earlier manifest is read), and the manifest stays
@@ -18,17 +19,19 @@
 //! # Object format (the envelope)
 //!
 //! ```text
-//! "SLPO" | version: u8 = 1 | codec: u8 (0 none, 1 zstd) | cipher: u8 (0 none) | 0u8 |
+//! "SLPO" | version: u8 = 1 | codec: u8 (0 none, 1 zstd) | cipher: u8 | 0u8 |
 //! plaintext length: u64 little endian | payload
 //! ```
 //!
 //! 16 bytes of header, then the payload: the plaintext, or its zstd frame
-//! when that is smaller. `cipher` leaves room for encrypted objects (and a
-//! keyed hash then keeps names from revealing content); this release writes
-//! and reads 0 only. Every download checks the envelope, decodes at most the
-//! plaintext length it announces (which must be the manifest's), and hashes
-//! the plaintext against the object's name: a damaged or swapped object is
-//! named, never restored.
+//! when that is smaller. With cipher 0 the payload is stored as it is; with
+//! cipher 1 (`AES-256-GCM-STREAM-64K`, see the `crypto` module) it is a
+//! 32-byte salt followed by the payload in authenticated 64 KiB chunks, each
+//! bound to the header and the object's name. Every download checks the
+//! envelope, decrypts and authenticates, decodes at most the plaintext length
+//! it announces (which must be the manifest's), and hashes the plaintext
+//! against the object's name: a damaged or swapped object is named, never
+//! restored.
 //!
 //! # Invariants
 //!
@@ -49,6 +52,7 @@ use object_store::path::Path;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tracing::{debug, info};
 
+use crate::crypto::{encrypted_len, PoolKeys};
 use crate::manifest::{BackupIdentifier, Manifest};
 use crate::{BackupStore, BackupStoreError, Compression};
 
@@ -76,6 +80,7 @@ pub const ENVELOPE_HEADER_BYTES: u64 = 16;
 const CODEC_NONE: u8 = 0;
 const CODEC_ZSTD: u8 = 1;
 const CIPHER_NONE: u8 = 0;
+const CIPHER_AES_GCM_STREAM: u8 = 1;
 /// zstd level of pool objects: level 1 compresses Sluice's JSON log about as
 /// well as level 3 (3.9x) at nearly twice the speed (NOTES.md).
 const ZSTD_LEVEL: i32 = 1;
@@ -85,9 +90,25 @@ const ZSTD_LEVEL: i32 = 1;
 pub struct ObjectId([u8; 32]);
 
 impl ObjectId {
-    /// The id of `plaintext`.
+    /// The id of `plaintext` in a plain pool.
     pub fn of(plaintext: &[u8]) -> Self {
         Self(*blake3::hash(plaintext).as_bytes())
+    }
+
+    /// The id of `plaintext` in a pool of `keys` (keyed), or a plain one.
+    pub fn named(keys: Option<&PoolKeys>, plaintext: &[u8]) -> Self {
+        match keys {
+            Some(keys) => keys.object_id(plaintext),
+            None => Self::of(plaintext),
+        }
+    }
+
+    pub(crate) fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
     }
 
     /// Parses 64 lowercase hex digits (the only spelling written).
@@ -153,34 +174,52 @@ pub struct PieceEntry {
 
 impl PieceEntry {
     /// The sizes a piece can have: 1 to [`PIECE_BYTES_MAX`] bytes, stored in
-    /// more than the header and at most header plus plaintext (a payload is
+    /// more than the header (and, `encrypted`, a salt and a tag) and at most
+    /// header plus plaintext plus what encryption adds (a payload is
     /// compressed only when that makes it smaller).
-    pub(crate) fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self, encrypted: bool) -> Result<(), String> {
         if !(1..=PIECE_BYTES_MAX).contains(&self.size_bytes) {
             return Err(format!(
                 "object={} sizeBytes={} is outside 1..={PIECE_BYTES_MAX}",
                 self.object, self.size_bytes
             ));
         }
-        if self.stored_bytes <= ENVELOPE_HEADER_BYTES
-            || self.stored_bytes > self.size_bytes + ENVELOPE_HEADER_BYTES
-        {
+        let (min, max) = stored_bytes_range(self.size_bytes, encrypted);
+        if !(min..=max).contains(&self.stored_bytes) {
             return Err(format!(
-                "object={} storedBytes={} is impossible for sizeBytes={} (expected {}..={})",
-                self.object,
-                self.stored_bytes,
-                self.size_bytes,
-                ENVELOPE_HEADER_BYTES + 1,
-                self.size_bytes + ENVELOPE_HEADER_BYTES
+                "object={} storedBytes={} is impossible for sizeBytes={} (expected {min}..={max})",
+                self.object, self.stored_bytes, self.size_bytes,
             ));
         }
         Ok(())
     }
 }
 
-/// The envelope of `plaintext`: zstd-compressed when `compression` asks for
-/// it and that is smaller, else the plaintext itself.
-pub(crate) fn seal(plaintext: &[u8], compression: Compression) -> std::io::Result<Vec<u8>> {
+/// The stored sizes an object of `size_bytes` of plaintext can have.
+fn stored_bytes_range(size_bytes: u64, encrypted: bool) -> (u64, u64) {
+    if encrypted {
+        let size = usize::try_from(size_bytes).unwrap_or(usize::MAX);
+        (
+            ENVELOPE_HEADER_BYTES + encrypted_len(1) as u64,
+            ENVELOPE_HEADER_BYTES + encrypted_len(size) as u64,
+        )
+    } else {
+        (
+            ENVELOPE_HEADER_BYTES + 1,
+            ENVELOPE_HEADER_BYTES + size_bytes,
+        )
+    }
+}
+
+/// The envelope of `plaintext`, object `id`: zstd-compressed when
+/// `compression` asks for it and that is smaller, else the plaintext itself;
+/// encrypted under `keys` when given.
+pub(crate) fn seal(
+    plaintext: &[u8],
+    id: &ObjectId,
+    compression: Compression,
+    keys: Option<&PoolKeys>,
+) -> std::io::Result<Vec<u8>> {
     let compressed = match compression {
         Compression::None => None,
         Compression::Zstd => Some(zstd::bulk::compress(plaintext, ZSTD_LEVEL)?),
@@ -190,18 +229,43 @@ pub(crate) fn seal(plaintext: &[u8], compression: Compression) -> std::io::Resul
         Some(c) => (CODEC_ZSTD, c.as_slice()),
         None => (CODEC_NONE, plaintext),
     };
-    let mut sealed = Vec::with_capacity(ENVELOPE_HEADER_BYTES as usize + payload.len());
+    let cipher = if keys.is_some() {
+        CIPHER_AES_GCM_STREAM
+    } else {
+        CIPHER_NONE
+    };
+    let mut sealed =
+        Vec::with_capacity(ENVELOPE_HEADER_BYTES as usize + encrypted_len(payload.len()));
     sealed.extend_from_slice(ENVELOPE_MAGIC);
-    sealed.extend_from_slice(&[ENVELOPE_VERSION, codec, CIPHER_NONE, 0]);
+    sealed.extend_from_slice(&[ENVELOPE_VERSION, codec, cipher, 0]);
     sealed.extend_from_slice(&(plaintext.len() as u64).to_le_bytes());
-    sealed.extend_from_slice(payload);
+    match keys {
+        Some(keys) => {
+            let aad = envelope_aad(&sealed, id);
+            let encrypted = keys.encrypt(id, &aad, payload);
+            sealed.extend_from_slice(&encrypted);
+        }
+        None => sealed.extend_from_slice(payload),
+    }
     Ok(sealed)
 }
 
-/// The plaintext of an envelope that must hold `piece`: header, announced
-/// length, decoding (never more than the piece's size) and hash all checked.
-/// The error says what is wrong, for a [`BackupStoreError::Corrupt`].
-pub(crate) fn open_envelope(sealed: &[u8], piece: &PieceEntry) -> Result<Vec<u8>, String> {
+/// What every chunk of an encrypted object is bound to: its header and its name.
+fn envelope_aad(header: &[u8], id: &ObjectId) -> Vec<u8> {
+    let mut aad = header[..ENVELOPE_HEADER_BYTES as usize].to_vec();
+    aad.extend_from_slice(id.as_bytes());
+    aad
+}
+
+/// The plaintext of an envelope that must hold `piece` (of a pool of `keys`,
+/// if encrypted): header, announced length, authentication, decoding (never
+/// more than the piece's size) and hash all checked. The error says what is
+/// wrong, for a [`BackupStoreError::Corrupt`].
+pub(crate) fn open_envelope(
+    sealed: &[u8],
+    piece: &PieceEntry,
+    keys: Option<&PoolKeys>,
+) -> Result<Vec<u8>, String> {
     let header_bytes = ENVELOPE_HEADER_BYTES as usize;
     if sealed.len() < header_bytes || &sealed[..4] != ENVELOPE_MAGIC {
         return Err("not a Sluice pool object (no SLPO header)".to_string());
@@ -212,11 +276,6 @@ pub(crate) fn open_envelope(sealed: &[u8], piece: &PieceEntry) -> Result<Vec<u8>
             "envelope version {version} (this release reads {ENVELOPE_VERSION}); use a newer release"
         ));
     }
-    if cipher != CIPHER_NONE {
-        return Err(format!(
-            "encrypted object (cipher {cipher}); this release cannot decrypt it: use a newer release"
-        ));
-    }
     let announced = u64::from_le_bytes(sealed[8..16].try_into().expect("8 bytes"));
     if announced != piece.size_bytes {
         return Err(format!(
@@ -224,7 +283,24 @@ pub(crate) fn open_envelope(sealed: &[u8], piece: &PieceEntry) -> Result<Vec<u8>
             piece.size_bytes
         ));
     }
-    let payload = &sealed[header_bytes..];
+    let decrypted;
+    let payload = match (cipher, keys) {
+        (CIPHER_NONE, None) => &sealed[header_bytes..],
+        (CIPHER_AES_GCM_STREAM, Some(keys)) => {
+            let aad = envelope_aad(sealed, &piece.object);
+            decrypted = keys.decrypt(&piece.object, &aad, &sealed[header_bytes..])?;
+            decrypted.as_slice()
+        }
+        (CIPHER_NONE, Some(_)) => {
+            return Err("a plain object where the backup is encrypted (replaced)".to_string())
+        }
+        (CIPHER_AES_GCM_STREAM, None) => {
+            return Err(
+                "an encrypted object where the backup is not encrypted (replaced)".to_string(),
+            )
+        }
+        (other, _) => return Err(format!("unknown cipher {other}; use a newer release")),
+    };
     let plaintext = match codec {
         CODEC_NONE => payload.to_vec(),
         CODEC_ZSTD => zstd::bulk::decompress(payload, piece.size_bytes as usize)
@@ -238,7 +314,7 @@ pub(crate) fn open_envelope(sealed: &[u8], piece: &PieceEntry) -> Result<Vec<u8>
             piece.size_bytes
         ));
     }
-    let actual = ObjectId::of(&plaintext);
+    let actual = ObjectId::named(keys, &plaintext);
     if actual != piece.object {
         return Err(format!(
             "content hashes to {actual}, not to its name (damaged or replaced)"
@@ -453,12 +529,19 @@ fn parse_pool_path(path: &Path) -> Option<ObjectId> {
 mod tests {
     use super::*;
 
-    fn piece_of(plaintext: &[u8], sealed: &[u8]) -> PieceEntry {
-        PieceEntry {
-            object: ObjectId::of(plaintext),
+    fn sealed_with(
+        keys: Option<&PoolKeys>,
+        plaintext: &[u8],
+        compression: Compression,
+    ) -> (Vec<u8>, PieceEntry) {
+        let id = ObjectId::named(keys, plaintext);
+        let sealed = seal(plaintext, &id, compression, keys).unwrap();
+        let piece = PieceEntry {
+            object: id,
             size_bytes: plaintext.len() as u64,
             stored_bytes: sealed.len() as u64,
-        }
+        };
+        (sealed, piece)
     }
 
     #[test]
@@ -484,15 +567,27 @@ mod tests {
         let random: Vec<u8> = (0..4096u32)
             .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
-        for plaintext in [compressible.as_slice(), random.as_slice(), b"x".as_slice()] {
+        let keys = PoolKeys::generate();
+        let large: Vec<u8> = (0..(PIECE_BYTES_MAX as u32))
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let exact_chunks = vec![7u8; 3 * crate::crypto::CHUNK_BYTES];
+        for plaintext in [
+            compressible.as_slice(),
+            random.as_slice(),
+            b"x".as_slice(),
+            large.as_slice(),
+            exact_chunks.as_slice(),
+        ] {
             for compression in [Compression::None, Compression::Zstd] {
-                let sealed = seal(plaintext, compression).unwrap();
-                let piece = piece_of(plaintext, &sealed);
-                piece.validate().unwrap();
-                assert_eq!(open_envelope(&sealed, &piece).unwrap(), plaintext);
+                for keys in [None, Some(&keys)] {
+                    let (sealed, piece) = sealed_with(keys, plaintext, compression);
+                    piece.validate(keys.is_some()).unwrap();
+                    assert_eq!(open_envelope(&sealed, &piece, keys).unwrap(), plaintext);
+                }
             }
         }
-        let sealed = seal(&compressible, Compression::Zstd).unwrap();
+        let (sealed, _) = sealed_with(None, &compressible, Compression::Zstd);
         assert!(
             sealed.len() < compressible.len() / 4,
             "compressed: {}",
@@ -504,8 +599,7 @@ mod tests {
     #[test]
     fn damaged_or_foreign_objects_are_refused() {
         let plaintext = b"balance of account a".repeat(50);
-        let sealed = seal(&plaintext, Compression::Zstd).unwrap();
-        let piece = piece_of(&plaintext, &sealed);
+        let (sealed, piece) = sealed_with(None, &plaintext, Compression::Zstd);
         let cases: Vec<(&str, Vec<u8>, PieceEntry, &str)> = vec![
             ("no header", b"SLP".to_vec(), piece, "no SLPO header"),
             (
@@ -521,7 +615,7 @@ mod tests {
             ),
             (
                 "other content",
-                seal(b"other", Compression::None).unwrap(),
+                sealed_with(None, b"other", Compression::None).0,
                 PieceEntry {
                     size_bytes: 5,
                     ..piece
@@ -536,7 +630,7 @@ mod tests {
                     s
                 },
                 piece,
-                "cannot decrypt",
+                "not encrypted",
             ),
             (
                 "length lie",
@@ -549,7 +643,7 @@ mod tests {
             ),
         ];
         for (name, bytes, piece, expected) in cases {
-            let error = open_envelope(&bytes, &piece).expect_err(name);
+            let error = open_envelope(&bytes, &piece, None).expect_err(name);
             assert!(error.contains(expected), "{name}: {error}");
         }
     }
@@ -561,7 +655,7 @@ mod tests {
             size_bytes: 100,
             stored_bytes: 116,
         };
-        piece.validate().unwrap();
+        piece.validate(false).unwrap();
         for bad in [
             PieceEntry {
                 size_bytes: 0,
@@ -581,7 +675,137 @@ mod tests {
                 ..piece
             },
         ] {
-            assert!(bad.validate().is_err(), "{bad:?}");
+            assert!(bad.validate(false).is_err(), "{bad:?}");
         }
+        // Encrypted: a salt and at least one tag on top, one tag per 64 KiB chunk at most.
+        let encrypted = PieceEntry {
+            stored_bytes: 16 + 32 + 100 + 16,
+            ..piece
+        };
+        encrypted.validate(true).unwrap();
+        assert!(PieceEntry {
+            stored_bytes: 16 + 32 + 16,
+            ..piece
+        }
+        .validate(true)
+        .is_err());
+        assert!(PieceEntry {
+            stored_bytes: 16 + 32 + 100 + 17,
+            ..piece
+        }
+        .validate(true)
+        .is_err());
+    }
+
+    /// Every way an encrypted object can be wrong is refused before its content is used:
+    /// flipped, truncated, reordered, from another keyset, under another name, or plain.
+    #[test]
+    fn tampered_encrypted_objects_are_refused() {
+        let keys = PoolKeys::generate();
+        let other_keys = PoolKeys::generate();
+        let plaintext: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let (sealed, piece) = sealed_with(Some(&keys), &plaintext, Compression::None);
+        let chunk = crate::crypto::CHUNK_BYTES + crate::crypto::TAG_BYTES;
+        let body = 16 + crate::crypto::OBJECT_SALT_BYTES;
+        let other_plaintext = b"another object of the same keyset".repeat(10);
+        let (other_sealed, _) = sealed_with(Some(&keys), &other_plaintext, Compression::None);
+        let with = |change: &dyn Fn(&mut Vec<u8>)| {
+            let mut s = sealed.clone();
+            change(&mut s);
+            s
+        };
+        let cases: Vec<(&str, Vec<u8>, Option<&PoolKeys>, &str)> = vec![
+            (
+                "flipped ciphertext byte",
+                with(&|s| s[body + 5] ^= 1),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "flipped tag byte",
+                with(&|s| {
+                    let last = s.len() - 1;
+                    s[last] ^= 1;
+                }),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "flipped salt byte",
+                with(&|s| s[16] ^= 1),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "flipped header codec",
+                with(&|s| s[5] = 1),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "last chunk cut off",
+                with(&|s| s.truncate(body + 2 * chunk)),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "truncated mid chunk",
+                with(&|s| s.truncate(s.len() - 100)),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "chunks swapped",
+                with(&|s| {
+                    let (a, b) = (body, body + chunk);
+                    let first: Vec<u8> = s[a..b].to_vec();
+                    let second: Vec<u8> = s[b..b + chunk].to_vec();
+                    s[a..b].copy_from_slice(&second);
+                    s[b..b + chunk].copy_from_slice(&first);
+                }),
+                Some(&keys),
+                "does not authenticate",
+            ),
+            (
+                "another keyset",
+                sealed.clone(),
+                Some(&other_keys),
+                "does not authenticate",
+            ),
+            (
+                "another object under this name",
+                other_sealed.clone(),
+                Some(&keys),
+                "",
+            ),
+            (
+                "plain object",
+                sealed_with(None, &plaintext, Compression::None).0,
+                Some(&keys),
+                "plain object",
+            ),
+            ("no keys", sealed.clone(), None, "not encrypted"),
+        ];
+        for (name, bytes, keys, expected) in cases {
+            let error = open_envelope(&bytes, &piece, keys).expect_err(name);
+            assert!(error.contains(expected), "{name}: {error}");
+        }
+        assert_eq!(
+            open_envelope(&sealed, &piece, Some(&keys)).unwrap(),
+            plaintext
+        );
+    }
+
+    /// Names are keyed: the same content has another name in each keyset and in a plain pool,
+    /// and the same name within one keyset (so it still deduplicates).
+    #[test]
+    fn encrypted_names_are_keyed_hashes() {
+        let (a, b) = (PoolKeys::generate(), PoolKeys::generate());
+        let content = b"account a: 100";
+        assert_eq!(a.object_id(content), a.object_id(content));
+        assert_ne!(a.object_id(content), b.object_id(content));
+        assert_ne!(a.object_id(content), ObjectId::of(content));
     }
 }

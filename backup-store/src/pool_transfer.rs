@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path as LocalPath;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::debug;
 
+use crate::crypto::PoolKeys;
 use crate::download::{VerifiedFile, RANGES_CONCURRENT_MAX};
 use crate::manifest::{
     format_checksum, parse_checksum, validate_file_name, BackupIdentifier, FileEntry, FileKind,
@@ -74,8 +76,12 @@ pub struct PooledUpload<'a> {
     pub length: u64,
     pub chunking: Chunking,
     /// An earlier backup's entry of the same file, whose pieces may hold the
-    /// file's first bytes.
+    /// file's first bytes (of the same keyset: pieces of another keyset never
+    /// match, as their names are other hashes).
     pub previous: Option<(&'a FileEntry, PrefixTrust)>,
+    /// The partition's keyset when the backup is encrypted: pieces are named
+    /// by its keyed hash and encrypted under its data key.
+    pub keys: Option<&'a Arc<PoolKeys>>,
 }
 
 /// An uploaded pooled file: its manifest entry and what was sent new.
@@ -93,9 +99,9 @@ struct Cut {
 }
 
 impl Cut {
-    fn new(data: Vec<u8>) -> Self {
+    fn new(data: Vec<u8>, keys: Option<&PoolKeys>) -> Self {
         Self {
-            id: ObjectId::of(&data),
+            id: ObjectId::named(keys, &data),
             crc: crc32c::crc32c(&data),
             data,
         }
@@ -138,6 +144,7 @@ impl BackupStore {
         let start = start_of(&upload, index);
         let mut sender = PieceSender {
             store: self,
+            keys: upload.keys.cloned(),
             partition_id: upload.partition_id,
             index,
             throttle,
@@ -198,6 +205,7 @@ impl BackupStore {
         id: &BackupIdentifier,
         entry: &FileEntry,
         pieces: &[PieceEntry],
+        keys: Option<&Arc<PoolKeys>>,
         destination: &LocalPath,
     ) -> Result<()> {
         let expected_crc = parse_checksum(&entry.checksum).ok_or_else(|| {
@@ -216,7 +224,7 @@ impl BackupStore {
             let partition_id = id.partition_id;
             // Owned pieces: the futures then borrow nothing but `self` (Send across awaits).
             let mut plaintexts = futures::stream::iter(pieces.iter().copied())
-                .map(|piece| async move { self.fetch_piece(partition_id, &piece).await })
+                .map(|piece| async move { self.fetch_piece(partition_id, &piece, keys).await })
                 .buffered(RANGES_CONCURRENT_MAX);
             while let Some(plaintext) = plaintexts.next().await {
                 output.write(&plaintext?).await?;
@@ -236,6 +244,7 @@ impl BackupStore {
         &self,
         partition_id: u32,
         piece: &PieceEntry,
+        keys: Option<&Arc<PoolKeys>>,
     ) -> Result<Vec<u8>> {
         let path = self.pool_object_path(partition_id, &piece.object);
         let got = match self.store.get(&path).await {
@@ -261,22 +270,19 @@ impl BackupStore {
             .await
             .map_err(|e| BackupStoreError::object_store("get", &path, e))?;
         let piece = *piece;
-        let opened = tokio::task::spawn_blocking(move || open_envelope(&sealed, &piece))
-            .await
-            .map_err(|e| BackupStoreError::Compression {
-                path: path.to_string(),
-                reason: e.to_string(),
-            })?;
+        let keys = keys.cloned();
+        let opened =
+            tokio::task::spawn_blocking(move || open_envelope(&sealed, &piece, keys.as_deref()))
+                .await
+                .map_err(|e| BackupStoreError::Compression {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?;
         opened.map_err(|reason| BackupStoreError::Corrupt {
             path: path.to_string(),
             expected: format!("object {} of {} bytes", piece.object, piece.size_bytes),
             actual: reason,
         })
-    }
-
-    /// Verifies one pool object as a download would, without writing it.
-    pub async fn verify_piece(&self, partition_id: u32, piece: &PieceEntry) -> Result<()> {
-        self.fetch_piece(partition_id, piece).await.map(|_| ())
     }
 
     /// Puts one sealed object and checks that the store holds all of it,
@@ -339,8 +345,10 @@ fn spawn_reader(
     let (tx, rx) = mpsc::channel(1);
     let local_path = upload.local_path.to_path_buf();
     let (length, chunking) = (upload.length, upload.chunking);
+    let keys = upload.keys.cloned();
     tokio::task::spawn_blocking(move || {
-        if let Err(error) = read_cuts(&local_path, offset, length, chunking, &to_check, &tx) {
+        let keys = keys.as_deref();
+        if let Err(error) = read_cuts(&local_path, offset, length, chunking, &to_check, keys, &tx) {
             let _ = tx.blocking_send(Err(error));
         }
     });
@@ -353,6 +361,7 @@ fn read_cuts(
     length: u64,
     chunking: Chunking,
     to_check: &[PieceEntry],
+    keys: Option<&PoolKeys>,
     tx: &mpsc::Sender<std::io::Result<Cut>>,
 ) -> std::io::Result<()> {
     let mut file = std::fs::File::open(local_path)?;
@@ -364,7 +373,7 @@ fn read_cuts(
         }
         let mut data = vec![0u8; piece.size_bytes as usize];
         file.read_exact(&mut data)?;
-        let cut = Cut::new(data);
+        let cut = Cut::new(data, keys);
         if cut.id != piece.object {
             file.seek(SeekFrom::Start(offset))?;
             break;
@@ -379,7 +388,7 @@ fn read_cuts(
         Chunking::Fixed => loop {
             let mut data = Vec::with_capacity(PIECE_BYTES_MAX as usize);
             (&mut rest).take(PIECE_BYTES_MAX).read_to_end(&mut data)?;
-            if data.is_empty() || !send(Cut::new(data)) {
+            if data.is_empty() || !send(Cut::new(data, keys)) {
                 return Ok(());
             }
         },
@@ -392,7 +401,7 @@ fn read_cuts(
             );
             for chunk in chunks {
                 let chunk = chunk.map_err(std::io::Error::other)?;
-                if !send(Cut::new(chunk.data)) {
+                if !send(Cut::new(chunk.data, keys)) {
                     return Ok(());
                 }
             }
@@ -405,6 +414,7 @@ fn read_cuts(
 /// flight, each a task of its own holding an upload buffer.
 struct PieceSender<'a> {
     store: &'a BackupStore,
+    keys: Option<Arc<PoolKeys>>,
     partition_id: u32,
     index: &'a PoolIndex,
     throttle: Option<&'a Throttle>,
@@ -432,16 +442,19 @@ impl PieceSender<'_> {
         }
         let compression = self.store.compression;
         let path = self.store.pool_object_path(self.partition_id, &cut.id);
-        let sealed = tokio::task::spawn_blocking(move || seal(&cut.data, compression))
-            .await
-            .map_err(|e| BackupStoreError::Compression {
-                path: path.to_string(),
-                reason: e.to_string(),
-            })?
-            .map_err(|e| BackupStoreError::Compression {
-                path: path.to_string(),
-                reason: e.to_string(),
-            })?;
+        let keys = self.keys.clone();
+        let id = cut.id;
+        let sealed =
+            tokio::task::spawn_blocking(move || seal(&cut.data, &id, compression, keys.as_deref()))
+                .await
+                .map_err(|e| BackupStoreError::Compression {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?
+                .map_err(|e| BackupStoreError::Compression {
+                    path: path.to_string(),
+                    reason: e.to_string(),
+                })?;
         let stored_bytes = sealed.len() as u64;
         if let Some(throttle) = self.throttle {
             throttle.acquire(stored_bytes).await;
@@ -461,7 +474,6 @@ impl PieceSender<'_> {
             PutPayload::from(buffer.freeze())
         };
         let store = self.store.clone();
-        let id = cut.id;
         self.in_flight.spawn(async move {
             store.put_object(path, payload, stored_bytes).await?;
             Ok((id, stored_bytes))

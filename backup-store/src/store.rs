@@ -3,6 +3,7 @@
 //! `impl BackupStore` blocks of their own modules (`manifest_io`, `upload`,
 //! `download`, `delete`).
 
+use crate::crypto::{EncryptionOptions, Keyring};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -86,6 +87,8 @@ pub struct BackupStore {
     /// The version of each `IN_PROGRESS` manifest this store wrote or read,
     /// by manifest path (see [`BackupStore::write_manifest`]).
     pub(crate) versions: Arc<Mutex<HashMap<Path, UpdateVersion>>>,
+    /// The keys of encrypted backups (`None`: this store reads and writes plain backups only).
+    pub(crate) keyring: Option<Arc<Keyring>>,
 }
 
 impl fmt::Debug for BackupStore {
@@ -94,6 +97,7 @@ impl fmt::Debug for BackupStore {
             .field("store", &self.description)
             .field("base_path", &self.base_path())
             .field("compression", &self.compression)
+            .field("keyring", &self.keyring)
             .field("upload_buffers", &self.buffers.count())
             .finish()
     }
@@ -128,6 +132,10 @@ impl BackupStore {
             copies_payloads: matches!(options.kind, StoreKind::InMemory),
             local: backend.local.map(Arc::new),
             versions: Arc::default(),
+            keyring: options
+                .encryption
+                .as_ref()
+                .map(|encryption| Arc::new(Keyring::new(encryption))),
         })
     }
 
@@ -157,7 +165,19 @@ impl BackupStore {
             copies_payloads: true,
             local: None,
             versions: Arc::default(),
+            keyring: None,
         }
+    }
+
+    /// This store, encrypting new backups and reading encrypted ones as `encryption` says.
+    pub fn with_encryption(mut self, encryption: &EncryptionOptions) -> Self {
+        self.keyring = Some(Arc::new(Keyring::new(encryption)));
+        self
+    }
+
+    /// The id of the key new backups are encrypted under, if they are.
+    pub fn primary_key_id(&self) -> Option<&str> {
+        self.keyring.as_ref().and_then(|keyring| keyring.primary())
     }
 
     /// This store, compressing the files it uploads from now on as given

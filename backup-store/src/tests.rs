@@ -164,12 +164,12 @@ fn manifest_json_format() {
     assert_eq!(failed.failure_reason.as_deref(), Some("boom"));
     assert!(failed.validate().is_ok());
     let mut bad = failed.clone();
-    bad.format_version = 4;
+    bad.format_version = 5;
     assert!(bad
         .validate()
         .unwrap_err()
         .to_string()
-        .contains("formatVersion=4"));
+        .contains("formatVersion=5"));
     assert!(bad
         .validate()
         .unwrap_err()
@@ -307,7 +307,19 @@ async fn concurrent_round_trips(store: &BackupStore, count: usize, len: usize) {
     .unwrap();
     for (entry, (name, _, data)) in entries.iter().zip(&files) {
         let destination = dir.path().join("down").join(name);
-        store.download_file(&id, entry, &destination).await.unwrap();
+        let manifest = Manifest::in_progress(
+            id,
+            BackupDescriptor {
+                snapshot_id: None,
+                checkpoint_position: 1,
+                number_of_partitions: 1,
+                broker_version: "test".to_string(),
+            },
+        );
+        store
+            .download_file(&manifest, entry, &destination)
+            .await
+            .unwrap();
         assert!(
             std::fs::read(&destination).unwrap() == *data,
             "{name} differs"

@@ -138,6 +138,7 @@ impl Writer {
                 length: content.len() as u64,
                 chunking: Chunking::Fixed,
                 previous,
+                keys: None,
             };
             entries.push(
                 self.store
@@ -272,7 +273,7 @@ impl Writer {
                     .path()
                     .join(format!("{}-{n}", manifest.id.checkpoint_id));
                 self.store
-                    .download_file(&manifest.id, entry, &destination)
+                    .download_file(&manifest, entry, &destination)
                     .await
                     .unwrap_or_else(|e| panic!("{}: {e}", manifest.id));
             }

@@ -607,7 +607,7 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
     for file in &manifest.files {
         assert_eq!(file.kind, FileKind::Segment, "no snapshot was taken");
         store
-            .download_file(&manifest.id, file, &log_dir.join(&file.name))
+            .download_file(&manifest, file, &log_dir.join(&file.name))
             .await
             .unwrap();
     }
@@ -715,7 +715,7 @@ async fn backups_share_the_pool_and_a_delete_frees_only_what_nothing_else_needs(
     for (n, entry) in second.files.iter().enumerate() {
         fixture
             .store
-            .download_file(&second.id, entry, &scratch.path().join(n.to_string()))
+            .download_file(&second, entry, &scratch.path().join(n.to_string()))
             .await
             .unwrap();
     }
@@ -814,7 +814,7 @@ async fn a_backup_after_a_new_snapshot_builds_on_the_pooled_one() {
     for (n, entry) in second.files.iter().enumerate() {
         fixture
             .store
-            .download_file(&second.id, entry, &scratch.path().join(n.to_string()))
+            .download_file(&second, entry, &scratch.path().join(n.to_string()))
             .await
             .unwrap();
     }

@@ -73,6 +73,14 @@ pub const KEYS: &[KeyDoc] = &[
         "Replicas per partition; only 1 is supported for now.",
     ),
     key(
+        "broker.cluster.clusterName",
+        "SLUICE_BROKER_CLUSTER_CLUSTERNAME",
+        "sluice",
+        "Name of the cluster (1 to 64 of `A-Za-z0-9._-`), the same on every broker; recorded in every encrypted \
+         backup, and restore and verify refuse an encrypted backup of another name. Give each cluster that shares \
+         a backup key its own name.",
+    ),
+    key(
         "broker.cluster.brokers",
         "SLUICE_BROKER_CLUSTER_BROKERS",
         "",
@@ -344,6 +352,24 @@ pub const KEYS: &[KeyDoc] = &[
         "64MB",
         "Memory for the buffers of backup uploads, shared by every upload of the broker (all partitions), as a size between `8MB` (one 8 MiB part) and `4GB`; \
          uploads wait for a free buffer, so backups never hold more than this in upload buffers, whatever the file sizes.",
+    ),
+    key(
+        "broker.data.backup.encryption.primaryKey",
+        "SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_PRIMARYKEY",
+        "",
+        "Id of the key new backups are encrypted under (one of `encryption.keys`); empty: new backups are not \
+         encrypted. Each pool object is encrypted (AES-256-GCM in 64 KiB chunks) under its partition's data key, \
+         which this key wraps; every manifest carries a MAC under a key derived from it.",
+    ),
+    key(
+        "broker.data.backup.encryption.keys",
+        "SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_KEYS",
+        "",
+        "Comma-separated `<id>=<source>` key-encryption keys that backups may be under, the primary and any older \
+         ones (restore, verify and `sluice backup rekey` accept any). A source is `file:<path>` or \
+         `env:<VARIABLE>` holding 64 hex digits (`sluice backup keygen` makes one), or `passphrase-file:<path>` \
+         or `passphrase-env:<VARIABLE>` holding a passphrase (stretched with Argon2id). The value names where a \
+         key is, never the key.",
     ),
     key(
         "gateway.cluster.brokers",

@@ -67,8 +67,8 @@ pub use keys::{
 };
 pub use load::{load, load_from};
 pub use values::{
-    parse_address, parse_address_list, parse_bool, parse_duration, parse_port, parse_rate,
-    parse_size, parse_uint, ValueError,
+    parse_address, parse_address_list, parse_bool, parse_duration, parse_key_id, parse_key_list,
+    parse_port, parse_rate, parse_size, parse_uint, ValueError,
 };
 
 /// The whole configuration of a Sluice process (broker and gateway sections).
@@ -105,6 +105,9 @@ pub struct ClusterConfig {
     pub token: Option<Secret>,
     /// `broker.cluster.ca`: the CA of the brokers' internal certificates (HTTPS between brokers).
     pub ca: Option<PathBuf>,
+    /// `broker.cluster.clusterName`: recorded in every encrypted backup, whose restore refuses a
+    /// backup of another name.
+    pub cluster_name: String,
 }
 
 /// `broker.network.*` and `gateway.network.*`
@@ -137,6 +140,40 @@ pub struct BackupConfig {
     pub upload_rate_limit_bytes_per_second: u64,
     /// `broker.data.backup.uploadMemoryLimit`, in bytes.
     pub upload_memory_limit_bytes: u64,
+    /// `broker.data.backup.encryption.*`
+    pub encryption: EncryptionConfig,
+}
+
+/// `broker.data.backup.encryption.*`: client-side encryption of backups.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EncryptionConfig {
+    /// `primaryKey`: the id of the key new backups are encrypted under; `None`: new backups are
+    /// not encrypted.
+    pub primary_key: Option<String>,
+    /// `keys`: every key-encryption key the broker, restore and verify may use, by id (new
+    /// backups use the primary, reading accepts any).
+    pub keys: Vec<EncryptionKeySpec>,
+}
+
+/// One key-encryption key: its id and where its material is (never the material itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionKeySpec {
+    /// 1 to 64 characters of `[A-Za-z0-9._-]`; recorded in the manifests it protects.
+    pub id: String,
+    pub source: KeySource,
+}
+
+/// Where a key-encryption key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// A file holding the key as 64 hex digits (`sluice backup keygen` writes one).
+    File(PathBuf),
+    /// An environment variable holding the key as 64 hex digits.
+    Env(String),
+    /// A file holding a passphrase, stretched with Argon2id.
+    PassphraseFile(PathBuf),
+    /// An environment variable holding a passphrase, stretched with Argon2id.
+    PassphraseEnv(String),
 }
 
 /// `broker.data.backup.store`

@@ -12,11 +12,11 @@ use crate::keys::{
 };
 use crate::values::{
     connect_address, duration_at_least_100ms, non_empty, optional, parse_address_list, parse_bool,
-    parse_port, parse_rate, parse_uint, size_in, uint_in, ValueError,
+    parse_key_id, parse_key_list, parse_port, parse_rate, parse_uint, size_in, uint_in, ValueError,
 };
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
-    ClusterConfig, ConfigError, DataConfig, FilesystemBackupConfig, GatewayBackupConfig,
+    ClusterConfig, ConfigError, DataConfig, EncryptionConfig, FilesystemBackupConfig, GatewayBackupConfig,
     GatewayClusterConfig, GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig,
     S3BackupConfig, Secret, SluiceConfig, StoreRequestConfig, TlsConfig,
 };
@@ -350,6 +350,7 @@ impl Raw {
                 .optional_verbatim("broker.cluster.token")
                 .map(Secret::from),
             ca: self.optional("broker.cluster.ca").map(PathBuf::from),
+            cluster_name: self.parse("broker.cluster.clusterName", parse_key_id)?,
         })
     }
 
@@ -453,7 +454,32 @@ impl Raw {
             upload_memory_limit_bytes: self.parse("broker.data.backup.uploadMemoryLimit", |s| {
                 size_in(s, 8 << 20, 4 << 30, "8MB and 4GB")
             })?,
+            encryption: self.encryption()?,
         })
+    }
+
+    fn encryption(&self) -> Result<EncryptionConfig, ConfigError> {
+        let keys = self.parse("broker.data.backup.encryption.keys", parse_key_list)?;
+        let primary_key = match self.optional("broker.data.backup.encryption.primaryKey") {
+            None => None,
+            Some(id) => Some(
+                parse_key_id(&id)
+                    .map_err(|e| ConfigError::invalid("broker.data.backup.encryption.primaryKey", &id, e.to_string()))?,
+            ),
+        };
+        if let Some(primary) = &primary_key {
+            if !keys.iter().any(|spec| &spec.id == primary) {
+                return Err(ConfigError::invalid(
+                    "broker.data.backup.encryption.primaryKey",
+                    primary,
+                    format!(
+                        "names no key of broker.data.backup.encryption.keys (SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_KEYS); \
+                         add it there, e.g. {primary}=file:/etc/sluice/{primary}.key"
+                    ),
+                ));
+            }
+        }
+        Ok(EncryptionConfig { primary_key, keys })
     }
 
     fn data(&self) -> Result<DataConfig, ConfigError> {

@@ -2,6 +2,7 @@
 //! reason of a failure as a [`ValueError`]; the caller attaches key and value
 //! ([`crate::ConfigError::Invalid`]).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a configuration value does not parse or breaks its rule; the `reason` of
@@ -57,6 +58,75 @@ pub enum ValueError {
     NotABackupStore,
     #[error("not a compression (NONE or ZSTD)")]
     NotACompression,
+    #[error("{id:?} is not a key id: 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' or '-'")]
+    KeyId { id: String },
+    #[error("entry {index} of the comma-separated list ({entry:?}) is not <key id>=<source>, e.g. k1=file:/etc/sluice/backup.key")]
+    KeyEntry { index: usize, entry: String },
+    #[error("key {id}: {source_text:?} is not a key source: file:<path> or env:<VARIABLE> (64 hex digits: a key), passphrase-file:<path> or passphrase-env:<VARIABLE> (a passphrase, stretched with Argon2id)")]
+    KeySource { id: String, source_text: String },
+    #[error("key id {id} is listed twice")]
+    KeyIdDuplicate { id: String },
+}
+
+/// Parses a key id: 1 to 64 characters of `[A-Za-z0-9._-]` (it is printed, logged and stored in
+/// manifests, never the key itself).
+pub fn parse_key_id(s: &str) -> Result<String, ValueError> {
+    let id = s.trim();
+    let valid = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if valid {
+        Ok(id.to_string())
+    } else {
+        Err(ValueError::KeyId { id: id.to_string() })
+    }
+}
+
+/// Parses `broker.data.backup.encryption.keys`: comma-separated `<id>=<source>` entries, each
+/// id once. The sources name where a key is; no key material is ever part of the value.
+pub fn parse_key_list(s: &str) -> Result<Vec<crate::EncryptionKeySpec>, ValueError> {
+    if s.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut specs: Vec<crate::EncryptionKeySpec> = Vec::new();
+    for (index, entry) in s.split(',').enumerate() {
+        let entry = entry.trim();
+        if entry.is_empty() {
+            return Err(ValueError::ListEntryEmpty { index });
+        }
+        let Some((id, source_text)) = entry.split_once('=') else {
+            return Err(ValueError::KeyEntry {
+                index,
+                entry: entry.to_string(),
+            });
+        };
+        let id = parse_key_id(id)?;
+        let source = parse_key_source(source_text.trim()).ok_or_else(|| ValueError::KeySource {
+            id: id.clone(),
+            source_text: source_text.trim().to_string(),
+        })?;
+        if specs.iter().any(|spec| spec.id == id) {
+            return Err(ValueError::KeyIdDuplicate { id });
+        }
+        specs.push(crate::EncryptionKeySpec { id, source });
+    }
+    Ok(specs)
+}
+
+fn parse_key_source(text: &str) -> Option<crate::KeySource> {
+    use crate::KeySource;
+    let (kind, value) = text.split_once(':')?;
+    if value.is_empty() {
+        return None;
+    }
+    Some(match kind {
+        "file" => KeySource::File(PathBuf::from(value)),
+        "env" => KeySource::Env(value.to_string()),
+        "passphrase-file" => KeySource::PassphraseFile(PathBuf::from(value)),
+        "passphrase-env" => KeySource::PassphraseEnv(value.to_string()),
+        _ => return None,
+    })
 }
 
 /// Parses a non-negative integer (ASCII digits only, surrounding whitespace ignored).

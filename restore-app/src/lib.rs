@@ -381,7 +381,7 @@ pub async fn stage_partition(
         std::fs::create_dir_all(dir).map_err(io_error(dir, "create"))?;
     }
     for (entry, destination) in manifest.files.iter().zip(&destinations) {
-        if let Err(source) = store.download_file(&manifest.id, entry, destination).await {
+        if let Err(source) = store.download_file(&manifest, entry, destination).await {
             return Err(file_error(store, manifest, entry, source).await);
         }
         progress.file_done(partition_id, entry);

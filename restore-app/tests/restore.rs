@@ -378,7 +378,7 @@ async fn verify_refuses_what_restore_refuses() {
     let local = scratch.path().join("state.rkyv");
     source
         .store
-        .download_file(&manifest.id, &entry, &local)
+        .download_file(&manifest, &entry, &local)
         .await
         .unwrap();
     let mut bytes = std::fs::read(&local).unwrap();
@@ -629,7 +629,7 @@ async fn backups_of_the_formats_before_the_pool_stay_restorable() {
             let local = scratch.path().join(format!("{partition_id}-{n}"));
             source
                 .store
-                .download_file(&manifest.id, entry, &local)
+                .download_file(&manifest, entry, &local)
                 .await
                 .unwrap();
             let uploaded = source
