@@ -39,7 +39,7 @@ pub use manifest::{
     validate_snapshot_id, BackupDescriptor, BackupIdentifier, BackupStatus, FileEntry, FileKind,
     Manifest, ManifestError, PoolUpload, MANIFEST_SIZE_BYTES_MAX,
 };
-pub use manifest_io::{ManifestListing, SkippedManifest, LIST_CONCURRENCY};
+pub use manifest_io::{ManifestListing, Rekeyed, SkippedManifest, LIST_CONCURRENCY};
 pub use options::{BackupStoreOptions, Compression, StoreKind};
 pub use pool::{
     ObjectId, PieceEntry, PoolCollection, PoolIndex, PoolTotals, ENVELOPE_HEADER_BYTES,

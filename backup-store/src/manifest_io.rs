@@ -42,6 +42,19 @@ pub struct ManifestListing {
     pub skipped: Vec<SkippedManifest>,
 }
 
+/// What [`BackupStore::rekey_manifest`] did with one manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rekeyed {
+    /// Its keyset was under `from`; it is now under the primary key, with a new MAC.
+    Rewrapped { from: String },
+    /// It is under the primary key already.
+    AlreadyPrimary,
+    /// A plain backup: nothing to rekey.
+    Plain,
+    /// Still `IN_PROGRESS`: its writer will finish it (under its own primary); not touched.
+    InProgress,
+}
+
 /// The maximum number of concurrent requests of listing operations.
 pub const LIST_CONCURRENCY: usize = 16;
 
@@ -326,6 +339,72 @@ impl BackupStore {
         self.versions
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Re-wraps the keyset of backup `id`'s encrypted manifest under the primary key and
+    /// re-MACs it, after the manifest authenticated under its own key; no object changes. The
+    /// write is conditional on the version read (where the store supports it; else checked
+    /// first), so a manifest that changed meanwhile is refused ([`BackupStoreError::Conflict`]),
+    /// never overwritten. A manifest that cannot be read fails with
+    /// [`BackupStoreError::InvalidManifest`] (e.g. its key is not configured).
+    pub async fn rekey_manifest(&self, id: &BackupIdentifier) -> Result<Rekeyed> {
+        let path = self.manifest_path(id);
+        let invalid = |reason: ManifestError| BackupStoreError::InvalidManifest {
+            path: path.to_string(),
+            reason: reason.to_string(),
+        };
+        let Some((bytes, meta)) = self.get_manifest_bytes(&path).await? else {
+            return Err(BackupStoreError::MissingObject {
+                path: path.to_string(),
+            });
+        };
+        let stored = Manifest::parse_stored(&bytes.map_err(invalid)?).map_err(invalid)?;
+        self.authenticate(&stored).map_err(invalid)?;
+        let mut manifest = stored.manifest;
+        manifest.validate().map_err(invalid)?;
+        let (Some(encryption), Some(keyring)) = (&manifest.encryption, &self.keyring) else {
+            return Ok(Rekeyed::Plain);
+        };
+        let primary = keyring
+            .primary()
+            .ok_or_else(|| invalid(ManifestError::NoPrimaryKey))?;
+        if manifest.status == BackupStatus::InProgress {
+            return Ok(Rekeyed::InProgress);
+        }
+        if encryption.key_id == primary {
+            return Ok(Rekeyed::AlreadyPrimary);
+        }
+        let from = encryption.key_id.clone();
+        let keys = keyring.open(encryption).map_err(invalid)?;
+        manifest.encryption = Some(keyring.wrap(&keys).map_err(invalid)?);
+        let json: Bytes = manifest
+            .to_stored_json_with(Some(keyring))
+            .map_err(invalid)?
+            .into();
+        let version = version_of(&meta);
+        match self.head_optional(&path).await? {
+            Some(now) if same_version(&version, &now) => {}
+            _ => return Err(self.conflict(&path, &manifest, "changed meanwhile")),
+        }
+        let options = PutOptions::from(PutMode::Update(version));
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(json.clone()), options)
+            .await
+        {
+            Ok(_) => {}
+            Err(object_store::Error::NotImplemented | object_store::Error::NotSupported { .. }) => {
+                self.put_unconditionally(&path, json).await?;
+            }
+            Err(
+                object_store::Error::Precondition { .. } | object_store::Error::NotFound { .. },
+            ) => {
+                return Err(self.conflict(&path, &manifest, "changed meanwhile"));
+            }
+            Err(e) => return Err(BackupStoreError::object_store("put", &path, e)),
+        }
+        self.make_durable(&path).await?;
+        Ok(Rekeyed::Rewrapped { from })
     }
 
     /// An encrypted manifest's MAC and cluster, checked before anything of it is used; a plain

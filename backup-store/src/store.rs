@@ -89,6 +89,8 @@ pub struct BackupStore {
     pub(crate) versions: Arc<Mutex<HashMap<Path, UpdateVersion>>>,
     /// The keys of encrypted backups (`None`: this store reads and writes plain backups only).
     pub(crate) keyring: Option<Arc<Keyring>>,
+    /// Whether restore and verify may use a plain backup although keys are configured.
+    plain_restore_allowed: bool,
 }
 
 impl fmt::Debug for BackupStore {
@@ -136,6 +138,7 @@ impl BackupStore {
                 .encryption
                 .as_ref()
                 .map(|encryption| Arc::new(Keyring::new(encryption))),
+            plain_restore_allowed: false,
         })
     }
 
@@ -166,6 +169,7 @@ impl BackupStore {
             local: None,
             versions: Arc::default(),
             keyring: None,
+            plain_restore_allowed: false,
         }
     }
 
@@ -173,6 +177,20 @@ impl BackupStore {
     pub fn with_encryption(mut self, encryption: &EncryptionOptions) -> Self {
         self.keyring = Some(Arc::new(Keyring::new(encryption)));
         self
+    }
+
+    /// This store, letting restore and verify use plain backups although keys are configured
+    /// (`--allow-unencrypted`: backups taken before encryption was turned on).
+    pub fn allowing_plain_restore(mut self) -> Self {
+        self.plain_restore_allowed = true;
+        self
+    }
+
+    /// Whether restore and verify must refuse a plain backup: with keys configured, nothing
+    /// proves that a plain manifest was written by this cluster (anyone who can write to the
+    /// bucket can write one), unless the operator allowed it.
+    pub fn refuses_plain_restore(&self) -> bool {
+        self.keyring.is_some() && !self.plain_restore_allowed
     }
 
     /// The id of the key new backups are encrypted under, if they are.

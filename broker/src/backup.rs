@@ -41,8 +41,8 @@ use dashmap::DashMap;
 use futures::{StreamExt, TryStreamExt};
 use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, Chunking,
-    FileEntry, FileKind, Manifest, PoolIndex, PoolUpload, PooledFile, PooledUpload, PrefixTrust,
-    Throttle, LIST_CONCURRENCY,
+    FileEntry, FileKind, Manifest, ManifestEncryption, PoolIndex, PoolKeys, PoolUpload, PooledFile,
+    PooledUpload, PrefixTrust, Throttle, LIST_CONCURRENCY,
 };
 use tokio::sync::{mpsc, OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
@@ -160,6 +160,8 @@ pub enum BackupFailure {
 struct Uploaded {
     files: Vec<FileEntry>,
     pool_upload: PoolUpload,
+    /// The encryption block of the final manifest (`None`: a plain backup).
+    encryption: Option<ManifestEncryption>,
 }
 
 #[derive(Debug, Clone)]
@@ -510,10 +512,17 @@ async fn upload(
             "reading the newest backup timed out; this backup cuts its files anew"
         );
     }
+    // With a primary key configured a backup is encrypted or fails: never plain instead.
+    let keys = tokio::time::timeout(call_timeout, pool.keys(&context.store, partition_id))
+        .await
+        .map_err(|_| BackupFailure::PoolListingTimeout {
+            timeout: call_timeout,
+        })??;
     let job = PoolJob {
         context,
         pool,
         index: &index,
+        keys: keys.as_ref().map(|k| &k.keys),
         partition_id,
         snapshot_id: manifest.descriptor.snapshot_id.as_deref(),
     };
@@ -530,6 +539,7 @@ async fn upload(
     Ok(Uploaded {
         files: pooled.into_iter().map(|file| file.entry).collect(),
         pool_upload,
+        encryption: keys.map(|k| k.encryption),
     })
 }
 
@@ -538,6 +548,7 @@ struct PoolJob<'a> {
     context: &'a JobContext,
     pool: &'a PartitionPool,
     index: &'a PoolIndex,
+    keys: Option<&'a Arc<PoolKeys>>,
     partition_id: u32,
     snapshot_id: Option<&'a str>,
 }
@@ -574,6 +585,7 @@ impl PoolJob<'_> {
                 FileKind::Segment => Chunking::Fixed,
             },
             previous,
+            keys: self.keys,
         };
         let upload = context
             .store
@@ -612,7 +624,11 @@ impl Ending<'_> {
     fn final_manifest(&mut self, result: Result<Uploaded, BackupFailure>) -> Manifest {
         let id = self.manifest.id;
         match result {
-            Ok(Uploaded { files, pool_upload }) => {
+            Ok(Uploaded {
+                files,
+                pool_upload,
+                encryption,
+            }) => {
                 let bytes: u64 = files.iter().map(|e| e.size_bytes).sum();
                 tracing::info!(
                     partition = id.partition_id,
@@ -624,9 +640,12 @@ impl Ending<'_> {
                     elapsed_ms = self.started.elapsed().as_millis() as u64,
                     "backup completed"
                 );
-                self.manifest
-                    .clone()
-                    .complete_with(files, Some(pool_upload))
+                let manifest = self.manifest.clone();
+                match encryption {
+                    Some(encryption) => manifest.encrypted(encryption),
+                    None => manifest,
+                }
+                .complete_with(files, Some(pool_upload))
             }
             Err(error) => {
                 tracing::error!(partition = id.partition_id, backup = id.checkpoint_id, %error, "backup failed");

@@ -25,8 +25,8 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use sluice_backup_store::{
-    BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind, Manifest, PoolIndex,
-    PoolTotals, PrefixTrust,
+    BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind, Manifest, PartitionKeys,
+    PoolIndex, PoolTotals, PrefixTrust,
 };
 
 use crate::metrics::BackupMetrics;
@@ -48,6 +48,10 @@ pub struct PartitionPool {
     previous: HashMap<(FileKind, String), (FileEntry, PrefixTrust)>,
     /// Whether `previous` was seeded from the store after this process started.
     seeded: bool,
+    /// The keyset this process encrypts the partition's backups under (`Some(None)`: plain),
+    /// chosen once: the one of the newest encrypted backup the configured keys open, so
+    /// objects keep their names across restarts and key rotations.
+    keys: Option<Option<PartitionKeys>>,
 }
 
 /// The key of a file in [`PartitionPool::previous`].
@@ -92,6 +96,23 @@ impl PartitionPool {
                 .flat_map(|e| e.pieces.iter().flatten())
                 .all(|p| index.stored_bytes(&p.object) == Some(p.stored_bytes));
         whole.then_some(entries)
+    }
+
+    /// The keys the partition's backups are encrypted under (`None`: plain), chosen the first
+    /// time from the newest manifests of the partition.
+    pub async fn keys(
+        &mut self,
+        store: &BackupStore,
+        partition_id: u32,
+    ) -> Result<Option<PartitionKeys>, BackupStoreError> {
+        if store.primary_key_id().is_none() {
+            return Ok(None);
+        }
+        if self.keys.is_none() {
+            let manifests = newest_manifests(store, partition_id).await?;
+            self.keys = Some(store.partition_keys(&manifests).await?);
+        }
+        Ok(self.keys.clone().expect("chosen above"))
     }
 
     /// The size of the pool as its index knows it (empty before it is loaded).
@@ -141,6 +162,19 @@ impl PartitionPool {
             })
             .collect();
     }
+}
+
+/// The manifests of the newest [`SEED_CHECKPOINTS_MAX`] checkpoints of a partition.
+async fn newest_manifests(
+    store: &BackupStore,
+    partition_id: u32,
+) -> Result<Vec<Manifest>, BackupStoreError> {
+    let checkpoints = store.list_checkpoints(partition_id).await?;
+    let mut manifests = Vec::new();
+    for checkpoint_id in checkpoints.iter().rev().take(SEED_CHECKPOINTS_MAX) {
+        manifests.extend(store.find_manifests(partition_id, *checkpoint_id).await?);
+    }
+    Ok(manifests)
 }
 
 async fn newest_completed(

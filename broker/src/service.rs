@@ -5,8 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
-use sluice_config::{BackupConfig, BackupStoreKind, BrokerConfig, StoreRequestConfig};
+use sluice_backup_store::{
+    BackupStore, BackupStoreOptions, EncryptionOptions, KeyEncryptionKey, StoreKind,
+};
+use sluice_config::{
+    BackupConfig, BackupStoreKind, BrokerConfig, ClusterConfig, EncryptionConfig,
+    StoreRequestConfig,
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -104,19 +109,46 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
     })
 }
 
+/// The client-side encryption the configuration asks for, its keys loaded (from their files or
+/// variables); `None` when no key is configured (backups are written plain and encrypted ones
+/// cannot be read).
+pub fn encryption_options(
+    config: &EncryptionConfig,
+    cluster_name: &str,
+) -> std::result::Result<Option<EncryptionOptions>, sluice_backup_store::BackupStoreError> {
+    if config.keys.is_empty() {
+        return Ok(None);
+    }
+    let keys = config
+        .keys
+        .iter()
+        .map(KeyEncryptionKey::load)
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Some(EncryptionOptions {
+        cluster_name: cluster_name.to_string(),
+        primary: config.primary_key.clone(),
+        keys,
+    }))
+}
+
 /// Opens the configured backup store and checks that it answers: a store that cannot be
 /// reached, or whose bucket or container does not exist, is refused with a message naming the
 /// setting to fix.
-pub async fn open_store(config: &BackupConfig) -> Result<Option<BackupStore>> {
-    let Some(options) = store_options(config) else {
+pub async fn open_store(
+    config: &BackupConfig,
+    cluster: &ClusterConfig,
+) -> Result<Option<BackupStore>> {
+    let Some(mut options) = store_options(config) else {
         return Ok(None);
     };
+    options.encryption = encryption_options(&config.encryption, &cluster.cluster_name)?;
     let store = BackupStore::open(options)?;
     store.check_reachable().await?;
     tracing::info!(
         store = store.description(),
         base_path = store.base_path().unwrap_or("/"),
         compression = ?store.compression(),
+        encryption_primary_key = store.primary_key_id().unwrap_or("none"),
         upload_memory_limit_bytes = store.upload_memory_limit_bytes(),
         "backup store reachable"
     );
@@ -159,7 +191,7 @@ impl BrokerService {
         let config = &self.config;
         let cluster = &config.cluster;
         refuse_unfinished_restore(&config.data.directory)?;
-        let store = open_store(&config.data.backup).await?;
+        let store = open_store(&config.data.backup, &config.cluster).await?;
         let metrics = BackupMetrics::new();
         let restore = read_restore_report(&config.data.directory);
         let (backup_service, backups) = match store {

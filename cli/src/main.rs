@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use clap::{Parser, Subcommand};
 use serde_json::Value;
-use sluice_backup_store::{BackupStore, Manifest};
+use sluice_backup_store::{BackupStore, BackupStoreError, Manifest, Rekeyed};
 use sluice_broker::backup_id::BackupId;
 use sluice_config::BrokerConfig;
 use sluice_restore::FailureKind;
@@ -100,6 +100,20 @@ enum BackupCommand {
     Verify {
         #[arg(value_parser = backup_id_number)]
         id: u64,
+        /// Verify a plain backup although encryption keys are configured.
+        #[arg(long)]
+        allow_unencrypted: bool,
+    },
+    /// Re-wrap the keys of every encrypted backup in the store under the primary key
+    /// (broker.data.backup.encryption.primaryKey) and re-MAC its manifest; no data is uploaded.
+    /// Run it after the brokers moved to a new primary key, before the old key is removed.
+    Rekey,
+    /// Print a new random key-encryption key (64 hex digits) for
+    /// broker.data.backup.encryption.keys, or write it to a new file readable by its owner only.
+    Keygen {
+        /// The file to create (refused if it exists).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -195,7 +209,12 @@ async fn run(command: BackupCommand) -> Result<(), Failure> {
             Ok(())
         }
         BackupCommand::Inspect { id, json } => inspect(id, json).await,
-        BackupCommand::Verify { id } => verify(id).await,
+        BackupCommand::Verify {
+            id,
+            allow_unencrypted,
+        } => verify(id, allow_unencrypted).await,
+        BackupCommand::Rekey => rekey().await,
+        BackupCommand::Keygen { out } => keygen(out.as_deref()),
     }
 }
 
@@ -361,7 +380,7 @@ fn print_backup_table(backups: &[Value]) {
 async fn open_store() -> Result<(BackupStore, BrokerConfig), Failure> {
     let config = sluice_config::load().context("invalid configuration")?;
     config.validate_broker().context("invalid configuration")?;
-    let store = sluice_broker::service::open_store(&config.broker.data.backup)
+    let store = sluice_broker::service::open_store(&config.broker.data.backup, &config.broker.cluster)
         .await
         .map_err(|error| Failure {
             code: EXIT_UNREACHABLE,
@@ -372,36 +391,52 @@ async fn open_store() -> Result<(BackupStore, BrokerConfig), Failure> {
 }
 
 /// The manifest that speaks for each partition, by the one rule (`Manifest::choose`): the
-/// COMPLETED one restore would choose, else the newest.
+/// COMPLETED one restore would choose, else the newest. Manifests that cannot be used (damaged,
+/// tampered, of a key that is not configured) are named on stderr; `unreadable` counts them.
 async fn manifests(
     store: &BackupStore,
     cluster: &sluice_config::ClusterConfig,
     id: u64,
-) -> Result<Vec<(u32, Option<Manifest>)>, Failure> {
+) -> Result<(Vec<(u32, Option<Manifest>)>, usize), Failure> {
     let mut out = Vec::new();
+    let mut unreadable = 0;
     for partition in 1..=cluster.partitions_count {
-        let found = store
-            .find_manifests(partition, id)
+        let listing = store
+            .find_manifests_reporting(partition, id)
             .await
             .map_err(|error| Failure {
                 code: EXIT_UNREACHABLE,
                 error: anyhow!("cannot read the manifests of partition {partition}: {error}"),
             })?;
+        for skipped in &listing.skipped {
+            eprintln!(
+                "warning: partition {partition}: the manifest of node {} cannot be used: {}: {}",
+                skipped.id.node_id, skipped.path, skipped.reason
+            );
+        }
+        unreadable += listing.skipped.len();
         let hosting_node =
             sluice_broker::routing::node_for_partition(partition, cluster.cluster_size);
-        let chosen = Manifest::choose(&found, hosting_node).cloned();
+        let chosen = Manifest::choose(&listing.manifests, hosting_node).cloned();
         out.push((partition, chosen));
     }
-    Ok(out)
+    Ok((out, unreadable))
 }
 
 async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
     let (store, config) = open_store().await?;
-    let found = manifests(&store, &config.cluster, id).await?;
+    let (found, unreadable) = manifests(&store, &config.cluster, id).await?;
     if found.iter().all(|(_, m)| m.is_none()) {
-        return Err(Failure {
-            code: EXIT_MISSING,
-            error: anyhow!("backup {id} does not exist in the store"),
+        return Err(if unreadable > 0 {
+            Failure {
+                code: EXIT_CORRUPT,
+                error: anyhow!("backup {id} has {unreadable} manifests in the store and none can be used (see the warnings above)"),
+            }
+        } else {
+            Failure {
+                code: EXIT_MISSING,
+                error: anyhow!("backup {id} does not exist in the store"),
+            }
         });
     }
     let mut usages = Vec::new();
@@ -428,7 +463,7 @@ async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
         return Ok(());
     }
     println!(
-        "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14} {:>14} {:>14} {:>14}  CREATED",
+        "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14} {:>14} {:>14} {:>14}  {:<16} CREATED",
         "PARTITION",
         "STATUS",
         "NODE",
@@ -438,12 +473,13 @@ async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
         "BYTES",
         "REFERENCED",
         "UPLOADED_NEW",
-        "POOL_TOTAL"
+        "POOL_TOTAL",
+        "ENCRYPTION"
     );
     for ((partition, manifest), usage) in found.into_iter().zip(usages) {
         match (manifest, usage) {
             (Some(m), Some(usage)) => println!(
-                "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14} {:>14} {:>14} {:>14}  {}",
+                "{:<9} {:<12} {:<6} {:>12} {:<22} {:>6} {:>14} {:>14} {:>14} {:>14}  {:<16} {}",
                 partition,
                 format!("{:?}", m.status).to_uppercase(),
                 m.id.node_id,
@@ -454,14 +490,101 @@ async fn inspect(id: u64, json: bool) -> Result<(), Failure> {
                 usage.referenced_bytes,
                 usage.uploaded_bytes,
                 usage.pool_bytes,
+                encryption_label(&m),
                 m.created_at
             ),
             _ => println!("{partition:<9} DOES_NOT_EXIST"),
         }
     }
     println!(
-        "REFERENCED: bytes in the store this backup needs; UPLOADED_NEW: what it added (the rest was in the pool already); POOL_TOTAL: the partition's pool now (what all its backups share)"
+        "REFERENCED: bytes in the store this backup needs; UPLOADED_NEW: what it added (the rest was in the pool already); POOL_TOTAL: the partition's pool now (what all its backups share); ENCRYPTION: key=<id> the key it is encrypted under, or plain"
     );
+    Ok(())
+}
+
+/// `key=<id>` for an encrypted backup, `plain` otherwise.
+fn encryption_label(manifest: &Manifest) -> String {
+    manifest
+        .encryption
+        .as_ref()
+        .map_or_else(|| "plain".to_string(), |e| format!("key={}", e.key_id))
+}
+
+async fn rekey() -> Result<(), Failure> {
+    let (store, config) = open_store().await?;
+    let Some(primary) = store.primary_key_id().map(str::to_string) else {
+        return Err(anyhow!("no primary key is configured: set broker.data.backup.encryption.primaryKey (SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_PRIMARYKEY) to the new key and list it with the old ones in broker.data.backup.encryption.keys").into());
+    };
+    let unreachable = |partition: u32, error: BackupStoreError| Failure {
+        code: EXIT_UNREACHABLE,
+        error: anyhow!("cannot read the manifests of partition {partition}: {error}"),
+    };
+    let (mut rewrapped, mut already, mut plain, mut in_progress) = (0u64, 0u64, 0u64, 0u64);
+    let mut unreadable = Vec::new();
+    for partition in 1..=config.cluster.partitions_count {
+        let listing = store
+            .list_manifests_reporting(partition)
+            .await
+            .map_err(|e| unreachable(partition, e))?;
+        let ids = listing.manifests.iter().map(|m| m.id);
+        for id in ids.chain(listing.skipped.iter().map(|s| s.id)) {
+            match store.rekey_manifest(&id).await {
+                Ok(Rekeyed::Rewrapped { from }) => {
+                    rewrapped += 1;
+                    println!(
+                        "rekeyed: backup {} partition {partition} node {}: key {from} -> {primary}",
+                        id.checkpoint_id, id.node_id
+                    );
+                }
+                Ok(Rekeyed::AlreadyPrimary) => already += 1,
+                Ok(Rekeyed::Plain) => plain += 1,
+                Ok(Rekeyed::InProgress) => in_progress += 1,
+                Err(
+                    error @ (BackupStoreError::InvalidManifest { .. }
+                    | BackupStoreError::Conflict { .. }),
+                ) => {
+                    eprintln!(
+                        "not rekeyed: backup {} partition {partition} node {}: {error}",
+                        id.checkpoint_id, id.node_id
+                    );
+                    unreadable.push(id);
+                }
+                Err(error) => return Err(unreachable(partition, error)),
+            }
+        }
+    }
+    println!(
+        "rekey to key {primary}: {rewrapped} rekeyed, {already} already under it, {plain} plain, {in_progress} in progress (not touched: run rekey again once they end), {} not rekeyed",
+        unreadable.len()
+    );
+    if unreadable.is_empty() && in_progress == 0 {
+        println!("every encrypted backup is under key {primary}: keys no longer listed as any backup's can be removed");
+        Ok(())
+    } else {
+        Err(anyhow!("{} manifests were not rekeyed and {in_progress} are in progress: keep the old keys configured until a rekey reports none", unreadable.len()).into())
+    }
+}
+
+fn keygen(out: Option<&std::path::Path>) -> Result<(), Failure> {
+    let key = sluice_backup_store::generate_key_hex();
+    let Some(path) = out else {
+        println!("{}", key.as_str());
+        return Ok(());
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| {
+        format!(
+            "cannot create the key file {} (it must not exist)",
+            path.display()
+        )
+    })?;
+    std::io::Write::write_all(&mut file, format!("{}\n", key.as_str()).as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write the key file {}", path.display()))?;
+    println!("wrote a new key to {} (mode 0600); list it as <id>=file:{} in broker.data.backup.encryption.keys", path.display(), path.display());
     Ok(())
 }
 
@@ -498,8 +621,13 @@ async fn usage(
     })
 }
 
-async fn verify(id: u64) -> Result<(), Failure> {
+async fn verify(id: u64, allow_unencrypted: bool) -> Result<(), Failure> {
     let (store, config) = open_store().await?;
+    let store = if allow_unencrypted {
+        store.allowing_plain_restore()
+    } else {
+        store
+    };
     let started = Instant::now();
     let mut progress = sluice_restore::progress::Printer::new("verified");
     let verified = sluice_restore::verify_backup(&store, &config, id, None, &mut progress)

@@ -16,9 +16,9 @@ use crate::values::{
 };
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
-    ClusterConfig, ConfigError, DataConfig, EncryptionConfig, FilesystemBackupConfig, GatewayBackupConfig,
-    GatewayClusterConfig, GatewayConfig, GcsBackupConfig, ManagementConfig, NetworkConfig,
-    S3BackupConfig, Secret, SluiceConfig, StoreRequestConfig, TlsConfig,
+    ClusterConfig, ConfigError, DataConfig, EncryptionConfig, FilesystemBackupConfig,
+    GatewayBackupConfig, GatewayClusterConfig, GatewayConfig, GcsBackupConfig, ManagementConfig,
+    NetworkConfig, S3BackupConfig, Secret, SluiceConfig, StoreRequestConfig, TlsConfig,
 };
 
 /// Loads the configuration of this process: defaults, then the YAML file named by
@@ -462,10 +462,13 @@ impl Raw {
         let keys = self.parse("broker.data.backup.encryption.keys", parse_key_list)?;
         let primary_key = match self.optional("broker.data.backup.encryption.primaryKey") {
             None => None,
-            Some(id) => Some(
-                parse_key_id(&id)
-                    .map_err(|e| ConfigError::invalid("broker.data.backup.encryption.primaryKey", &id, e.to_string()))?,
-            ),
+            Some(id) => Some(parse_key_id(&id).map_err(|e| {
+                ConfigError::invalid(
+                    "broker.data.backup.encryption.primaryKey",
+                    &id,
+                    e.to_string(),
+                )
+            })?),
         };
         if let Some(primary) = &primary_key {
             if !keys.iter().any(|spec| &spec.id == primary) {

@@ -82,6 +82,9 @@ pub enum RestoreError {
         /// missing or unfinished).
         damaged: bool,
     },
+    /// A plain backup where encryption keys are configured: nothing proves who wrote it.
+    #[error("backup {backup_id} is not encrypted (partition {partition}), and encryption keys are configured: nothing proves that a plain backup was written by this cluster, as anyone who can write to the bucket can write one. If it was taken before encryption was turned on, run again with --allow-unencrypted")]
+    Unencrypted { backup_id: u64, partition: u32 },
     /// The backup was taken with another partition count than configured.
     #[error("backup {backup_id} was taken with partitionsCount={backup} (partition {partition}) but broker.cluster.partitionsCount={configured}; restore with the partition count of the backup")]
     PartitionCount {
@@ -157,6 +160,7 @@ impl RestoreError {
             Self::NotRestorable { .. } => FailureKind::Missing,
             Self::Damaged { .. } | Self::Recovery { .. } => FailureKind::Corrupt,
             Self::PartitionCount { .. }
+            | Self::Unencrypted { .. }
             | Self::NotEmpty { .. }
             | Self::BadMarker { .. }
             | Self::Io { .. }
@@ -230,6 +234,12 @@ pub async fn choose_manifests(
         let hosting_node = node_for_partition(partition, cluster.cluster_size);
         match choose_completed(&listing.manifests, hosting_node) {
             Some(manifest) => {
+                if manifest.encryption.is_none() && store.refuses_plain_restore() {
+                    return Err(RestoreError::Unencrypted {
+                        backup_id,
+                        partition,
+                    });
+                }
                 if manifest.descriptor.number_of_partitions != cluster.partitions_count {
                     return Err(RestoreError::PartitionCount {
                         backup_id,

@@ -26,14 +26,25 @@ use sluice_restore::progress::Printer;
 use sluice_restore::RestoreOptions;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: sluice-restore <backupId> | sluice-restore --backup-id <backupId>
+const USAGE: &str = "usage: sluice-restore [--allow-unencrypted] <backupId> | sluice-restore [--allow-unencrypted] --backup-id <backupId>
 
 Restores every partition this node hosts from backup <backupId> into broker.data.directory.
 Configure it exactly like the broker of this node (SLUICE_* variables, SLUICE_CONFIG or
-config/application.yaml). The data directory must be empty or absent.";
+config/application.yaml). The data directory must be empty or absent.
 
-fn parse_args() -> Result<u64> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+--allow-unencrypted  restore a plain backup although encryption keys are configured (one taken
+                     before encryption was turned on)";
+
+/// The command line: the backup id and whether a plain backup may be restored.
+struct Args {
+    backup_id: u64,
+    allow_unencrypted: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let allow_unencrypted = args.iter().any(|a| a == "--allow-unencrypted");
+    args.retain(|a| a != "--allow-unencrypted");
     let raw = match args.as_slice() {
         [flag] if flag == "--help" || flag == "-h" => {
             println!("{USAGE}");
@@ -47,17 +58,26 @@ fn parse_args() -> Result<u64> {
         _ => bail!("expected exactly one backup id\n\n{USAGE}"),
     };
     let id: BackupId = raw.parse()?;
-    Ok(id.get())
+    Ok(Args {
+        backup_id: id.get(),
+        allow_unencrypted,
+    })
 }
 
-async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
+async fn restore(config: SluiceConfig, args: Args) -> Result<Vec<String>> {
+    let backup_id = args.backup_id;
     let broker = config.broker;
-    let store = sluice_broker::service::open_store(&broker.data.backup)
+    let store = sluice_broker::service::open_store(&broker.data.backup, &broker.cluster)
         .await
         .context("cannot open the backup store (broker.data.backup.*)")?
         .ok_or_else(|| {
             anyhow!("no backup store is configured: set broker.data.backup.store (SLUICE_BROKER_DATA_BACKUP_STORE) and its settings as on the broker")
         })?;
+    let store = if args.allow_unencrypted {
+        store.allowing_plain_restore()
+    } else {
+        store
+    };
     let mut progress = Printer::new("restored");
     let restored = sluice_restore::restore_node(
         &store,
@@ -107,10 +127,10 @@ async fn restore(config: SluiceConfig, backup_id: u64) -> Result<Vec<String>> {
 async fn main() -> ExitCode {
     sluice_broker::init_tracing();
     let outcome = async {
-        let backup_id = parse_args()?;
+        let args = parse_args()?;
         let config = sluice_config::load().context("invalid configuration")?;
         config.validate_broker().context("invalid configuration")?;
-        restore(config, backup_id).await
+        restore(config, args).await
     }
     .await;
     match outcome {
