@@ -19,7 +19,7 @@ use object_store::path::Path;
 use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, RetryConfig};
 
 use crate::error::error_chain;
-use crate::options::{BackupStoreOptions, StoreKind, RETRIES_MAX, RETRY_TIMEOUT};
+use crate::options::{BackupStoreOptions, S3Encryption, StoreKind, RETRIES_MAX, RETRY_TIMEOUT};
 use crate::BackupStoreError;
 
 type Result<T, E = BackupStoreError> = std::result::Result<T, E>;
@@ -318,6 +318,7 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
             secret_key,
             force_path_style,
             allow_http,
+            server_side_encryption,
         } => {
             let bucket = required(
                 bucket,
@@ -332,13 +333,17 @@ pub(crate) fn build(options: &BackupStoreOptions) -> Result<Backend> {
                 path: *force_path_style,
                 http_allowed: allow_http,
             };
-            let builder = s3_credentials(access_key.as_deref(), secret_key.as_deref());
+            let builder = s3_encryption(
+                s3_credentials(access_key.as_deref(), secret_key.as_deref()),
+                server_side_encryption,
+            )?;
             s3(
                 builder,
                 &bucket,
                 endpoint.as_deref(),
                 region,
                 style,
+                server_side_encryption.name(),
                 &requests,
             )
         }
@@ -482,12 +487,81 @@ fn s3_credentials(access_key: Option<&str>, secret_key: Option<&str>) -> AmazonS
     builder
 }
 
+/// object_store's name of the encryption type setting (`S3EncryptionConfigKey::ServerSideEncryption`).
+const SSE_TYPE_SETTING: &str = "aws_server_side_encryption";
+
+/// The option every refusal of [`S3Encryption`] names.
+const S3_ENCRYPTION_OPTION: &str = "StoreKind::S3.server_side_encryption";
+
+/// Asks for `encryption` on every request that needs it. Checks what object_store
+/// would only find out later (an empty KMS key id is sent as is; an SSE-C key of the
+/// wrong length is refused by the server on the first write) or would report with a
+/// piece of the key (base64 errors quote the bad character).
+fn s3_encryption(builder: AmazonS3Builder, encryption: &S3Encryption) -> Result<AmazonS3Builder> {
+    let refuse = |reason: &str| BackupStoreError::Config {
+        option: S3_ENCRYPTION_OPTION,
+        reason: reason.to_string(),
+    };
+    Ok(match encryption {
+        S3Encryption::BucketDefault => builder,
+        // object_store has no method for SSE-S3, and its `S3EncryptionConfigKey` is not
+        // exported: the setting is named by its string.
+        S3Encryption::S3Managed => builder.with_config(
+            SSE_TYPE_SETTING.parse::<AmazonS3ConfigKey>().map_err(|e| {
+                refuse(&format!(
+                    "this object_store does not know the setting {SSE_TYPE_SETTING}: {e}"
+                ))
+            })?,
+            "AES256",
+        ),
+        S3Encryption::Kms { key_id, bucket_key } => {
+            if key_id.trim().is_empty() {
+                return Err(refuse(
+                    "the KMS key id of SSE-KMS is empty; set the key id or ARN",
+                ));
+            }
+            let builder = builder.with_sse_kms_encryption(key_id.trim());
+            match bucket_key {
+                Some(enabled) => builder.with_bucket_key(*enabled),
+                None => builder,
+            }
+        }
+        S3Encryption::DsseKms { key_id } => {
+            if key_id.trim().is_empty() {
+                return Err(refuse(
+                    "the KMS key id of DSSE-KMS is empty; set the key id or ARN",
+                ));
+            }
+            builder.with_dsse_kms_encryption(key_id.trim())
+        }
+        S3Encryption::Customer { key_base64 } => {
+            use base64::Engine as _;
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(key_base64)
+                .map_err(|_| {
+                    refuse(
+                        "the SSE-C key is not base64 (standard alphabet, with = padding); \
+                         it must be the base64 of 32 bytes",
+                    )
+                })?;
+            if key.len() != 32 {
+                return Err(refuse(&format!(
+                    "the SSE-C key decodes to {} bytes; it must be exactly 32 bytes (AES-256)",
+                    key.len()
+                )));
+            }
+            builder.with_ssec_encryption(key_base64)
+        }
+    })
+}
+
 fn s3(
     builder: AmazonS3Builder,
     bucket: &str,
     endpoint: Option<&str>,
     region: &str,
     style: S3Style,
+    sse: &str,
     requests: &Requests,
 ) -> Result<Backend> {
     let mut builder = builder
@@ -544,7 +618,7 @@ fn s3(
         credentials: "access denied or no credentials; check StoreKind::S3.access_key and secret_key, or the AWS credential chain (AWS_* variables, web identity, instance profile), and the bucket's permissions".to_string(),
     };
     let description = format!(
-        "S3(bucket={bucket} endpoint={endpoint_description} path_style={})",
+        "S3(bucket={bucket} endpoint={endpoint_description} path_style={} sse={sse})",
         style.path
     );
     Ok(remote(clients, requests.limit, description, hints))
@@ -781,6 +855,67 @@ mod tests {
             "https://b.s3.example.com"
         );
         assert!(virtual_hosted_endpoint("s3.example.com", "b").is_err());
+    }
+
+    /// Each [`S3Encryption`] sets exactly object_store's encryption settings of its kind,
+    /// which become the `x-amz-server-side-encryption*` headers of the requests.
+    #[test]
+    fn s3_encryption_sets_object_stores_encryption_settings() {
+        let key = "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk=";
+        // (encryption, [type, KMS key id, bucket key, customer key])
+        let cases: [(S3Encryption, [Option<&str>; 4]); 6] = [
+            (S3Encryption::BucketDefault, [None, None, None, None]),
+            (S3Encryption::S3Managed, [Some("AES256"), None, None, None]),
+            (
+                S3Encryption::Kms {
+                    key_id: " alias/sluice ".into(),
+                    bucket_key: None,
+                },
+                [Some("aws:kms"), Some("alias/sluice"), None, None],
+            ),
+            (
+                S3Encryption::Kms {
+                    key_id: "alias/sluice".into(),
+                    bucket_key: Some(false),
+                },
+                [Some("aws:kms"), Some("alias/sluice"), Some("false"), None],
+            ),
+            (
+                S3Encryption::DsseKms {
+                    key_id: "arn:aws:kms:eu-west-1:1:key/k".into(),
+                },
+                [
+                    Some("aws:kms:dsse"),
+                    Some("arn:aws:kms:eu-west-1:1:key/k"),
+                    None,
+                    None,
+                ],
+            ),
+            (
+                S3Encryption::Customer {
+                    key_base64: key.into(),
+                },
+                [Some("sse-c"), None, None, Some(key)],
+            ),
+        ];
+        let settings = [
+            SSE_TYPE_SETTING,
+            "aws_sse_kms_key_id",
+            "aws_sse_bucket_key_enabled",
+            "aws_sse_customer_key_base64",
+        ]
+        .map(|name| name.parse::<AmazonS3ConfigKey>().unwrap());
+        for (encryption, expected) in cases {
+            // `new`, not `from_env`: the test must not depend on AWS_* variables.
+            let builder = s3_encryption(AmazonS3Builder::new(), &encryption).unwrap();
+            for (setting, expected) in settings.iter().zip(expected) {
+                assert_eq!(
+                    builder.get_config_value(setting).as_deref(),
+                    expected,
+                    "{encryption:?} {setting:?}"
+                );
+            }
+        }
     }
 
     #[test]

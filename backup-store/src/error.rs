@@ -26,7 +26,7 @@ pub enum BackupStoreError {
     },
 
     /// An object store request failed.
-    #[error("object store {operation} failed: path={path} error={source}; check that the bucket exists, the endpoint, region and credentials are right and the store is reachable")]
+    #[error("object store {operation} failed: path={path} error={source}; check that the bucket exists, the endpoint, region and credentials are right and the store is reachable (objects written with SSE-C need the same customer key, StoreKind::S3.server_side_encryption)")]
     ObjectStore {
         /// The request, e.g. `put`, `get`, `list`, `delete`.
         operation: &'static str,

@@ -40,7 +40,7 @@ pub use manifest::{
     Manifest, ManifestError, PoolUpload, MANIFEST_SIZE_BYTES_MAX,
 };
 pub use manifest_io::{ManifestListing, Rekeyed, SkippedManifest, LIST_CONCURRENCY};
-pub use options::{BackupStoreOptions, Compression, StoreKind};
+pub use options::{BackupStoreOptions, Compression, S3Encryption, StoreKind};
 pub use pool::{
     ObjectId, PieceEntry, PoolCollection, PoolIndex, PoolTotals, ENVELOPE_HEADER_BYTES,
     PIECE_BYTES_MAX, POOL_FOLDER,

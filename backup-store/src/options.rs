@@ -115,6 +115,9 @@ pub enum StoreKind {
         /// Whether plain HTTP is allowed. It is allowed as well whenever the
         /// endpoint starts with `http://`.
         allow_http: bool,
+        /// The server-side encryption asked for every object written (and, for
+        /// SSE-C, the key every read and write carries).
+        server_side_encryption: S3Encryption,
     },
     /// Google Cloud Storage.
     Gcs {
@@ -163,6 +166,7 @@ impl fmt::Debug for StoreKind {
                 secret_key,
                 force_path_style,
                 allow_http,
+                server_side_encryption,
             } => f
                 .debug_struct("S3")
                 .field("bucket", bucket)
@@ -172,6 +176,7 @@ impl fmt::Debug for StoreKind {
                 .field("secret_key", &redacted(secret_key))
                 .field("force_path_style", force_path_style)
                 .field("allow_http", allow_http)
+                .field("server_side_encryption", server_side_encryption)
                 .finish(),
             Self::Gcs {
                 bucket,
@@ -196,6 +201,77 @@ impl fmt::Debug for StoreKind {
                 .field("access_key", &redacted(access_key))
                 .field("sas_token", &redacted(sas_token))
                 .field("endpoint", endpoint)
+                .finish(),
+        }
+    }
+}
+
+/// The server-side encryption S3 is asked to apply to every object a store writes
+/// ([`StoreKind::S3`]`.server_side_encryption`), as object_store sends it: the
+/// `x-amz-server-side-encryption*` headers on every put, and for SSE-C the key on every
+/// put, get and head too (S3 keeps no copy of it).
+///
+/// GCS and Azure have no counterpart here: object_store 0.12 has no per-request key
+/// option for them, so their objects get the bucket's or container's default encryption.
+///
+/// `Debug` redacts the SSE-C key.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum S3Encryption {
+    /// Nothing is asked: the bucket's default encryption applies (and any
+    /// `AWS_SERVER_SIDE_ENCRYPTION`-style variables object_store reads from the
+    /// environment).
+    #[default]
+    BucketDefault,
+    /// SSE-S3 (`AES256`): S3 encrypts with keys it manages.
+    S3Managed,
+    /// SSE-KMS (`aws:kms`) with the given KMS key.
+    Kms {
+        /// Key id, key ARN or alias ARN; must not be empty.
+        key_id: String,
+        /// Whether an S3 Bucket Key is used; `None` keeps the bucket's setting.
+        bucket_key: Option<bool>,
+    },
+    /// DSSE-KMS (`aws:kms:dsse`), two layers of encryption, with the given KMS key.
+    DsseKms {
+        /// Key id, key ARN or alias ARN; must not be empty.
+        key_id: String,
+    },
+    /// SSE-C: S3 encrypts with a key the client sends on every request; an
+    /// object is unreadable without it.
+    Customer {
+        /// The base64 (standard alphabet, padded) of exactly 32 bytes.
+        key_base64: String,
+    },
+}
+
+impl S3Encryption {
+    /// A short name for descriptions and logs: `bucket-default`, `SSE-S3`,
+    /// `SSE-KMS`, `DSSE-KMS` or `SSE-C`; never a key.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::BucketDefault => "bucket-default",
+            Self::S3Managed => "SSE-S3",
+            Self::Kms { .. } => "SSE-KMS",
+            Self::DsseKms { .. } => "DSSE-KMS",
+            Self::Customer { .. } => "SSE-C",
+        }
+    }
+}
+
+impl fmt::Debug for S3Encryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BucketDefault => f.write_str("BucketDefault"),
+            Self::S3Managed => f.write_str("S3Managed"),
+            Self::Kms { key_id, bucket_key } => f
+                .debug_struct("Kms")
+                .field("key_id", key_id)
+                .field("bucket_key", bucket_key)
+                .finish(),
+            Self::DsseKms { key_id } => f.debug_struct("DsseKms").field("key_id", key_id).finish(),
+            Self::Customer { .. } => f
+                .debug_struct("Customer")
+                .field("key_base64", &"<redacted>")
                 .finish(),
         }
     }

@@ -512,6 +512,7 @@ fn s3(endpoint: Option<&str>, force_path_style: bool) -> StoreKind {
         secret_key: Some("very-secret-key".to_string()),
         force_path_style,
         allow_http: false,
+        server_side_encryption: S3Encryption::default(),
     }
 }
 
@@ -525,6 +526,108 @@ fn s3_options_never_print_the_secret() {
     let debug = format!("{store:?}");
     assert!(!debug.contains("very-secret-key"), "{debug}");
     assert_eq!(store.base_path(), Some("base"));
+}
+
+#[test]
+fn s3_encryption_is_checked_and_never_prints_the_customer_key() {
+    let key = "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk=";
+    let with = |encryption: S3Encryption| {
+        let mut kind = s3(Some("http://localhost:9000"), true);
+        if let StoreKind::S3 {
+            server_side_encryption,
+            ..
+        } = &mut kind
+        {
+            *server_side_encryption = encryption;
+        }
+        kind
+    };
+    let kind = with(S3Encryption::Customer {
+        key_base64: key.to_string(),
+    });
+    let debug = format!("{kind:?}");
+    assert!(!debug.contains(key), "{debug}");
+    assert!(debug.contains("Customer"), "{debug}");
+    let store = open(kind, None);
+    let debug = format!("{store:?}");
+    assert!(!debug.contains(key), "{debug}");
+    assert!(
+        store.description().contains("sse=SSE-C"),
+        "{}",
+        store.description()
+    );
+    let store = open(
+        with(S3Encryption::Kms {
+            key_id: "alias/sluice".to_string(),
+            bucket_key: Some(true),
+        }),
+        None,
+    );
+    assert!(
+        store.description().contains("sse=SSE-KMS"),
+        "{}",
+        store.description()
+    );
+
+    // (encryption, reason fragment, text that must not appear)
+    let cases = [
+        (
+            S3Encryption::Kms {
+                key_id: " ".to_string(),
+                bucket_key: None,
+            },
+            "KMS key id of SSE-KMS is empty",
+            None,
+        ),
+        (
+            S3Encryption::DsseKms {
+                key_id: String::new(),
+            },
+            "KMS key id of DSSE-KMS is empty",
+            None,
+        ),
+        (
+            S3Encryption::Customer {
+                key_base64: String::new(),
+            },
+            "decodes to 0 bytes",
+            None,
+        ),
+        (
+            // Base64 of 16 bytes: an AES-128 key.
+            S3Encryption::Customer {
+                key_base64: "eHh4eHh4eHh4eHh4eHh4eA==".to_string(),
+            },
+            "decodes to 16 bytes",
+            Some("eHh4eHh4eHh4eHh4eHh4eA=="),
+        ),
+        (
+            S3Encryption::Customer {
+                key_base64: "not-base64!-secret-key".to_string(),
+            },
+            "is not base64",
+            Some("secret-key"),
+        ),
+    ];
+    for (encryption, fragment, hidden) in cases {
+        let error = BackupStore::open(BackupStoreOptions::new(with(encryption), None)).unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(
+                error,
+                BackupStoreError::Config {
+                    option: "StoreKind::S3.server_side_encryption",
+                    ..
+                }
+            ),
+            "{message}"
+        );
+        assert!(message.contains(fragment), "{message}");
+        if let Some(hidden) = hidden {
+            assert!(!message.contains(hidden), "{message}");
+            assert!(!format!("{error:?}").contains(hidden), "{error:?}");
+        }
+    }
 }
 
 #[test]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_backup_store::{
-    BackupStore, BackupStoreOptions, EncryptionOptions, KeyEncryptionKey, StoreKind,
+    BackupStore, BackupStoreOptions, EncryptionOptions, KeyEncryptionKey, S3Encryption, StoreKind,
 };
 use sluice_config::{
-    BackupConfig, BackupStoreKind, BrokerConfig, ClusterConfig, EncryptionConfig,
-    StoreRequestConfig,
+    BackupConfig, BackupStoreKind, BrokerConfig, ClusterConfig, EncryptionConfig, S3SseConfig,
+    S3SseMode, StoreRequestConfig,
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,29 @@ fn with_requests(options: BackupStoreOptions, requests: &StoreRequestConfig) -> 
         connections_concurrent_max: requests.connections_concurrent_max,
         compression: requests.compression,
         ..options
+    }
+}
+
+/// `broker.data.backup.s3.sse*` as the backup store takes it. A key the mode needs but that is
+/// missing (the configuration was not validated) becomes an empty value, which
+/// [`BackupStore::open`] refuses; keys the mode does not use are not passed on.
+fn s3_encryption(sse: &S3SseConfig) -> S3Encryption {
+    let key_id = || sse.kms_key_id.clone().unwrap_or_default();
+    match sse.mode {
+        S3SseMode::None => S3Encryption::BucketDefault,
+        S3SseMode::Aes256 => S3Encryption::S3Managed,
+        S3SseMode::Kms => S3Encryption::Kms {
+            key_id: key_id(),
+            bucket_key: sse.bucket_key,
+        },
+        S3SseMode::DsseKms => S3Encryption::DsseKms { key_id: key_id() },
+        S3SseMode::Customer => S3Encryption::Customer {
+            key_base64: sse
+                .customer_key
+                .as_ref()
+                .map(|k| k.expose().to_string())
+                .unwrap_or_default(),
+        },
     }
 }
 
@@ -66,6 +89,7 @@ pub fn store_options(config: &BackupConfig) -> Option<BackupStoreOptions> {
                             .endpoint
                             .as_deref()
                             .is_some_and(|e| e.to_ascii_lowercase().starts_with("http://")),
+                        server_side_encryption: s3_encryption(&s3.sse),
                     },
                     s3.base_path.clone(),
                 ),
@@ -569,6 +593,66 @@ mod tests {
             assert_eq!(options.api_call_timeout, Duration::from_secs(7), "{store}");
             assert_eq!(options.connections_concurrent_max, 5, "{store}");
             assert_eq!(options.compression, BackupCompression::Zstd, "{store}");
+        }
+    }
+
+    /// Each `s3.sse` mode reaches the S3 store with its own keys, and only those.
+    #[test]
+    fn the_s3_store_gets_the_server_side_encryption_of_the_configuration() {
+        let key = "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk=";
+        let cases: &[(&[(&str, &str)], S3Encryption)] = &[
+            (&[], S3Encryption::BucketDefault),
+            (&[("SSE", "aes256")], S3Encryption::S3Managed),
+            (
+                &[("SSE", "KMS"), ("SSEKMSKEYID", "alias/sluice")],
+                S3Encryption::Kms {
+                    key_id: "alias/sluice".into(),
+                    bucket_key: None,
+                },
+            ),
+            (
+                &[
+                    ("SSE", "KMS"),
+                    ("SSEKMSKEYID", "alias/sluice"),
+                    ("SSEBUCKETKEY", "true"),
+                ],
+                S3Encryption::Kms {
+                    key_id: "alias/sluice".into(),
+                    bucket_key: Some(true),
+                },
+            ),
+            (
+                &[("SSE", "DSSE_KMS"), ("SSEKMSKEYID", "alias/sluice")],
+                S3Encryption::DsseKms {
+                    key_id: "alias/sluice".into(),
+                },
+            ),
+            (
+                &[("SSE", "CUSTOMER"), ("SSECUSTOMERKEY", key)],
+                S3Encryption::Customer {
+                    key_base64: key.into(),
+                },
+            ),
+        ];
+        for (settings, expected) in cases {
+            let env =
+                [("STORE", "S3"), ("S3_BUCKETNAME", "b")]
+                    .iter()
+                    .map(|(k, v)| (format!("SLUICE_BROKER_DATA_BACKUP_{k}"), v.to_string()))
+                    .chain(settings.iter().map(|(k, v)| {
+                        (format!("SLUICE_BROKER_DATA_BACKUP_S3_{k}"), v.to_string())
+                    }));
+            let config = sluice_config::load_from(None, env).expect("loads");
+            config.validate_broker().expect("valid");
+            let options = store_options(&config.broker.data.backup).expect("an S3 store");
+            let StoreKind::S3 {
+                server_side_encryption,
+                ..
+            } = options.kind
+            else {
+                panic!("not S3: {:?}", options.kind);
+            };
+            assert_eq!(&server_side_encryption, expected, "{settings:?}");
         }
     }
 }

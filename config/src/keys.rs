@@ -235,6 +235,36 @@ pub const KEYS: &[KeyDoc] = &[
          the first backup to S3 in BENCHMARKS.md ran 1.86x `aws s3 cp` with it, 1.30x without.",
     ),
     key(
+        "broker.data.backup.s3.sse",
+        "SLUICE_BROKER_DATA_BACKUP_S3_SSE",
+        "NONE",
+        "Server-side encryption asked of S3 for every object Sluice writes (case-insensitive): `NONE` (none asked; the \
+         bucket's default encryption applies), `AES256` (SSE-S3, keys managed by S3), `KMS` (SSE-KMS with `sseKmsKeyId`), \
+         `DSSE_KMS` (dual-layer SSE-KMS with `sseKmsKeyId`) or `CUSTOMER` (SSE-C with `sseCustomerKey`: every read needs \
+         the same key). Changing it does not re-encrypt existing backups; see README, Server-side encryption.",
+    ),
+    key(
+        "broker.data.backup.s3.sseKmsKeyId",
+        "SLUICE_BROKER_DATA_BACKUP_S3_SSEKMSKEYID",
+        "",
+        "The KMS key (key id, key ARN or alias ARN) of `sse` `KMS` or `DSSE_KMS`; required with them, refused with any other `sse`.",
+    ),
+    key(
+        "broker.data.backup.s3.sseBucketKey",
+        "SLUICE_BROKER_DATA_BACKUP_S3_SSEBUCKETKEY",
+        "",
+        "`true` or `false`: whether SSE-KMS uses an S3 Bucket Key (fewer KMS requests); unset keeps the bucket's setting. \
+         Only with `sse` `KMS` (S3 has no Bucket Keys for DSSE-KMS).",
+    ),
+    secret(
+        "broker.data.backup.s3.sseCustomerKey",
+        "SLUICE_BROKER_DATA_BACKUP_S3_SSECUSTOMERKEY",
+        "",
+        "The SSE-C key: base64 (standard alphabet, `=` padding) of exactly 32 bytes, e.g. from `openssl rand -base64 32`; \
+         required with `sse` `CUSTOMER`, refused otherwise. The broker, the restore tool and the CLI all need the same key \
+         to read the backups; a lost key loses them. Never printed.",
+    ),
+    key(
         "broker.data.backup.gcs.bucketName",
         "SLUICE_BROKER_DATA_BACKUP_GCS_BUCKETNAME",
         "",

@@ -284,6 +284,73 @@ pub struct S3BackupConfig {
     pub force_path_style_access: bool,
     /// `s3.apiCallTimeout`, `s3.maxConcurrentConnections`, `s3.compression`.
     pub requests: StoreRequestConfig,
+    /// `s3.sse`, `s3.sseKmsKeyId`, `s3.sseBucketKey`, `s3.sseCustomerKey`.
+    pub sse: S3SseConfig,
+}
+
+/// `broker.data.backup.s3.sse*`: the server-side encryption asked of S3 for every object
+/// written. Each key is parsed on its own; [`SluiceConfig::validate_broker`] checks that the
+/// keys `mode` needs are set and the others are not. `Debug` redacts `customer_key`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct S3SseConfig {
+    pub mode: S3SseMode,
+    /// `s3.sseKmsKeyId`: for `KMS` and `DSSE_KMS` only.
+    pub kms_key_id: Option<String>,
+    /// `s3.sseBucketKey`: `None` keeps the bucket's setting; for `KMS` only.
+    pub bucket_key: Option<bool>,
+    /// `s3.sseCustomerKey`: base64 of exactly 32 bytes (checked at load); for `CUSTOMER` only.
+    pub customer_key: Option<Secret>,
+}
+
+/// `broker.data.backup.s3.sse`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum S3SseMode {
+    /// Nothing is asked: the bucket's default encryption applies.
+    #[default]
+    None,
+    /// SSE-S3: S3 encrypts with keys it manages.
+    Aes256,
+    /// SSE-KMS with `kms_key_id`.
+    Kms,
+    /// DSSE-KMS (two layers) with `kms_key_id`.
+    DsseKms,
+    /// SSE-C with `customer_key`, which every request for an object must carry.
+    Customer,
+}
+
+impl S3SseMode {
+    /// The documented spelling: `NONE`, `AES256`, `KMS`, `DSSE_KMS` or `CUSTOMER`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            S3SseMode::None => "NONE",
+            S3SseMode::Aes256 => "AES256",
+            S3SseMode::Kms => "KMS",
+            S3SseMode::DsseKms => "DSSE_KMS",
+            S3SseMode::Customer => "CUSTOMER",
+        }
+    }
+}
+
+impl fmt::Display for S3SseMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for S3SseMode {
+    type Err = ValueError;
+
+    /// Parses `NONE`, `AES256`, `KMS`, `DSSE_KMS` or `CUSTOMER`, case-insensitively.
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        match s.trim().to_ascii_uppercase().as_str() {
+            "NONE" => Ok(S3SseMode::None),
+            "AES256" => Ok(S3SseMode::Aes256),
+            "KMS" => Ok(S3SseMode::Kms),
+            "DSSE_KMS" => Ok(S3SseMode::DsseKms),
+            "CUSTOMER" => Ok(S3SseMode::Customer),
+            _ => Err(ValueError::NotAnSseMode),
+        }
+    }
 }
 
 impl fmt::Debug for S3BackupConfig {
@@ -300,6 +367,7 @@ impl fmt::Debug for S3BackupConfig {
             .field("base_path", &self.base_path)
             .field("force_path_style_access", &self.force_path_style_access)
             .field("requests", &self.requests)
+            .field("sse", &self.sse)
             .finish()
     }
 }
@@ -516,13 +584,15 @@ impl SluiceConfig {
     /// S3 `accessKey` and `secretKey` are both set or both unset; Azure `key` and `sasToken` are
     /// not both set; a non-loopback `broker.network.host` has a `broker.cluster.token` (or
     /// `broker.network.insecure`); the management port differs from the internal one; internal
-    /// TLS comes with the CA that peers are checked against, and every PEM file exists. Secret values never appear in the errors.
+    /// TLS comes with the CA that peers are checked against, and every PEM file exists; the
+    /// `s3.sse*` keys that `s3.sse` needs are set and no other. Secret values never appear in the errors.
     pub fn validate_broker(&self) -> Result<(), ConfigError> {
         self.validate_broker_network()?;
         validate_cluster(&self.broker.cluster)?;
         let backup = &self.broker.data.backup;
         validate_backup_store_settings(backup)?;
-        validate_backup_credentials(backup)
+        validate_backup_credentials(backup)?;
+        validate_s3_sse(&backup.s3.sse)
     }
 
     /// Who may reach the broker's ports and how: the token off loopback, two distinct ports,
@@ -705,6 +775,58 @@ fn validate_backup_credentials(backup: &BackupConfig) -> Result<(), ConfigError>
         ));
     }
     Ok(())
+}
+
+/// The `s3.sse*` keys that `s3.sse` needs are set, and the others are not: a key that would be
+/// ignored is refused, as it says the operator meant another mode.
+fn validate_s3_sse(sse: &S3SseConfig) -> Result<(), ConfigError> {
+    let mode = sse.mode;
+    let kms = matches!(mode, S3SseMode::Kms | S3SseMode::DsseKms);
+    match (&sse.kms_key_id, kms) {
+        (None, true) => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.s3.sseKmsKeyId",
+                "",
+                format!("is required when broker.data.backup.s3.sse={mode}: set the KMS key id or ARN"),
+            ))
+        }
+        (Some(id), false) => {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.s3.sseKmsKeyId",
+                id,
+                format!(
+                    "is only used with broker.data.backup.s3.sse=KMS or DSSE_KMS, not sse={mode}; remove it or set sse"
+                ),
+            ))
+        }
+        _ => {}
+    }
+    if let (Some(enabled), false) = (sse.bucket_key, mode == S3SseMode::Kms) {
+        return Err(ConfigError::invalid(
+            "broker.data.backup.s3.sseBucketKey",
+            &enabled.to_string(),
+            format!(
+                "is only used with broker.data.backup.s3.sse=KMS, not sse={mode} (S3 has Bucket Keys for SSE-KMS only); \
+                 remove it or set sse=KMS"
+            ),
+        ));
+    }
+    match (&sse.customer_key, mode == S3SseMode::Customer) {
+        (None, true) => Err(ConfigError::invalid(
+            "broker.data.backup.s3.sseCustomerKey",
+            "",
+            "is required when broker.data.backup.s3.sse=CUSTOMER: set the base64 of a 32-byte key \
+             (e.g. from `openssl rand -base64 32`), the same on every broker, the restore tool and the CLI",
+        )),
+        (Some(_), false) => Err(ConfigError::invalid(
+            "broker.data.backup.s3.sseCustomerKey",
+            REDACTED,
+            format!(
+                "is only used with broker.data.backup.s3.sse=CUSTOMER, not sse={mode}; remove it or set sse=CUSTOMER"
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Each path is a file, or the error names its key.

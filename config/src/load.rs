@@ -12,13 +12,15 @@ use crate::keys::{
 };
 use crate::values::{
     connect_address, duration_at_least_100ms, non_empty, optional, parse_address_list, parse_bool,
-    parse_key_id, parse_key_list, parse_port, parse_rate, parse_uint, size_in, uint_in, ValueError,
+    parse_key_id, parse_key_list, parse_port, parse_rate, parse_uint, size_in, sse_customer_key,
+    uint_in, ValueError,
 };
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
     ClusterConfig, ConfigError, DataConfig, EncryptionConfig, FilesystemBackupConfig,
     GatewayBackupConfig, GatewayClusterConfig, GatewayConfig, GcsBackupConfig, ManagementConfig,
-    NetworkConfig, S3BackupConfig, Secret, SluiceConfig, StoreRequestConfig, TlsConfig,
+    NetworkConfig, S3BackupConfig, S3SseConfig, S3SseMode, Secret, SluiceConfig,
+    StoreRequestConfig, TlsConfig,
 };
 
 /// Loads the configuration of this process: defaults, then the YAML file named by
@@ -378,6 +380,26 @@ impl Raw {
                 "broker.data.backup.s3.maxConcurrentConnections",
                 "broker.data.backup.s3.compression",
             )?,
+            sse: self.s3_sse()?,
+        })
+    }
+
+    /// Each `s3.sse*` key on its own; which of them `s3.sse` needs is `validate_broker`'s.
+    fn s3_sse(&self) -> Result<S3SseConfig, ConfigError> {
+        Ok(S3SseConfig {
+            mode: self.parse("broker.data.backup.s3.sse", str::parse::<S3SseMode>)?,
+            kms_key_id: self.optional("broker.data.backup.s3.sseKmsKeyId"),
+            bucket_key: self.parse("broker.data.backup.s3.sseBucketKey", |s| {
+                optional(s).map(|text| parse_bool(&text)).transpose()
+            })?,
+            // Used verbatim, as every secret: a blank value means unset.
+            customer_key: self
+                .parse("broker.data.backup.s3.sseCustomerKey", |s| {
+                    (!s.trim().is_empty())
+                        .then(|| sse_customer_key(s))
+                        .transpose()
+                })?
+                .map(Secret::from),
         })
     }
 

@@ -66,6 +66,15 @@ fn defaults_match_the_table() {
     assert_eq!(b.s3.requests.connections_concurrent_max, 32);
     assert_eq!(b.s3.requests.compression, BackupCompression::Zstd);
     assert_eq!(
+        b.s3.sse,
+        S3SseConfig {
+            mode: S3SseMode::None,
+            kms_key_id: None,
+            bucket_key: None,
+            customer_key: None,
+        }
+    );
+    assert_eq!(
         b.gcs,
         GcsBackupConfig {
             bucket_name: None,
@@ -253,6 +262,13 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.data.backup.s3.apiCallTimeout", "1m 30s"),
         ("broker.data.backup.s3.maxConcurrentConnections", "1024"),
         ("broker.data.backup.s3.compression", "zstd"),
+        ("broker.data.backup.s3.sse", "kms"),
+        (
+            "broker.data.backup.s3.sseKmsKeyId",
+            "arn:aws:kms:eu-west-1:1:key/k",
+        ),
+        ("broker.data.backup.s3.sseBucketKey", "false"),
+        ("broker.data.backup.s3.sseCustomerKey", SSE_C_KEY),
         ("broker.data.backup.gcs.bucketName", "gcs-bucket"),
         ("broker.data.backup.gcs.basePath", "/gcs/base/"),
         ("broker.data.backup.gcs.host", "http://127.0.0.1:4443"),
@@ -326,6 +342,16 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(b.s3.requests.api_call_timeout, Duration::from_secs(90));
     assert_eq!(b.s3.requests.connections_concurrent_max, 1024);
     assert_eq!(b.s3.requests.compression, BackupCompression::Zstd);
+    assert_eq!(b.s3.sse.mode, S3SseMode::Kms);
+    assert_eq!(
+        b.s3.sse.kms_key_id.as_deref(),
+        Some("arn:aws:kms:eu-west-1:1:key/k")
+    );
+    assert_eq!(b.s3.sse.bucket_key, Some(false));
+    assert_eq!(
+        b.s3.sse.customer_key.as_ref().map(Secret::expose),
+        Some(SSE_C_KEY)
+    );
     assert_eq!(
         b.gcs,
         GcsBackupConfig {
@@ -391,6 +417,10 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(err.key(), Some("broker.data.backup.azure.sasToken"));
     let mut c = c;
     c.broker.data.backup.azure.sas_token = None;
+    // ... and an SSE-C key next to sse=KMS, which does not use it.
+    let err = c.validate_broker().expect_err("sseCustomerKey with KMS");
+    assert_eq!(err.key(), Some("broker.data.backup.s3.sseCustomerKey"));
+    c.broker.data.backup.s3.sse.customer_key = None;
     c.validate_broker().expect("valid broker");
     c.validate_gateway().expect("valid gateway");
 }
@@ -591,6 +621,12 @@ fn invalid_values_name_their_key() {
         ),
         ("broker.data.backup.s3.compression", "gzip", "NONE or ZSTD"),
         (
+            "broker.data.backup.s3.sse",
+            "aws:kms",
+            "NONE, AES256, KMS, DSSE_KMS or CUSTOMER",
+        ),
+        ("broker.data.backup.s3.sseBucketKey", "yes", "true or false"),
+        (
             "broker.data.backup.gcs.host",
             "localhost:4443",
             "http:// or https://",
@@ -658,6 +694,87 @@ fn invalid_display_format() {
         "invalid configuration: key=broker.cluster.nodeId value=\"abc\" reason=not a non-negative integer \
          (set SLUICE_BROKER_CLUSTER_NODEID or broker.cluster.nodeId in the YAML file)"
     );
+}
+
+/// A valid SSE-C key: the base64 of 32 bytes.
+const SSE_C_KEY: &str = "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk=";
+
+#[test]
+fn sse_customer_keys_are_checked_and_never_printed() {
+    // (value, expected reason fragment); None = valid.
+    let cases: &[(&str, Option<&str>)] = &[
+        (SSE_C_KEY, None),
+        // Blank is unset, as for every secret.
+        ("  ", None),
+        // 16 bytes: an AES-128 key.
+        ("eHh4eHh4eHh4eHh4eHh4eA==", Some("decodes to 16 bytes")),
+        // 33 bytes.
+        (
+            "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODkw",
+            Some("decodes to 33 bytes"),
+        ),
+        // The 32 bytes themselves, not their base64.
+        ("sluice-test-sse-c-key-0123456789", Some("is not base64")),
+        // URL-safe alphabet, missing padding, a line break.
+        (
+            "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk_",
+            Some("is not base64"),
+        ),
+        (
+            "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk",
+            Some("is not base64"),
+        ),
+        (
+            "c2x1aWNlLXRlc3Qtc3NlLWMta2V5LTAxMjM0NTY3ODk=\n",
+            Some("is not base64"),
+        ),
+    ];
+    for (value, expected) in cases {
+        let from_env = load_from(
+            None,
+            env(&[("SLUICE_BROKER_DATA_BACKUP_S3_SSECUSTOMERKEY", value)]),
+        );
+        let file = yaml(&format!(
+            "broker.data.backup.s3.sseCustomerKey: {}\n",
+            serde_json::to_string(value).unwrap()
+        ));
+        let from_file = load_from(Some(file.path()), env(&[]));
+        for result in [from_env, from_file] {
+            match (result, expected) {
+                (Ok(c), None) => {
+                    let key = c.broker.data.backup.s3.sse.customer_key;
+                    let expected = (!value.trim().is_empty()).then_some(*value);
+                    assert_eq!(key.as_ref().map(Secret::expose), expected);
+                }
+                (Err(err), Some(fragment)) => {
+                    assert_eq!(err.key(), Some("broker.data.backup.s3.sseCustomerKey"));
+                    let display = err.to_string();
+                    assert!(display.contains(fragment), "{display}");
+                    assert!(display.contains("value=<redacted>"), "{display}");
+                    let debug = format!("{err:?}");
+                    for text in [&display, &debug] {
+                        assert!(!text.contains(value.trim()), "{text}");
+                    }
+                }
+                (result, expected) => {
+                    panic!("{value:?}: got {:?}, expected {expected:?}", result.err())
+                }
+            }
+        }
+    }
+    // The loaded configuration does not print a valid one either.
+    let c = load_from(
+        None,
+        env(&[
+            ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "CUSTOMER"),
+            ("SLUICE_BROKER_DATA_BACKUP_S3_SSECUSTOMERKEY", SSE_C_KEY),
+        ]),
+    )
+    .expect("loads");
+    c.validate_broker().expect("valid");
+    let debug = format!("{c:?} {c:#?}");
+    assert!(!debug.contains(SSE_C_KEY), "{debug}");
+    assert!(is_secret("broker.data.backup.s3.sseCustomerKey"));
 }
 
 #[test]
@@ -891,6 +1008,93 @@ fn validate_broker_rules() {
                 ("SLUICE_BROKER_DATA_BACKUP_AZURE_SASTOKEN", "sv=1&sig=2"),
             ],
             Some(("broker.data.backup.azure.sasToken", "mutually exclusive")),
+        ),
+        (&[("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "aes256")], None),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "KMS")],
+            Some((
+                "broker.data.backup.s3.sseKmsKeyId",
+                "is required when broker.data.backup.s3.sse=KMS",
+            )),
+        ),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "dsse_kms")],
+            Some((
+                "broker.data.backup.s3.sseKmsKeyId",
+                "is required when broker.data.backup.s3.sse=DSSE_KMS",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "KMS"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEKMSKEYID", "alias/sluice"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEBUCKETKEY", "true"),
+            ],
+            None,
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "DSSE_KMS"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEKMSKEYID", "alias/sluice"),
+            ],
+            None,
+        ),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_S3_SSEKMSKEYID", "alias/sluice")],
+            Some((
+                "broker.data.backup.s3.sseKmsKeyId",
+                "is only used with broker.data.backup.s3.sse=KMS or DSSE_KMS, not sse=NONE",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "AES256"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEBUCKETKEY", "true"),
+            ],
+            Some((
+                "broker.data.backup.s3.sseBucketKey",
+                "is only used with broker.data.backup.s3.sse=KMS, not sse=AES256",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "DSSE_KMS"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEKMSKEYID", "alias/sluice"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEBUCKETKEY", "false"),
+            ],
+            Some((
+                "broker.data.backup.s3.sseBucketKey",
+                "not sse=DSSE_KMS (S3 has Bucket Keys for SSE-KMS only)",
+            )),
+        ),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "customer")],
+            Some((
+                "broker.data.backup.s3.sseCustomerKey",
+                "is required when broker.data.backup.s3.sse=CUSTOMER",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "CUSTOMER"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSECUSTOMERKEY", SSE_C_KEY),
+            ],
+            None,
+        ),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_S3_SSECUSTOMERKEY", SSE_C_KEY)],
+            Some((
+                "broker.data.backup.s3.sseCustomerKey",
+                "is only used with broker.data.backup.s3.sse=CUSTOMER, not sse=NONE",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSE", "CUSTOMER"),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSECUSTOMERKEY", SSE_C_KEY),
+                ("SLUICE_BROKER_DATA_BACKUP_S3_SSEKMSKEYID", "alias/sluice"),
+            ],
+            Some(("broker.data.backup.s3.sseKmsKeyId", "not sse=CUSTOMER")),
         ),
         (
             &[("SLUICE_BROKER_NETWORK_MANAGEMENTPORT", "26501")],

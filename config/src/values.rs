@@ -66,6 +66,19 @@ pub enum ValueError {
     KeySource { id: String, source_text: String },
     #[error("key id {id} is listed twice")]
     KeyIdDuplicate { id: String },
+    #[error("not a server-side encryption (NONE, AES256, KMS, DSSE_KMS or CUSTOMER)")]
+    NotAnSseMode,
+    /// The value is never quoted: it is a key.
+    #[error(
+        "is not base64 (standard alphabet A-Z a-z 0-9 + /, with = padding, no spaces or line breaks); \
+         an SSE-C key is the base64 of 32 bytes, e.g. from `openssl rand -base64 32`"
+    )]
+    NotBase64,
+    #[error(
+        "decodes to {bytes} bytes; an SSE-C key is exactly 32 bytes (256 bits), 44 base64 characters, \
+         e.g. from `openssl rand -base64 32`"
+    )]
+    KeyLength { bytes: usize },
 }
 
 /// Parses a key id: 1 to 64 characters of `[A-Za-z0-9._-]` (it is printed, logged and stored in
@@ -127,6 +140,19 @@ fn parse_key_source(text: &str) -> Option<crate::KeySource> {
         "passphrase-env" => KeySource::PassphraseEnv(value.to_string()),
         _ => return None,
     })
+}
+
+/// Checks an SSE-C key: the base64 (standard alphabet, padded, as object_store decodes it) of
+/// exactly 32 bytes. Returns the text as given; errors never contain it.
+pub(crate) fn sse_customer_key(s: &str) -> Result<String, ValueError> {
+    use base64::Engine as _;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(s)
+        .map_err(|_| ValueError::NotBase64)?;
+    if key.len() != 32 {
+        return Err(ValueError::KeyLength { bytes: key.len() });
+    }
+    Ok(s.to_string())
 }
 
 /// Parses a non-negative integer (ASCII digits only, surrounding whitespace ignored).

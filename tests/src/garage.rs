@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use sluice_backup_store::{BackupStore, BackupStoreOptions, StoreKind};
+use sluice_backup_store::{BackupStore, BackupStoreOptions, S3Encryption, StoreKind};
 use tempfile::TempDir;
 
 use crate::paths::workspace_root;
@@ -152,6 +152,7 @@ impl S3Settings {
             secret_key: Some(self.secret_key.clone()),
             force_path_style: self.force_path_style,
             allow_http: self.endpoint.starts_with("http://"),
+            server_side_encryption: S3Encryption::default(),
         }
     }
 }
