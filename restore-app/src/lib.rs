@@ -8,7 +8,8 @@
 //! - [`stage_partition`]: downloads a partition's files into a new directory (only there: every
 //!   name is checked against its grammar, every file is created new), cuts the log after the
 //!   checkpoint record (which must carry the backup id), loads the snapshot and recovers the
-//!   partition with the broker's own code, which must land on the checkpoint.
+//!   partition with the broker's own code, which must land on the checkpoint, then takes the
+//!   broker's snapshot there (so the broker that starts on it replays nothing).
 //! - [`verify_backup`]: every partition staged into a temporary directory, deleted afterwards.
 //! - [`restore_node`]: this node's partitions staged under `<data dir>/.sluice-restore-<uuid>/`,
 //!   fsynced, then installed under a marker ([`RESTORE_MARKER_FILE`], fsynced before the first
@@ -347,8 +348,10 @@ fn staged_destination(
 
 /// Downloads and verifies one partition into `partition_dir`, which must not exist (it is
 /// created, its parent must exist). Checks the checkpoint record, loads the snapshot and runs
-/// the broker's recovery on the staged copy, as the broker will at start-up. `recovery_node` is
-/// the node the partition is recovered for (the node that hosts it).
+/// the broker's recovery on the staged copy, as the broker will at start-up, then ends it with
+/// the broker's snapshot at the checkpoint (compacting the log before it as the broker does), so
+/// that the broker starting on the partition replays nothing. The partition is recovered for
+/// the node that hosts it.
 pub async fn stage_partition(
     store: &BackupStore,
     config: &BrokerConfig,
@@ -422,24 +425,51 @@ pub async fn stage_partition(
         request_queue_capacity: 1,
         batch_commands_max: 1,
     };
-    let (service, _handle) =
-        tokio::task::spawn_blocking(move || PartitionService::new(options, None))
-            .await
-            .map_err(|e| RestoreError::Panicked {
-                partition: partition_id,
-                reason: e.to_string(),
-            })?
-            .map_err(|source| RestoreError::Recovery {
+    // Recovery replays the whole log once, to verify it; the snapshot at the checkpoint that
+    // ends it (the broker's own, which also compacts the log before it as the broker does) is
+    // what the broker starts from, so that it replays nothing and its start does not grow
+    // with the backup.
+    let service = tokio::task::spawn_blocking(move || {
+        let (mut service, _handle) =
+            PartitionService::new(options, None).map_err(|source| RestoreError::Recovery {
                 backup_id,
                 partition: partition_id,
                 cause: Box::new(source),
             })?;
-    if service.latest_checkpoint() != Some((backup_id, position)) {
-        return Err(damaged(format!(
-            "after recovery the latest checkpoint is {:?}, expected backup {backup_id} at position {position}",
-            service.latest_checkpoint()
-        )));
-    }
+        if service.latest_checkpoint() != Some((backup_id, position)) {
+            return Err(RestoreError::Damaged {
+                backup_id,
+                partition: partition_id,
+                reason: format!(
+                    "after recovery the latest checkpoint is {:?}, expected backup {backup_id} at position {position}",
+                    service.latest_checkpoint()
+                ),
+            });
+        }
+        // Writing the snapshot fails on the local disk, not on the backup's data.
+        service.take_snapshot().map_err(|source| match source {
+            BrokerError::Io {
+                path,
+                operation,
+                source,
+            } => RestoreError::Io {
+                path,
+                operation,
+                source,
+            },
+            source => RestoreError::Recovery {
+                backup_id,
+                partition: partition_id,
+                cause: Box::new(source),
+            },
+        })?;
+        Ok(service)
+    })
+    .await
+    .map_err(|e| RestoreError::Panicked {
+        partition: partition_id,
+        reason: e.to_string(),
+    })??;
     Ok(StagedPartition {
         partition_id,
         manifest: manifest.clone(),

@@ -217,6 +217,11 @@ fn recovers_to(config: &BrokerConfig, partition_id: u32, backup_id: u64) {
     .unwrap();
     assert_eq!(service.latest_checkpoint().map(|c| c.0), Some(backup_id));
     assert!(service.summary().accounts > 0);
+    assert_eq!(
+        service.replayed_records(),
+        0,
+        "partition {partition_id}: the restore's snapshot at the checkpoint leaves nothing to replay"
+    );
 }
 
 /// Verifies backup `id` with a scratch directory next to a fresh data directory (verify must
@@ -261,6 +266,45 @@ async fn a_node_is_restored_and_its_backup_verified() {
 
 /// Item 15: node 0 hosts only partition 1, but a backup whose partition 2 is FAILED or missing
 /// is refused before anything is written, naming the partition.
+/// The restore replays the log once: each restored partition holds one snapshot, at its
+/// checkpoint, and the log from the segment of the checkpoint record on, so the broker starts
+/// without replaying (and without reading) the backed-up log, however long it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_partition_starts_from_a_snapshot_at_its_checkpoint() {
+    let source = backed_up().await;
+    let (_target, config) = verify_then_restore(&source, 1).await;
+    for partition_id in 1..=PARTITIONS {
+        let manifest = source.manifest(partition_id, 1).await;
+        let segments_backed_up = manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Segment)
+            .count();
+        assert!(
+            segments_backed_up > 1,
+            "partition {partition_id}: the backup spans segments: {manifest:?}"
+        );
+        let directory = partition_directory(&config.data.directory, partition_id);
+        let snapshots: Vec<u64> = sluice_broker::snapshot::list(&directory.join("snapshots"))
+            .unwrap()
+            .iter()
+            .map(|s| s.meta.processed_position)
+            .collect();
+        assert_eq!(
+            snapshots,
+            vec![manifest.descriptor.checkpoint_position],
+            "partition {partition_id}: one snapshot, at the checkpoint"
+        );
+        assert_eq!(
+            entries(&directory.join("log")).len(),
+            1,
+            "partition {partition_id}: only the segment of the checkpoint record is left"
+        );
+    }
+    recovers_to(&config, 1, 1);
+    recovers_to(&config, 2, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_with_any_partition_not_completed_is_refused_before_writing() {
     let source = backed_up().await;
