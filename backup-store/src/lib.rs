@@ -28,6 +28,7 @@ mod upload;
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 
+pub use download::download_memory_bytes_max;
 pub use error::BackupStoreError;
 pub use layout::MANIFEST_FILE_NAME;
 pub use manifest::{
