@@ -33,7 +33,7 @@ pub(crate) const ZSTD_WINDOW_LOG: u32 = 21;
 pub(crate) const ZSTD_WINDOW_LOG_MAX: u32 = 23;
 
 /// The size of the scratch buffer each step writes into.
-const SCRATCH_BYTES: usize = 1024 * 1024;
+pub(crate) const SCRATCH_BYTES: usize = 1024 * 1024;
 
 /// The most bytes one decompression step produces before it returns.
 pub(crate) const DECODED_BYTES_PER_STEP_MAX: usize = 8 * 1024 * 1024;

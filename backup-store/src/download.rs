@@ -11,7 +11,7 @@ use object_store::{GetOptions, GetRange, ObjectMeta};
 use tokio::io::AsyncWriteExt;
 use tracing::{debug, warn};
 
-use crate::codec::Decompressor;
+use crate::codec::{Decompressor, DECODED_BYTES_PER_STEP_MAX, SCRATCH_BYTES, ZSTD_WINDOW_LOG_MAX};
 use crate::manifest::{
     format_checksum, parse_checksum, validate_file_name, BackupIdentifier, FileEntry, Manifest,
     ZSTD_COMPRESSION,
@@ -26,6 +26,36 @@ pub(crate) const DOWNLOAD_RANGE_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The maximum number of ranges of one download in flight at once.
 pub(crate) const RANGES_CONCURRENT_MAX: usize = 4;
+
+/// The most bytes a [`BackupStore::download_file`] of `entry` holds in memory at once, so that
+/// a caller running several downloads can keep them all under one budget. For a pooled file:
+/// its `RANGES_CONCURRENT_MAX` largest pieces, each with its stored bytes, its decrypted
+/// payload (at most as large; none for a plain object, counted anyway) and its plaintext, all
+/// held while the envelope is opened. Otherwise: `RANGES_CONCURRENT_MAX` ranges of
+/// `DOWNLOAD_RANGE_BYTES` (or the whole object when smaller) and, when compressed, the
+/// decoder's largest window, its scratch buffer and the output of one step.
+pub fn download_memory_bytes_max(entry: &FileEntry) -> u64 {
+    if let Some(pieces) = &entry.pieces {
+        let mut each: Vec<u64> = pieces
+            .iter()
+            .map(|p| (2 * p.stored_bytes).saturating_add(p.size_bytes))
+            .collect();
+        each.sort_unstable_by(|a, b| b.cmp(a));
+        return each
+            .iter()
+            .take(RANGES_CONCURRENT_MAX)
+            .fold(0, |sum, bytes| sum.saturating_add(*bytes));
+    }
+    let ranges = entry
+        .stored_bytes
+        .min(RANGES_CONCURRENT_MAX as u64 * DOWNLOAD_RANGE_BYTES);
+    let decoding = if entry.compression.is_some() {
+        (1u64 << ZSTD_WINDOW_LOG_MAX) + SCRATCH_BYTES as u64 + DECODED_BYTES_PER_STEP_MAX as u64
+    } else {
+        0
+    };
+    ranges + decoding
+}
 
 impl BackupStore {
     /// Downloads a backed-up file of `manifest` to `destination`, which must not exist (it
@@ -317,5 +347,66 @@ impl<'a> VerifiedFile<'a> {
             .sync_all()
             .await
             .map_err(|e| BackupStoreError::io(self.destination, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::FileKind;
+    use crate::pool::{ObjectId, PieceEntry, PIECE_BYTES_MAX};
+
+    const MIB: u64 = 1024 * 1024;
+
+    fn entry(stored_bytes: u64, compression: Option<&str>, pieces: Option<Vec<u64>>) -> FileEntry {
+        FileEntry {
+            kind: FileKind::Segment,
+            name: "00000000000000000001.log".to_string(),
+            size_bytes: stored_bytes,
+            checksum: format_checksum(0),
+            stored_bytes,
+            compression: compression.map(str::to_string),
+            pieces: pieces.map(|sizes| {
+                sizes
+                    .into_iter()
+                    .map(|size_bytes| PieceEntry {
+                        object: ObjectId::of(&[]),
+                        size_bytes,
+                        stored_bytes: size_bytes + 16,
+                    })
+                    .collect()
+            }),
+        }
+    }
+
+    /// The memory of one download as data: (what is downloaded, the most bytes it may hold).
+    #[test]
+    fn a_download_holds_at_most_its_requests_in_flight() {
+        let piece = PIECE_BYTES_MAX;
+        let cases = [
+            // A small unpooled file: the whole object.
+            (entry(1000, None, None), 1000),
+            // A large one: four ranges of 8 MiB.
+            (entry(1024 * MIB, None, None), 32 * MIB),
+            // Compressed: plus window (8 MiB), scratch (1 MiB) and one step's output (8 MiB).
+            (entry(1024 * MIB, Some(ZSTD_COMPRESSION), None), 49 * MIB),
+            // Pooled: the four largest pieces, stored, decrypted and plaintext.
+            (
+                entry(
+                    0,
+                    None,
+                    Some(vec![10, piece, 20, piece, piece, 30, piece, piece]),
+                ),
+                4 * (3 * piece + 32),
+            ),
+            (
+                entry(0, None, Some(vec![10, 20])),
+                2 * (10 + 16) + 10 + 2 * (20 + 16) + 20,
+            ),
+            (entry(0, None, Some(vec![])), 0),
+        ];
+        for (entry, expected) in cases {
+            assert_eq!(download_memory_bytes_max(&entry), expected, "{entry:?}");
+        }
     }
 }

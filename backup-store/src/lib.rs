@@ -33,6 +33,7 @@ pub use crypto::{
     generate_key_hex, EncryptionOptions, KeyEncryptionKey, ManifestEncryption, PartitionKeys,
     PassphraseKdf, PoolKeys, OBJECT_CIPHER,
 };
+pub use download::download_memory_bytes_max;
 pub use error::BackupStoreError;
 pub use layout::MANIFEST_FILE_NAME;
 pub use manifest::{

@@ -245,6 +245,8 @@ pub struct PartitionService {
     rx: mpsc::Receiver<Request>,
     outbox_notify: Arc<Notify>,
     metrics: PartitionMetrics,
+    /// Records applied from the log by recovery (after the snapshot it started from).
+    replayed_records: u64,
 }
 
 impl PartitionService {
@@ -347,6 +349,7 @@ impl PartitionService {
                 rx,
                 outbox_notify,
                 metrics: PartitionMetrics::unregistered(partition_id),
+                replayed_records: replayed,
             },
             handle,
         ))
@@ -367,6 +370,12 @@ impl PartitionService {
             self.state.latest_checkpoint_id,
             self.state.latest_checkpoint_position,
         ))
+    }
+
+    /// How many log records recovery replayed after the snapshot it started from (0 when the
+    /// newest snapshot holds the whole log, as after a restore).
+    pub fn replayed_records(&self) -> u64 {
+        self.replayed_records
     }
 
     /// Counts into `metrics` (a broker's registry) from now on, starting with the recovered log.
@@ -709,8 +718,10 @@ impl PartitionService {
     }
 
     /// Writes a snapshot if anything was processed since the last one, then deletes what it
-    /// makes unnecessary, except what running backups reserved.
-    fn take_snapshot(&mut self) -> Result<()> {
+    /// makes unnecessary, except what running backups reserved. Public for the restore tool,
+    /// which ends a verified recovery with it so that the broker starting afterwards replays
+    /// nothing. Blocking I/O: call from a blocking context or a multi-threaded runtime.
+    pub fn take_snapshot(&mut self) -> Result<()> {
         let position = self.state.processed_position;
         if position == 0
             || self

@@ -8,7 +8,8 @@
 //! - [`stage_partition`]: downloads a partition's files into a new directory (only there: every
 //!   name is checked against its grammar, every file is created new), cuts the log after the
 //!   checkpoint record (which must carry the backup id), loads the snapshot and recovers the
-//!   partition with the broker's own code, which must land on the checkpoint.
+//!   partition with the broker's own code, which must land on the checkpoint, then takes the
+//!   broker's snapshot there (so the broker that starts on it replays nothing).
 //! - [`verify_backup`]: every partition staged into a temporary directory, deleted afterwards.
 //! - [`restore_node`]: this node's partitions staged under `<data dir>/.sluice-restore-<uuid>/`,
 //!   fsynced, then installed under a marker ([`RESTORE_MARKER_FILE`], fsynced before the first
@@ -19,14 +20,16 @@
 pub mod progress;
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sluice_backup_store::{
-    validate_snapshot_id, BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind,
-    Manifest, ObjectId, SkippedManifest,
+    download_memory_bytes_max, validate_snapshot_id, BackupStatus, BackupStore, BackupStoreError,
+    FileEntry, FileKind, Manifest, ObjectId, SkippedManifest,
 };
 use sluice_broker::error::BrokerError;
 use sluice_broker::metrics::RestoreReport;
@@ -38,6 +41,24 @@ use sluice_config::{BrokerConfig, ClusterConfig};
 
 /// The prefix of the staging directory of a restore inside the data directory.
 pub const STAGING_PREFIX: &str = ".sluice-restore-";
+
+/// Files of one partition downloaded at once.
+pub const FILES_CONCURRENT_MAX: usize = 4;
+
+/// Partitions staged at once, so that one partition's recovery (a replay of its log, blocking)
+/// overlaps the other's downloads.
+pub const PARTITIONS_CONCURRENT_MAX: usize = 2;
+
+/// The memory all downloads of one restore or verification in flight hold together, whatever
+/// the size of the backup: each file holds its [`download_memory_bytes_max`] of it while it
+/// downloads (a file that needs more than all of it holds all of it, alone). The count of files
+/// alone would not bound it: `FILES_CONCURRENT_MAX` (4) x `PARTITIONS_CONCURRENT_MAX` (2) files,
+/// each with 4 pooled objects in flight (backup-store's `RANGES_CONCURRENT_MAX`) of at most
+/// 4 MiB (`PIECE_BYTES_MAX`), are 4 x 2 x 4 x 4 MiB = 128 MiB of plaintext, but each object is
+/// held sealed and opened at once (x 2 = 256 MiB), and a file of the format before the pool
+/// holds 4 ranges of 8 MiB and, compressed, 17 MiB of decoder. With this budget: 4 large pooled
+/// files at once (4 x 32 MiB) or any number of small ones up to the file counts.
+pub const DOWNLOAD_MEMORY_BYTES_MAX: u64 = 128 * 1024 * 1024;
 
 /// Everything that can make a restore or a verification fail.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +215,95 @@ pub trait Progress: Send {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+/// What the downloads of one restore or verification share: the memory budget (in bytes, one
+/// permit a byte), the progress (told of each file as it finishes, in whatever order), and the
+/// cancellation of every download once one partition failed.
+struct Downloads<'p> {
+    budget: tokio::sync::Semaphore,
+    budget_bytes: u32,
+    progress: Mutex<&'p mut dyn Progress>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl<'p> Downloads<'p> {
+    fn new(budget_bytes: u64, progress: &'p mut dyn Progress) -> Downloads<'p> {
+        // A permit a byte, taken many at a time (`acquire_many` counts in u32).
+        let budget_bytes = u32::try_from(budget_bytes.max(1)).unwrap_or(u32::MAX);
+        Downloads {
+            budget: tokio::sync::Semaphore::new(budget_bytes as usize),
+            budget_bytes,
+            progress: Mutex::new(progress),
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// The progress, never held across an await. A printer that panicked still prints.
+    fn progress(&self) -> MutexGuard<'_, &'p mut dyn Progress> {
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Downloads one file of `manifest` within the budget, and tells the progress.
+    async fn download(
+        &self,
+        store: &BackupStore,
+        manifest: &Manifest,
+        entry: &FileEntry,
+        destination: &Path,
+    ) -> Result<()> {
+        let needed = u32::try_from(download_memory_bytes_max(entry))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.budget_bytes);
+        let downloaded = {
+            let _held = self
+                .budget
+                .acquire_many(needed)
+                .await
+                .expect("the download budget is never closed");
+            store.download_file(manifest, entry, destination).await
+        };
+        match downloaded {
+            Ok(()) => {
+                self.progress().file_done(manifest.id.partition_id, entry);
+                Ok(())
+            }
+            Err(source) => Err(file_error(store, manifest, entry, source).await),
+        }
+    }
+
+    /// Runs the staging of every chosen partition, `PARTITIONS_CONCURRENT_MAX` at a time, and
+    /// returns them by partition id. The first failure cancels the downloads of the others
+    /// (whose staging gives `None`) and is returned once every partition in flight stopped: a
+    /// recovery in flight runs in a blocking task, which cannot be cancelled and must be over
+    /// before the caller removes the directory it works in.
+    async fn stage_all(
+        &self,
+        stagings: Vec<impl Future<Output = Result<Option<StagedPartition>>>>,
+    ) -> Result<Vec<StagedPartition>> {
+        // A list of futures (not started), not an iterator mapped by a closure: a closure over
+        // references in the stream makes the restore's future not `Send` (rustc cannot prove the
+        // closure general over the lifetimes of its arguments).
+        let mut partitions =
+            futures::stream::iter(stagings).buffer_unordered(PARTITIONS_CONCURRENT_MAX);
+        let mut staged = Vec::new();
+        let mut failure = None;
+        while let Some(result) = partitions.next().await {
+            match result {
+                Ok(Some(partition)) => staged.push(partition),
+                Ok(None) => {}
+                Err(error) => {
+                    self.cancel.cancel();
+                    failure.get_or_insert(error);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        staged.sort_by_key(|p| p.partition_id);
+        Ok(staged)
+    }
+}
 
 /// The manifest that speaks for one partition of a backup, and the manifests of that partition
 /// that were skipped because they cannot be used (damaged, newer format, …).
@@ -357,8 +467,10 @@ fn staged_destination(
 
 /// Downloads and verifies one partition into `partition_dir`, which must not exist (it is
 /// created, its parent must exist). Checks the checkpoint record, loads the snapshot and runs
-/// the broker's recovery on the staged copy, as the broker will at start-up. `recovery_node` is
-/// the node the partition is recovered for (the node that hosts it).
+/// the broker's recovery on the staged copy, as the broker will at start-up, then ends it with
+/// the broker's snapshot at the checkpoint (compacting the log before it as the broker does), so
+/// that the broker starting on the partition replays nothing. The partition is recovered for
+/// the node that hosts it.
 pub async fn stage_partition(
     store: &BackupStore,
     config: &BrokerConfig,
@@ -366,6 +478,24 @@ pub async fn stage_partition(
     partition_dir: &Path,
     progress: &mut dyn Progress,
 ) -> Result<StagedPartition> {
+    let downloads = Downloads::new(DOWNLOAD_MEMORY_BYTES_MAX, progress);
+    let staged = stage_with(store, config, manifest, partition_dir, &downloads).await?;
+    Ok(staged.expect("only a failure of another partition cancels a staging"))
+}
+
+/// [`stage_partition`] with the downloads of the whole restore: its files `FILES_CONCURRENT_MAX`
+/// at a time within the shared budget. `None` when it stopped because another partition failed
+/// (`downloads.cancel`); a recovery that started runs to its end.
+async fn stage_with(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    manifest: &Manifest,
+    partition_dir: &Path,
+    downloads: &Downloads<'_>,
+) -> Result<Option<StagedPartition>> {
+    if downloads.cancel.is_cancelled() {
+        return Ok(None);
+    }
     let partition_id = manifest.id.partition_id;
     let backup_id = manifest.id.checkpoint_id;
     let damaged = |reason: String| RestoreError::Damaged {
@@ -390,11 +520,22 @@ pub async fn stage_partition(
     if let Some(dir) = &snapshot_dir {
         std::fs::create_dir_all(dir).map_err(io_error(dir, "create"))?;
     }
-    for (entry, destination) in manifest.files.iter().zip(&destinations) {
-        if let Err(source) = store.download_file(&manifest, entry, destination).await {
-            return Err(file_error(store, manifest, entry, source).await);
+    // The first failure returns, which drops (cancels) the downloads still in flight.
+    let files = async {
+        let mut pending = Vec::with_capacity(destinations.len());
+        for (entry, destination) in manifest.files.iter().zip(&destinations) {
+            pending.push(downloads.download(store, manifest, entry, destination));
         }
-        progress.file_done(partition_id, entry);
+        let mut files = futures::stream::iter(pending).buffer_unordered(FILES_CONCURRENT_MAX);
+        while let Some(downloaded) = files.next().await {
+            downloaded?;
+        }
+        Ok(())
+    };
+    tokio::select! {
+        biased;
+        () = downloads.cancel.cancelled() => return Ok(None),
+        downloaded = files => downloaded?,
     }
     // Cut the log right after the checkpoint record, and check that record is this backup's.
     let position = manifest.descriptor.checkpoint_position;
@@ -432,30 +573,57 @@ pub async fn stage_partition(
         request_queue_capacity: 1,
         batch_commands_max: 1,
     };
-    let (service, _handle) =
-        tokio::task::spawn_blocking(move || PartitionService::new(options, None))
-            .await
-            .map_err(|e| RestoreError::Panicked {
-                partition: partition_id,
-                reason: e.to_string(),
-            })?
-            .map_err(|source| RestoreError::Recovery {
+    // Recovery replays the whole log once, to verify it; the snapshot at the checkpoint that
+    // ends it (the broker's own, which also compacts the log before it as the broker does) is
+    // what the broker starts from, so that it replays nothing and its start does not grow
+    // with the backup.
+    let service = tokio::task::spawn_blocking(move || {
+        let (mut service, _handle) =
+            PartitionService::new(options, None).map_err(|source| RestoreError::Recovery {
                 backup_id,
                 partition: partition_id,
                 cause: Box::new(source),
             })?;
-    if service.latest_checkpoint() != Some((backup_id, position)) {
-        return Err(damaged(format!(
-            "after recovery the latest checkpoint is {:?}, expected backup {backup_id} at position {position}",
-            service.latest_checkpoint()
-        )));
-    }
-    Ok(StagedPartition {
+        if service.latest_checkpoint() != Some((backup_id, position)) {
+            return Err(RestoreError::Damaged {
+                backup_id,
+                partition: partition_id,
+                reason: format!(
+                    "after recovery the latest checkpoint is {:?}, expected backup {backup_id} at position {position}",
+                    service.latest_checkpoint()
+                ),
+            });
+        }
+        // Writing the snapshot fails on the local disk, not on the backup's data.
+        service.take_snapshot().map_err(|source| match source {
+            BrokerError::Io {
+                path,
+                operation,
+                source,
+            } => RestoreError::Io {
+                path,
+                operation,
+                source,
+            },
+            source => RestoreError::Recovery {
+                backup_id,
+                partition: partition_id,
+                cause: Box::new(source),
+            },
+        })?;
+        Ok(service)
+    })
+    .await
+    .map_err(|e| RestoreError::Panicked {
+        partition: partition_id,
+        reason: e.to_string(),
+    })??;
+    Ok(Some(StagedPartition {
         partition_id,
         manifest: manifest.clone(),
         accounts: service.summary().accounts,
         directory: partition_dir.to_path_buf(),
-    })
+    }))
 }
 
 /// The error of a file that did not download intact: for a pool object, naming the object and
@@ -523,7 +691,8 @@ pub async fn verify_backup(
 ) -> Result<Verified> {
     let chosen = choose_manifests(store, &config.cluster, backup_id).await?;
     let (files, bytes) = totals(&chosen);
-    progress.start(files, bytes);
+    let downloads = Downloads::new(DOWNLOAD_MEMORY_BYTES_MAX, progress);
+    downloads.progress().start(files, bytes);
     let temp = match scratch {
         Some(dir) => tempfile::Builder::new()
             .prefix(".sluice-verify-")
@@ -534,18 +703,25 @@ pub async fn verify_backup(
         scratch.unwrap_or(Path::new("$TMPDIR")),
         "create scratch directory",
     ))?;
-    let mut partitions = Vec::new();
-    let mut skipped = Vec::new();
-    for chosen in chosen {
+    let mut stagings = Vec::with_capacity(chosen.len());
+    for chosen in &chosen {
         let dir = partition_directory(temp.path(), chosen.manifest.id.partition_id);
-        let mut staged = stage_partition(store, config, &chosen.manifest, &dir, progress).await?;
-        // One partition on disk at a time.
-        std::fs::remove_dir_all(&dir).map_err(io_error(&dir, "remove"))?;
-        staged.directory = PathBuf::new();
-        partitions.push(staged);
-        skipped.extend(chosen.skipped);
+        let downloads = &downloads;
+        stagings.push(async move {
+            let Some(mut staged) =
+                stage_with(store, config, &chosen.manifest, &dir, downloads).await?
+            else {
+                return Ok(None);
+            };
+            // At most `PARTITIONS_CONCURRENT_MAX` partitions on disk at a time.
+            std::fs::remove_dir_all(&dir).map_err(io_error(&dir, "remove"))?;
+            staged.directory = PathBuf::new();
+            Ok(Some(staged))
+        });
     }
-    progress.finish();
+    let partitions = downloads.stage_all(stagings).await?;
+    let skipped = chosen.into_iter().flat_map(|c| c.skipped).collect();
+    downloads.progress().finish();
     let path = temp.path().to_path_buf();
     temp.close()
         .map_err(io_error(&path, "remove scratch directory"))?;
@@ -592,6 +768,9 @@ pub type StepHook = Arc<dyn Fn(InstallStep) + Send + Sync>;
 pub struct RestoreOptions {
     /// Called after every installation step (tests).
     pub step_hook: Option<StepHook>,
+    /// The memory budget of the downloads in flight; `None`: [`DOWNLOAD_MEMORY_BYTES_MAX`]
+    /// (tests make it small).
+    pub download_memory_bytes_max: Option<u64>,
 }
 
 /// What [`restore_node`] did.
@@ -891,17 +1070,28 @@ impl<'a> Install<'a> {
         progress: &mut dyn Progress,
     ) -> Result<(Vec<StagedPartition>, Vec<SkippedManifest>, PathBuf)> {
         let (files, bytes) = totals(chosen);
-        progress.start(files, bytes);
+        let budget = self
+            .options
+            .download_memory_bytes_max
+            .unwrap_or(DOWNLOAD_MEMORY_BYTES_MAX);
+        let downloads = Downloads::new(budget, progress);
+        downloads.progress().start(files, bytes);
         let staging = &self.staging;
         std::fs::create_dir(staging).map_err(io_error(staging, "create"))?;
-        let mut staged = Vec::new();
-        let mut skipped = Vec::new();
+        let mut stagings = Vec::with_capacity(chosen.len());
         for chosen in chosen {
             let dir = partition_directory(staging, chosen.manifest.id.partition_id);
-            staged.push(stage_partition(store, config, &chosen.manifest, &dir, progress).await?);
-            skipped.extend(chosen.skipped.iter().cloned());
+            let downloads = &downloads;
+            stagings.push(async move {
+                stage_with(store, config, &chosen.manifest, &dir, downloads).await
+            });
         }
-        progress.finish();
+        let staged = downloads.stage_all(stagings).await?;
+        let skipped = chosen
+            .iter()
+            .flat_map(|c| c.skipped.iter().cloned())
+            .collect();
+        downloads.progress().finish();
         // Everything is verified: the report is staged with the partitions, published last.
         let report = RestoreReport::finished_now(
             backup_id,

@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_backup_store::conformance::{Intercept, Intercepted, StoreFuture};
 use sluice_backup_store::object_store::memory::InMemory;
-use sluice_backup_store::object_store::PutPayload;
-use sluice_backup_store::{BackupIdentifier, BackupStore, FileKind, Manifest};
+use sluice_backup_store::object_store::path::Path as StorePath;
+use sluice_backup_store::object_store::{GetOptions, GetResult, ObjectStore, PutPayload};
+use sluice_backup_store::{BackupIdentifier, BackupStore, FileEntry, FileKind, Manifest};
 use sluice_broker::backup::{BackupHandle, BackupOptions, BackupService};
 use sluice_broker::error::BrokerError;
 use sluice_broker::metrics::BackupMetrics;
@@ -20,8 +22,8 @@ use sluice_broker::record::{Command, Outcome};
 use sluice_broker::service::refuse_unfinished_restore;
 use sluice_config::BrokerConfig;
 use sluice_restore::{
-    restore_node, verify_backup, FailureKind, InstallStep, NoProgress, RestoreError,
-    RestoreOptions, RESTORE_MARKER_FILE,
+    restore_node, verify_backup, FailureKind, InstallStep, NoProgress, Progress, RestoreError,
+    RestoreOptions, FILES_CONCURRENT_MAX, RESTORE_MARKER_FILE,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +44,11 @@ impl Drop for Source {
 const PARTITIONS: u32 = 2;
 
 fn source() -> Source {
+    source_with(Duration::from_millis(50))
+}
+
+/// [`source`] with partitions that take a snapshot every `snapshot_period`.
+fn source_with(snapshot_period: Duration) -> Source {
     let store = BackupStore::from_object_store(Arc::new(InMemory::new()), None);
     let dir = tempfile::tempdir().unwrap();
     let cancel = CancellationToken::new();
@@ -64,7 +71,7 @@ fn source() -> Source {
             node_id: partition_id - 1,
             directory: partition_directory(dir.path(), partition_id),
             segment_bytes_max: 4096,
-            snapshot_period: Duration::from_millis(50),
+            snapshot_period,
             request_queue_capacity: 64,
             batch_commands_max: 256,
         };
@@ -217,6 +224,11 @@ fn recovers_to(config: &BrokerConfig, partition_id: u32, backup_id: u64) {
     .unwrap();
     assert_eq!(service.latest_checkpoint().map(|c| c.0), Some(backup_id));
     assert!(service.summary().accounts > 0);
+    assert_eq!(
+        service.replayed_records(),
+        0,
+        "partition {partition_id}: the restore's snapshot at the checkpoint leaves nothing to replay"
+    );
 }
 
 /// Verifies backup `id` with a scratch directory next to a fresh data directory (verify must
@@ -261,6 +273,50 @@ async fn a_node_is_restored_and_its_backup_verified() {
 
 /// Item 15: node 0 hosts only partition 1, but a backup whose partition 2 is FAILED or missing
 /// is refused before anything is written, naming the partition.
+/// The restore replays the log once: each restored partition holds one snapshot, at its
+/// checkpoint, and the log from the segment of the checkpoint record on, so the broker starts
+/// without replaying (and without reading) the backed-up log, however long it was. The
+/// partitions never take a snapshot of their own, so the backup is their whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restored_partition_starts_from_a_snapshot_at_its_checkpoint() {
+    let source = source_with(Duration::from_secs(3600));
+    for round in 1..=3 {
+        source.deposits(round).await;
+    }
+    source.backup(1, &[1, 2]).await;
+    let (_target, config) = verify_then_restore(&source, 1).await;
+    for partition_id in 1..=PARTITIONS {
+        let manifest = source.manifest(partition_id, 1).await;
+        let segments_backed_up = manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Segment)
+            .count();
+        assert!(
+            segments_backed_up > 1 && manifest.descriptor.snapshot_id.is_none(),
+            "partition {partition_id}: the backup is a log of several segments: {manifest:?}"
+        );
+        let directory = partition_directory(&config.data.directory, partition_id);
+        let snapshots: Vec<u64> = sluice_broker::snapshot::list(&directory.join("snapshots"))
+            .unwrap()
+            .iter()
+            .map(|s| s.meta.processed_position)
+            .collect();
+        assert_eq!(
+            snapshots,
+            vec![manifest.descriptor.checkpoint_position],
+            "partition {partition_id}: one snapshot, at the checkpoint"
+        );
+        assert_eq!(
+            entries(&directory.join("log")).len(),
+            1,
+            "partition {partition_id}: only the segment of the checkpoint record is left"
+        );
+    }
+    recovers_to(&config, 1, 1);
+    recovers_to(&config, 2, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backup_with_any_partition_not_completed_is_refused_before_writing() {
     let source = backed_up().await;
@@ -479,6 +535,7 @@ async fn a_restore_killed_between_steps_is_refused_by_the_broker_and_finished_by
                     panic!("killed after {step:?}");
                 }
             })),
+            ..RestoreOptions::default()
         };
         let crashed = {
             let source = source.clone();
@@ -674,4 +731,235 @@ async fn backups_of_the_formats_before_the_pool_stay_restorable() {
         &config,
         "a restore of the older format",
     );
+}
+
+/// A store whose reads of pool objects each take `hold` (so that downloads in flight together
+/// overlap), counting how many are in flight at once, per partition and in all.
+#[derive(Debug)]
+struct Overlaps {
+    inner: Arc<dyn ObjectStore>,
+    hold: Duration,
+    in_flight: std::sync::Mutex<InFlight>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    /// Reads in flight now, by partition.
+    now: std::collections::BTreeMap<u32, usize>,
+    /// The most reads in flight at once of one partition.
+    partition_max: usize,
+    /// The most reads in flight at once in all.
+    total_max: usize,
+    /// The most partitions with reads in flight at once.
+    partitions_max: usize,
+}
+
+impl std::fmt::Display for Overlaps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Overlaps({})", self.inner)
+    }
+}
+
+impl Overlaps {
+    fn store(source: &Source, hold: Duration) -> (BackupStore, Arc<Intercepted<Overlaps>>) {
+        let overlaps = Arc::new(Intercepted(Overlaps {
+            inner: source.store.object_store().clone(),
+            hold,
+            in_flight: std::sync::Mutex::new(InFlight::default()),
+        }));
+        let store = BackupStore::from_object_store(overlaps.clone(), None);
+        (store, overlaps)
+    }
+
+    fn count(&self, partition: u32, started: bool) {
+        let mut in_flight = self.in_flight.lock().unwrap();
+        let now = in_flight.now.entry(partition).or_default();
+        if started {
+            *now += 1;
+        } else {
+            *now -= 1;
+        }
+        let partition_now = *now;
+        in_flight.now.retain(|_, n| *n > 0);
+        let total: usize = in_flight.now.values().sum();
+        let partitions = in_flight.now.len();
+        in_flight.partition_max = in_flight.partition_max.max(partition_now);
+        in_flight.total_max = in_flight.total_max.max(total);
+        in_flight.partitions_max = in_flight.partitions_max.max(partitions);
+    }
+
+    fn maxima(&self) -> (usize, usize, usize) {
+        let in_flight = self.in_flight.lock().unwrap();
+        (
+            in_flight.partition_max,
+            in_flight.total_max,
+            in_flight.partitions_max,
+        )
+    }
+}
+
+impl Intercept for Overlaps {
+    fn inner(&self) -> &Arc<dyn ObjectStore> {
+        &self.inner
+    }
+
+    fn get_opts<'a>(
+        &'a self,
+        location: &'a StorePath,
+        options: GetOptions,
+    ) -> StoreFuture<'a, GetResult> {
+        Box::pin(async move {
+            let mut parts = location.parts();
+            let partition = parts.next().and_then(|p| p.as_ref().parse::<u32>().ok());
+            let pooled = parts.next().is_some_and(|p| p.as_ref() == "pool");
+            let Some(partition) = partition.filter(|_| pooled) else {
+                return self.inner.get_opts(location, options).await;
+            };
+            self.count(partition, true);
+            tokio::time::sleep(self.hold).await;
+            let got = self.inner.get_opts(location, options).await;
+            self.count(partition, false);
+            got
+        })
+    }
+}
+
+/// Counts the files the progress was told of, by partition and name.
+#[derive(Default)]
+struct Reported(Vec<(u32, String)>);
+
+impl Progress for Reported {
+    fn file_done(&mut self, partition: u32, entry: &FileEntry) {
+        self.0.push((partition, entry.name.clone()));
+    }
+}
+
+/// Every file of both partitions of backup 1, as `(partition, name)`, sorted; each is one pool
+/// object, so that reads in flight together are files in flight together.
+async fn files_of_backup_1(source: &Source) -> Vec<(u32, String)> {
+    let mut files = Vec::new();
+    for partition_id in 1..=PARTITIONS {
+        for entry in source.manifest(partition_id, 1).await.files {
+            assert_eq!(entry.pieces.as_ref().map(Vec::len), Some(1), "{entry:?}");
+            files.push((partition_id, entry.name));
+        }
+    }
+    files.sort();
+    files
+}
+
+/// Item 15.1: a partition's files download several at a time (at most `FILES_CONCURRENT_MAX`),
+/// both partitions at once, and the progress hears of every file once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_and_partitions_download_in_parallel_and_each_file_is_reported() {
+    let source = backed_up().await;
+    let files = files_of_backup_1(&source).await;
+    let (store, overlaps) = Overlaps::store(&source, Duration::from_millis(100));
+    let target = tempfile::tempdir().unwrap();
+    let config = config(&target.path().join("data"), 0, 1);
+    let mut reported = Reported::default();
+    restore_node(
+        &store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut reported,
+    )
+    .await
+    .unwrap();
+    let (partition_max, _, partitions_max) = overlaps.maxima();
+    assert!(
+        (2..=FILES_CONCURRENT_MAX).contains(&partition_max),
+        "files of one partition in flight at once: {partition_max}"
+    );
+    assert_eq!(partitions_max, 2, "partitions downloading at once");
+    reported.0.sort();
+    assert_eq!(reported.0, files, "each file reported once");
+    assert_node_restored(&config.data.directory, &config, "a parallel restore");
+}
+
+/// Item 15.1: the memory budget holds the downloads back: with a budget smaller than any file
+/// one file downloads at a time (each needs more than the budget, so takes all of it), and the
+/// restore still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_download_budget_bounds_the_files_in_flight() {
+    let source = backed_up().await;
+    files_of_backup_1(&source).await;
+    let (store, overlaps) = Overlaps::store(&source, Duration::from_millis(20));
+    let target = tempfile::tempdir().unwrap();
+    let config = config(&target.path().join("data"), 0, 1);
+    let options = RestoreOptions {
+        download_memory_bytes_max: Some(1),
+        ..RestoreOptions::default()
+    };
+    restore_node(&store, &config, 1, &options, &mut NoProgress)
+        .await
+        .unwrap();
+    let (_, total_max, _) = overlaps.maxima();
+    assert_eq!(
+        total_max, 1,
+        "reads in flight at once within a budget of 1 byte"
+    );
+    assert_node_restored(
+        &config.data.directory,
+        &config,
+        "a restore within the budget",
+    );
+}
+
+/// Item 15.1: a pool object missing under parallel downloads still fails the restore with the
+/// error that names it and every backup that needs it, and leaves no data directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_pool_object_fails_the_parallel_restore_naming_the_backups_that_need_it() {
+    let source = backed_up().await;
+    let manifest = source.manifest(1, 1).await;
+    let later = source.manifest(1, 2).await;
+    let shared = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::Segment)
+        .find_map(|f| f.pieces.as_ref()?.first().copied())
+        .expect("backup 1 has a pooled segment");
+    let expected: Vec<u64> = [(1, &manifest), (2, &later)]
+        .into_iter()
+        .filter(|(_, m)| {
+            m.files
+                .iter()
+                .any(|f| f.pieces.as_ref().is_some_and(|ps| ps.contains(&shared)))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    source
+        .store
+        .object_store()
+        .delete(&source.store.pool_object_path(1, &shared.object))
+        .await
+        .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let data = target.path().join("data");
+    let config = config(&data, 0, 1);
+    let error = restore_node(
+        &source.store,
+        &config,
+        1,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+    .unwrap_err();
+    match &error {
+        RestoreError::PoolObject {
+            backup_id: 1,
+            partition: 1,
+            object,
+            needed_by,
+            ..
+        } => {
+            assert_eq!(*object, shared.object, "{error}");
+            assert_eq!(needed_by, &expected, "{error}");
+        }
+        other => panic!("not the pool object error: {other}"),
+    }
+    assert_eq!(error.kind(), FailureKind::Missing, "{error}");
+    assert_eq!(entries(&data), vec!["<absent>"]);
 }
