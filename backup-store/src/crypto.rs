@@ -447,13 +447,16 @@ impl DerivedKeys {
     }
 }
 
+/// A derived key's cache key: the KEK's id and the salt of its passphrase derivation, if any.
+type DerivedKeyId = (String, Option<String>);
+
 /// A store's keys at run time: the configured KEKs, what was derived from them, the keysets
 /// opened so far.
 pub(crate) struct Keyring {
     cluster_name: String,
     primary: Option<String>,
     keys: HashMap<String, KeyMaterial>,
-    derived: Mutex<HashMap<(String, Option<String>), Arc<DerivedKeys>>>,
+    derived: Mutex<HashMap<DerivedKeyId, Arc<DerivedKeys>>>,
     opened: Mutex<HashMap<String, Arc<PoolKeys>>>,
     /// The salt of this process's passphrase wraps: one Argon2id derivation per process.
     passphrase_salt: [u8; 16],
@@ -586,7 +589,7 @@ impl Keyring {
         &self,
         encryption: &ManifestEncryption,
     ) -> Result<Arc<PoolKeys>, ManifestError> {
-        if let Some(found) = lock(&self.opened).get(&encryption.keyset_id) {
+        if let Some(found) = lock(&self.opened).get(&opened_key(encryption)) {
             return Ok(found.clone());
         }
         encryption.validate()?;
@@ -619,16 +622,16 @@ impl Keyring {
         keys.names.copy_from_slice(&opened[..32]);
         keys.data.copy_from_slice(&opened[32..64]);
         let keys = Arc::new(keys);
-        self.remember(keys.clone());
+        self.remember(encryption, keys.clone());
         Ok(keys)
     }
 
-    fn remember(&self, keys: Arc<PoolKeys>) {
+    fn remember(&self, encryption: &ManifestEncryption, keys: Arc<PoolKeys>) {
         let mut opened = lock(&self.opened);
         if opened.len() >= OPENED_KEYSETS_MAX {
             opened.clear();
         }
-        opened.insert(keys.id(), keys);
+        opened.insert(opened_key(encryption), keys);
     }
 
     /// `keys` wrapped under the primary key: the block of the manifests that use them.
@@ -664,15 +667,16 @@ impl Keyring {
             .expect("AES-GCM encrypts 64 bytes");
         let mut wrapped = nonce.to_vec();
         wrapped.extend_from_slice(&ciphertext);
-        self.remember(keys.clone());
-        Ok(ManifestEncryption {
+        let encryption = ManifestEncryption {
             cipher: OBJECT_CIPHER.to_string(),
             cluster_name: self.cluster_name.clone(),
             key_id,
             keyset_id,
             kdf,
             wrapped_keys: hex::encode(wrapped),
-        })
+        };
+        self.remember(&encryption, keys.clone());
+        Ok(encryption)
     }
 
     /// The keys a backup of a partition uses, given the partition's manifests, newest first:
@@ -704,6 +708,19 @@ impl Keyring {
         let encryption = self.wrap(&keys)?;
         Ok(Some(PartitionKeys { keys, encryption }))
     }
+}
+
+/// The cache key of an opened keyset: every field its unwrapping depends on, so a block that
+/// differs in any of them is unwrapped (and authenticated) anew.
+fn opened_key(encryption: &ManifestEncryption) -> String {
+    format!(
+        "{}/{}/{}/{:?}/{}",
+        encryption.key_id,
+        encryption.cluster_name,
+        encryption.keyset_id,
+        encryption.kdf.as_ref().map(|k| &k.salt),
+        encryption.wrapped_keys
+    )
 }
 
 fn wrap_aad(keyset_id: &str, key_id: &str, cluster_name: &str) -> Vec<u8> {
@@ -768,7 +785,7 @@ impl crate::BackupStore {
             .iter()
             .filter_map(|m| m.encryption.clone().map(|e| (m.id, e)))
             .collect();
-        blocks.sort_by(|a, b| b.0.cmp(&a.0));
+        blocks.sort_by_key(|(id, _)| std::cmp::Reverse(*id));
         let path = format!("the encrypted manifests in {}", self.description());
         tokio::task::spawn_blocking(move || {
             keyring.partition_keys(blocks.iter().map(|(_, encryption)| encryption))
@@ -782,5 +799,223 @@ impl crate::BackupStore {
             path,
             reason: reason.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(primary: &str, keys: Vec<KeyEncryptionKey>) -> EncryptionOptions {
+        EncryptionOptions {
+            cluster_name: "test-cluster".to_string(),
+            primary: Some(primary.to_string()),
+            keys,
+        }
+    }
+
+    fn key(id: &str, byte: u8) -> KeyEncryptionKey {
+        KeyEncryptionKey::from_bytes(id, [byte; 32])
+    }
+
+    /// A keyset wrapped under a key opens with the same key in another process (keyring), and
+    /// a MAC made under it verifies there; another key of the same id does not.
+    #[test]
+    fn wrapped_keysets_open_and_macs_verify_only_under_their_key() {
+        let writer = Keyring::new(&options("a", vec![key("a", 1)]));
+        let keys = Arc::new(PoolKeys::generate());
+        let block = writer.wrap(&keys).unwrap();
+        block.validate().unwrap();
+        let mac = writer.mac(&block, b"canonical").unwrap();
+
+        let reader = Keyring::new(&options("a", vec![key("a", 1)]));
+        reader
+            .authenticate(&block, Some(&mac), b"canonical")
+            .unwrap();
+        let opened = reader.open(&block).unwrap();
+        assert_eq!(opened.id(), keys.id());
+        assert_eq!(opened.object_id(b"x"), keys.object_id(b"x"));
+
+        let impostor = Keyring::new(&options("a", vec![key("a", 2)]));
+        let refused = impostor.authenticate(&block, Some(&mac), b"canonical");
+        assert!(
+            matches!(refused, Err(ManifestError::MacMismatch { .. })),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            impostor.open(&block),
+            Err(ManifestError::KeysetUnwrap { .. })
+        ));
+        let refused = reader.authenticate(&block, Some(&mac), b"canonicaL");
+        assert!(
+            matches!(refused, Err(ManifestError::MacMismatch { .. })),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            reader.authenticate(&block, None, b"canonical"),
+            Err(ManifestError::MacMissing)
+        ));
+        let stranger = Keyring::new(&options("b", vec![key("b", 1)]));
+        assert!(matches!(
+            stranger.authenticate(&block, Some(&mac), b"canonical"),
+            Err(ManifestError::KeyNotConfigured { .. })
+        ));
+        // The wrap is bound to its key id and cluster: edited, it no longer opens.
+        let moved = ManifestEncryption {
+            cluster_name: "other".to_string(),
+            ..block.clone()
+        };
+        assert!(matches!(
+            reader.open(&moved),
+            Err(ManifestError::KeysetUnwrap { .. })
+        ));
+    }
+
+    /// A passphrase key is stretched with the salt its block records, so another process with
+    /// the same passphrase opens it; a wrong passphrase does not verify.
+    #[test]
+    fn passphrase_keys_derive_with_the_recorded_salt() {
+        let passphrase = |p: &str| KeyEncryptionKey::from_passphrase("p", p);
+        let writer = Keyring::new(&options("p", vec![passphrase("correct horse battery")]));
+        let keys = Arc::new(PoolKeys::generate());
+        let block = writer.wrap(&keys).unwrap();
+        let kdf = block
+            .kdf
+            .clone()
+            .expect("a passphrase wrap records its derivation");
+        assert_eq!(kdf.algorithm, "argon2id");
+        let mac = writer.mac(&block, b"m").unwrap();
+        let reader = Keyring::new(&options("p", vec![passphrase("correct horse battery")]));
+        reader.authenticate(&block, Some(&mac), b"m").unwrap();
+        assert_eq!(reader.open(&block).unwrap().id(), keys.id());
+        let wrong = Keyring::new(&options("p", vec![passphrase("correct horse battery!")]));
+        assert!(wrong.authenticate(&block, Some(&mac), b"m").is_err());
+        let as_key = Keyring::new(&options("p", vec![key("p", 1)]));
+        assert!(matches!(
+            as_key.authenticate(&block, Some(&mac), b"m"),
+            Err(ManifestError::KeyKindMismatch { .. })
+        ));
+    }
+
+    /// Values read from a bucket are held to their grammar and bounds before use: a derivation
+    /// that would take gigabytes or forever is refused, not run.
+    #[test]
+    fn encryption_blocks_are_validated_before_use() {
+        let writer = Keyring::new(&options(
+            "p",
+            vec![KeyEncryptionKey::from_passphrase("p", "a long passphrase")],
+        ));
+        let block = writer.wrap(&Arc::new(PoolKeys::generate())).unwrap();
+        let kdf = block.kdf.clone().unwrap();
+        let cases: Vec<(&str, ManifestEncryption)> = vec![
+            (
+                "cipher",
+                ManifestEncryption {
+                    cipher: "ROT13".into(),
+                    ..block.clone()
+                },
+            ),
+            (
+                "keyId",
+                ManifestEncryption {
+                    key_id: "../a".into(),
+                    ..block.clone()
+                },
+            ),
+            (
+                "clusterName",
+                ManifestEncryption {
+                    cluster_name: String::new(),
+                    ..block.clone()
+                },
+            ),
+            (
+                "keysetId",
+                ManifestEncryption {
+                    keyset_id: "ABCD".into(),
+                    ..block.clone()
+                },
+            ),
+            (
+                "wrappedKeys",
+                ManifestEncryption {
+                    wrapped_keys: "00".into(),
+                    ..block.clone()
+                },
+            ),
+            (
+                "kdf",
+                ManifestEncryption {
+                    kdf: Some(PassphraseKdf {
+                        memory_kib: u32::MAX,
+                        ..kdf.clone()
+                    }),
+                    ..block.clone()
+                },
+            ),
+            (
+                "kdf",
+                ManifestEncryption {
+                    kdf: Some(PassphraseKdf {
+                        iterations: 1_000_000,
+                        ..kdf.clone()
+                    }),
+                    ..block.clone()
+                },
+            ),
+            (
+                "kdf.algorithm",
+                ManifestEncryption {
+                    kdf: Some(PassphraseKdf {
+                        algorithm: "md5".into(),
+                        ..kdf.clone()
+                    }),
+                    ..block.clone()
+                },
+            ),
+        ];
+        for (field, bad) in cases {
+            match bad.validate() {
+                Err(ManifestError::Encryption { field: got, .. }) => assert_eq!(got, field),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+
+    /// A backup keeps its partition's keyset (objects keep their names and deduplicate): the
+    /// newest one that opens, re-wrapped when the primary key changed; a new one when none opens.
+    #[test]
+    fn partitions_keep_their_keyset_across_key_rotation() {
+        let old = Keyring::new(&options("a", vec![key("a", 1)]));
+        let first = old.partition_keys(std::iter::empty()).unwrap().unwrap();
+        assert_eq!(first.encryption.key_id, "a");
+        let again = old
+            .partition_keys([&first.encryption].into_iter())
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.keys.id(), first.keys.id());
+        assert_eq!(again.encryption, first.encryption, "reused as it is");
+
+        let rotated = Keyring::new(&options("b", vec![key("a", 1), key("b", 2)]));
+        let after = rotated
+            .partition_keys([&first.encryption].into_iter())
+            .unwrap()
+            .unwrap();
+        assert_eq!(after.keys.id(), first.keys.id(), "the same keyset");
+        assert_eq!(
+            after.encryption.key_id, "b",
+            "now wrapped under the primary"
+        );
+
+        let without_a = Keyring::new(&options("b", vec![key("b", 2)]));
+        let fresh = without_a
+            .partition_keys([&first.encryption].into_iter())
+            .unwrap()
+            .unwrap();
+        assert_ne!(
+            fresh.keys.id(),
+            first.keys.id(),
+            "a keyset it cannot open is not used"
+        );
     }
 }

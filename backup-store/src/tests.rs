@@ -1161,3 +1161,113 @@ async fn every_remote_backend_honours_the_request_timeout_and_limit() {
         }
     }
 }
+
+/// An encrypted and a plain backup in one store: both written, read and downloaded by a store
+/// with keys; the encrypted one refused by a store without them, naming the key; an encrypted
+/// manifest edited (its checksum dropped, as an attacker would) refused by its MAC.
+#[tokio::test]
+async fn encrypted_and_plain_backups_share_a_store() {
+    use object_store::ObjectStore as _;
+    let shared = Arc::new(object_store::memory::InMemory::new());
+    let encryption = EncryptionOptions {
+        cluster_name: "c".to_string(),
+        primary: Some("k1".to_string()),
+        keys: vec![KeyEncryptionKey::from_bytes("k1", [7; 32])],
+    };
+    let keyed = BackupStore::from_object_store(shared.clone(), None).with_encryption(&encryption);
+    let plain = BackupStore::from_object_store(shared.clone(), None);
+    let dir = tempfile::tempdir().unwrap();
+    let data = b"{\"deposit\":{\"account\":\"alice\",\"amount\":100}}\n".repeat(3000);
+    let local = dir.path().join("00000000000000000001.log");
+    std::fs::write(&local, &data).unwrap();
+    let descriptor = BackupDescriptor {
+        snapshot_id: None,
+        checkpoint_position: 1,
+        number_of_partitions: 1,
+        broker_version: "test".to_string(),
+    };
+    let upload = |store: &BackupStore, keys: Option<Arc<PoolKeys>>| {
+        let store = store.clone();
+        let local = local.clone();
+        async move {
+            let index = store.load_pool_index(1).await.unwrap();
+            store
+                .upload_pooled(
+                    PooledUpload {
+                        partition_id: 1,
+                        kind: FileKind::Segment,
+                        name: "00000000000000000001.log",
+                        local_path: &local,
+                        length: std::fs::metadata(&local).unwrap().len(),
+                        chunking: Chunking::Fixed,
+                        previous: None,
+                        keys: keys.as_ref(),
+                    },
+                    &index,
+                    None,
+                )
+                .await
+                .unwrap()
+        }
+    };
+    let keys = keyed
+        .partition_keys(&[])
+        .await
+        .unwrap()
+        .expect("a primary key");
+    let secret = upload(&keyed, Some(keys.keys.clone())).await;
+    let encrypted_id = BackupIdentifier::new(1, 2, 0);
+    let encrypted = Manifest::in_progress(encrypted_id, descriptor.clone())
+        .encrypted(keys.encryption.clone())
+        .complete(vec![secret.entry.clone()]);
+    keyed.write_manifest(&encrypted).await.unwrap();
+    let open = upload(&plain, None).await;
+    let plain_id = BackupIdentifier::new(1, 1, 0);
+    let plain_manifest =
+        Manifest::in_progress(plain_id, descriptor).complete(vec![open.entry.clone()]);
+    plain.write_manifest(&plain_manifest).await.unwrap();
+    assert_ne!(
+        secret.entry.pieces, open.entry.pieces,
+        "encrypted pieces have keyed names"
+    );
+
+    for (id, manifest) in [(encrypted_id, &encrypted), (plain_id, &plain_manifest)] {
+        let read = keyed.read_manifest(&id).await.unwrap().unwrap();
+        assert_eq!(&read, manifest);
+        let destination = dir.path().join(format!("restored-{}", id.checkpoint_id));
+        keyed
+            .download_file(&read, &read.files[0], &destination)
+            .await
+            .unwrap();
+        assert!(std::fs::read(&destination).unwrap() == data);
+    }
+    assert!(plain.read_manifest(&plain_id).await.unwrap().is_some());
+    let refused = plain
+        .read_manifest(&encrypted_id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("key id k1, which is not configured"),
+        "{refused}"
+    );
+
+    let path = keyed.manifest_path(&encrypted_id);
+    let stored = shared.get(&path).await.unwrap().bytes().await.unwrap();
+    let mut value: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    value["files"][0]["sizeBytes"] = serde_json::json!(1);
+    value.as_object_mut().unwrap().remove("manifestChecksum");
+    shared
+        .put(&path, serde_json::to_vec(&value).unwrap().into())
+        .await
+        .unwrap();
+    let refused = keyed
+        .read_manifest(&encrypted_id)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("does not verify under key id k1"),
+        "{refused}"
+    );
+}

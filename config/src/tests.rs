@@ -174,10 +174,35 @@ fn env_names_follow_the_rule() {
     );
 }
 
+/// The key table of `text` (from its header line to the first line that is not a row) replaced
+/// by `table`.
+fn with_table(text: &str, table: &str) -> String {
+    let start = text
+        .find("| Key | Environment variable |")
+        .expect("a key table");
+    let end = text[start..]
+        .find("\n\n")
+        .map_or(text.len(), |n| start + n + 1);
+    format!("{}{table}{}", &text[..start], &text[end..])
+}
+
 #[test]
 fn keys_md_is_up_to_date() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("KEYS.md");
+    let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
+    // `UPDATE_KEYS_MD=1 cargo test -p sluice-config keys_md` rewrites both tables.
+    if std::env::var_os("UPDATE_KEYS_MD").is_some() {
+        for file in [&path, &readme] {
+            let text = std::fs::read_to_string(file).unwrap();
+            std::fs::write(file, with_table(&text, &keys_markdown())).unwrap();
+        }
+    }
     let text = std::fs::read_to_string(&path).expect("KEYS.md exists");
+    let readme_text = std::fs::read_to_string(&readme).expect("README.md exists");
+    assert!(
+        readme_text.contains(&keys_markdown()),
+        "the key table of README.md is out of date: UPDATE_KEYS_MD=1 cargo test -p sluice-config keys_md"
+    );
     assert!(
         text.contains(&keys_markdown()),
         "config/KEYS.md is out of date; regenerate its table from keys_markdown():\n{}",
@@ -238,6 +263,7 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.cluster.clusterSize", "2"),
         ("broker.cluster.partitionsCount", "8"),
         ("broker.cluster.replicationFactor", "1"),
+        ("broker.cluster.clusterName", "ledger-eu.1"),
         ("broker.cluster.brokers", "a:1,b:2"),
         ("broker.cluster.token", "cluster-token"),
         ("broker.cluster.ca", "Cargo.toml"),
@@ -291,6 +317,11 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("broker.data.backup.maxConcurrentUploads", "8"),
         ("broker.data.backup.uploadRateLimit", "10MB/s"),
         ("broker.data.backup.uploadMemoryLimit", "128MB"),
+        ("broker.data.backup.encryption.primaryKey", "k2"),
+        (
+            "broker.data.backup.encryption.keys",
+            "k1=file:/etc/sluice/k1.key, k2=env:SLUICE_K2,k3=passphrase-file:/p,k4=passphrase-env:P",
+        ),
         ("gateway.cluster.brokers", "a:1"),
         ("gateway.cluster.token", "gateway-cluster-token"),
         ("gateway.cluster.ca", "KEYS.md"),
@@ -329,7 +360,30 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(c.broker.data.directory, PathBuf::from("/var/lib/sluice"));
     assert_eq!(c.broker.data.log_segment_size_bytes, 16 << 20);
     assert_eq!(c.broker.data.snapshot_period, Duration::from_secs(5400));
+    assert_eq!(c.broker.cluster.cluster_name, "ledger-eu.1");
     let b = &c.broker.data.backup;
+    assert_eq!(b.encryption.primary_key.as_deref(), Some("k2"));
+    assert_eq!(
+        b.encryption.keys,
+        vec![
+            EncryptionKeySpec {
+                id: "k1".into(),
+                source: KeySource::File("/etc/sluice/k1.key".into())
+            },
+            EncryptionKeySpec {
+                id: "k2".into(),
+                source: KeySource::Env("SLUICE_K2".into())
+            },
+            EncryptionKeySpec {
+                id: "k3".into(),
+                source: KeySource::PassphraseFile("/p".into())
+            },
+            EncryptionKeySpec {
+                id: "k4".into(),
+                source: KeySource::PassphraseEnv("P".into())
+            },
+        ]
+    );
     assert_eq!(b.store, BackupStoreKind::S3);
     assert_eq!(b.filesystem.base_path, Some(PathBuf::from("/backups")));
     assert_eq!(b.s3.bucket_name.as_deref(), Some("bucket"));
@@ -562,6 +616,44 @@ fn invalid_values_name_their_key() {
             "broker.cluster.replicationFactor",
             "x",
             "not a non-negative integer",
+        ),
+        ("broker.cluster.clusterName", "a b", "not a key id"),
+        ("broker.cluster.clusterName", "", "not a key id"),
+        (
+            "broker.data.backup.encryption.keys",
+            "k1",
+            "is not <key id>=<source>",
+        ),
+        (
+            "broker.data.backup.encryption.keys",
+            "k1=file:",
+            "is not a key source",
+        ),
+        (
+            "broker.data.backup.encryption.keys",
+            "k1=s3:x",
+            "is not a key source",
+        ),
+        (
+            "broker.data.backup.encryption.keys",
+            "../k=env:X",
+            "is not a key id",
+        ),
+        (
+            "broker.data.backup.encryption.keys",
+            "k=env:X,k=env:Y",
+            "listed twice",
+        ),
+        ("broker.data.backup.encryption.keys", "k=env:X,,", "empty"),
+        (
+            "broker.data.backup.encryption.primaryKey",
+            "k9",
+            "names no key",
+        ),
+        (
+            "broker.data.backup.encryption.primaryKey",
+            "a/b",
+            "not a key id",
         ),
         ("broker.cluster.brokers", "a:1,b", "not a host:port"),
         ("broker.cluster.brokers", "a:0", "invalid port"),
