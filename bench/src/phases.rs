@@ -269,7 +269,7 @@ impl Bench {
 
     /// `sluice-restore <id>` with node 0's configuration into `restore_dir`, its peak RSS
     /// sampled: wall time, standard output, peak RSS.
-    async fn run_restore_tool(
+    pub(crate) async fn run_restore_tool(
         &self,
         id: u64,
         restore_dir: &Path,
@@ -442,6 +442,7 @@ impl Bench {
         // Is the backup durable when it says COMPLETED? What `sync` still has to write says.
         let fs_sync = external::sync(&fs_root, SYNC_TIMEOUT).await?;
         let (cp_bytes, cp_time) = self.copy_baseline(&fs_described).await?;
+        let restore_row = self.filesystem_restore(id, &fs_root, &fs_described).await?;
         let _ = std::fs::remove_dir_all(&fs_root);
         report.note(format!(
             "backup {id} to the filesystem: {} in {}; a `sync` right after COMPLETED took {} (what was not durable yet; the store fsyncs every object before COMPLETED); cp -r + sync of the same {}: {}",
@@ -455,7 +456,52 @@ impl Bench {
         report
             .rows
             .insert(1, filesystem_row(fs_bytes, fs_time, cp_bytes, cp_time));
+        report.rows.push(restore_row);
         Ok(())
+    }
+
+    /// Row 2b: `bin/restore` of node 0 from the FILESYSTEM store against `cp -r` + `sync` of the
+    /// partition's folder of that store (the objects a restore reads).
+    async fn filesystem_restore(
+        &self,
+        id: u64,
+        fs_root: &Path,
+        described: &Described,
+    ) -> Result<Row> {
+        phase("restore of node 0 from the filesystem store");
+        let restore_bytes = described.bytes_of(BIG);
+        let restore_dir = self.spec.root().join("restore-fs-node-0");
+        let (restore_time, _, _) = self
+            .run_restore_tool(id, &restore_dir, restore_bytes)
+            .await?;
+        std::fs::remove_dir_all(&restore_dir)?;
+        let source = fs_root.join(format!("{BIG:05}"));
+        let target = self.spec.root().join("baseline-fs-restore");
+        let cp_time =
+            external::cp_and_sync(&source, &target, self.config.timeout_for(restore_bytes)).await?;
+        let cp_bytes = sys::tree_size(&target);
+        let _ = std::fs::remove_dir_all(&target);
+        let restore_rate = mb_per_s(restore_bytes, restore_time);
+        let cp_rate = mb_per_s(cp_bytes, cp_time);
+        Ok(Row::new(
+            "2b",
+            format!(
+                "restore from the filesystem store, {} (bin/restore, verified)",
+                size(restore_bytes)
+            ),
+        )
+        .sluice(format!("{restore_rate:.0} MB/s ({})", secs(restore_time)))
+        .against_minimum(
+            Ok((
+                format!(
+                    "cp -r + sync of the store's {}: {cp_rate:.0} MB/s ({})",
+                    size(cp_bytes),
+                    secs(cp_time)
+                ),
+                restore_rate / cp_rate.max(1e-9),
+            )),
+            RESTORE_RATIO_TARGET,
+        ))
     }
 
     /// Replaces the brokers' backup settings by a FILESYSTEM store at `root` (effective at the

@@ -20,11 +20,14 @@
 //! 6. trigger latency at N GiB: as at the small state (up to K triggers, each waiting for the
 //!    previous backup, within a time budget);
 //! 7. filesystem store: the brokers restart with a FILESYSTEM store; backup, then `cp -r` + `sync`
-//!    of the same files;
+//!    of the same files; restore of node 0 from it, then `cp -r` + `sync` of the partition's
+//!    folder of the store;
 //! 8. the pool (see [`crate::pool`]): after the full backup of 3, ten backups each after 1% of
 //!    the accounts changed (run right after 4); a backup every 10 s under load (after 5); the
 //!    1% change with a new snapshot between two backups, on a fresh filesystem store (after 7);
-//! 9. a standalone node by itself under the same load.
+//! 9. encryption: a full backup and its restore to a fresh S3 prefix, plain then encrypted (see
+//!    [`crate::encryption`]);
+//! 10. a standalone node by itself under the same load.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +153,7 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
     let mut large = bench.large_state_triggers(report).await?;
     report.rows.extend(trigger_rows(&mut large, &mut small));
     memory_rows(&backup, &restore, report);
+    bench.encryption_cost(report).await?;
     bench.filesystem_backup(large.state_bytes, report).await?;
     bench.pool_after_new_snapshot(report).await?;
     bench.stop();
