@@ -157,12 +157,16 @@ impl Bench {
         let state_bytes = sys::tree_size(&self.partition_dir(BIG));
         let pid = self.broker_pid(0)?;
         let rss_before = sys::rss(pid).unwrap_or(0);
+        let cpu_before = sys::cpu_time(pid);
         let sampler = RssSampler::start(pid, RSS_POLL);
         let id = self.next_id();
         let (trigger_latency, backup_time) = self
             .backup(id, self.config.timeout_for(state_bytes))
             .await?;
         let (rss_peak, rss_samples) = sampler.finish();
+        let cpu = sys::cpu_time(pid)
+            .zip(cpu_before)
+            .map(|(after, before)| after - before);
         let hwm = sys::proc_status_bytes(pid, "VmHWM").unwrap_or(0);
         let described = describe_backup(&self.s3, id).await?;
         let backup_bytes = described.bytes();
@@ -177,6 +181,22 @@ impl Bench {
             secs(backup_time)
         ));
         let measured = self.upload_baseline(&described, backup_rate).await?;
+        if let Some(cpu) = cpu {
+            let gib = backup_bytes as f64 / (1u64 << 30) as f64;
+            report.rows.push(
+                Row::new(
+                    "1c",
+                    "broker CPU per GiB backed up to S3 (row 1a, node 0, user + system)",
+                )
+                .sluice(format!(
+                    "{:.2} s/GiB ({} for {})",
+                    cpu.as_secs_f64() / gib.max(1e-9),
+                    secs(cpu),
+                    size(backup_bytes)
+                ))
+                .target("reported", Met::NotApplicable),
+            );
+        }
         report.rows.push(
             Row::new(
                 "1a",

@@ -17,6 +17,18 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     })
 }
 
+/// The CPU time (user + system) process `pid` has used, from `/proc/<pid>/stat` (clock ticks of
+/// 10 ms, the kernel's `USER_HZ` of 100 on Linux).
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count from after it.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 (utime) and 15 (stime) of the whole line are 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 pub fn rss(pid: u32) -> Option<u64> {
     proc_status_bytes(pid, "VmRSS")
 }

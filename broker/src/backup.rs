@@ -65,6 +65,10 @@ pub struct BackupOptions {
     /// Fixed part of the deadline of every store call (a manifest write, a file upload): a
     /// backend that hangs ends the backup FAILED instead of leaving it IN_PROGRESS.
     pub store_call_timeout: Duration,
+    /// Where the backups run: the broker's [`crate::background::runtime`], whose threads have a
+    /// lower CPU priority than the partitions' (so a backup takes spare capacity); `None`: the
+    /// caller's runtime (tests with paused time).
+    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 impl BackupOptions {
@@ -318,7 +322,11 @@ impl BackupService {
                 _ = cancel.cancelled() => break,
                 queued = self.rx.recv() => {
                     let Some(queued) = queued else { break };
-                    tasks.spawn(execute(self.job_context(), queued));
+                    let job = execute(self.job_context(), queued);
+                    match &self.options.runtime {
+                        Some(runtime) => tasks.spawn_on(job, runtime),
+                        None => tasks.spawn(job),
+                    };
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }

@@ -329,6 +329,7 @@ fn backup_options(config: &BrokerConfig) -> BackupOptions {
         upload_rate_limit_bytes_per_second: config.data.backup.upload_rate_limit_bytes_per_second,
         queue_capacity: 256,
         store_call_timeout: Duration::from_secs(120),
+        runtime: Some(crate::background::runtime()),
     }
 }
 

@@ -193,6 +193,7 @@ fn start() -> Fixture {
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(10),
+            runtime: None,
         },
         store,
         BackupMetrics::new(),

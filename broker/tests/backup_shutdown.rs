@@ -99,6 +99,7 @@ async fn shutdown_fails_the_running_backup_and_refuses_new_ones() {
             upload_rate_limit_bytes_per_second: 0,
             queue_capacity: 8,
             store_call_timeout: Duration::from_secs(600),
+            runtime: None,
         },
         BackupStore::from_object_store(held.clone(), None),
         BackupMetrics::new(),

@@ -61,6 +61,7 @@ fn source_with(snapshot_period: Duration) -> Source {
                 upload_rate_limit_bytes_per_second: 0,
                 queue_capacity: 8,
                 store_call_timeout: Duration::from_secs(5),
+                runtime: None,
             },
             store.clone(),
             BackupMetrics::new(),
