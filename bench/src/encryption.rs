@@ -1,142 +1,202 @@
-//! The cost of client-side encryption (rows 8a and 8b): full backups of the grown state to fresh
-//! S3 prefixes, plain and encrypted in the order plain, encrypted, encrypted, plain (so that a
-//! drift of the machine or of Garage over the phase, which fills as it goes, cancels out), and a
-//! restore of the first of each, all in one phase on the same data: the ratio is encryption's
-//! cost, not the moment's noise or the pool's savings.
+//! The cost of client-side encryption (rows 8a to 8d): full backups of the grown state to fresh
+//! prefixes, plain and encrypted in the order plain, encrypted, encrypted, plain (so that a
+//! drift of the machine or of the store over the phase, which fills as it goes, cancels out),
+//! each after a `sync` (no write-back of an earlier step competes with it), then a restore of the
+//! first plain and the first encrypted one, all in one phase on the same data: the ratio is
+//! encryption's cost, not the moment's noise or the pool's savings. Once on S3 (Garage; 8a, 8b)
+//! and once on a FILESYSTEM store (8c, 8d). Garage stores blocks by content hash: a plain
+//! backup's objects that an earlier backup (of another prefix) already holds are not written to
+//! its disk again, which encrypted objects (random salts, keyed names) never are; the
+//! filesystem store writes every object, so 8c/8d measure encryption's own cost.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 
+use crate::external;
 use crate::report::Row;
 use crate::run::{phase, Bench, Report, BIG};
 use crate::stats::{mb_per_s, secs, size};
 
 /// Target of the issue: reported, never failed on.
 const ENCRYPTED_RATIO_TARGET: f64 = 0.95;
+const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+const ENCRYPTION_PREFIX: &str = "SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_";
+const BASE_PATH: &str = "SLUICE_BROKER_DATA_BACKUP_S3_BASEPATH";
 
-/// One full backup and its restore.
-struct Run {
-    bytes: u64,
-    backup: std::time::Duration,
-    restore: std::time::Duration,
+/// Where a backup of the phase goes: an S3 prefix, or a directory of its own with a FILESYSTEM
+/// store; and the key file when encrypted.
+struct Target {
+    base_path: String,
+    filesystem: Option<PathBuf>,
+    key_file: Option<PathBuf>,
 }
 
 impl Bench {
-    /// Rows 8a and 8b (see the module doc). Leaves the brokers running on the encrypted prefix;
-    /// the settings are back to the bench's own for the next restart (the next phase restarts).
+    /// Rows 8a to 8d (see the module doc). Leaves the brokers running on the last prefix; the
+    /// settings are back to the bench's own for the next restart (the next phase restarts).
     pub(crate) async fn encryption_cost(&mut self, report: &mut Report) -> Result<()> {
-        phase("encryption: full backup and restore, plain then encrypted, to fresh S3 prefixes");
         let key_file = self.spec.root().join("bench-backup.key");
         std::fs::write(&key_file, sluice_backup_store::generate_key_hex().as_str())?;
-        let plain = self
-            .full_backup_and_restore("bench-plain-1", None, true)
+        let saved = self.spec.broker_common.clone();
+        for (store, rows) in [("S3", ["8a", "8b"]), ("FILESYSTEM", ["8c", "8d"])] {
+            phase(&format!("encryption on {store}: full backups plain, encrypted, encrypted, plain, to fresh prefixes; then restores"));
+            let filesystem =
+                (store == "FILESYSTEM").then(|| self.spec.root().join("bench-encryption-fs"));
+            let target = |name: &str, encrypted: bool| Target {
+                base_path: name.to_string(),
+                filesystem: filesystem.as_ref().map(|root| root.join(name)),
+                key_file: encrypted.then(|| key_file.clone()),
+            };
+            let order = [
+                target("bench-plain-1", false),
+                target("bench-encrypted-1", true),
+                target("bench-encrypted-2", true),
+                target("bench-plain-2", false),
+            ];
+            self.compare(store, rows, &order, &saved, report).await?;
+            self.spec.broker_common = saved.clone();
+            if let Some(root) = &filesystem {
+                let _ = std::fs::remove_dir_all(root);
+            }
+        }
+        Ok(())
+    }
+
+    /// The four backups of `order` and two restores on one kind of store: its two rows.
+    async fn compare(
+        &mut self,
+        store: &str,
+        rows: [&str; 2],
+        order: &[Target; 4],
+        saved: &sluice_tests::Env,
+        report: &mut Report,
+    ) -> Result<()> {
+        let state_bytes = crate::sys::tree_size(&self.partition_dir(BIG));
+        let mut ids = Vec::new();
+        let (mut plain, mut encrypted) = (Duration::ZERO, Duration::ZERO);
+        let mut each = Vec::new();
+        for target in order {
+            let (id, took) = self.full_backup(target, saved, state_bytes).await?;
+            each.push(secs(took));
+            match target.key_file {
+                Some(_) => encrypted += took,
+                None => plain += took,
+            }
+            ids.push(id);
+        }
+        let plain_restore = self
+            .restore_from(&order[0], saved, ids[0], state_bytes)
             .await?;
-        let encrypted = self
-            .full_backup_and_restore("bench-encrypted-1", Some(&key_file), true)
+        let encrypted_restore = self
+            .restore_from(&order[1], saved, ids[1], state_bytes)
             .await?;
-        let encrypted_2 = self
-            .full_backup_and_restore("bench-encrypted-2", Some(&key_file), false)
-            .await?;
-        let plain_2 = self
-            .full_backup_and_restore("bench-plain-2", None, false)
-            .await?;
-        let plain = Run {
-            backup: plain.backup + plain_2.backup,
-            ..plain
-        };
-        let encrypted = Run {
-            backup: encrypted.backup + encrypted_2.backup,
-            ..encrypted
-        };
-        let common = &mut self.spec.broker_common;
-        common.retain(|key, _| {
-            !key.starts_with("SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_")
-                && key != "SLUICE_BROKER_DATA_BACKUP_S3_BASEPATH"
-        });
         report.note(format!(
-            "encryption: two full backups each of {}, plain {} / encrypted {} (together, in the order plain, encrypted, encrypted, plain); restores of partition {BIG} plain {} / encrypted {} (AES-256-GCM, 64 KiB chunks; each to a fresh prefix)",
-            size(plain.bytes),
-            secs(plain.backup),
-            secs(encrypted.backup),
-            secs(plain.restore),
-            secs(encrypted.restore),
+            "encryption on {store}: two full backups each of {}, plain {} / encrypted {} (in the order plain, encrypted, encrypted, plain, each after a sync: {}); restores of partition {BIG} plain {} / encrypted {} (AES-256-GCM, 64 KiB chunks; each prefix fresh)",
+            size(state_bytes),
+            secs(plain),
+            secs(encrypted),
+            each.join(", "),
+            secs(plain_restore),
+            secs(encrypted_restore),
         ));
-        let ratio = |plain: std::time::Duration, encrypted: std::time::Duration| {
+        let ratio = |plain: Duration, encrypted: Duration| {
             plain.as_secs_f64() / encrypted.as_secs_f64().max(1e-9)
         };
         report.rows.push(
             Row::new(
-                "8a",
-                format!("backup to S3 encrypted, {}", size(encrypted.bytes)),
+                rows[0],
+                format!("backup to {store} encrypted, 2 x {}", size(state_bytes)),
             )
             .sluice(format!(
                 "{:.0} MB/s ({})",
-                mb_per_s(encrypted.bytes, encrypted.backup),
-                secs(encrypted.backup)
+                mb_per_s(2 * state_bytes, encrypted),
+                secs(encrypted)
             ))
             .against_minimum(
-                Ok((
-                    format!("plain: {}", secs(plain.backup)),
-                    ratio(plain.backup, encrypted.backup),
-                )),
+                Ok((format!("plain: {}", secs(plain)), ratio(plain, encrypted))),
                 ENCRYPTED_RATIO_TARGET,
             ),
         );
         report.rows.push(
-            Row::new("8b", "restore from S3 encrypted (bin/restore, verified)")
-                .sluice(secs(encrypted.restore))
-                .against_minimum(
-                    Ok((
-                        format!("plain: {}", secs(plain.restore)),
-                        ratio(plain.restore, encrypted.restore),
-                    )),
-                    ENCRYPTED_RATIO_TARGET,
-                ),
+            Row::new(
+                rows[1],
+                format!("restore from {store} encrypted (bin/restore, verified)"),
+            )
+            .sluice(secs(encrypted_restore))
+            .against_minimum(
+                Ok((
+                    format!("plain: {}", secs(plain_restore)),
+                    ratio(plain_restore, encrypted_restore),
+                )),
+                ENCRYPTED_RATIO_TARGET,
+            ),
         );
         Ok(())
     }
 
-    /// Restarts the brokers on S3 prefix `base_path` (encrypted under the key in `key_file`, if
-    /// given), takes a backup (all of it is new there) and, if `restore`, restores node 0 from
-    /// it (a zero restore time otherwise).
-    async fn full_backup_and_restore(
-        &mut self,
-        base_path: &str,
-        key_file: Option<&std::path::Path>,
-        restore: bool,
-    ) -> Result<Run> {
+    /// Points the brokers' (and the restore tool's) settings, `saved` otherwise, at `target`.
+    fn use_target(&mut self, target: &Target, saved: &sluice_tests::Env) {
+        self.spec.broker_common = saved.clone();
         let common = &mut self.spec.broker_common;
-        common.insert(
-            "SLUICE_BROKER_DATA_BACKUP_S3_BASEPATH".into(),
-            base_path.into(),
-        );
-        common.retain(|key, _| !key.starts_with("SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_"));
-        if let Some(key_file) = key_file {
+        match &target.filesystem {
+            None => {
+                common.insert(BASE_PATH.into(), target.base_path.clone());
+            }
+            Some(root) => {
+                common.insert(
+                    "SLUICE_BROKER_DATA_BACKUP_STORE".into(),
+                    "FILESYSTEM".into(),
+                );
+                common.insert(
+                    "SLUICE_BROKER_DATA_BACKUP_FILESYSTEM_BASEPATH".into(),
+                    root.to_string_lossy().into_owned(),
+                );
+            }
+        }
+        if let Some(key_file) = &target.key_file {
             common.insert(
-                "SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_KEYS".into(),
+                format!("{ENCRYPTION_PREFIX}KEYS"),
                 format!("bench=file:{}", key_file.display()),
             );
-            common.insert(
-                "SLUICE_BROKER_DATA_BACKUP_ENCRYPTION_PRIMARYKEY".into(),
-                "bench".into(),
-            );
+            common.insert(format!("{ENCRYPTION_PREFIX}PRIMARYKEY"), "bench".into());
         }
-        let state_bytes = crate::sys::tree_size(&self.partition_dir(BIG));
+    }
+
+    /// Restarts the brokers on `target` and takes a backup there (all of it is new), after a
+    /// `sync`: its id and how long it took.
+    async fn full_backup(
+        &mut self,
+        target: &Target,
+        saved: &sluice_tests::Env,
+        state_bytes: u64,
+    ) -> Result<(u64, Duration)> {
+        self.use_target(target, saved);
         let timeout = self.config.timeout_for(state_bytes);
         self.restart(timeout).await?;
+        external::sync(self.spec.root(), SYNC_TIMEOUT).await?;
         let id = self.next_id();
-        let (_, backup) = self.backup(id, timeout).await?;
-        let restore = if restore {
-            let restore_dir = self.spec.root().join(format!("restore-{base_path}"));
-            let (restore, _, _) = self.run_restore_tool(id, &restore_dir, state_bytes).await?;
-            std::fs::remove_dir_all(&restore_dir)?;
-            restore
-        } else {
-            std::time::Duration::ZERO
-        };
-        Ok(Run {
-            bytes: state_bytes,
-            backup,
-            restore,
-        })
+        let (_, took) = self.backup(id, timeout).await?;
+        Ok((id, took))
+    }
+
+    /// `bin/restore` of node 0 from backup `id` on `target`, after a `sync`.
+    async fn restore_from(
+        &mut self,
+        target: &Target,
+        saved: &sluice_tests::Env,
+        id: u64,
+        state_bytes: u64,
+    ) -> Result<Duration> {
+        self.use_target(target, saved);
+        external::sync(self.spec.root(), SYNC_TIMEOUT).await?;
+        let restore_dir = self
+            .spec
+            .root()
+            .join(format!("restore-{}", target.base_path));
+        let (took, _, _) = self.run_restore_tool(id, &restore_dir, state_bytes).await?;
+        std::fs::remove_dir_all(&restore_dir)?;
+        Ok(took)
     }
 }
