@@ -77,9 +77,14 @@ impl Bench {
         let mut ids = Vec::new();
         let (mut plain, mut encrypted) = (Duration::ZERO, Duration::ZERO);
         let mut each = Vec::new();
+        let (mut plain_cpu, mut encrypted_cpu) = (Duration::ZERO, Duration::ZERO);
         for target in order {
-            let (id, took) = self.full_backup(target, saved, state_bytes).await?;
-            each.push(secs(took));
+            let (id, took, cpu) = self.full_backup(target, saved, state_bytes).await?;
+            each.push(format!("{} (broker CPU {})", secs(took), secs(cpu)));
+            match target.key_file {
+                Some(_) => encrypted_cpu += cpu,
+                None => plain_cpu += cpu,
+            }
             match target.key_file {
                 Some(_) => encrypted += took,
                 None => plain += took,
@@ -93,10 +98,12 @@ impl Bench {
             .restore_from(&order[1], saved, ids[1], state_bytes)
             .await?;
         report.note(format!(
-            "encryption on {store}: two full backups each of {}, plain {} / encrypted {} (in the order plain, encrypted, encrypted, plain, each after a sync: {}); restores of partition {BIG} plain {} / encrypted {} (AES-256-GCM, 64 KiB chunks; each prefix fresh)",
+            "encryption on {store}: two full backups each of {}, plain {} / encrypted {}, broker 0 CPU plain {} / encrypted {} (in the order plain, encrypted, encrypted, plain, each after a sync: {}); restores of partition {BIG} plain {} / encrypted {} (AES-256-GCM, 64 KiB chunks; each prefix fresh)",
             size(state_bytes),
             secs(plain),
             secs(encrypted),
+            secs(plain_cpu),
+            secs(encrypted_cpu),
             each.join(", "),
             secs(plain_restore),
             secs(encrypted_restore),
@@ -165,20 +172,25 @@ impl Bench {
     }
 
     /// Restarts the brokers on `target` and takes a backup there (all of it is new), after a
-    /// `sync`: its id and how long it took.
+    /// `sync`: its id, how long it took and the CPU time broker 0 (partition 1's) spent meanwhile.
     async fn full_backup(
         &mut self,
         target: &Target,
         saved: &sluice_tests::Env,
         state_bytes: u64,
-    ) -> Result<(u64, Duration)> {
+    ) -> Result<(u64, Duration, Duration)> {
         self.use_target(target, saved);
         let timeout = self.config.timeout_for(state_bytes);
         self.restart(timeout).await?;
         external::sync(self.spec.root(), SYNC_TIMEOUT).await?;
         let id = self.next_id();
+        let pid = self.broker_pid(0)?;
+        let cpu_before = crate::sys::cpu_time(pid).unwrap_or_default();
         let (_, took) = self.backup(id, timeout).await?;
-        Ok((id, took))
+        let cpu = crate::sys::cpu_time(pid)
+            .unwrap_or_default()
+            .saturating_sub(cpu_before);
+        Ok((id, took, cpu))
     }
 
     /// `bin/restore` of node 0 from backup `id` on `target`, after a `sync`.
