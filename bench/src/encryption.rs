@@ -146,22 +146,15 @@ impl Bench {
     /// Points the brokers' (and the restore tool's) settings, `saved` otherwise, at `target`.
     fn use_target(&mut self, target: &Target, saved: &sluice_tests::Env) {
         self.spec.broker_common = saved.clone();
-        let common = &mut self.spec.broker_common;
         match &target.filesystem {
             None => {
-                common.insert(BASE_PATH.into(), target.base_path.clone());
+                self.spec
+                    .broker_common
+                    .insert(BASE_PATH.into(), target.base_path.clone());
             }
-            Some(root) => {
-                common.insert(
-                    "SLUICE_BROKER_DATA_BACKUP_STORE".into(),
-                    "FILESYSTEM".into(),
-                );
-                common.insert(
-                    "SLUICE_BROKER_DATA_BACKUP_FILESYSTEM_BASEPATH".into(),
-                    root.to_string_lossy().into_owned(),
-                );
-            }
+            Some(root) => self.use_filesystem_store(root),
         }
+        let common = &mut self.spec.broker_common;
         if let Some(key_file) = &target.key_file {
             common.insert(
                 format!("{ENCRYPTION_PREFIX}KEYS"),

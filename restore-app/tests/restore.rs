@@ -43,6 +43,22 @@ impl Drop for Source {
 
 const PARTITIONS: u32 = 2;
 
+/// `restore_node` with the default options and no progress output.
+async fn restore_plainly(
+    store: &BackupStore,
+    config: &BrokerConfig,
+    backup_id: u64,
+) -> Result<sluice_restore::Restored, RestoreError> {
+    restore_node(
+        store,
+        config,
+        backup_id,
+        &RestoreOptions::default(),
+        &mut NoProgress,
+    )
+    .await
+}
+
 fn source() -> Source {
     source_with(Duration::from_millis(50))
 }
@@ -252,15 +268,7 @@ async fn verify_then_restore(source: &Source, id: u64) -> (tempfile::TempDir, Br
         Vec::<String>::new(),
         "verify leaves nothing behind"
     );
-    let restored = restore_node(
-        &source.store,
-        &config,
-        id,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap();
+    let restored = restore_plainly(&source.store, &config, id).await.unwrap();
     assert_eq!(restored.partitions.len(), PARTITIONS as usize);
     (target, config)
 }
@@ -337,15 +345,9 @@ async fn a_backup_with_any_partition_not_completed_is_refused_before_writing() {
         (2, "partition 2 does not exist"),
         (3, "partition 2 is FAILED on node 1 (disk on fire)"),
     ] {
-        let error = restore_node(
-            &source.store,
-            &config,
-            backup_id,
-            &RestoreOptions::default(),
-            &mut NoProgress,
-        )
-        .await
-        .unwrap_err();
+        let error = restore_plainly(&source.store, &config, backup_id)
+            .await
+            .unwrap_err();
         assert!(
             matches!(error, RestoreError::NotRestorable { .. }),
             "{error}"
@@ -384,15 +386,9 @@ async fn a_snapshot_id_that_is_a_path_is_refused_and_nothing_is_written_there() 
 
     let data = target.path().join("data");
     let config = config(&data, 0, 1);
-    let error = restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let error = restore_plainly(&source.store, &config, 1)
+        .await
+        .unwrap_err();
     let text = error.to_string();
     assert!(
         text.contains(&format!(
@@ -468,15 +464,9 @@ async fn verify_refuses_what_restore_refuses() {
     )
     .await
     .unwrap_err();
-    let restored = restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let restored = restore_plainly(&source.store, &config, 1)
+        .await
+        .unwrap_err();
     for error in [&verified, &restored] {
         assert!(
             error
@@ -498,15 +488,7 @@ async fn a_damaged_manifest_of_another_node_is_skipped_and_reported() {
     source.put_manifest(&other, b"{ damaged".to_vec()).await;
     let target = tempfile::tempdir().unwrap();
     let config = config(&target.path().join("data"), 0, 1);
-    let restored = restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap();
+    let restored = restore_plainly(&source.store, &config, 1).await.unwrap();
     assert_eq!(restored.skipped.len(), 1);
     assert_eq!(restored.skipped[0].id, other);
     assert!(restored.skipped[0]
@@ -576,15 +558,9 @@ async fn a_restore_killed_between_steps_is_refused_by_the_broker_and_finished_by
             assert!(!left.contains(&"partition-00002".to_string()), "{left:?}");
         }
 
-        let rerun = restore_node(
-            &source.store,
-            &config,
-            1,
-            &RestoreOptions::default(),
-            &mut NoProgress,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("rerun after a crash at {crash_at:?}: {e}"));
+        let rerun = restore_plainly(&source.store, &config, 1)
+            .await
+            .unwrap_or_else(|e| panic!("rerun after a crash at {crash_at:?}: {e}"));
         assert!(!rerun.cleaned_up.is_empty(), "{crash_at:?}");
         assert_node_restored(&data, &config, &format!("{crash_at:?}"));
     }
@@ -599,15 +575,9 @@ async fn a_data_directory_with_other_content_is_refused() {
     std::fs::create_dir_all(data.join("partition-00001")).unwrap();
     std::fs::write(data.join(RESTORE_MARKER_FILE), br#"{"backupId":1,"staging":".sluice-restore-00000000-0000-0000-0000-000000000000","installs":["restore-report.json"]}"#).unwrap();
     let config = config(&data, 0, 1);
-    let error = restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let error = restore_plainly(&source.store, &config, 1)
+        .await
+        .unwrap_err();
     assert!(matches!(error, RestoreError::NotEmpty { .. }), "{error}");
     assert!(error.to_string().contains("partition-00001"), "{error}");
     assert!(data.join("partition-00001").is_dir(), "left as found");
@@ -617,15 +587,9 @@ async fn a_data_directory_with_other_content_is_refused() {
         br#"{"backupId":1,"staging":"../../etc","installs":[]}"#,
     )
     .unwrap();
-    let error = restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let error = restore_plainly(&source.store, &config, 1)
+        .await
+        .unwrap_err();
     assert!(matches!(error, RestoreError::BadMarker { .. }), "{error}");
 }
 
@@ -660,15 +624,7 @@ async fn a_backup_built_on_an_earlier_snapshot_restores_to_its_checkpoint() {
     let target = tempfile::tempdir().unwrap();
     let data = target.path().join("data");
     let config = config(&data, 0, 1);
-    restore_node(
-        &source.store,
-        &config,
-        2,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap();
+    restore_plainly(&source.store, &config, 2).await.unwrap();
     recovers_to(&config, 1, 2);
     recovers_to(&config, 2, 2);
 }
@@ -939,15 +895,9 @@ async fn a_missing_pool_object_fails_the_parallel_restore_naming_the_backups_tha
     let target = tempfile::tempdir().unwrap();
     let data = target.path().join("data");
     let config = config(&data, 0, 1);
-    let error = restore_node(
-        &source.store,
-        &config,
-        1,
-        &RestoreOptions::default(),
-        &mut NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let error = restore_plainly(&source.store, &config, 1)
+        .await
+        .unwrap_err();
     match &error {
         RestoreError::PoolObject {
             backup_id: 1,
