@@ -122,9 +122,14 @@ impl KeyEncryptionKey {
             source_name: source,
             reason,
         };
+        let source = match &spec.source {
+            KeySource::File(path) | KeySource::PassphraseFile(path) => {
+                format!("file {}", path.display())
+            }
+            KeySource::Env(name) | KeySource::PassphraseEnv(name) => format!("variable {name}"),
+        };
         let text = match &spec.source {
             KeySource::File(path) | KeySource::PassphraseFile(path) => {
-                let source = format!("file {}", path.display());
                 let meta = std::fs::metadata(path)
                     .map_err(|e| unavailable(source.clone(), e.to_string()))?;
                 if meta.len() > 64 * 1024 {
@@ -138,19 +143,12 @@ impl KeyEncryptionKey {
                 }
                 Zeroizing::new(
                     std::fs::read_to_string(path)
-                        .map_err(|e| unavailable(source, e.to_string()))?,
+                        .map_err(|e| unavailable(source.clone(), e.to_string()))?,
                 )
             }
             KeySource::Env(name) | KeySource::PassphraseEnv(name) => Zeroizing::new(
-                std::env::var(name)
-                    .map_err(|e| unavailable(format!("variable {name}"), e.to_string()))?,
+                std::env::var(name).map_err(|e| unavailable(source.clone(), e.to_string()))?,
             ),
-        };
-        let source = match &spec.source {
-            KeySource::File(path) | KeySource::PassphraseFile(path) => {
-                format!("file {}", path.display())
-            }
-            KeySource::Env(name) | KeySource::PassphraseEnv(name) => format!("variable {name}"),
         };
         match &spec.source {
             KeySource::File(_) | KeySource::Env(_) => {
