@@ -363,14 +363,31 @@ impl PoolKeys {
         aes_256_gcm(&self.object_key(id, salt))
     }
 
-    /// `payload` encrypted for object `id`: a random salt, then the STREAM chunks, each
-    /// authenticated with `aad` (the envelope's header and the object's id). Sealed in place in
-    /// the output buffer: one copy of the payload.
+    /// [`Self::encrypt_into`] a new buffer.
+    #[cfg(test)]
     pub(crate) fn encrypt(&self, id: &ObjectId, aad: &[u8], payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(encrypted_len(payload.len()));
+        self.encrypt_into(id, aad, payload, &mut out);
+        out
+    }
+
+    /// Appends `payload` encrypted for object `id` to `out`: a random salt, then the STREAM
+    /// chunks, each authenticated with `aad` (the envelope's header and the object's id),
+    /// sealing each chunk
+    /// where it lands: the payload is copied once, as in a plain envelope
+    /// (an intermediate buffer cost an encrypted backup a copy and a fresh
+    /// allocation per object, measured as a tenth more broker CPU).
+    pub(crate) fn encrypt_into(
+        &self,
+        id: &ObjectId,
+        aad: &[u8],
+        payload: &[u8],
+        out: &mut Vec<u8>,
+    ) {
         let mut salt = [0u8; OBJECT_SALT_BYTES];
         rand::rngs::OsRng.fill_bytes(&mut salt);
         let cipher = self.object_cipher(id, &salt);
-        let mut out = Vec::with_capacity(encrypted_len(payload.len()));
+        out.reserve(encrypted_len(payload.len()));
         out.extend_from_slice(&salt);
         let count = chunks_of(payload.len());
         let chunks = payload
@@ -388,7 +405,6 @@ impl PoolKeys {
                 .expect("AES-GCM seals a chunk of 64 KiB");
             out.extend_from_slice(tag.as_ref());
         }
-        out
     }
 
     /// The payload of object `id` from its encrypted form; the error says what failed.

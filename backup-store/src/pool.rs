@@ -242,8 +242,7 @@ pub(crate) fn seal(
     match keys {
         Some(keys) => {
             let aad = envelope_aad(&sealed, id);
-            let encrypted = keys.encrypt(id, &aad, payload);
-            sealed.extend_from_slice(&encrypted);
+            keys.encrypt_into(id, &aad, payload, &mut sealed);
         }
         None => sealed.extend_from_slice(payload),
     }
