@@ -108,6 +108,7 @@ fn descriptor(position: u64) -> BackupDescriptor {
         checkpoint_position: position,
         number_of_partitions: 3,
         broker_version: "0.1.0-conformance".to_string(),
+        request: None,
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use sluice_ledger::record::{CheckpointRequest, REQUESTED_AT_MS_MAX};
+
 use crate::crypto::{Keyring, ManifestEncryption};
 use crate::pool::PieceEntry;
 use crate::{BackupStoreError, Compression};
@@ -134,6 +136,11 @@ pub struct BackupDescriptor {
     pub number_of_partitions: u32,
     /// The version of the broker that took the backup.
     pub broker_version: String,
+    /// What the coordinator asked of the checkpoint (its kind, when it asked): the checkpoint
+    /// record's own. Absent where the partition created the checkpoint by propagation (the
+    /// partitions that had it from the coordinator say it) and in older manifests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<CheckpointRequest>,
 }
 
 /// The kind of a backed-up file. Serialized as `SNAPSHOT`, `SEGMENT`; stored
@@ -563,6 +570,13 @@ impl Manifest {
             validate_snapshot_id(snapshot_id)
                 .map_err(|source| ManifestError::SnapshotId(Box::new(source)))?;
         }
+        if let Some(request) = &self.descriptor.request {
+            if request.requested_at_ms > REQUESTED_AT_MS_MAX {
+                return Err(ManifestError::RequestedAt {
+                    requested_at_ms: request.requested_at_ms,
+                });
+            }
+        }
         if let Some(encryption) = &self.encryption {
             encryption.validate()?;
         }
@@ -709,6 +723,8 @@ pub enum ManifestError {
     },
     #[error("{0}")]
     SnapshotId(Box<BackupStoreError>),
+    #[error("descriptor.request.requestedAtMs={requested_at_ms} is past the end of year 9999 (at most {REQUESTED_AT_MS_MAX})")]
+    RequestedAt { requested_at_ms: u64 },
     #[error("files[{index}].name: {source}")]
     FileName {
         index: usize,
@@ -872,6 +888,7 @@ mod tests {
                 checkpoint_position: 7,
                 number_of_partitions: 3,
                 broker_version: "1.2.3".to_string(),
+                request: None,
             },
         )
         .complete(

@@ -114,6 +114,7 @@ fn manifest_json_format() {
             checkpoint_position: 7,
             number_of_partitions: 3,
             broker_version: "1.2.3".to_string(),
+            request: None,
         },
     )
     .complete(vec![FileEntry {
@@ -185,6 +186,7 @@ fn compressed_entries_need_format_version_2() {
         checkpoint_position: 7,
         number_of_partitions: 3,
         broker_version: "1.2.3".to_string(),
+        request: None,
     };
     let entry = FileEntry {
         name: "1.log".to_string(),
@@ -314,6 +316,7 @@ async fn concurrent_round_trips(store: &BackupStore, count: usize, len: usize) {
                 checkpoint_position: 1,
                 number_of_partitions: 1,
                 broker_version: "test".to_string(),
+                request: None,
             },
         );
         store
@@ -1042,6 +1045,7 @@ async fn a_wrapper_forwards_bulk_deletes_to_the_wrapped_store() {
         checkpoint_position: 10,
         number_of_partitions: 1,
         broker_version: "test".to_string(),
+        request: None,
     };
     store
         .write_manifest(&Manifest::in_progress(id, descriptor))
@@ -1185,6 +1189,7 @@ async fn encrypted_and_plain_backups_share_a_store() {
         checkpoint_position: 1,
         number_of_partitions: 1,
         broker_version: "test".to_string(),
+        request: None,
     };
     let upload = |store: &BackupStore, keys: Option<Arc<PoolKeys>>| {
         let store = store.clone();

@@ -20,6 +20,7 @@ fn completed(id: BackupIdentifier) -> Manifest {
             checkpoint_position: 9,
             number_of_partitions: 3,
             broker_version: "0.1.0-test".to_string(),
+            request: None,
         },
     )
     .complete(vec![FileEntry {

@@ -105,6 +105,7 @@ impl Writer {
             checkpoint_position: 1,
             number_of_partitions: 1,
             broker_version: "test".to_string(),
+            request: None,
         }
     }
 

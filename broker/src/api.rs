@@ -16,11 +16,14 @@ use crate::error::BrokerError;
 use crate::metrics::{BackupMetrics, RestoreReport};
 use crate::partition::PartitionHandle;
 use crate::protocol::{
-    AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, DeliverRequest,
-    DeliverResponse, ErrorBody, ErrorKind, ExecuteRequest, ExecuteResponse, Topology,
-    TransferStatus, API_PREFIX,
+    AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, CheckpointQuery,
+    DeliverRequest, DeliverResponse, ErrorBody, ErrorKind, ExecuteRequest, ExecuteResponse,
+    Topology, TransferStatus, API_PREFIX,
 };
-use crate::record::{Command, Delivery, Outcome, Rejection, CHECKPOINT_ID_MAX};
+use crate::record::{
+    CheckpointRequest, Command, Delivery, Outcome, Rejection, CHECKPOINT_ID_MAX,
+    REQUESTED_AT_MS_MAX,
+};
 use crate::routing::{validate_account, InvalidAccount};
 use sluice_protocol::ProtocolError;
 
@@ -236,6 +239,10 @@ enum RequestRefusal {
     TransferIdLength { bytes: usize },
     #[error("checkpoint id must be 1 to {CHECKPOINT_ID_MAX}, got {checkpoint_id}")]
     CheckpointId { checkpoint_id: u64 },
+    #[error("requestedAtMs must be at most {REQUESTED_AT_MS_MAX} (the end of year 9999), got {requested_at_ms}")]
+    RequestedAt { requested_at_ms: u64 },
+    #[error("a checkpoint's kind and requestedAtMs are given together or not at all")]
+    CheckpointRequestHalf,
     #[error(
         "fromPartition must be another partition of 1 to {partitions_count}, got {from_partition}"
     )]
@@ -270,6 +277,21 @@ fn validate_transfer_id(transfer_id: &str) -> Result<(), RequestRefusal> {
 
 /// Checkpoint ids follow the public rule of backup ids: 1 to [`CHECKPOINT_ID_MAX`]. A larger
 /// one would stop every later backup (ids must grow) and spread through credits.
+/// The request a checkpoint trigger's query says: both fields or neither, a time that prints.
+fn checkpoint_request(query: CheckpointQuery) -> Result<Option<CheckpointRequest>, RequestRefusal> {
+    match (query.kind, query.requested_at_ms) {
+        (None, None) => Ok(None),
+        (Some(kind), Some(requested_at_ms)) if requested_at_ms <= REQUESTED_AT_MS_MAX => {
+            Ok(Some(CheckpointRequest {
+                kind,
+                requested_at_ms,
+            }))
+        }
+        (Some(_), Some(requested_at_ms)) => Err(RequestRefusal::RequestedAt { requested_at_ms }),
+        _ => Err(RequestRefusal::CheckpointRequestHalf),
+    }
+}
+
 fn validate_checkpoint_id(checkpoint_id: u64) -> Result<(), RequestRefusal> {
     if checkpoint_id == 0 || checkpoint_id > CHECKPOINT_ID_MAX {
         return Err(RequestRefusal::CheckpointId { checkpoint_id });
@@ -414,10 +436,13 @@ pub fn wire_summary(summary: crate::state::PartitionSummary) -> crate::protocol:
 async fn checkpoint(
     State(state): State<Arc<ApiState>>,
     Path((partition_id, checkpoint_id)): Path<(u32, u64)>,
+    Query(query): Query<CheckpointQuery>,
 ) -> Result<Response, ApiError> {
     let handle = partition(&state, partition_id)?;
     backups(&state)?;
     validate_checkpoint_id(checkpoint_id)
+        .map_err(|reason| BrokerError::InvalidRequest(reason.to_string()))?;
+    let request = checkpoint_request(query)
         .map_err(|reason| BrokerError::InvalidRequest(reason.to_string()))?;
     // A store listing at most once per broker (learned, then kept), not per trigger.
     store_deadline(
@@ -426,7 +451,10 @@ async fn checkpoint(
     )
     .await?;
     let outcomes = handle
-        .execute(vec![Command::Checkpoint { checkpoint_id }])
+        .execute(vec![Command::Checkpoint {
+            checkpoint_id,
+            request,
+        }])
         .await?;
     match outcomes.into_iter().next() {
         Some(Outcome::CheckpointCreated {
@@ -616,7 +644,7 @@ mod tests {
     fn refusals_say_what_is_wrong() {
         let commands = [
             (
-                Command::Checkpoint { checkpoint_id: 1 },
+                Command::checkpoint(1),
                 "checkpoints are created through the checkpoints endpoint",
             ),
             (
@@ -665,9 +693,9 @@ mod tests {
                 "sourcePosition must be positive",
             ),
             (
-                Command::Checkpoint { checkpoint_id: 1 },
+                Command::checkpoint(1),
                 0,
-                "Checkpoint { checkpoint_id: 1 } is not an inter-partition command",
+                "Checkpoint { checkpoint_id: 1, request: None } is not an inter-partition command",
             ),
         ];
         for (command, checkpoint_id, expected) in deliveries {

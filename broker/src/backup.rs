@@ -32,7 +32,7 @@
 //! the cluster once (one listing per partition, at start-up or at the first trigger), so a new
 //! backup never shares an id with one of another history.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -213,6 +213,11 @@ pub struct BackupHandle {
     /// status answers FAILED from here, never what the store says.
     failed: RunningMap,
     stored_ids: Arc<Mutex<StoredIds>>,
+    /// The statuses of COMPLETED backups read from the store, by (partition, checkpoint): a
+    /// COMPLETED manifest never changes its status, so a listing reads only the manifests of
+    /// checkpoints it has not seen COMPLETED (markers every few seconds make thousands). Holds
+    /// only ids the newest listing of their partition showed, and forgets a deleted one first.
+    completed: Arc<Mutex<HashMap<(u32, u64), PartitionBackupStatus>>>,
     node_id: u32,
     metrics: Arc<BackupMetrics>,
     pools: Pools,
@@ -278,6 +283,7 @@ impl BackupService {
             running: running.clone(),
             failed: failed.clone(),
             stored_ids: Arc::default(),
+            completed: Arc::default(),
             node_id: options.node_id,
             metrics: metrics.clone(),
             pools: pools.clone(),
@@ -833,6 +839,8 @@ fn status_from_manifest(manifest: &Manifest) -> PartitionBackupStatus {
             checkpoint_position: manifest.descriptor.checkpoint_position,
             broker_id: manifest.id.node_id,
             broker_version: manifest.descriptor.broker_version.clone(),
+            kind: manifest.descriptor.request.map(|r| r.kind),
+            requested_at_ms: manifest.descriptor.request.map(|r| r.requested_at_ms),
         }),
         failure_reason: manifest.failure_reason.clone(),
         created_at: Some(manifest.created_at.clone()),
@@ -866,6 +874,8 @@ fn status_of_running(running: &Running) -> PartitionBackupStatus {
             checkpoint_position: running.descriptor.checkpoint_position,
             broker_id: running.id.node_id,
             broker_version: running.descriptor.broker_version.clone(),
+            kind: running.descriptor.request.map(|r| r.kind),
+            requested_at_ms: running.descriptor.request.map(|r| r.requested_at_ms),
         }),
         failure_reason: running.failure.clone(),
         created_at: running.created_at.clone(),
@@ -953,23 +963,45 @@ impl BackupHandle {
         partition_id: u32,
         id_prefix: Option<&str>,
     ) -> Result<Vec<PartitionBackupStatus>> {
-        let ids: Vec<u64> = self
-            .store
-            .list_checkpoints(partition_id)
-            .await?
-            .into_iter()
+        let listed = self.store.list_checkpoints(partition_id).await?;
+        let ids: Vec<u64> = listed
+            .iter()
+            .copied()
             .filter(|id| id_prefix.is_none_or(|prefix| id.to_string().starts_with(prefix)))
             .collect();
-        let manifests: Vec<Vec<Manifest>> = futures::stream::iter(ids)
+        let mut statuses: std::collections::BTreeMap<u64, PartitionBackupStatus> =
+            std::collections::BTreeMap::new();
+        let mut unread = Vec::new();
+        {
+            let mut completed = self.completed_statuses();
+            let listed: HashSet<u64> = listed.into_iter().collect();
+            completed
+                .retain(|(partition, id), _| *partition != partition_id || listed.contains(id));
+            for id in ids {
+                match completed.get(&(partition_id, id)) {
+                    Some(status) => {
+                        statuses.insert(id, status.clone());
+                    }
+                    None => unread.push(id),
+                }
+            }
+        }
+        let manifests: Vec<Vec<Manifest>> = futures::stream::iter(unread)
             .map(|id| self.store.find_manifests(partition_id, id))
             .buffer_unordered(LIST_MANIFEST_READS)
             .try_collect()
             .await?;
-        let mut statuses: std::collections::BTreeMap<u64, PartitionBackupStatus> = manifests
+        for manifest in manifests
             .iter()
             .filter_map(|manifests| Manifest::choose(manifests, self.node_id))
-            .map(|manifest| (manifest.id.checkpoint_id, status_from_manifest(manifest)))
-            .collect();
+        {
+            let status = status_from_manifest(manifest);
+            if manifest.status == BackupStatus::Completed {
+                self.completed_statuses()
+                    .insert((partition_id, manifest.id.checkpoint_id), status.clone());
+            }
+            statuses.insert(manifest.id.checkpoint_id, status);
+        }
         // What memory knows wins over the store: FAILED in memory, then running.
         for running in self.failed.iter().chain(self.running.iter()).filter(|r| {
             r.key().0 == partition_id
@@ -997,6 +1029,8 @@ impl BackupHandle {
         {
             return Err(BrokerError::BackupInProgress { backup_id });
         }
+        // Forgotten before the delete begins: it turns the manifest FAILED first.
+        self.completed_statuses().remove(&key);
         let deleted = self
             .store
             .delete_checkpoint(partition_id, backup_id)
@@ -1005,6 +1039,14 @@ impl BackupHandle {
         // The pool objects only this backup referenced are freed by a collection of their own.
         self.pools.request_collection(partition_id);
         Ok(deleted)
+    }
+
+    fn completed_statuses(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(u32, u64), PartitionBackupStatus>> {
+        self.completed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn stored_ids(&self) -> std::sync::MutexGuard<'_, StoredIds> {
@@ -1182,6 +1224,7 @@ impl BackupHandle {
                 checkpoint_position: latest_position,
                 number_of_partitions: partitions_count,
                 broker_version: crate::BROKER_VERSION.to_string(),
+                request: None,
             };
             let reason = format!(
                 "broker node {} stopped before the upload of this backup started; take a new backup",

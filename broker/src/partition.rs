@@ -27,7 +27,7 @@ use crate::log::{Appended, Log};
 use crate::metrics::PartitionMetrics;
 use crate::pool::SnapshotBase;
 use crate::protocol::{DeliverResponse, TransferState, TransferStatus};
-use crate::record::{delivery_records, Command, Delivery, Outcome};
+use crate::record::{delivery_records, CheckpointRequest, Command, Delivery, Outcome};
 use crate::snapshot::{self, SnapshotRef};
 use crate::state::{LedgerState, PartitionSummary, TransferProgress};
 
@@ -472,7 +472,7 @@ impl PartitionService {
             pending.push(match request {
                 Request::Execute { commands, reply } => {
                     for command in &commands {
-                        if let Command::Checkpoint { checkpoint_id } = command {
+                        if let Command::Checkpoint { checkpoint_id, .. } = command {
                             latest = latest.max(*checkpoint_id);
                         }
                     }
@@ -544,7 +544,11 @@ impl PartitionService {
             self.metrics.record_processed(appended.position, refused);
             match &outcome {
                 Outcome::CheckpointCreated { checkpoint_id, .. } => {
-                    self.start_backup(*checkpoint_id, appended).await;
+                    let request = match command {
+                        Command::Checkpoint { request, .. } => *request,
+                        _ => None,
+                    };
+                    self.start_backup(*checkpoint_id, request, appended).await;
                 }
                 Outcome::TransferPending { .. } => *outbox_grew = true,
                 _ => {}
@@ -598,7 +602,12 @@ impl PartitionService {
     }
 
     /// Reserves what the backup of `checkpoint_id` needs and hands it to the backup service.
-    async fn start_backup(&mut self, checkpoint_id: u64, checkpoint: Appended) {
+    async fn start_backup(
+        &mut self,
+        checkpoint_id: u64,
+        request: Option<CheckpointRequest>,
+        checkpoint: Appended,
+    ) {
         let partition_id = self.options.partition_id;
         let Some(backups) = self.backups.clone() else {
             tracing::warn!(
@@ -679,6 +688,7 @@ impl PartitionService {
                 checkpoint_position: checkpoint.position,
                 number_of_partitions: self.options.partitions_count,
                 broker_version: crate::BROKER_VERSION.to_string(),
+                request,
             },
             files,
             reservation: guard,

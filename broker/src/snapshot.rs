@@ -243,7 +243,7 @@ mod tests {
                 amount: 5,
             },
         );
-        state.apply(2, &Command::Checkpoint { checkpoint_id: 9 });
+        state.apply(2, &Command::checkpoint(9));
         let first = write(dir.path(), &state).unwrap();
         state.apply(
             3,

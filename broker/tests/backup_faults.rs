@@ -219,6 +219,7 @@ fn descriptor(checkpoint_position: u64) -> BackupDescriptor {
         checkpoint_position,
         number_of_partitions: 2,
         broker_version: "test".into(),
+        request: None,
     }
 }
 
@@ -512,7 +513,7 @@ async fn the_checkpoint_endpoint_refuses_an_id_the_store_holds() {
         sluice_broker::transport::ClusterTransport::new(None, None, "broker.cluster.ca").unwrap();
     let client = BrokerClient::new(transport, address, Duration::from_secs(10));
 
-    match client.checkpoint(1, 7).await {
+    match client.checkpoint(1, 7, None).await {
         Err(ClientError::Remote { status, body, .. }) => {
             assert_eq!(status, 409);
             assert_eq!(body.kind, ErrorKind::BackupExists);
@@ -522,7 +523,7 @@ async fn the_checkpoint_endpoint_refuses_an_id_the_store_holds() {
         other => panic!("{other:?}"),
     }
     assert_eq!(partition.outbox(1).await.unwrap().latest_checkpoint_id, 0);
-    assert!(client.checkpoint(1, 8).await.unwrap().created);
+    assert!(client.checkpoint(1, 8, None).await.unwrap().created);
     fixture.cancel.cancel();
 }
 
@@ -586,7 +587,7 @@ async fn an_unreadable_snapshot_file_fails_the_backup_naming_it() {
     std::fs::rename(&state_file, &aside).unwrap();
     fixture.outage.hold_manifests.store(true, Ordering::SeqCst);
     let outcome = partition
-        .execute(vec![Command::Checkpoint { checkpoint_id: 1 }])
+        .execute(vec![Command::checkpoint(1)])
         .await
         .unwrap();
     assert!(

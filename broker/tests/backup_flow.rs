@@ -14,8 +14,8 @@ use sluice_backup_store::conformance::{Intercept, Intercepted, StoreFuture};
 use sluice_backup_store::object_store::memory::InMemory;
 use sluice_backup_store::object_store::path::Path;
 use sluice_backup_store::object_store::{
-    MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-    Result as StoreResult,
+    GetOptions, GetResult, MultipartUpload, ObjectStore, PutMultipartOptions, PutOptions,
+    PutPayload, PutResult, Result as StoreResult,
 };
 use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, FileEntry, FileKind, Manifest,
@@ -37,6 +37,8 @@ struct Faulty {
     fail_segments: AtomicBool,
     hang_segments: AtomicBool,
     delay_ms: AtomicU64,
+    /// Manifests read so far.
+    manifest_reads: AtomicU64,
 }
 
 impl fmt::Display for Faulty {
@@ -68,6 +70,17 @@ impl Faulty {
 impl Intercept for Faulty {
     fn inner(&self) -> &Arc<dyn ObjectStore> {
         &self.inner
+    }
+
+    fn get_opts<'a>(
+        &'a self,
+        location: &'a Path,
+        options: GetOptions,
+    ) -> StoreFuture<'a, GetResult> {
+        if location.as_ref().ends_with("manifest.json") {
+            self.manifest_reads.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.get_opts(location, options)
     }
 
     fn put_opts<'a>(
@@ -114,6 +127,7 @@ fn start_with(snapshot_period: Duration) -> Fixture {
         fail_segments: AtomicBool::new(false),
         hang_segments: AtomicBool::new(false),
         delay_ms: AtomicU64::new(0),
+        manifest_reads: AtomicU64::new(0),
     }));
     let store = BackupStore::from_object_store(faulty.clone(), None);
     let (service, backups) = BackupService::new(
@@ -172,7 +186,7 @@ async fn deposits(partition: &PartitionHandle, round: u64) {
 
 async fn checkpoint(partition: &PartitionHandle, id: u64) -> u64 {
     match partition
-        .execute(vec![Command::Checkpoint { checkpoint_id: id }])
+        .execute(vec![Command::checkpoint(id)])
         .await
         .unwrap()
         .as_slice()
@@ -360,6 +374,7 @@ async fn a_restart_fails_every_unfinished_backup_of_this_node() {
         checkpoint_position: 7,
         number_of_partitions: 1,
         broker_version: "test".into(),
+        request: None,
     };
     let id = |checkpoint_id, node_id| BackupIdentifier {
         partition_id: 1,
@@ -421,6 +436,7 @@ async fn status_and_list_answer_the_manifest_restore_would_choose() {
         checkpoint_position: 7,
         number_of_partitions: 1,
         broker_version: "test".into(),
+        request: None,
     };
     let older = "2024-05-01T12:00:01.000Z";
     let newer = "2024-05-01T12:00:02.000Z";
@@ -585,10 +601,7 @@ async fn a_credit_after_the_source_checkpoint_is_not_in_the_target_backup() {
     );
     assert_eq!(target.balance(bob.clone()).await.unwrap(), Some(40));
     // The gateway's checkpoint 7 arrives late: a no-op that counts as success.
-    let late = target
-        .execute(vec![Command::Checkpoint { checkpoint_id: 7 }])
-        .await
-        .unwrap();
+    let late = target.execute(vec![Command::checkpoint(7)]).await.unwrap();
     assert_eq!(late, vec![Outcome::CheckpointExists { checkpoint_id: 7 }]);
 
     // The target's backup 7 completes; restored, it holds the state before the credit.
@@ -821,4 +834,63 @@ async fn a_backup_after_a_new_snapshot_builds_on_the_pooled_one() {
             .unwrap();
     }
     fixture.cancel.cancel();
+}
+
+/// A listing reads a COMPLETED manifest once; later listings answer it from memory (markers
+/// every few seconds make thousands of checkpoints), a delete forgets it, and a backup that is
+/// not COMPLETED is read again each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_read_each_completed_manifest_once() {
+    let f = start();
+    for id in 1..=3 {
+        deposits(&f.partition, id).await;
+        checkpoint(&f.partition, id).await;
+        wait_for(&f.backups, id, BackupState::Completed).await;
+    }
+    let reads = || f.faulty.0.manifest_reads.load(Ordering::SeqCst);
+    let listed = |statuses: Vec<PartitionBackupStatus>| -> Vec<(u64, BackupState)> {
+        statuses.iter().map(|s| (s.backup_id, s.status)).collect()
+    };
+    let all_completed = vec![
+        (1, BackupState::Completed),
+        (2, BackupState::Completed),
+        (3, BackupState::Completed),
+    ];
+    assert_eq!(
+        listed(f.backups.list(1, None).await.unwrap()),
+        all_completed
+    );
+    let after_first = reads();
+    assert_eq!(
+        listed(f.backups.list(1, None).await.unwrap()),
+        all_completed
+    );
+    assert_eq!(
+        reads(),
+        after_first,
+        "a second listing read manifests again"
+    );
+
+    f.backups.delete(1, 2).await.unwrap();
+    assert_eq!(
+        listed(f.backups.list(1, None).await.unwrap()),
+        vec![(1, BackupState::Completed), (3, BackupState::Completed)]
+    );
+
+    // A FAILED backup is read on every listing: only COMPLETED never changes.
+    f.faulty.0.fail_segments.store(true, Ordering::SeqCst);
+    deposits(&f.partition, 4).await;
+    checkpoint(&f.partition, 4).await;
+    wait_for(&f.backups, 4, BackupState::Failed).await;
+    f.faulty.0.fail_segments.store(false, Ordering::SeqCst);
+    let statuses = listed(f.backups.list(1, None).await.unwrap());
+    assert_eq!(statuses.last(), Some(&(4, BackupState::Failed)));
+    let before = reads();
+    f.backups.list(1, None).await.unwrap();
+    assert_eq!(
+        reads(),
+        before + 1,
+        "only the FAILED manifest is read again"
+    );
+    f.cancel.cancel();
 }

@@ -69,6 +69,7 @@ fn job(dir: &std::path::Path, checkpoint_id: u64) -> BackupJob {
             checkpoint_position: checkpoint_id * 10,
             number_of_partitions: 1,
             broker_version: "test".into(),
+            request: None,
         },
         files: vec![FileToUpload {
             kind: FileKind::Segment,

@@ -293,7 +293,7 @@ fn simulate(seed: u64, partitions_count: u32, steps: usize) -> Seen {
                 partitions
                     .get_mut(&partition)
                     .unwrap()
-                    .apply(&Command::Checkpoint { checkpoint_id });
+                    .apply(&Command::checkpoint(checkpoint_id));
             }
             _ => {}
         }
@@ -361,7 +361,7 @@ fn a_credit_sent_after_the_source_checkpoint_forces_the_target_checkpoint_first(
         account: alice.clone(),
         amount: 100,
     });
-    source.apply(&Command::Checkpoint { checkpoint_id: 7 });
+    source.apply(&Command::checkpoint(7));
     source.apply(&Command::Transfer {
         transfer_id: "t".into(),
         from: alice,
@@ -393,7 +393,7 @@ fn a_credit_sent_after_the_source_checkpoint_forces_the_target_checkpoint_first(
     assert_eq!(target.state.accounts[&bob], 40);
     // The gateway's checkpoint 7 arriving later is a no-op that counts as success.
     assert_eq!(
-        target.apply(&Command::Checkpoint { checkpoint_id: 7 }),
+        target.apply(&Command::checkpoint(7)),
         Outcome::CheckpointExists { checkpoint_id: 7 }
     );
 }

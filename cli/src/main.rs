@@ -77,6 +77,15 @@ enum BackupCommand {
         /// Only ids that start with these digits.
         #[arg(long)]
         prefix: Option<String>,
+        /// BACKUP (the default), MARKER (restore points of continuous backups) or ALL.
+        #[arg(long, value_parser = ["BACKUP", "MARKER", "ALL"])]
+        kind: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// What can be restored: the newest cluster-wide restore point, and per partition and for
+    /// the cluster the ranges of restorable checkpoints (backups and markers) and each break.
+    RestorePoints {
         #[command(flatten)]
         remote: Remote,
     },
@@ -184,14 +193,37 @@ async fn run(command: BackupCommand) -> Result<(), Failure> {
             print_backup(&remote, &body);
             Ok(())
         }
-        BackupCommand::List { prefix, remote } => {
-            let path = match prefix {
-                Some(prefix) => format!("/actuator/backups?prefix={prefix}"),
-                None => "/actuator/backups".to_string(),
+        BackupCommand::List {
+            prefix,
+            kind,
+            remote,
+        } => {
+            let query: Vec<String> = [("prefix", prefix), ("kind", kind)]
+                .into_iter()
+                .filter_map(|(name, value)| value.map(|value| format!("{name}={value}")))
+                .collect();
+            let path = if query.is_empty() {
+                "/actuator/backups".to_string()
+            } else {
+                format!("/actuator/backups?{}", query.join("&"))
             };
             let body = call(&remote, reqwest::Method::GET, &path).await?;
             let list = body.as_array().cloned().unwrap_or_default();
             print_backup_list(&remote, &list);
+            Ok(())
+        }
+        BackupCommand::RestorePoints { remote } => {
+            let body = call(
+                &remote,
+                reqwest::Method::GET,
+                "/actuator/backups/restore-points",
+            )
+            .await?;
+            if remote.json {
+                println!("{body}");
+            } else {
+                print_restore_points(&body);
+            }
             Ok(())
         }
         BackupCommand::Delete { id, remote } => {
@@ -361,18 +393,71 @@ fn print_backup_list(remote: &Remote, backups: &[Value]) {
 
 fn print_backup_table(backups: &[Value]) {
     println!(
-        "{:<20} {:<15} {:>10}  FAILURE",
-        "BACKUP", "STATUS", "PARTITIONS"
+        "{:<20} {:<7} {:<24} {:<15} {:>10}  FAILURE",
+        "BACKUP", "KIND", "REQUESTED", "STATUS", "PARTITIONS"
     );
     for backup in backups {
         let partitions = backup["partitions"].as_array().map_or(0, Vec::len);
         println!(
-            "{:<20} {:<15} {:>10}  {}",
+            "{:<20} {:<7} {:<24} {:<15} {:>10}  {}",
             backup["backupId"].to_string(),
+            backup["kind"].as_str().unwrap_or("?"),
+            backup["requestedAt"].as_str().unwrap_or("-"),
             backup["status"].as_str().unwrap_or("?"),
             partitions,
             backup["failureReason"].as_str().unwrap_or("")
         );
+    }
+}
+
+/// The answer of `GET /actuator/backups/restore-points` as text: the newest point, then the
+/// cluster's ranges and breaks, then each partition's.
+fn print_restore_points(body: &Value) {
+    let point = |p: &Value| {
+        format!(
+            "{} ({} {})",
+            p["id"],
+            p["kind"].as_str().unwrap_or("?"),
+            p["requestedAt"].as_str().unwrap_or("time unknown")
+        )
+    };
+    match body.get("newest").filter(|n| !n.is_null()) {
+        Some(newest) => println!("newest cluster-wide restore point: {}", point(newest)),
+        None => {
+            println!(
+                "no cluster-wide restore point: no checkpoint is COMPLETED on every partition"
+            );
+        }
+    }
+    let sections = std::iter::once(&body["cluster"])
+        .chain(body["partitions"].as_array().into_iter().flatten());
+    for section in sections {
+        match section["partitionId"].as_u64() {
+            Some(partition) => println!("\npartition {partition}:"),
+            None => println!("\ncluster (every partition):"),
+        }
+        for range in section["ranges"].as_array().into_iter().flatten() {
+            println!(
+                "  range  {} .. {}  ({} restore points)",
+                point(&range["first"]),
+                point(&range["last"]),
+                range["count"]
+            );
+        }
+        for gap in section["breaks"].as_array().into_iter().flatten() {
+            println!(
+                "  break  {}  {}: {}",
+                point(&gap["checkpoint"]),
+                gap["status"].as_str().unwrap_or("?"),
+                gap["reason"].as_str().unwrap_or("")
+            );
+        }
+        if section["omitted"].as_u64().unwrap_or(0) > 0 {
+            println!(
+                "  ({} older ranges and breaks not shown)",
+                section["omitted"]
+            );
+        }
     }
 }
 

@@ -492,6 +492,18 @@ pub const KEYS: &[KeyDoc] = &[
         "",
         "Retention: also keep every backup younger than this (e.g. `7d`, `36h`); empty = no age rule. With both rules a backup is kept if either keeps it.",
     ),
+    key(
+        "gateway.backup.checkpointInterval",
+        "SLUICE_GATEWAY_BACKUP_CHECKPOINTINTERVAL",
+        "",
+        "Continuous backups: a restore point (a marker checkpoint, a consistent cut of every partition) at this interval (e.g. `10s`, at least 1s); each uploads only the log written since the previous one. Ids are epoch milliseconds, shared with scheduled backups. Empty disables them.",
+    ),
+    key(
+        "gateway.backup.retention.markersKeepWithin",
+        "SLUICE_GATEWAY_BACKUP_RETENTION_MARKERSKEEPWITHIN",
+        "24h",
+        "Retention of markers: every marker younger than this is kept, older ones are deleted (checked at most once a minute, the newest COMPLETED marker always kept); backups are kept by `keepLast`/`keepWithin` alone.",
+    ),
 ];
 
 /// The environment variable for a dotted key: `SLUICE_` + the upper-cased key with

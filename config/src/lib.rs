@@ -480,7 +480,7 @@ pub struct TlsConfig {
 }
 
 /// `gateway.backup.*`: scheduled backups and their retention.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayBackupConfig {
     /// The schedule text as configured (an interval or a cron expression); `None` = disabled.
     /// The gateway parses it at start-up and refuses an invalid one naming the key.
@@ -489,6 +489,10 @@ pub struct GatewayBackupConfig {
     pub keep_last: Option<usize>,
     /// Keep every backup younger than this; `None` = no age rule.
     pub keep_within: Option<Duration>,
+    /// `gateway.backup.checkpointInterval`: a marker checkpoint this often; `None` = off.
+    pub checkpoint_interval: Option<Duration>,
+    /// `gateway.backup.retention.markersKeepWithin`: markers older than this are deleted.
+    pub markers_keep_within: Duration,
 }
 
 /// `gateway.cluster.*`

@@ -11,9 +11,9 @@ use crate::keys::{
     find_env, find_key, is_key_prefix, CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE, ENV_PREFIX, KEYS,
 };
 use crate::values::{
-    connect_address, duration_at_least_100ms, non_empty, optional, parse_address_list, parse_bool,
-    parse_key_id, parse_key_list, parse_port, parse_rate, parse_uint, size_in, sse_customer_key,
-    uint_in, ValueError,
+    connect_address, duration_at_least_100ms, duration_at_least_1s, non_empty, optional,
+    parse_address_list, parse_bool, parse_key_id, parse_key_list, parse_port, parse_rate,
+    parse_uint, size_in, sse_customer_key, uint_in, ValueError,
 };
 use crate::{
     AzureBackupConfig, BackupCompression, BackupConfig, BackupStoreKind, BrokerConfig,
@@ -556,6 +556,16 @@ impl Raw {
                         None => Ok(None),
                         Some(text) => duration_at_least_100ms(&text).map(Some),
                     },
+                )?,
+                checkpoint_interval: self.parse("gateway.backup.checkpointInterval", |s| {
+                    match optional(s) {
+                        None => Ok(None),
+                        Some(text) => duration_at_least_1s(&text).map(Some),
+                    }
+                })?,
+                markers_keep_within: self.parse(
+                    "gateway.backup.retention.markersKeepWithin",
+                    duration_at_least_1s,
                 )?,
             },
         })

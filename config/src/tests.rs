@@ -337,6 +337,8 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("gateway.backup.schedule", "0 */6 * * *"),
         ("gateway.backup.retention.keepLast", "7"),
         ("gateway.backup.retention.keepWithin", "7d"),
+        ("gateway.backup.checkpointInterval", "10s"),
+        ("gateway.backup.retention.markersKeepWithin", "36h"),
     ];
     assert_eq!(values.len(), KEYS.len());
     let from_env = load_from(
@@ -383,6 +385,14 @@ fn every_key_can_be_set_from_env_and_from_file() {
                 source: KeySource::PassphraseEnv("P".into())
             },
         ]
+    );
+    assert_eq!(
+        c.gateway.backup.checkpoint_interval,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        c.gateway.backup.markers_keep_within,
+        Duration::from_secs(36 * 3600)
     );
     assert_eq!(b.store, BackupStoreKind::S3);
     assert_eq!(b.filesystem.base_path, Some(PathBuf::from("/backups")));

@@ -32,6 +32,8 @@ pub enum ValueError {
     NotADuration { source: humantime::DurationError },
     #[error("must be at least 100ms")]
     DurationTooShort,
+    #[error("must be at least 1s")]
+    DurationBelowOneSecond,
     #[error("not a boolean (true or false)")]
     NotABool,
     #[error("must not be empty")]
@@ -253,6 +255,15 @@ pub(crate) fn duration_at_least_100ms(s: &str) -> Result<Duration, ValueError> {
     let d = parse_duration(s)?;
     if d < Duration::from_millis(100) {
         return Err(ValueError::DurationTooShort);
+    }
+    Ok(d)
+}
+
+/// Parses a duration of at least one second.
+pub(crate) fn duration_at_least_1s(s: &str) -> Result<Duration, ValueError> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err(ValueError::DurationBelowOneSecond);
     }
     Ok(d)
 }

@@ -11,9 +11,12 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
+use sluice_ledger::record::{CheckpointKind, CheckpointRequest};
 use sluice_protocol::backup_id::BackupId;
 use sluice_protocol::client::ClientError;
-use sluice_protocol::wire::{BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus};
+use sluice_protocol::wire::{
+    BackupDescription, BackupState, BrokerBackup, ErrorKind, PartitionBackupStatus,
+};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -22,6 +25,7 @@ use crate::client_api::not_found;
 use crate::cluster::Cluster;
 use crate::error::{ErrorMessage, GatewayError};
 use crate::openapi::{BackupIdSchema, BrokerErrors};
+use crate::restore_points::RestorePoints;
 use crate::schedule::{ScheduleHandle, ScheduleStatus};
 
 /// The actuator's routes, each with its OpenAPI operation (`#[utoipa::path]`): a route is added
@@ -29,6 +33,7 @@ use crate::schedule::{ScheduleHandle, ScheduleStatus};
 pub fn routes() -> (OpenApiRouter<Arc<Cluster>>, OpenApiRouter<ScheduleHandle>) {
     let cluster_routes = OpenApiRouter::new()
         .routes(routes!(list_backups))
+        .routes(routes!(restore_points))
         .routes(routes!(take_backup, backup_status, delete_backup))
         .routes(routes!(health))
         .routes(routes!(prometheus))
@@ -113,9 +118,29 @@ pub fn parse_backup_id(raw: &str) -> Result<u64, GatewayError> {
 pub struct BackupResponse {
     #[schema(value_type = BackupIdSchema)]
     pub backup_id: u64,
+    /// `BACKUP`, or `MARKER` for a restore point of continuous backups: what the partitions
+    /// that had the checkpoint from the gateway say (`BACKUP` when none says).
+    #[schema(value_type = String)]
+    pub kind: CheckpointKind,
+    /// When the gateway asked for the checkpoint (RFC 3339): the restore point's time, as the
+    /// partitions that had it from the gateway say; null for backups of earlier releases.
+    #[schema(format = DateTime)]
+    pub requested_at: Option<String>,
+    #[serde(skip)]
+    pub requested_at_ms: Option<u64>,
     pub status: BackupState,
     pub failure_reason: Option<String>,
     pub partitions: Vec<PartitionBackupStatus>,
+}
+
+#[cfg(test)]
+impl BackupResponse {
+    /// The same checkpoint as the gateway asked it with `kind` at `requested_at`.
+    pub(crate) fn with_kind(mut self, kind: CheckpointKind, requested_at: Option<String>) -> Self {
+        self.kind = kind;
+        self.requested_at = requested_at;
+        self
+    }
 }
 
 /// The answer to taking a backup.
@@ -162,8 +187,15 @@ pub fn aggregate(
     } else {
         BackupState::Completed
     };
+    let request = partitions
+        .iter()
+        .find_map(|p| p.description.as_ref().and_then(BackupDescription::request));
+    let requested_at_ms = request.map(|r| r.requested_at_ms);
     BackupResponse {
         backup_id,
+        kind: request.map_or(CheckpointKind::Backup, |r| r.kind),
+        requested_at: requested_at_ms.map(crate::schedule::rfc3339_of_millis),
+        requested_at_ms,
         status,
         failure_reason: (!failed.is_empty()).then(|| failed.join("; ")),
         partitions,
@@ -188,21 +220,38 @@ async fn take_backup(
     Path(raw): Path<String>,
 ) -> Result<Json<BackupTaken>, GatewayError> {
     let id = parse_backup_id(&raw)?;
-    take(&cluster, id).await?;
+    take(
+        &cluster,
+        id,
+        CheckpointKind::Backup,
+        std::time::SystemTime::now(),
+    )
+    .await?;
     Ok(Json(BackupTaken { id }))
 }
 
-/// Creates checkpoint `id` on every partition (the backups upload in the background).
-pub async fn take(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
+/// Creates checkpoint `id` of `kind`, requested at `requested_at`, on every partition (the
+/// backups upload in the background).
+pub async fn take(
+    cluster: &Cluster,
+    id: u64,
+    kind: CheckpointKind,
+    requested_at: std::time::SystemTime,
+) -> Result<(), GatewayError> {
     let routing = cluster.routing().await?;
     if !routing.backup_store_configured {
         return Err(GatewayError::BackupStoreNotConfigured);
     }
-    let results = join_all(
-        routing
-            .partitions()
-            .map(|partition| cluster.owner(&routing, partition).checkpoint(partition, id)),
-    )
+    // The restore point's time: when the coordinator asked, the same in every partition's record.
+    let request = CheckpointRequest {
+        kind,
+        requested_at_ms: crate::schedule::epoch_millis(requested_at),
+    };
+    let results = join_all(routing.partitions().map(|partition| {
+        cluster
+            .owner(&routing, partition)
+            .checkpoint(partition, id, Some(request))
+    }))
     .await;
     // The most telling error wins: a conflict names the id to exceed (a backup the store holds,
     // or the latest checkpoint), which is what the operator needs.
@@ -285,13 +334,16 @@ pub struct ListQuery {
     /// Only backups whose id starts with these digits, e.g. `?prefix=10`.
     #[param(pattern = "^[0-9]{1,19}$", nullable = false)]
     prefix: Option<String>,
+    /// `BACKUP` (the default), `MARKER` (the restore points of continuous backups) or `ALL`.
+    #[param(pattern = "^(BACKUP|MARKER|ALL)$", nullable = false)]
+    kind: Option<String>,
 }
 
 #[utoipa::path(
     get,
     path = "/actuator/backups",
     tag = "actuator",
-    summary = "Every backup, newest id first",
+    summary = "Every backup (or marker, `?kind=`), newest id first",
     params(ListQuery),
     responses(
         (status = 200, body = Vec<BackupResponse>, description = "the backups"),
@@ -312,7 +364,40 @@ async fn list_backups(
             )));
         }
     }
-    Ok(Json(list(&cluster, query.prefix.as_deref()).await?))
+    let kind = match query.kind.as_deref() {
+        None | Some("BACKUP") => Some(CheckpointKind::Backup),
+        Some("MARKER") => Some(CheckpointKind::Marker),
+        Some("ALL") => None,
+        Some(other) => {
+            return Err(GatewayError::InvalidRequest(format!(
+                "kind must be BACKUP, MARKER or ALL, got {other:?}"
+            )))
+        }
+    };
+    let mut backups = list(&cluster, query.prefix.as_deref()).await?;
+    backups.retain(|backup| kind.is_none_or(|kind| backup.kind == kind));
+    Ok(Json(backups))
+}
+
+#[utoipa::path(
+    get,
+    path = "/actuator/backups/restore-points",
+    tag = "actuator",
+    summary = "What can be restored: per partition and for the cluster, the ranges of restorable checkpoints (backups and markers) and why each break",
+    responses(
+        (status = 200, body = RestorePoints, description = "the restore points"),
+        BrokerErrors,
+    ),
+)]
+async fn restore_points(
+    State(cluster): State<Arc<Cluster>>,
+) -> Result<Json<RestorePoints>, GatewayError> {
+    let routing = cluster.routing().await?;
+    let backups = list(&cluster, None).await?;
+    Ok(Json(crate::restore_points::restore_points(
+        &backups,
+        routing.partitions_count,
+    )))
 }
 
 /// Every backup (whose id starts with `prefix`), newest first, aggregated over partitions.

@@ -10,6 +10,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod rejection;
+pub mod restore_points;
 pub mod schedule;
 pub mod service;
 

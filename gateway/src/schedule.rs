@@ -1,8 +1,13 @@
-//! Scheduled backups with retention, built into the gateway (no external cron).
+//! Scheduled backups and markers with retention, built into the gateway (no external cron).
 //!
-//! Shape: `BackupScheduler::new(options, cluster)` gives the scheduler and a cheap
-//! [`ScheduleHandle`] that `GET /actuator/backups/schedule` reads; `run(cancel)` runs it. Each run takes a backup whose id
-//! is the current time in epoch milliseconds (kept strictly increasing), then applies retention.
+//! Shape: `BackupScheduler::new(options, cluster, ids)` gives the scheduler and a cheap
+//! [`ScheduleHandle`] that `GET /actuator/backups/schedule` reads; `run(cancel)` runs it. Each run
+//! takes a checkpoint of its kind (a backup, or a marker of continuous backups) whose id is the
+//! current time in epoch milliseconds, then applies retention to checkpoints of that kind. The
+//! gateway's two schedulers draw their ids from one [`IdClock`], so they never reuse an id;
+//! across gateway restarts and between several gateways, ids stay increasing because they are
+//! the wall clock and a broker refuses an id not above its latest (the losing trigger answers
+//! 409 and the next run takes a later one).
 //!
 //! Retention ([`Retention::to_delete`]) deletes only what it may: never a backup IN_PROGRESS
 //! (on any partition), never the newest COMPLETED one; it keeps the last `keepLast` backups and/or
@@ -15,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use sluice_ledger::record::CheckpointKind;
 use sluice_protocol::wire::BackupState;
 use tokio_util::sync::CancellationToken;
 
@@ -112,10 +118,11 @@ mod humantime_option {
     }
 }
 
-/// A backup as retention sees it: id, aggregated status, and when it was created.
+/// A backup as retention sees it: id, kind, aggregated status, and when it was created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupAge {
     pub id: u64,
+    pub kind: CheckpointKind,
     pub status: BackupState,
     pub created_at: Option<SystemTime>,
 }
@@ -141,6 +148,7 @@ impl BackupAge {
         };
         BackupAge {
             id: backup.backup_id,
+            kind: backup.kind,
             status,
             created_at,
         }
@@ -152,12 +160,18 @@ impl Retention {
         self.keep_last.is_some() || self.keep_within.is_some()
     }
 
-    /// The ids retention deletes from `backups` at `now`.
-    pub fn to_delete(&self, backups: &[BackupAge], now: SystemTime) -> Vec<u64> {
+    /// The ids of kind `kind` that retention deletes from `backups` at `now` (the others are
+    /// another rule's).
+    pub fn to_delete(
+        &self,
+        kind: CheckpointKind,
+        backups: &[BackupAge],
+        now: SystemTime,
+    ) -> Vec<u64> {
         if !self.is_enabled() {
             return Vec::new();
         }
-        let mut sorted: Vec<&BackupAge> = backups.iter().collect();
+        let mut sorted: Vec<&BackupAge> = backups.iter().filter(|b| b.kind == kind).collect();
         sorted.sort_by_key(|b| std::cmp::Reverse(b.id));
         let newest_completed = sorted
             .iter()
@@ -191,12 +205,19 @@ impl Retention {
 #[schema(as = Schedule)]
 pub struct ScheduleStatus {
     pub enabled: bool,
+    /// `BACKUP` or `MARKER`; null when no schedule is set.
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<CheckpointKind>,
     /// E.g. `every 1h` or `cron 0 */6 * * *`.
     pub schedule: Option<String>,
     pub retention: Retention,
     #[schema(format = DateTime)]
     pub next_run_at: Option<String>,
     pub last_run: Option<LastRun>,
+    /// The markers of continuous backups (`gateway.backup.checkpointInterval`), when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(no_recursion)]
+    pub markers: Option<Box<ScheduleStatus>>,
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -219,11 +240,23 @@ pub struct LastRun {
 #[derive(Clone, Default)]
 pub struct ScheduleHandle {
     status: Arc<Mutex<ScheduleStatus>>,
+    markers: Option<Arc<Mutex<ScheduleStatus>>>,
 }
 
 impl ScheduleHandle {
     pub fn status(&self) -> ScheduleStatus {
-        self.status.lock().expect("schedule status lock").clone()
+        let mut status = self.status.lock().expect("schedule status lock").clone();
+        status.markers = self
+            .markers
+            .as_ref()
+            .map(|markers| Box::new(markers.lock().expect("schedule status lock").clone()));
+        status
+    }
+
+    /// This handle, also showing the markers' scheduler of `markers`.
+    pub fn with_markers(mut self, markers: &ScheduleHandle) -> ScheduleHandle {
+        self.markers = Some(markers.status.clone());
+        self
     }
 
     fn update(&self, change: impl FnOnce(&mut ScheduleStatus)) {
@@ -234,12 +267,43 @@ impl ScheduleHandle {
 #[derive(Debug, Clone)]
 pub struct ScheduleOptions {
     pub schedule: Schedule,
+    /// What each run takes: backups, or markers (continuous backups).
+    pub kind: CheckpointKind,
     pub retention: Retention,
+    /// The shortest time between two retention runs: every run for backups; for markers,
+    /// taken every few seconds, [`MARKER_RETENTION_PERIOD`] (each run lists every checkpoint).
+    pub retention_period: Duration,
+}
+
+/// How often markers' retention runs at most.
+pub const MARKER_RETENTION_PERIOD: Duration = Duration::from_secs(60);
+
+/// The ids of one gateway's checkpoints: epoch milliseconds, strictly increasing even when the
+/// clock steps back or two schedulers fire in the same millisecond.
+#[derive(Debug, Clone, Default)]
+pub struct IdClock {
+    last: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl IdClock {
+    pub fn next(&self, now: SystemTime) -> u64 {
+        let now_ms = epoch_millis(now);
+        let previous = self
+            .last
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |last| Some(now_ms.max(last + 1)),
+            )
+            .expect("the update always returns Some");
+        now_ms.max(previous + 1)
+    }
 }
 
 pub struct BackupScheduler {
     options: ScheduleOptions,
     cluster: Arc<Cluster>,
+    ids: IdClock,
     handle: ScheduleHandle,
 }
 
@@ -247,7 +311,12 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-fn epoch_millis(time: SystemTime) -> u64 {
+/// The RFC 3339 form (milliseconds, UTC) of `ms` milliseconds since the Unix epoch.
+pub(crate) fn rfc3339_of_millis(ms: u64) -> String {
+    rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+pub(crate) fn epoch_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
@@ -259,23 +328,26 @@ impl BackupScheduler {
     pub fn new(
         options: ScheduleOptions,
         cluster: Arc<Cluster>,
+        ids: IdClock,
     ) -> (BackupScheduler, ScheduleHandle) {
         let handle = ScheduleHandle::default();
         handle.update(|status| {
             status.enabled = true;
+            status.kind = Some(options.kind);
             status.schedule = Some(options.schedule.describe());
             status.retention = options.retention.clone();
         });
         let scheduler = BackupScheduler {
             options,
             cluster,
+            ids,
             handle: handle.clone(),
         };
         (scheduler, handle)
     }
 
     pub async fn run(self, cancel: CancellationToken) {
-        let mut last_id = 0u64;
+        let mut retained_at: Option<SystemTime> = None;
         let mut next = self.options.schedule.next_after(SystemTime::now());
         loop {
             self.handle
@@ -287,16 +359,20 @@ impl BackupScheduler {
                 _ = tokio::time::sleep(wait) => {}
             }
             let now = SystemTime::now();
-            // Ids are epoch milliseconds, strictly increasing even if the clock steps back.
-            let id = epoch_millis(now).max(last_id + 1);
-            last_id = id;
+            let id = self.ids.next(now);
+            let retain = retained_at.is_none_or(|at| {
+                now.duration_since(at).unwrap_or_default() >= self.options.retention_period
+            });
+            if retain {
+                retained_at = Some(now);
+            }
             // Cancellation first, also while the brokers are asked (up to the request timeout
             // each): shutdown never waits for a broker. A backup cut short is one that failed
             // on some partitions, which retention deletes like any partial backup.
             let last_run = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                last_run = self.take_and_retain(id, now) => last_run,
+                last_run = self.take_and_retain(id, now, retain) => last_run,
             };
             self.handle
                 .update(|status| status.last_run = Some(last_run));
@@ -307,25 +383,32 @@ impl BackupScheduler {
         }
     }
 
-    /// Takes backup `id`, then applies retention: what `lastRun` shows.
-    async fn take_and_retain(&self, id: u64, now: SystemTime) -> LastRun {
-        let taken = actuator::take(&self.cluster, id).await;
+    /// Takes checkpoint `id`, then applies retention if `retain`: what `lastRun` shows.
+    async fn take_and_retain(&self, id: u64, now: SystemTime, retain: bool) -> LastRun {
+        let kind = self.options.kind;
+        let taken = actuator::take(&self.cluster, id, kind, now).await;
         let (result, message) = match &taken {
+            // A marker every few seconds: its successes are not worth a line each.
+            Ok(()) if kind == CheckpointKind::Marker => ("TRIGGERED", None),
             Ok(()) => {
                 tracing::info!(backup = id, "scheduled backup taken");
                 ("TRIGGERED", None)
             }
             Err(error) => {
-                tracing::warn!(backup = id, %error, "scheduled backup failed");
+                tracing::warn!(checkpoint = id, kind = kind.as_str(), %error, "scheduled checkpoint failed");
                 ("FAILED", Some(error.to_string()))
             }
         };
-        let (deleted, retention_error) = match self.apply_retention(now).await {
-            Ok(deleted) => (deleted, None),
-            Err(error) => {
-                tracing::warn!(%error, "retention could not run");
-                (Vec::new(), Some(error.to_string()))
+        let (deleted, retention_error) = if retain {
+            match self.apply_retention(now).await {
+                Ok(deleted) => (deleted, None),
+                Err(error) => {
+                    tracing::warn!(%error, "retention could not run");
+                    (Vec::new(), Some(error.to_string()))
+                }
             }
+        } else {
+            (Vec::new(), None)
         };
         LastRun {
             backup_id: id,
@@ -344,14 +427,22 @@ impl BackupScheduler {
         let backups = actuator::list(&self.cluster, None).await?;
         let ages: Vec<BackupAge> = backups.iter().map(BackupAge::from_response).collect();
         let mut deleted = Vec::new();
-        for id in self.options.retention.to_delete(&ages, now) {
+        for id in self
+            .options
+            .retention
+            .to_delete(self.options.kind, &ages, now)
+        {
             match actuator::delete(&self.cluster, id).await {
                 Ok(()) => {
-                    tracing::info!(backup = id, "retention deleted backup");
+                    tracing::info!(
+                        checkpoint = id,
+                        kind = self.options.kind.as_str(),
+                        "retention deleted"
+                    );
                     deleted.push(id);
                 }
                 Err(error) => {
-                    tracing::warn!(backup = id, %error, "retention could not delete backup");
+                    tracing::warn!(checkpoint = id, %error, "retention could not delete");
                 }
             }
         }
@@ -372,6 +463,7 @@ mod tests {
         list.iter()
             .map(|(id, status, age)| BackupAge {
                 id: *id,
+                kind: CheckpointKind::Backup,
                 status: *status,
                 created_at: at(*age),
             })
@@ -465,11 +557,13 @@ mod tests {
                 vec![
                     BackupAge {
                         id: 1,
+                        kind: CheckpointKind::Backup,
                         status: Completed,
                         created_at: None,
                     },
                     BackupAge {
                         id: 2,
+                        kind: CheckpointKind::Backup,
                         status: Completed,
                         created_at: at(5),
                     },
@@ -478,7 +572,7 @@ mod tests {
             ),
         ];
         for (index, (retention, backups, expected)) in cases.into_iter().enumerate() {
-            let mut deleted = retention.to_delete(&backups, now);
+            let mut deleted = retention.to_delete(CheckpointKind::Backup, &backups, now);
             deleted.sort();
             assert_eq!(deleted, expected, "case {index}: {retention:?}");
         }
@@ -521,9 +615,59 @@ mod tests {
             keep_within: Some(Duration::from_secs(1)),
         };
         assert_eq!(
-            retention.to_delete(&[age], SystemTime::now()),
+            retention.to_delete(CheckpointKind::Backup, &[age], SystemTime::now()),
             Vec::<u64>::new()
         );
+    }
+
+    /// Each rule deletes checkpoints of its own kind only: markers past `markersKeepWithin` go
+    /// (the newest COMPLETED marker stays), backups are the backup rule's, whatever their age.
+    #[test]
+    fn retention_keeps_to_its_kind() {
+        let now = UNIX_EPOCH + Duration::from_secs(10_000);
+        let mut checkpoints = backups(&[(1, Completed, 9000), (4, Completed, 5000)]);
+        checkpoints.extend(
+            [
+                (2, Completed, 8000),
+                (3, Failed, 6000),
+                (5, Completed, 4000),
+                (6, Completed, 30),
+                (7, InProgress, 9000),
+            ]
+            .map(|(id, status, age)| BackupAge {
+                id,
+                kind: CheckpointKind::Marker,
+                status,
+                created_at: at(age),
+            }),
+        );
+        let markers = Retention {
+            keep_last: None,
+            keep_within: Some(Duration::from_secs(60)),
+        };
+        assert_eq!(
+            markers.to_delete(CheckpointKind::Marker, &checkpoints, now),
+            vec![5, 3, 2]
+        );
+        let backups_rule = Retention {
+            keep_last: Some(1),
+            keep_within: None,
+        };
+        assert_eq!(
+            backups_rule.to_delete(CheckpointKind::Backup, &checkpoints, now),
+            vec![1]
+        );
+    }
+
+    #[test]
+    fn checkpoint_ids_increase_whatever_the_clock_does() {
+        let ids = IdClock::default();
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(ids.next(at(1_000)), 1_000);
+        assert_eq!(ids.next(at(1_000)), 1_001, "same millisecond");
+        assert_eq!(ids.next(at(500)), 1_002, "clock stepped back");
+        assert_eq!(ids.clone().next(at(5_000)), 5_000, "clones share the clock");
+        assert_eq!(ids.next(at(4_000)), 5_001);
     }
 
     /// The scheduler stops when it is cancelled, also while it waits on a broker that does not
@@ -551,9 +695,11 @@ mod tests {
         ));
         let options = ScheduleOptions {
             schedule: Schedule::Interval(Duration::from_secs(1)),
+            kind: CheckpointKind::Backup,
             retention: Retention::default(),
+            retention_period: Duration::ZERO,
         };
-        let (scheduler, handle) = BackupScheduler::new(options, cluster);
+        let (scheduler, handle) = BackupScheduler::new(options, cluster, IdClock::default());
         assert!(handle.status().enabled);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(scheduler.run(cancel.clone()));

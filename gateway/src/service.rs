@@ -15,7 +15,11 @@ use crate::auth::{require_token, RequiredToken};
 use crate::cluster::Cluster;
 use crate::error::GatewayError;
 use crate::metrics::GatewayMetrics;
-use crate::schedule::{BackupScheduler, Retention, Schedule, ScheduleHandle, ScheduleOptions};
+use crate::schedule::{
+    BackupScheduler, IdClock, Retention, Schedule, ScheduleHandle, ScheduleOptions,
+    MARKER_RETENTION_PERIOD,
+};
+use sluice_ledger::record::CheckpointKind;
 
 /// How long in-flight requests may finish after shutdown was asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -23,6 +27,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 pub struct GatewayService {
     config: GatewayConfig,
     schedule: Option<ScheduleOptions>,
+    /// Continuous backups: a marker every `gateway.backup.checkpointInterval`.
+    markers: Option<ScheduleOptions>,
 }
 
 impl GatewayService {
@@ -36,18 +42,30 @@ impl GatewayService {
                 schedule: Schedule::parse(text).map_err(|reason| {
                     ConfigError::invalid("gateway.backup.schedule", text, reason.to_string())
                 })?,
+                kind: CheckpointKind::Backup,
                 retention: Retention {
                     keep_last: backup.keep_last,
                     keep_within: backup.keep_within,
                 },
+                retention_period: Duration::ZERO,
             }),
         };
+        let markers = backup.checkpoint_interval.map(|interval| ScheduleOptions {
+            schedule: Schedule::Interval(interval),
+            kind: CheckpointKind::Marker,
+            retention: Retention {
+                keep_last: None,
+                keep_within: Some(backup.markers_keep_within),
+            },
+            retention_period: MARKER_RETENTION_PERIOD,
+        });
         if schedule.is_none() && (backup.keep_last.is_some() || backup.keep_within.is_some()) {
             tracing::warn!("gateway.backup.retention is set but gateway.backup.schedule is not: retention only runs after scheduled backups");
         }
         Ok(GatewayService {
             config: config.clone(),
             schedule,
+            markers,
         })
     }
 
@@ -64,13 +82,20 @@ impl GatewayService {
             config.cluster.request_timeout,
             transport,
         ));
-        let (scheduler, schedule_handle) = match self.schedule.clone() {
+        let ids = IdClock::default();
+        let (scheduler, mut schedule_handle) = match self.schedule.clone() {
             Some(options) => {
-                let (scheduler, handle) = BackupScheduler::new(options, cluster.clone());
+                let (scheduler, handle) =
+                    BackupScheduler::new(options, cluster.clone(), ids.clone());
                 (Some(scheduler), handle)
             }
             None => (None, ScheduleHandle::default()),
         };
+        let marker_scheduler = self.markers.clone().map(|options| {
+            let (scheduler, handle) = BackupScheduler::new(options, cluster.clone(), ids.clone());
+            schedule_handle = schedule_handle.clone().with_markers(&handle);
+            scheduler
+        });
         let client_address = format!("{}:{}", config.network.host, config.network.port);
         let management_address = format!("{}:{}", config.management.host, config.management.port);
 
@@ -105,6 +130,8 @@ impl GatewayService {
             "gateway ready");
 
         let scheduler = scheduler.map(|scheduler| tokio::spawn(scheduler.run(cancel.clone())));
+        let marker_scheduler =
+            marker_scheduler.map(|scheduler| tokio::spawn(scheduler.run(cancel.clone())));
         let client = serve(
             client_listener,
             client_router,
@@ -122,6 +149,9 @@ impl GatewayService {
         let (client, management) = tokio::join!(client, management);
         // Both servers end only on cancellation (or an error): stop the scheduler too.
         cancel.cancel();
+        if let Some(scheduler) = marker_scheduler {
+            let _ = scheduler.await;
+        }
         if let Some(scheduler) = scheduler {
             let _ = scheduler.await;
         }

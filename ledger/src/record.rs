@@ -31,6 +31,11 @@ pub enum Command {
     #[serde(rename_all = "camelCase")]
     Checkpoint {
         checkpoint_id: u64,
+        /// What the coordinator asked for and when, as it said so (the processor reads no
+        /// clock). Absent in a checkpoint that a partition created by propagation (it knows only
+        /// the carried id) and in records of earlier releases.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<CheckpointRequest>,
     },
     /// Inter-partition: the target side of a cross-partition transfer. Applied at most once per
     /// `(from_partition, source_position)`: the position of the transfer's debit in the source's
@@ -64,7 +69,50 @@ pub enum Command {
     },
 }
 
+/// What a checkpoint is for. Serialized as `BACKUP`, `MARKER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CheckpointKind {
+    /// Asked for by an operator or the backup schedule: listed as a backup.
+    Backup,
+    /// Written at `gateway.backup.checkpointInterval` by continuous backups: a restore point
+    /// between backups, listed only among the restore points.
+    Marker,
+}
+
+impl CheckpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckpointKind::Backup => "BACKUP",
+            CheckpointKind::Marker => "MARKER",
+        }
+    }
+}
+
+/// The latest `requested_at_ms` a checkpoint may carry: the end of year 9999 UTC, so that every
+/// one prints as an RFC 3339 time.
+pub const REQUESTED_AT_MS_MAX: u64 = 253_402_300_799_999;
+
+/// What the coordinator (the gateway) says of a checkpoint it asks for: its kind and the time
+/// of the request in milliseconds since the Unix epoch (at most [`REQUESTED_AT_MS_MAX`]). It
+/// is the same for every partition of the checkpoint: the restore point's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointRequest {
+    pub kind: CheckpointKind,
+    pub requested_at_ms: u64,
+}
+
 impl Command {
+    /// A CHECKPOINT record of `checkpoint_id` that says nothing of its request (as propagation
+    /// writes it).
+    pub fn checkpoint(checkpoint_id: u64) -> Command {
+        Command::Checkpoint {
+            checkpoint_id,
+            request: None,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a Command always serializes")
     }
@@ -107,12 +155,7 @@ pub fn delivery_records(
     for delivery in deliveries {
         if delivery.checkpoint_id > *latest_checkpoint {
             *latest_checkpoint = delivery.checkpoint_id;
-            records.push((
-                Command::Checkpoint {
-                    checkpoint_id: delivery.checkpoint_id,
-                },
-                false,
-            ));
+            records.push((Command::checkpoint(delivery.checkpoint_id), false));
         }
         records.push((delivery.command, true));
     }
@@ -273,7 +316,21 @@ mod tests {
                     }
                 }
             ),
-            any::<u64>().prop_map(|checkpoint_id| Command::Checkpoint { checkpoint_id }),
+            (
+                any::<u64>(),
+                proptest::option::of((any::<bool>(), 0..=REQUESTED_AT_MS_MAX))
+            )
+                .prop_map(|(checkpoint_id, request)| Command::Checkpoint {
+                    checkpoint_id,
+                    request: request.map(|(marker, requested_at_ms)| CheckpointRequest {
+                        kind: if marker {
+                            CheckpointKind::Marker
+                        } else {
+                            CheckpointKind::Backup
+                        },
+                        requested_at_ms,
+                    }),
+                }),
             (
                 account,
                 any::<u32>(),
@@ -334,6 +391,27 @@ mod tests {
             assert_eq!(error.payload_bytes, payload.len());
             assert!(error.to_string().contains(expected), "{error}");
         }
+    }
+
+    /// A checkpoint record of an earlier release (no request) still decodes; one with a
+    /// request is written exactly so (part of the on-disk contract), and one without stays as it
+    /// was.
+    #[test]
+    fn checkpoint_records_carry_their_request_or_none() {
+        let old = br#"{"type":"checkpoint","checkpointId":5}"#;
+        assert_eq!(Command::decode(old).unwrap(), Command::checkpoint(5));
+        assert_eq!(Command::checkpoint(5).encode(), old.to_vec());
+        let marker = Command::Checkpoint {
+            checkpoint_id: 6,
+            request: Some(CheckpointRequest {
+                kind: CheckpointKind::Marker,
+                requested_at_ms: 1_796_151_335_138,
+            }),
+        };
+        assert_eq!(
+            String::from_utf8(marker.encode()).unwrap(),
+            r#"{"type":"checkpoint","checkpointId":6,"request":{"kind":"MARKER","requestedAtMs":1796151335138}}"#
+        );
     }
 
     proptest! {

@@ -255,7 +255,7 @@ impl LedgerState {
                 source_position,
                 reason,
             } => Ok(self.credit_refused(transfer_id, *source_position, reason)),
-            Command::Checkpoint { checkpoint_id } => self.checkpoint(position, *checkpoint_id),
+            Command::Checkpoint { checkpoint_id, .. } => self.checkpoint(position, *checkpoint_id),
         }
     }
 
@@ -666,18 +666,18 @@ mod tests {
                 },
             ),
             (
-                Command::Checkpoint { checkpoint_id: 5 },
+                Command::checkpoint(5),
                 Outcome::CheckpointCreated {
                     checkpoint_id: 5,
                     position: 11,
                 },
             ),
             (
-                Command::Checkpoint { checkpoint_id: 5 },
+                Command::checkpoint(5),
                 Outcome::CheckpointExists { checkpoint_id: 5 },
             ),
             (
-                Command::Checkpoint { checkpoint_id: 3 },
+                Command::checkpoint(3),
                 Outcome::Rejected {
                     rejection: Rejection::CheckpointNotNewer {
                         requested: 3,

@@ -6,11 +6,11 @@ use serde::de::DeserializeOwned;
 
 use crate::transport::ClusterTransport;
 use crate::wire::{
-    AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, DeliverRequest,
-    DeliverResponse, ErrorBody, ExecuteRequest, ExecuteResponse, PartitionSummary, Topology,
-    TransferStatus, API_PREFIX,
+    AccountBalance, BrokerBackup, BrokerMetrics, CheckpointCreated, CheckpointQuery,
+    DeliverRequest, DeliverResponse, ErrorBody, ExecuteRequest, ExecuteResponse, PartitionSummary,
+    Topology, TransferStatus, API_PREFIX,
 };
-use sluice_ledger::record::{Command, Delivery, Outcome};
+use sluice_ledger::record::{CheckpointRequest, Command, Delivery, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -151,10 +151,14 @@ impl BrokerClient {
         &self,
         partition_id: u32,
         checkpoint_id: u64,
+        request: Option<CheckpointRequest>,
     ) -> Result<CheckpointCreated, ClientError> {
-        self.send(self.post(self.url(&format!(
-            "/partitions/{partition_id}/checkpoints/{checkpoint_id}"
-        ))))
+        self.send(
+            self.post(self.url(&format!(
+                "/partitions/{partition_id}/checkpoints/{checkpoint_id}"
+            )))
+            .query(&request.map(CheckpointQuery::from).unwrap_or_default()),
+        )
         .await
     }
 

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use sluice_ledger::record::{Command, Delivery, Outcome};
+use sluice_ledger::record::{CheckpointKind, CheckpointRequest, Command, Delivery, Outcome};
 
 pub const API_PREFIX: &str = "/internal/v1";
 
@@ -98,6 +98,26 @@ pub struct PartitionSummary {
     pub latest_checkpoint_position: u64,
 }
 
+/// The query of `POST /internal/v1/partitions/{p}/checkpoints/{id}`: what the coordinator asks
+/// of the checkpoint, both or neither (neither: a backup whose time nobody said).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<CheckpointKind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at_ms: Option<u64>,
+}
+
+impl From<CheckpointRequest> for CheckpointQuery {
+    fn from(request: CheckpointRequest) -> Self {
+        Self {
+            kind: Some(request.kind),
+            requested_at_ms: Some(request.requested_at_ms),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointCreated {
@@ -125,6 +145,25 @@ pub struct BackupDescription {
     pub checkpoint_position: u64,
     pub broker_id: u32,
     pub broker_version: String,
+    /// `BACKUP` or `MARKER` (a restore point of continuous backups); absent where this
+    /// partition created the checkpoint by propagation, and in backups of earlier releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub kind: Option<CheckpointKind>,
+    /// When the coordinator asked for the checkpoint, in milliseconds since the Unix epoch:
+    /// the restore point's time (absent as `kind`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at_ms: Option<u64>,
+}
+
+impl BackupDescription {
+    /// What the coordinator asked, when this partition's record says it.
+    pub fn request(&self) -> Option<CheckpointRequest> {
+        Some(CheckpointRequest {
+            kind: self.kind?,
+            requested_at_ms: self.requested_at_ms?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

@@ -34,7 +34,7 @@ use sluice_backup_store::{
 use sluice_broker::error::BrokerError;
 use sluice_broker::metrics::RestoreReport;
 use sluice_broker::partition::{partition_directory, PartitionOptions, PartitionService};
-use sluice_broker::record::Command;
+use sluice_broker::record::{CheckpointKind, Command};
 use sluice_broker::routing::{node_for_partition, partitions_for_node};
 pub use sluice_broker::service::RESTORE_MARKER_FILE;
 use sluice_config::{BrokerConfig, ClusterConfig};
@@ -143,6 +143,19 @@ pub enum RestoreError {
         operation: &'static str,
         source: std::io::Error,
     },
+    /// No checkpoint at or before the asked time can be restored on every partition.
+    #[error("no checkpoint requested at or before {at} is COMPLETED on every partition (1 to {partitions_count}); the oldest restorable one is {oldest}: `sluice backup restore-points` shows what can be restored", oldest = .oldest.as_deref().unwrap_or("none"))]
+    NoRestorePoint {
+        at: String,
+        partitions_count: u32,
+        oldest: Option<String>,
+    },
+    /// Listing the checkpoints of a partition failed.
+    #[error("cannot list the checkpoints of partition {partition} in the backup store: {cause}")]
+    Listing {
+        partition: u32,
+        cause: Box<BackupStoreError>,
+    },
     /// The recovery check's blocking task died.
     #[error("the recovery check of partition {partition} panicked: {reason}")]
     Panicked { partition: u32, reason: String },
@@ -176,9 +189,10 @@ impl RestoreError {
         match self {
             Self::Store { cause, .. }
             | Self::File { cause, .. }
-            | Self::PoolObject { cause, .. } => of_store(cause),
+            | Self::PoolObject { cause, .. }
+            | Self::Listing { cause, .. } => of_store(cause),
             Self::NotRestorable { damaged: true, .. } => FailureKind::Corrupt,
-            Self::NotRestorable { .. } => FailureKind::Missing,
+            Self::NotRestorable { .. } | Self::NoRestorePoint { .. } => FailureKind::Missing,
             Self::Damaged { .. } | Self::Recovery { .. } => FailureKind::Corrupt,
             Self::PartitionCount { .. }
             | Self::Unencrypted { .. }
@@ -318,6 +332,110 @@ pub struct Chosen {
 /// Restore and verify both use it.
 pub fn choose_completed(manifests: &[Manifest], hosting_node: u32) -> Option<&Manifest> {
     Manifest::choose(manifests, hosting_node).filter(|m| m.status == BackupStatus::Completed)
+}
+
+/// A restore point found by time: the checkpoint's id and its time (milliseconds since the
+/// Unix epoch, as the coordinator asked it, or when the backup began where no partition says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestorePointAt {
+    pub checkpoint_id: u64,
+    pub kind: CheckpointKind,
+    pub at_ms: u64,
+}
+
+/// The newest checkpoint of the cluster whose time is at or before `at_ms` and that every
+/// partition 1 to `partitionsCount` holds COMPLETED (so a consistent cut `restore_node` accepts):
+/// the target of `bin/restore --to`. Reads the manifests of the checkpoints every partition
+/// lists, newest first, until one fits; writes nothing.
+pub async fn restore_point_at(
+    store: &BackupStore,
+    cluster: &ClusterConfig,
+    at_ms: u64,
+) -> Result<RestorePointAt> {
+    let mut common: Option<std::collections::BTreeSet<u64>> = None;
+    for partition in 1..=cluster.partitions_count {
+        let ids =
+            store
+                .list_checkpoints(partition)
+                .await
+                .map_err(|cause| RestoreError::Listing {
+                    partition,
+                    cause: Box::new(cause),
+                })?;
+        let ids: std::collections::BTreeSet<u64> = ids.into_iter().collect();
+        common = Some(match common {
+            None => ids,
+            Some(common) => common.intersection(&ids).copied().collect(),
+        });
+    }
+    let mut oldest = None;
+    for checkpoint_id in common.unwrap_or_default().into_iter().rev() {
+        let Some(point) = restorable_point(store, cluster, checkpoint_id).await? else {
+            continue;
+        };
+        if point.at_ms <= at_ms {
+            return Ok(point);
+        }
+        oldest = Some(point);
+    }
+    Err(RestoreError::NoRestorePoint {
+        at: rfc3339_of_millis(at_ms),
+        partitions_count: cluster.partitions_count,
+        oldest: oldest.map(|p| format!("{} at {}", p.checkpoint_id, rfc3339_of_millis(p.at_ms))),
+    })
+}
+
+/// Checkpoint `checkpoint_id` as a restore point, if every partition holds it COMPLETED.
+async fn restorable_point(
+    store: &BackupStore,
+    cluster: &ClusterConfig,
+    checkpoint_id: u64,
+) -> Result<Option<RestorePointAt>> {
+    let mut request = None;
+    let mut began_ms: Option<u64> = None;
+    for partition in 1..=cluster.partitions_count {
+        let manifests = store
+            .find_manifests(partition, checkpoint_id)
+            .await
+            .map_err(|source| RestoreError::Store {
+                backup_id: checkpoint_id,
+                partition,
+                cause: Box::new(source),
+            })?;
+        let hosting_node = node_for_partition(partition, cluster.cluster_size);
+        let Some(manifest) = choose_completed(&manifests, hosting_node) else {
+            return Ok(None);
+        };
+        request = request.or(manifest.descriptor.request);
+        let created_ms = humantime::parse_rfc3339_weak(&manifest.created_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        began_ms = match (began_ms, created_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(match (request, began_ms) {
+        (Some(request), _) => Some(RestorePointAt {
+            checkpoint_id,
+            kind: request.kind,
+            at_ms: request.requested_at_ms,
+        }),
+        // A backup of an earlier release: its time is when its upload began.
+        (None, Some(at_ms)) => Some(RestorePointAt {
+            checkpoint_id,
+            kind: CheckpointKind::Backup,
+            at_ms,
+        }),
+        (None, None) => None,
+    })
+}
+
+/// The RFC 3339 form (milliseconds, UTC) of `ms` milliseconds since the Unix epoch.
+pub fn rfc3339_of_millis(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
 }
 
 /// Chooses the manifest of every partition 1 to `partitionsCount` of backup `backup_id`, and
@@ -542,7 +660,7 @@ async fn stage_with(
     let payload = sluice_broker::log::truncate_after(&log_dir, position)
         .map_err(|e| damaged(format!("the log does not hold its checkpoint record: {e}")))?;
     match Command::decode(&payload) {
-        Ok(Command::Checkpoint { checkpoint_id }) if checkpoint_id == backup_id => {}
+        Ok(Command::Checkpoint { checkpoint_id, .. }) if checkpoint_id == backup_id => {}
         other => {
             return Err(damaged(format!(
                 "the record at checkpoint position {position} is {other:?}, not the checkpoint of backup {backup_id}"

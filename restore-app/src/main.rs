@@ -27,18 +27,30 @@ use sluice_restore::RestoreOptions;
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: sluice-restore [--allow-unencrypted] <backupId> | sluice-restore [--allow-unencrypted] --backup-id <backupId>
+       sluice-restore [--allow-unencrypted] --to <time>
 
 Restores every partition this node hosts from backup <backupId> into broker.data.directory.
+<backupId> is the id of a backup or of a marker (a restore point of continuous backups).
+--to <time> (RFC 3339, e.g. 2026-12-01T18:30:00Z or 2026-12-01T19:30:00+01:00) restores the
+newest checkpoint requested at or before that time that every partition can restore (the same
+on every node, so run it with the same time everywhere); it prints the id it chose.
 Configure it exactly like the broker of this node (SLUICE_* variables, SLUICE_CONFIG or
 config/application.yaml). The data directory must be empty or absent.
 
 --allow-unencrypted  restore a plain backup although encryption keys are configured (one taken
                      before encryption was turned on)";
 
-/// The command line: the backup id and whether a plain backup may be restored.
+/// The command line: what to restore and whether a plain backup may be restored.
 struct Args {
-    backup_id: u64,
+    target: Target,
     allow_unencrypted: bool,
+}
+
+/// A checkpoint by id, or the newest restorable one at or before a time.
+enum Target {
+    Id(u64),
+    /// Milliseconds since the Unix epoch, and the time as given.
+    At(u64, String),
 }
 
 fn parse_args() -> Result<Args> {
@@ -55,17 +67,32 @@ fn parse_args() -> Result<Args> {
         [single] if single.starts_with("--backup-id=") => {
             single["--backup-id=".len()..].to_string()
         }
-        _ => bail!("expected exactly one backup id\n\n{USAGE}"),
+        [flag, time] if flag == "--to" => {
+            return Ok(Args {
+                target: parse_time(time)?,
+                allow_unencrypted,
+            })
+        }
+        _ => bail!("expected exactly one backup id, or --to <time>\n\n{USAGE}"),
     };
     let id: BackupId = raw.parse()?;
     Ok(Args {
-        backup_id: id.get(),
+        target: Target::Id(id.get()),
         allow_unencrypted,
     })
 }
 
+/// An RFC 3339 time with its offset, after the Unix epoch.
+fn parse_time(text: &str) -> Result<Target> {
+    let time = chrono::DateTime::parse_from_rfc3339(text.trim()).map_err(|e| {
+        anyhow!("--to {text:?} is not an RFC 3339 time ({e}); write it like 2026-12-01T18:30:00Z or 2026-12-01T19:30:00+01:00")
+    })?;
+    let ms = u64::try_from(time.timestamp_millis())
+        .map_err(|_| anyhow!("--to {text:?} is before 1970; no checkpoint is that old"))?;
+    Ok(Target::At(ms, text.trim().to_string()))
+}
+
 async fn restore(config: SluiceConfig, args: Args) -> Result<Vec<String>> {
-    let backup_id = args.backup_id;
     let broker = config.broker;
     let store = sluice_broker::service::open_store(&broker.data.backup, &broker.cluster)
         .await
@@ -78,6 +105,20 @@ async fn restore(config: SluiceConfig, args: Args) -> Result<Vec<String>> {
     } else {
         store
     };
+    let mut lines = Vec::new();
+    let backup_id = match args.target {
+        Target::Id(id) => id,
+        Target::At(at_ms, text) => {
+            let point = sluice_restore::restore_point_at(&store, &broker.cluster, at_ms).await?;
+            lines.push(format!(
+                "restore point for --to {text}: checkpoint {} ({}, requested at {}), the newest at or before it that every partition can restore",
+                point.checkpoint_id,
+                point.kind.as_str(),
+                sluice_restore::rfc3339_of_millis(point.at_ms)
+            ));
+            point.checkpoint_id
+        }
+    };
     let mut progress = Printer::new("restored");
     let restored = sluice_restore::restore_node(
         &store,
@@ -87,7 +128,6 @@ async fn restore(config: SluiceConfig, args: Args) -> Result<Vec<String>> {
         &mut progress,
     )
     .await?;
-    let mut lines = Vec::new();
     if !restored.cleaned_up.is_empty() {
         lines.push(format!(
             "removed what an unfinished restore had left in the data directory: {}",

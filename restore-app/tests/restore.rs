@@ -124,7 +124,7 @@ impl Source {
         for partition_id in partitions {
             let (partition, backups) = &self.partitions[*partition_id as usize - 1];
             let outcomes = partition
-                .execute(vec![Command::Checkpoint { checkpoint_id: id }])
+                .execute(vec![Command::checkpoint(id)])
                 .await
                 .unwrap();
             assert!(

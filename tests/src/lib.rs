@@ -11,6 +11,7 @@ mod emulator;
 mod files;
 mod garage;
 mod http;
+mod load;
 mod paths;
 mod process;
 
@@ -25,6 +26,7 @@ pub use http::{
     backup_status, balance, balances, commands, deposit, deposit_all, get, http_client,
     ledger_total, mentions_number, message, poll_backup, post, take_backup,
 };
+pub use load::{balance_sum, drained_ledger, transfer_load, LoadStats};
 pub use paths::{bin, bin_dir, free_port, launcher, workspace_root};
 pub use process::{
     clean_command, describe, run_program_in, run_restore, run_restore_in, tail, Proc,

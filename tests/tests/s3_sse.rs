@@ -90,6 +90,7 @@ async fn objects_written_with_a_customer_key_are_read_with_that_key_only() {
             checkpoint_position: 5,
             number_of_partitions: 1,
             broker_version: "0.1.0-sse-test".to_string(),
+            request: None,
         },
     );
     encrypted.write_manifest(&manifest).await.unwrap();

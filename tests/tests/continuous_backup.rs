@@ -1,0 +1,175 @@
+//! Continuous backups and point-in-time restore, end to end on Garage: two brokers, three
+//! partitions, a marker every second (`gateway.backup.checkpointInterval`) under a
+//! cross-partition transfer load, between two full backups. `bin/restore --to <time>` on every
+//! node lands on the newest marker at or before that time, the same on both nodes; the restored
+//! state is that cut (a deposit acknowledged before the marker is there, one acknowledged after
+//! it is not), and once the outboxes drain the balances add up to exactly the money deposited
+//! before it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use sluice_tests::*;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64
+}
+
+/// A full backup whose id is the time (as the scheduler's are: above every marker so far).
+async fn full_backup(mgmt: &str) -> u64 {
+    let id = now_ms();
+    let (status, body) = take_backup(mgmt, &id.to_string()).await;
+    assert_eq!(status, 200, "POST backup {id}: {body}");
+    poll_backup(mgmt, id, "COMPLETED", Duration::from_secs(60)).await;
+    id
+}
+
+/// Polls the restore points until the newest cluster-wide one was requested after `after_ms`.
+async fn restore_point_after(mgmt: &str, after_ms: u64) -> (u64, String, Value) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, points) = get(&format!("{mgmt}/actuator/backups/restore-points")).await;
+        assert_eq!(status, 200, "restore points: {points}");
+        let newest = &points["newest"];
+        if let (Some(id), Some(at)) = (newest["id"].as_u64(), newest["requestedAt"].as_str()) {
+            let at_ms = humantime::parse_rfc3339(at)
+                .expect("requestedAt is RFC 3339")
+                .duration_since(UNIX_EPOCH)
+                .expect("after 1970")
+                .as_millis() as u64;
+            if at_ms > after_ms {
+                assert_eq!(newest["kind"], "MARKER", "{points}");
+                return (id, at.to_string(), points);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no restore point after {after_ms} within 30 s: {points}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn restore_to_a_time_lands_on_the_newest_marker_before_it() {
+    let garage = Garage::start();
+    let spec = ClusterSpec::new(2, 3)
+        .with_env(&garage.env())
+        .with_gateway("SLUICE_GATEWAY_BACKUP_CHECKPOINTINTERVAL", "1s");
+    let mut cluster = spec.start().await;
+    let ep = spec.endpoints();
+
+    let accounts: Vec<String> = (0..30).map(|i| format!("pitr-{i:02}")).collect();
+    let funding: Vec<(String, u64)> = accounts.iter().map(|a| (a.clone(), 10_000)).collect();
+    deposit_all(&ep.api, &funding).await;
+    let funded: u64 = funding.iter().map(|(_, amount)| amount).sum();
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(transfer_load(
+        ep.api.clone(),
+        accounts.clone(),
+        stop.clone(),
+    ));
+
+    let first_backup = full_backup(&ep.mgmt).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    deposit(&ep.api, "before-marker", 1_000).await;
+    let before_acknowledged = now_ms();
+    // Every partition holds this marker COMPLETED, and its checkpoint was requested after the
+    // first deposit was acknowledged: the deposit is inside the cut.
+    let (marker, marker_at, _) = restore_point_after(&ep.mgmt, before_acknowledged).await;
+    deposit(&ep.api, "after-marker", 2_000).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let second_backup = full_backup(&ep.mgmt).await;
+    stop.store(true, Ordering::SeqCst);
+    let stats = load.await.expect("the transfer load failed");
+    assert!(
+        stats.completed + stats.pending > 200,
+        "too little transfer traffic to test anything: {stats:?}"
+    );
+
+    // The restore points: one unbroken cluster range from before the first backup to the
+    // second, markers between them.
+    let (status, points) = get(&format!("{}/actuator/backups/restore-points", ep.mgmt)).await;
+    assert_eq!(status, 200, "{points}");
+    let ranges = points["cluster"]["ranges"].as_array().expect("ranges");
+    assert!(
+        ranges.iter().any(|range| {
+            range["first"]["id"].as_u64() <= Some(first_backup)
+                && range["last"]["id"].as_u64() >= Some(second_backup)
+                && range["count"].as_u64() >= Some(4)
+        }),
+        "no unbroken cluster range from {first_backup} to {second_backup}: {points}"
+    );
+    assert_eq!(
+        points["cluster"]["breaks"].as_array().map(Vec::len),
+        Some(0),
+        "{points}"
+    );
+    // The backups list shows the two backups, not the markers.
+    let (_, listed) = get(&format!("{}/actuator/backups", ep.mgmt)).await;
+    let listed: Vec<u64> = listed
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|b| b["backupId"].as_u64())
+        .collect();
+    assert_eq!(listed, vec![second_backup, first_backup]);
+
+    cluster.stop();
+    drop(cluster);
+    for broker in &spec.brokers {
+        std::fs::remove_dir_all(&broker.data_dir).expect("wipe the data directory");
+    }
+
+    // Half way between the marker and the deposit after it cannot be placed exactly; the
+    // marker's own time is the latest moment the cut is known to hold.
+    for broker in &spec.brokers {
+        let output = spec.restore(broker.node_id, &Env::new(), &["--to", &marker_at]);
+        assert!(
+            output.status.success(),
+            "restore --to {marker_at} on node {}:\n{}",
+            broker.node_id,
+            describe(&output)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains(&format!(
+                "restore point for --to {marker_at}: checkpoint {marker} (MARKER"
+            )),
+            "node {} must land on marker {marker}:\n{}",
+            broker.node_id,
+            describe(&output)
+        );
+    }
+
+    let mut cluster = spec.start().await;
+    assert_eq!(balance(&ep.api, "before-marker").await, Some(1_000));
+    assert_eq!(
+        balance(&ep.api, "after-marker").await,
+        None,
+        "a deposit acknowledged after the marker survived the restore to it"
+    );
+    let ledger = drained_ledger(&ep.api, "restored to the marker").await;
+    assert_eq!(
+        balance_sum(&ledger),
+        funded + 1_000,
+        "the restored cut must hold exactly the money deposited before it: {ledger}\n{}",
+        cluster.logs()
+    );
+    // A time before every restore point is refused, naming the oldest one.
+    cluster.stop();
+    drop(cluster);
+    let output = spec.restore(0, &Env::new(), &["--to", "2020-01-01T00:00:00Z"]);
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no checkpoint requested at or before 2020-01-01T00:00:00.000Z"),
+        "{}",
+        describe(&output)
+    );
+}
