@@ -53,6 +53,7 @@ use crate::metrics::{BackupMetrics, InProgressGuard};
 use crate::partition::ReservationGuard;
 use crate::pool::{previous_key, PartitionPool, Pools, SnapshotBase};
 use crate::protocol::{BackupDescription, BackupState, PartitionBackupStatus};
+use crate::record::CheckpointKind;
 use crate::retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
@@ -902,6 +903,20 @@ impl BackupHandle {
     /// after the checkpoint was acknowledged answers IN_PROGRESS, not DOES_NOT_EXIST.
     pub async fn start(&self, job: BackupJob) {
         let key = (job.id.partition_id, job.id.checkpoint_id);
+        if let Some(busy) = self.marker_must_wait(&job) {
+            // Markers come every few seconds: queueing them behind a slow store would hold a
+            // reservation each (the log could not be compacted) and fill the queue until the
+            // partition itself waited. One at a time per partition; the skipped one is no
+            // restore point (no manifest: DOES_NOT_EXIST), the range shows the break.
+            tracing::warn!(
+                partition = key.0,
+                marker = key.1,
+                uploading = busy,
+                "marker skipped: the partition's previous backup is still uploading (the store is slower than gateway.backup.checkpointInterval)"
+            );
+            self.metrics.marker_skipped();
+            return;
+        }
         self.stored_ids().started.insert(job.id.checkpoint_id);
         self.failed.remove(&key);
         self.running.insert(
@@ -936,6 +951,23 @@ impl BackupHandle {
                 tracing::warn!(%error, "could not mark a refused backup FAILED");
             }
         }
+    }
+
+    /// The checkpoint of `job`'s partition still uploading (or retrying its final manifest) when
+    /// `job` is a marker: it must not start then.
+    fn marker_must_wait(&self, job: &BackupJob) -> Option<u64> {
+        let marker = job
+            .descriptor
+            .request
+            .is_some_and(|request| request.kind == CheckpointKind::Marker);
+        if !marker {
+            return None;
+        }
+        self.running
+            .iter()
+            .map(|entry| *entry.key())
+            .find(|(partition, _)| *partition == job.id.partition_id)
+            .map(|(_, checkpoint)| checkpoint)
     }
 
     pub async fn status(&self, partition_id: u32, backup_id: u64) -> Result<PartitionBackupStatus> {

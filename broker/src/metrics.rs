@@ -78,6 +78,7 @@ pub struct BackupMetrics {
     backups: IntCounterVec,
     completed: IntCounter,
     failed: IntCounter,
+    skipped: IntCounter,
     in_progress: IntGauge,
     uploaded_bytes: IntCounter,
     uploaded_files: IntCounter,
@@ -104,7 +105,7 @@ impl Default for BackupMetrics {
         let backups = IntCounterVec::new(
             Opts::new(
                 "sluice_backups_total",
-                "Partition backups finished on the broker since it started, by final status.",
+                "Partition backups finished on the broker since it started, by final status (skipped: a marker not taken because the partition's previous backup was still uploading).",
             ),
             &["status"],
         )
@@ -115,6 +116,7 @@ impl Default for BackupMetrics {
         BackupMetrics {
             completed: backups.with_label_values(&["completed"]),
             failed: backups.with_label_values(&["failed"]),
+            skipped: backups.with_label_values(&["skipped"]),
             backups,
             in_progress: IntGauge::new(
                 "sluice_backups_in_progress",
@@ -283,6 +285,10 @@ impl BackupMetrics {
     /// A partition backup ended FAILED.
     pub fn backup_failed(&self) {
         self.failed.inc();
+    }
+
+    pub fn marker_skipped(&self) {
+        self.skipped.inc();
     }
 
     /// The current values, with this node's id and the restore report it started from.

@@ -894,3 +894,44 @@ async fn listings_read_each_completed_manifest_once() {
     );
     f.cancel.cancel();
 }
+
+/// A marker that comes while the partition's previous backup is still uploading is skipped, not
+/// queued (no reservation held, no manifest: DOES_NOT_EXIST), and processing goes on; the next
+/// marker after the upload ended is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_marker_is_skipped_while_the_previous_backup_uploads() {
+    use sluice_broker::record::{CheckpointKind, CheckpointRequest};
+    let f = start();
+    let marker = |checkpoint_id| Command::Checkpoint {
+        checkpoint_id,
+        request: Some(CheckpointRequest {
+            kind: CheckpointKind::Marker,
+            requested_at_ms: 1_000 + checkpoint_id,
+        }),
+    };
+    deposits(&f.partition, 1).await;
+    f.faulty.0.delay_ms.store(300, Ordering::SeqCst);
+    f.partition.execute(vec![marker(1)]).await.unwrap();
+    deposits(&f.partition, 2).await;
+    f.partition.execute(vec![marker(2)]).await.unwrap();
+    // Processing went on while both were asked.
+    deposits(&f.partition, 3).await;
+    let first = wait_for(&f.backups, 1, BackupState::Completed).await;
+    assert_eq!(
+        first.description.as_ref().and_then(|d| d.kind),
+        Some(CheckpointKind::Marker)
+    );
+    assert_eq!(
+        f.backups.status(1, 2).await.unwrap().status,
+        BackupState::DoesNotExist,
+        "the marker asked while the first uploaded must have been skipped"
+    );
+    f.faulty.0.delay_ms.store(0, Ordering::SeqCst);
+    f.partition.execute(vec![marker(3)]).await.unwrap();
+    let third = wait_for(&f.backups, 3, BackupState::Completed).await;
+    assert_eq!(
+        third.description.as_ref().and_then(|d| d.requested_at_ms),
+        Some(1_003)
+    );
+    f.cancel.cancel();
+}

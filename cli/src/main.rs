@@ -448,7 +448,7 @@ fn print_restore_points(body: &Value) {
             println!(
                 "  break  {}  {}: {}",
                 point(&gap["checkpoint"]),
-                gap["status"].as_str().unwrap_or("?"),
+                gap["status"].as_str().unwrap_or("GAP"),
                 gap["reason"].as_str().unwrap_or("")
             );
         }

@@ -56,6 +56,7 @@ pub(crate) fn routed(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router 
     cluster_routes
         .fallback(not_found)
         .with_state(cluster)
+        .layer(axum::Extension(schedule.clone()))
         .merge(schedule_routes.with_state(schedule))
 }
 
@@ -71,8 +72,9 @@ pub(crate) fn routed(cluster: Arc<Cluster>, schedule: ScheduleHandle) -> Router 
 async fn prometheus(
     State(cluster): State<Arc<Cluster>>,
     axum::Extension(metrics): axum::Extension<Arc<crate::metrics::GatewayMetrics>>,
+    axum::Extension(schedule): axum::Extension<ScheduleHandle>,
 ) -> Response {
-    metrics.scrape(&cluster).await
+    metrics.scrape(&cluster, &schedule).await
 }
 
 #[utoipa::path(
@@ -136,9 +138,10 @@ pub struct BackupResponse {
 #[cfg(test)]
 impl BackupResponse {
     /// The same checkpoint as the gateway asked it with `kind` at `requested_at`.
-    pub(crate) fn with_kind(mut self, kind: CheckpointKind, requested_at: Option<String>) -> Self {
+    pub(crate) fn with_kind(mut self, kind: CheckpointKind, requested_at_ms: Option<u64>) -> Self {
         self.kind = kind;
-        self.requested_at = requested_at;
+        self.requested_at = requested_at_ms.map(crate::schedule::rfc3339_of_millis);
+        self.requested_at_ms = requested_at_ms;
         self
     }
 }
@@ -391,12 +394,14 @@ async fn list_backups(
 )]
 async fn restore_points(
     State(cluster): State<Arc<Cluster>>,
+    axum::Extension(schedule): axum::Extension<ScheduleHandle>,
 ) -> Result<Json<RestorePoints>, GatewayError> {
     let routing = cluster.routing().await?;
     let backups = list(&cluster, None).await?;
     Ok(Json(crate::restore_points::restore_points(
         &backups,
         routing.partitions_count,
+        schedule.marker_interval(),
     )))
 }
 
@@ -487,6 +492,8 @@ pub async fn delete(cluster: &Cluster, id: u64) -> Result<(), GatewayError> {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum HealthState {
     Up,
+    /// Everything answers, but continuous backups lag (`reason` says how): processing goes on.
+    Degraded,
     Down,
 }
 
@@ -494,7 +501,8 @@ pub enum HealthState {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: HealthState,
-    /// Why the gateway is DOWN though every broker is UP (the routing table cannot be learnt).
+    /// Why the gateway is DOWN though every broker is UP (the routing table cannot be learnt), or
+    /// why it is DEGRADED.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub reason: Option<String>,
@@ -515,13 +523,16 @@ pub struct BrokerHealth {
     get,
     path = "/actuator/health",
     tag = "actuator",
-    summary = "UP when every broker and partition answers",
+    summary = "UP when every broker and partition answers (DEGRADED when continuous backups lag)",
     responses(
-        (status = 200, body = Health, description = "UP"),
+        (status = 200, body = Health, description = "UP, or DEGRADED: the newest restore point is older than 3 checkpoint intervals"),
         (status = 503, body = Health, description = "DOWN: the brokers' answers say which"),
     ),
 )]
-async fn health(State(cluster): State<Arc<Cluster>>) -> (StatusCode, Json<Health>) {
+async fn health(
+    State(cluster): State<Arc<Cluster>>,
+    axum::Extension(schedule): axum::Extension<ScheduleHandle>,
+) -> (StatusCode, Json<Health>) {
     let answers = join_all(
         cluster
             .brokers()
@@ -551,9 +562,12 @@ async fn health(State(cluster): State<Arc<Cluster>>) -> (StatusCode, Json<Health
     } else if let Err(error) = cluster.routing().await {
         health.status = HealthState::Down;
         health.reason = Some(error.to_string());
+    } else if let Some(lag) = schedule.markers_lag(std::time::SystemTime::now()) {
+        health.status = HealthState::Degraded;
+        health.reason = Some(lag);
     }
     let status = match health.status {
-        HealthState::Up => StatusCode::OK,
+        HealthState::Up | HealthState::Degraded => StatusCode::OK,
         HealthState::Down => StatusCode::SERVICE_UNAVAILABLE,
     };
     (status, Json(health))

@@ -17,6 +17,7 @@ use prometheus::IntGauge;
 use sluice_protocol::metrics::{process_registry, scrape_response, Registry, RequestMetrics};
 
 use crate::cluster::Cluster;
+use crate::schedule::ScheduleHandle;
 
 /// How long a scrape waits for one broker (below Prometheus' default scrape timeout of 10 s).
 pub const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,6 +26,8 @@ pub const BROKER_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct GatewayMetrics {
     registry: Registry,
     brokers_up: IntGauge,
+    /// Registered at the first scrape with continuous backups on.
+    restore_point_age: std::sync::OnceLock<prometheus::Gauge>,
     requests: RequestMetrics,
 }
 
@@ -47,6 +50,7 @@ impl GatewayMetrics {
         Arc::new(GatewayMetrics {
             registry,
             brokers_up,
+            restore_point_age: std::sync::OnceLock::new(),
             requests,
         })
     }
@@ -58,8 +62,23 @@ impl GatewayMetrics {
 
     /// Asks every broker whether it answers (concurrently, [`BROKER_TIMEOUT`] each), then
     /// answers the exposition.
-    pub async fn scrape(&self, cluster: &Cluster) -> Response {
+    pub async fn scrape(&self, cluster: &Cluster, schedule: &ScheduleHandle) -> Response {
         self.brokers_up.set(brokers_answering(cluster).await as i64);
+        if let Some((age, _)) = schedule.restore_point_age(std::time::SystemTime::now()) {
+            self.restore_point_age
+                .get_or_init(|| {
+                    let gauge = prometheus::Gauge::new(
+                        "sluice_gateway_restore_point_age_seconds",
+                        "Age of the newest restore point of continuous backups (a marker COMPLETED on every partition), or the time since markers started while none is; the lag of continuous backups.",
+                    )
+                    .expect("a valid gauge definition");
+                    self.registry
+                        .register(Box::new(gauge.clone()))
+                        .expect("registered once");
+                    gauge
+                })
+                .set(age.as_secs_f64());
+        }
         scrape_response(&self.registry)
     }
 }
@@ -112,7 +131,9 @@ mod tests {
         let transport = ClusterTransport::new(None, None, "gateway.cluster.ca").unwrap();
         let cluster = Cluster::new(&[address], Duration::from_secs(1), transport);
         let metrics = GatewayMetrics::new();
-        let response = metrics.scrape(&cluster).await;
+        let response = metrics
+            .scrape(&cluster, &crate::schedule::ScheduleHandle::default())
+            .await;
         assert_eq!(
             response.headers()["content-type"],
             sluice_protocol::metrics::TEXT_CONTENT_TYPE

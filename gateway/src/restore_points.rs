@@ -8,6 +8,12 @@
 //! restorable breaks the range it falls in, and is listed with why (its failure reason, no
 //! manifest because the broker did not take it, or still uploading). [`restore_points`] is a
 //! pure function of the aggregated list, tested as data.
+//!
+//! A range also breaks where there is no checkpoint at all for longer than two marker intervals
+//! before a marker (a gap: the gateway was down, or markers were skipped and left nothing in the
+//! store): so no range claims a continuity it does not have.
+
+use std::time::Duration;
 
 use serde::Serialize;
 use sluice_ledger::record::CheckpointKind;
@@ -44,12 +50,17 @@ pub struct RestoreRange {
     pub count: usize,
 }
 
-/// A checkpoint that is not restorable, and why.
+/// A checkpoint that is not restorable, or a gap without checkpoints, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RangeBreak {
+    /// The checkpoint that is not restorable; for a gap, the first checkpoint after it.
     pub checkpoint: RestorePoint,
-    pub status: BackupState,
+    /// Its status; null for a gap.
+    pub status: Option<BackupState>,
+    /// For a gap: when the checkpoint before it was requested.
+    #[schema(format = DateTime)]
+    pub gap_since: Option<String>,
     pub reason: String,
 }
 
@@ -76,18 +87,30 @@ pub struct RestorePoints {
     pub partitions: Vec<Ranges>,
 }
 
-/// The restore points of `backups` (every checkpoint of every kind, any order).
-pub fn restore_points(backups: &[BackupResponse], partitions_count: u32) -> RestorePoints {
+/// The restore points of `backups` (every checkpoint of every kind, any order); with markers
+/// every `marker_interval`, a marker more than two intervals after the checkpoint before it
+/// breaks the range.
+pub fn restore_points(
+    backups: &[BackupResponse],
+    partitions_count: u32,
+    marker_interval: Option<Duration>,
+) -> RestorePoints {
     let mut sorted: Vec<&BackupResponse> = backups.iter().collect();
     sorted.sort_by_key(|b| b.backup_id);
-    let cluster = ranges_of(None, sorted.iter().map(|b| (point(b), cluster_state(b))));
+    let gap_ms_max = marker_interval.map(|interval| 2 * interval.as_millis());
+    let cluster = ranges_of(
+        None,
+        gap_ms_max,
+        sorted.iter().map(|b| (*b, cluster_state(b))),
+    );
     let partitions = (1..=partitions_count)
         .map(|partition_id| {
             ranges_of(
                 Some(partition_id),
+                gap_ms_max,
                 sorted
                     .iter()
-                    .map(|b| (point(b), partition_state(b, partition_id))),
+                    .map(|b| (*b, partition_state(b, partition_id))),
             )
         })
         .collect();
@@ -153,14 +176,27 @@ fn reason_of(status: BackupState, failure_reason: Option<&str>) -> String {
     }
 }
 
-fn ranges_of(
+fn ranges_of<'a>(
     partition_id: Option<u32>,
-    checkpoints: impl Iterator<Item = (RestorePoint, Result<(), (BackupState, String)>)>,
+    gap_ms_max: Option<u128>,
+    checkpoints: impl Iterator<Item = (&'a BackupResponse, Result<(), (BackupState, String)>)>,
 ) -> Ranges {
     let mut ranges: Vec<RestoreRange> = Vec::new();
     let mut breaks = Vec::new();
     let mut open = false;
-    for (checkpoint, state) in checkpoints {
+    let mut previous: Option<&BackupResponse> = None;
+    for (backup, state) in checkpoints {
+        let checkpoint = point(backup);
+        if let Some(gap) = gap_before(previous, backup, gap_ms_max) {
+            breaks.push(RangeBreak {
+                checkpoint: checkpoint.clone(),
+                status: None,
+                gap_since: previous.and_then(|p| p.requested_at.clone()),
+                reason: gap,
+            });
+            open = false;
+        }
+        previous = Some(backup);
         match state {
             Ok(()) if open => {
                 let range = ranges.last_mut().expect("an open range exists");
@@ -178,7 +214,8 @@ fn ranges_of(
             Err((status, reason)) => {
                 breaks.push(RangeBreak {
                     checkpoint,
-                    status,
+                    status: Some(status),
+                    gap_since: None,
                     reason,
                 });
                 open = false;
@@ -192,6 +229,26 @@ fn ranges_of(
         breaks: newest(breaks),
         omitted,
     }
+}
+
+/// Why there is a gap before marker `next`: no checkpoint for more than `gap_ms_max` since the
+/// one before it.
+fn gap_before(
+    previous: Option<&BackupResponse>,
+    next: &BackupResponse,
+    gap_ms_max: Option<u128>,
+) -> Option<String> {
+    let gap_ms_max = gap_ms_max?;
+    let since = previous?.requested_at_ms?;
+    let until = next.requested_at_ms?;
+    let gap_ms = u128::from(until.saturating_sub(since));
+    (next.kind == CheckpointKind::Marker && gap_ms > gap_ms_max).then(|| {
+        format!(
+            "no checkpoint for {} before this marker (markers come every {}): the gateway was down, or markers were skipped while the store was slow or unreachable",
+            humantime::format_duration(Duration::from_secs((gap_ms / 1000) as u64)),
+            humantime::format_duration(Duration::from_millis((gap_ms_max / 2) as u64))
+        )
+    })
 }
 
 fn newest<T>(mut items: Vec<T>) -> Vec<T> {
@@ -217,7 +274,7 @@ mod tests {
                 ..PartitionBackupStatus::does_not_exist(index as u32 + 1, id)
             })
             .collect();
-        crate::actuator::aggregate(id, 2, partitions).with_kind(kind, Some(format!("t{id}")))
+        crate::actuator::aggregate(id, 2, partitions).with_kind(kind, Some(id * 1000))
     }
 
     /// Ranges as (first id, last id, count); breaks as (id, status).
@@ -233,7 +290,7 @@ mod tests {
             ranges
                 .breaks
                 .iter()
-                .map(|b| (b.checkpoint.id, b.status))
+                .map(|b| (b.checkpoint.id, b.status.unwrap_or(DoesNotExist)))
                 .collect(),
         )
     }
@@ -254,7 +311,7 @@ mod tests {
         // Given in any order.
         let mut shuffled = backups;
         shuffled.reverse();
-        let points = restore_points(&shuffled, 2);
+        let points = restore_points(&shuffled, 2, None);
         assert_eq!(
             ids(&points.cluster),
             (
@@ -286,7 +343,7 @@ mod tests {
             points.cluster.breaks[1].reason,
             "partition 1: store unreachable"
         );
-        assert!(restore_points(&[], 2).newest.is_none());
+        assert!(restore_points(&[], 2, None).newest.is_none());
     }
 
     #[test]
@@ -297,7 +354,7 @@ mod tests {
                 checkpoint(id, CheckpointKind::Marker, [state, state])
             })
             .collect();
-        let points = restore_points(&backups, 2);
+        let points = restore_points(&backups, 2, None);
         assert_eq!(points.cluster.ranges.len(), SHOWN_MAX);
         assert_eq!(points.cluster.breaks.len(), SHOWN_MAX);
         assert_eq!(points.cluster.omitted, 10);
@@ -308,6 +365,43 @@ mod tests {
         assert_eq!(
             points.cluster.breaks.last().map(|b| b.checkpoint.id),
             Some(2 * SHOWN_MAX as u64 + 10)
+        );
+    }
+
+    /// Markers every second (requested at id seconds here): a marker more than two seconds
+    /// after the checkpoint before it breaks the range, although every checkpoint the store
+    /// holds is COMPLETED; a backup after a pause does not.
+    #[test]
+    fn a_gap_between_markers_breaks_the_range() {
+        use CheckpointKind::{Backup, Marker};
+        let backups = vec![
+            checkpoint(1, Backup, [Completed, Completed]),
+            checkpoint(2, Marker, [Completed, Completed]),
+            checkpoint(3, Marker, [Completed, Completed]),
+            // Markers 4 to 8 left nothing in the store.
+            checkpoint(9, Marker, [Completed, Completed]),
+            checkpoint(10, Marker, [Completed, Completed]),
+            checkpoint(20, Backup, [Completed, Completed]),
+        ];
+        let points = restore_points(&backups, 2, Some(Duration::from_secs(1)));
+        assert_eq!(
+            ids(&points.cluster),
+            (vec![(1, 3, 3), (9, 20, 3)], vec![(9, DoesNotExist)])
+        );
+        let gap = &points.cluster.breaks[0];
+        assert_eq!(gap.status, None);
+        assert_eq!(gap.gap_since.as_deref(), Some("1970-01-01T00:00:03.000Z"));
+        assert!(
+            gap.reason
+                .starts_with("no checkpoint for 6s before this marker (markers come every 1s)"),
+            "{}",
+            gap.reason
+        );
+        assert_eq!(ids(&points.partitions[0]), ids(&points.cluster));
+        // Without markers configured, time alone breaks nothing.
+        assert_eq!(
+            ids(&restore_points(&backups, 2, None).cluster),
+            (vec![(1, 20, 6)], vec![])
         );
     }
 }

@@ -214,11 +214,37 @@ pub struct ScheduleStatus {
     #[schema(format = DateTime)]
     pub next_run_at: Option<String>,
     pub last_run: Option<LastRun>,
+    /// The newest of this scheduler's checkpoints seen COMPLETED on every partition (markers:
+    /// checked one interval after each was taken).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newest_completed: Option<CompletedCheckpoint>,
     /// The markers of continuous backups (`gateway.backup.checkpointInterval`), when on.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(no_recursion)]
     pub markers: Option<Box<ScheduleStatus>>,
+    /// The interval of an interval schedule.
+    #[serde(skip)]
+    pub interval: Option<Duration>,
+    /// When the scheduler started.
+    #[serde(skip)]
+    pub started_at: Option<SystemTime>,
 }
+
+/// A checkpoint of the scheduler's known to be a restore point of the whole cluster.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletedCheckpoint {
+    #[schema(value_type = crate::openapi::BackupIdSchema)]
+    pub backup_id: u64,
+    #[schema(format = DateTime)]
+    pub requested_at: String,
+    #[serde(skip)]
+    pub requested: SystemTime,
+}
+
+/// How far continuous backups lag: the markers' restore points are older than
+/// [`LAG_INTERVALS_DEGRADED`] intervals.
+pub const LAG_INTERVALS_DEGRADED: u32 = 3;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -251,6 +277,42 @@ impl ScheduleHandle {
             .as_ref()
             .map(|markers| Box::new(markers.lock().expect("schedule status lock").clone()));
         status
+    }
+
+    /// How old the newest restore point of the markers is at `now` (since the markers' scheduler
+    /// started, while none completed yet), with the markers' interval; `None` when markers are off.
+    pub fn restore_point_age(&self, now: SystemTime) -> Option<(Duration, Duration)> {
+        let markers = self.markers.as_ref()?.lock().expect("schedule status lock");
+        let since = match &markers.newest_completed {
+            Some(newest) => newest.requested,
+            None => markers.started_at?,
+        };
+        Some((
+            now.duration_since(since).unwrap_or_default(),
+            markers.interval?,
+        ))
+    }
+
+    /// Why continuous backups are degraded at `now`: the newest restore point is older than
+    /// [`LAG_INTERVALS_DEGRADED`] intervals. Processing is never held back for it.
+    pub fn markers_lag(&self, now: SystemTime) -> Option<String> {
+        let (age, interval) = self.restore_point_age(now)?;
+        (age > interval * LAG_INTERVALS_DEGRADED).then(|| {
+            format!(
+                "continuous backups lag: the newest restore point is {} old, more than {LAG_INTERVALS_DEGRADED} x checkpointInterval ({}); markers fail or the store is slow: see GET /actuator/backups/restore-points",
+                humantime::format_duration(Duration::from_secs(age.as_secs())),
+                humantime::format_duration(interval)
+            )
+        })
+    }
+
+    /// The interval of the markers of continuous backups, when they are on.
+    pub fn marker_interval(&self) -> Option<Duration> {
+        self.markers
+            .as_ref()?
+            .lock()
+            .expect("schedule status lock")
+            .interval
     }
 
     /// This handle, also showing the markers' scheduler of `markers`.
@@ -336,6 +398,11 @@ impl BackupScheduler {
             status.kind = Some(options.kind);
             status.schedule = Some(options.schedule.describe());
             status.retention = options.retention.clone();
+            status.interval = match options.schedule {
+                Schedule::Interval(interval) => Some(interval),
+                Schedule::Cron(..) => None,
+            };
+            status.started_at = Some(SystemTime::now());
         });
         let scheduler = BackupScheduler {
             options,
@@ -348,6 +415,9 @@ impl BackupScheduler {
 
     pub async fn run(self, cancel: CancellationToken) {
         let mut retained_at: Option<SystemTime> = None;
+        // The oldest of this scheduler's markers not known to be finished, checked at each run
+        // until it is (markers only): one status read per broker and run.
+        let mut unfinished: Option<(u64, SystemTime)> = None;
         let mut next = self.options.schedule.next_after(SystemTime::now());
         loop {
             self.handle
@@ -372,14 +442,53 @@ impl BackupScheduler {
             let last_run = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                last_run = self.take_and_retain(id, now, retain) => last_run,
+                last_run = async {
+                    if let Some((marker, requested)) = unfinished {
+                        if self.note_if_finished(marker, requested).await {
+                            unfinished = None;
+                        }
+                    }
+                    self.take_and_retain(id, now, retain).await
+                } => last_run,
             };
+            if self.options.kind == CheckpointKind::Marker
+                && last_run.result == "TRIGGERED"
+                && unfinished.is_none()
+            {
+                unfinished = Some((id, now));
+            }
             self.handle
                 .update(|status| status.last_run = Some(last_run));
             next = self
                 .options
                 .schedule
                 .next_after(SystemTime::now().max(next));
+        }
+    }
+
+    /// Whether checkpoint `id` is finished (one status read per broker); recorded as the newest
+    /// completed if every partition holds it COMPLETED.
+    async fn note_if_finished(&self, id: u64, requested: SystemTime) -> bool {
+        match actuator::collect_status(&self.cluster, id).await {
+            Ok(status) if status.status == BackupState::Completed => {
+                self.handle.update(|s| {
+                    s.newest_completed = Some(CompletedCheckpoint {
+                        backup_id: id,
+                        requested_at: rfc3339(requested),
+                        requested,
+                    });
+                });
+                true
+            }
+            Ok(status) if status.status == BackupState::InProgress => false,
+            Ok(status) => {
+                tracing::debug!(checkpoint = id, status = ?status.status, "marker did not complete");
+                true
+            }
+            Err(error) => {
+                tracing::debug!(checkpoint = id, %error, "marker status unknown");
+                false
+            }
         }
     }
 
@@ -656,6 +765,42 @@ mod tests {
         assert_eq!(
             backups_rule.to_delete(CheckpointKind::Backup, &checkpoints, now),
             vec![1]
+        );
+    }
+
+    /// Continuous backups are degraded when the newest restore point is older than three
+    /// intervals (or none completed three intervals after the markers started).
+    #[test]
+    fn markers_lag_past_three_intervals() {
+        let markers = ScheduleHandle::default();
+        let started = UNIX_EPOCH + Duration::from_secs(1_000);
+        markers.update(|s| {
+            s.interval = Some(Duration::from_secs(10));
+            s.started_at = Some(started);
+        });
+        let handle = ScheduleHandle::default().with_markers(&markers);
+        let at = |seconds| started + Duration::from_secs(seconds);
+        assert_eq!(handle.markers_lag(at(30)), None);
+        let lag = handle
+            .markers_lag(at(31))
+            .expect("no restore point after 31 s");
+        assert!(
+            lag.contains("31s old, more than 3 x checkpointInterval (10s)"),
+            "{lag}"
+        );
+        markers.update(|s| {
+            s.newest_completed = Some(CompletedCheckpoint {
+                backup_id: 1,
+                requested_at: rfc3339(at(25)),
+                requested: at(25),
+            });
+        });
+        assert_eq!(handle.markers_lag(at(40)), None);
+        assert!(handle.markers_lag(at(56)).is_some());
+        assert_eq!(
+            ScheduleHandle::default().markers_lag(at(10_000)),
+            None,
+            "markers off"
         );
     }
 

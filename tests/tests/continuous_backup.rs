@@ -4,7 +4,8 @@
 //! node lands on the newest marker at or before that time, the same on both nodes; the restored
 //! state is that cut (a deposit acknowledged before the marker is there, one acknowledged after
 //! it is not), and once the outboxes drain the balances add up to exactly the money deposited
-//! before it.
+//! before it. With the store frozen, processing goes on, health says DEGRADED and the ranges
+//! show the break; with it back, health is UP again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -161,9 +162,46 @@ async fn restore_to_a_time_lands_on_the_newest_marker_before_it() {
         "the restored cut must hold exactly the money deposited before it: {ledger}\n{}",
         cluster.logs()
     );
-    // A time before every restore point is refused, naming the oldest one.
+    // The store stops answering: processing goes on, health says DEGRADED once the newest
+    // restore point is three intervals old, and the ranges show the break; once the store is
+    // back, markers complete again and health is UP.
+    let healthy = |want: &'static str| {
+        let mgmt = ep.mgmt.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                let (_, health) = get(&format!("{mgmt}/actuator/health")).await;
+                if health["status"] == want {
+                    return health;
+                }
+                assert!(Instant::now() < deadline, "health never {want}: {health}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    healthy("UP").await;
+    garage.pause();
+    let degraded = healthy("DEGRADED").await;
+    assert!(
+        degraded["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("continuous backups lag")),
+        "{degraded}"
+    );
+    deposit(&ep.api, "while-the-store-is-down", 5).await;
+    garage.resume();
+    healthy("UP").await;
+    let (_, points) = get(&format!("{}/actuator/backups/restore-points", ep.mgmt)).await;
+    assert!(
+        points["cluster"]["breaks"]
+            .as_array()
+            .is_some_and(|breaks| !breaks.is_empty()),
+        "markers lost while the store was down must show as a break: {points}"
+    );
     cluster.stop();
     drop(cluster);
+
+    // A time before every restore point is refused, naming the oldest one.
     let output = spec.restore(0, &Env::new(), &["--to", "2020-01-01T00:00:00Z"]);
     assert!(!output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
