@@ -11,6 +11,7 @@
 
 pub mod args;
 mod backups;
+mod continuous;
 mod encryption;
 pub mod external;
 mod fill;

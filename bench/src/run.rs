@@ -27,7 +27,10 @@
 //!    1% change with a new snapshot between two backups, on a fresh filesystem store (after 7);
 //! 9. encryption: a full backup and its restore to a fresh S3 prefix, plain then encrypted (see
 //!    [`crate::encryption`]);
-//! 10. a standalone node by itself under the same load.
+//! 10. continuous backups (after the pool's 10 s phase, see [`crate::continuous`]): the load
+//!     without markers, then with the gateway writing a marker every 10 s, and the age of the
+//!     newest restore point meanwhile;
+//! 11. a standalone node by itself under the same load.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -150,6 +153,7 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
     bench.pool_rounds(&backup.described, report).await?;
     bench.impact(report).await?;
     bench.periodic_backups_impact(report).await?;
+    bench.continuous_backups(report).await?;
     let mut large = bench.large_state_triggers(report).await?;
     report.rows.extend(trigger_rows(&mut large, &mut small));
     memory_rows(&backup, &restore, report);

@@ -82,7 +82,7 @@ fn quick_benchmark_runs_and_prints_the_table() {
         ids,
         [
             "1a", "1b", "1c", "2", "2b", "3a", "3b", "3c", "4a", "4b", "5", "5b", "6", "7a", "7b",
-            "7c", "7d", "8a", "8b", "8c", "8d"
+            "7c", "7d", "8a", "8b", "8c", "8d", "9a", "9b"
         ],
         "the table's rows:\n{}",
         describe(&output)
