@@ -211,3 +211,91 @@ async fn restore_to_a_time_lands_on_the_newest_marker_before_it() {
         describe(&output)
     );
 }
+
+/// A broker killed (SIGKILL) while markers flow, then restarted: markers resume and complete on
+/// its partitions, the first one after the restart uploads only what is new (the pool's pieces
+/// of the log before the kill are reused, not sent again), and the restore points show the
+/// downtime as a break, never as part of a range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_broker_killed_while_archiving_resumes_and_breaks_the_range() {
+    let garage = Garage::start();
+    let spec = ClusterSpec::new(2, 2)
+        .with_env(&garage.env())
+        .with("SLUICE_BROKER_DATA_SNAPSHOTPERIOD", "1h")
+        .with_gateway("SLUICE_GATEWAY_BACKUP_CHECKPOINTINTERVAL", "1s");
+    let mut cluster = spec.start().await;
+    let ep = spec.endpoints();
+
+    // Log on both partitions (node 1 hosts partition 2), then a marker holds all of it.
+    let prefix = "y".repeat(100);
+    for round in 0..4 {
+        let deposits: Vec<(String, u64)> = (0..3_000)
+            .map(|i| (format!("{prefix}-{round}-{i:04}"), 1 + i as u64 % 7))
+            .collect();
+        deposit_all(&ep.api, &deposits).await;
+    }
+    let (before_kill, _, _) = restore_point_after(&ep.mgmt, now_ms()).await;
+
+    cluster.brokers[1].kill();
+    let killed_at = now_ms();
+    // The gateway goes on asking for markers; node 0's partition takes them alone.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.brokers[1].restart();
+    cluster.brokers[1]
+        .wait_ready(&spec.brokers[1].health_url())
+        .await;
+    let restarted_at = now_ms();
+    deposit(&ep.api, "after-the-restart", 3).await;
+    let (after_restart, _, points) = restore_point_after(&ep.mgmt, restarted_at).await;
+
+    // No range spans the downtime: every range ends before the kill or starts after it.
+    let ranges = points["cluster"]["ranges"].as_array().expect("ranges");
+    let requested = |point: &Value| {
+        humantime::parse_rfc3339(point["requestedAt"].as_str().expect("requestedAt"))
+            .expect("RFC 3339")
+            .duration_since(UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as u64
+    };
+    for range in ranges {
+        let (first, last) = (requested(&range["first"]), requested(&range["last"]));
+        assert!(
+            last < killed_at + 1_000 || first > killed_at,
+            "range {range} spans the downtime (killed at {killed_at} ms): {points}"
+        );
+    }
+    assert!(
+        points["cluster"]["breaks"]
+            .as_array()
+            .is_some_and(|b| !b.is_empty()),
+        "the downtime must show as a break: {points}"
+    );
+
+    // Partition 2's first marker after the restart references the log from before the kill and
+    // uploaded only what was new.
+    let store = garage.store(None);
+    let manifests = store
+        .find_manifests(2, after_restart)
+        .await
+        .expect("manifests of partition 2");
+    let manifest = manifests
+        .iter()
+        .find(|m| m.status == sluice_backup_store::BackupStatus::Completed)
+        .unwrap_or_else(|| panic!("partition 2 has no COMPLETED manifest of {after_restart}"));
+    let before = store
+        .find_manifests(2, before_kill)
+        .await
+        .expect("manifests of partition 2");
+    let referenced_before = before.first().map_or(0, |m| m.referenced_bytes());
+    assert!(
+        referenced_before > 20_000,
+        "too little log before the kill to tell: {referenced_before} bytes"
+    );
+    assert!(
+        manifest.uploaded_bytes() * 2 < manifest.referenced_bytes(),
+        "the marker after the restart uploaded {} of the {} bytes it references: the pool's pieces were sent again",
+        manifest.uploaded_bytes(),
+        manifest.referenced_bytes()
+    );
+    cluster.stop();
+}
