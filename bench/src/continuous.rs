@@ -2,8 +2,9 @@
 //! 10 s (1 s in quick mode, `gateway.backup.checkpointInterval`), against the same load without
 //! markers run right before it; and the age of the newest cluster-wide restore point during the
 //! load with markers, sampled every 500 ms from `GET /actuator/backups/restore-points` (the time
-//! since the newest checkpoint COMPLETED on every partition was requested), after the first two
-//! intervals.
+//! since the newest checkpoint COMPLETED on every partition was requested), from the first
+//! marker that completed (or, if none does, from two intervals into the phase, with the age
+//! counted from then).
 //!
 //! The gateway restarts with markers on for the phase and without them after it; marker ids are
 //! epoch milliseconds, so the bench's own ids continue above them.
@@ -120,8 +121,9 @@ impl Bench {
     }
 }
 
-/// The age of the newest cluster-wide restore point every [`AGE_SAMPLE_EVERY`] from `from_ms`
-/// until `stop`, and how many restore points were requested meanwhile.
+/// The age of the newest cluster-wide restore point every [`AGE_SAMPLE_EVERY`], from the first
+/// completed marker (at the latest from `from_ms`) until `stop`, and how many restore points
+/// were seen meanwhile.
 async fn sample_ages(
     client: reqwest::Client,
     mgmt: String,
@@ -149,7 +151,8 @@ async fn sample_ages(
             .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
             .map(|at| at.as_millis() as u64);
         let now = now_ms();
-        if now >= from_ms {
+        let running = newest["kind"] == "MARKER";
+        if running || now >= from_ms {
             // No restore point at all counts as old as the phase.
             let age_ms = now.saturating_sub(requested_ms.unwrap_or(from_ms));
             ages.record(Duration::from_millis(age_ms), 1);

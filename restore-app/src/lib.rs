@@ -144,7 +144,7 @@ pub enum RestoreError {
         source: std::io::Error,
     },
     /// No checkpoint at or before the asked time can be restored on every partition.
-    #[error("no checkpoint requested at or before {at} is COMPLETED on every partition (1 to {partitions_count}); the oldest restorable one is {oldest}: `sluice backup restore-points` shows what can be restored", oldest = .oldest.as_deref().unwrap_or("none"))]
+    #[error("no checkpoint requested at or before {at} is COMPLETED on every partition (1 to {partitions_count}); the oldest checkpoint after it is {oldest}: `sluice backup restore-points` shows what can be restored", oldest = .oldest.as_deref().unwrap_or("none"))]
     NoRestorePoint {
         at: String,
         partitions_count: u32,
@@ -370,7 +370,7 @@ pub async fn restore_point_at(
     }
     let mut oldest = None;
     for checkpoint_id in common.unwrap_or_default().into_iter().rev() {
-        let Some(point) = restorable_point(store, cluster, checkpoint_id).await? else {
+        let Some(point) = restorable_point(store, cluster, checkpoint_id, at_ms).await? else {
             continue;
         };
         if point.at_ms <= at_ms {
@@ -385,11 +385,14 @@ pub async fn restore_point_at(
     })
 }
 
-/// Checkpoint `checkpoint_id` as a restore point, if every partition holds it COMPLETED.
+/// Checkpoint `checkpoint_id` as a restore point, if every partition holds it COMPLETED; or,
+/// as soon as a partition says it was requested after `at_ms`, that time alone (the other
+/// partitions are not read: newer checkpoints cost one manifest each, not one per partition).
 async fn restorable_point(
     store: &BackupStore,
     cluster: &ClusterConfig,
     checkpoint_id: u64,
+    at_ms: u64,
 ) -> Result<Option<RestorePointAt>> {
     let mut request = None;
     let mut began_ms: Option<u64> = None;
@@ -407,6 +410,13 @@ async fn restorable_point(
             return Ok(None);
         };
         request = request.or(manifest.descriptor.request);
+        if let Some(request) = request.filter(|r| r.requested_at_ms > at_ms) {
+            return Ok(Some(RestorePointAt {
+                checkpoint_id,
+                kind: request.kind,
+                at_ms: request.requested_at_ms,
+            }));
+        }
         let created_ms = humantime::parse_rfc3339_weak(&manifest.created_at)
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())

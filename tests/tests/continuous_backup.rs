@@ -286,7 +286,9 @@ async fn a_broker_killed_while_archiving_resumes_and_breaks_the_range() {
         .find_manifests(2, before_kill)
         .await
         .expect("manifests of partition 2");
-    let referenced_before = before.first().map_or(0, |m| m.referenced_bytes());
+    let referenced_before = before
+        .first()
+        .map_or(0, sluice_backup_store::Manifest::referenced_bytes);
     assert!(
         referenced_before > 20_000,
         "too little log before the kill to tell: {referenced_before} bytes"
