@@ -1,7 +1,8 @@
 //! The cost of client-side encryption (rows 8a to 8d): full backups of the grown state to fresh
 //! prefixes, plain and encrypted in the order plain, encrypted, encrypted, plain (so that a
 //! drift of the machine or of the store over the phase, which fills as it goes, cancels out),
-//! each after a `sync` (no write-back of an earlier step competes with it), then a restore of the
+//! each after a `sync` (no write-back of an earlier step competes with it) and, when the bench
+//! runs as root, with the page cache dropped (each starts from the same cache), then a restore of the
 //! first plain and the first encrypted one, all in one phase on the same data: the ratio is
 //! encryption's cost, not the moment's noise or the pool's savings. Once on S3 (Garage; 8a, 8b)
 //! and once on a FILESYSTEM store (8c, 8d). Garage stores blocks by content hash: a plain
@@ -98,12 +99,17 @@ impl Bench {
             .restore_from(&order[1], saved, ids[1], state_bytes)
             .await?;
         report.note(format!(
-            "encryption on {store}: two full backups each of {}, plain {} / encrypted {}, broker 0 CPU plain {} / encrypted {} (in the order plain, encrypted, encrypted, plain, each after a sync: {}); restores of partition {BIG} plain {} / encrypted {} (AES-256-GCM, 64 KiB chunks; each prefix fresh)",
+            "encryption on {store}: two full backups each of {}, plain {} / encrypted {}, broker 0 CPU plain {} / encrypted {} (in the order plain, encrypted, encrypted, plain, each after a sync{}: {}); restores of partition {BIG} plain {} / encrypted {} (AES-256-GCM, 64 KiB chunks; each prefix fresh)",
             size(state_bytes),
             secs(plain),
             secs(encrypted),
             secs(plain_cpu),
             secs(encrypted_cpu),
+            if crate::sys::drop_page_cache() {
+                " and with the page cache dropped"
+            } else {
+                " (the page cache could not be dropped: not root)"
+            },
             each.join(", "),
             secs(plain_restore),
             secs(encrypted_restore),
@@ -176,6 +182,7 @@ impl Bench {
         let timeout = self.config.timeout_for(state_bytes);
         self.restart(timeout).await?;
         external::sync(self.spec.root(), SYNC_TIMEOUT).await?;
+        crate::sys::drop_page_cache();
         let id = self.next_id();
         let pid = self.broker_pid(0)?;
         let cpu_before = crate::sys::cpu_time(pid).unwrap_or_default();
@@ -196,6 +203,7 @@ impl Bench {
     ) -> Result<Duration> {
         self.use_target(target, saved);
         external::sync(self.spec.root(), SYNC_TIMEOUT).await?;
+        crate::sys::drop_page_cache();
         let restore_dir = self
             .spec
             .root()
