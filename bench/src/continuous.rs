@@ -35,11 +35,7 @@ fn now_ms() -> u64 {
 impl Bench {
     /// Rows 9a and 9b (see the module doc).
     pub(crate) async fn continuous_backups(&mut self, report: &mut Report) -> Result<()> {
-        let interval = if self.config.quick {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(10)
-        };
+        let interval = self.periodic_interval();
         let api = self.ep.api.clone();
         phase("continuous: load without markers");
         let without = self

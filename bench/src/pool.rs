@@ -156,11 +156,7 @@ impl Bench {
     /// Row 7c: closed-loop load without backups, then the same load with a backup every
     /// `interval` (each waited for before the next is due).
     pub(crate) async fn periodic_backups_impact(&mut self, report: &mut Report) -> Result<()> {
-        let interval = if self.config.quick {
-            Duration::from_secs(1)
-        } else {
-            Duration::from_secs(10)
-        };
+        let interval = self.periodic_interval();
         let api = self.ep.api.clone();
         phase("pool: load without backups");
         let without = self

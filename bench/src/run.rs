@@ -266,6 +266,16 @@ impl Bench {
         backups::partition_dir(&self.spec, partition)
     }
 
+    /// The interval of the periodic phases (a backup, or a marker, every interval under load):
+    /// 10 s, or 1 s in quick mode.
+    pub(crate) fn periodic_interval(&self) -> Duration {
+        if self.config.quick {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(10)
+        }
+    }
+
     pub(crate) fn next_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
