@@ -140,7 +140,7 @@ impl BackupResponse {
     /// The same checkpoint as the gateway asked it with `kind` at `requested_at`.
     pub(crate) fn with_kind(mut self, kind: CheckpointKind, requested_at_ms: Option<u64>) -> Self {
         self.kind = kind;
-        self.requested_at = requested_at_ms.map(crate::schedule::rfc3339_of_millis);
+        self.requested_at = requested_at_ms.map(sluice_protocol::wire::rfc3339_of_millis);
         self.requested_at_ms = requested_at_ms;
         self
     }
@@ -197,7 +197,7 @@ pub fn aggregate(
     BackupResponse {
         backup_id,
         kind: request.map_or(CheckpointKind::Backup, |r| r.kind),
-        requested_at: requested_at_ms.map(crate::schedule::rfc3339_of_millis),
+        requested_at: requested_at_ms.map(sluice_protocol::wire::rfc3339_of_millis),
         requested_at_ms,
         status,
         failure_reason: (!failed.is_empty()).then(|| failed.join("; ")),

@@ -373,11 +373,6 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// The RFC 3339 form (milliseconds, UTC) of `ms` milliseconds since the Unix epoch.
-pub(crate) fn rfc3339_of_millis(ms: u64) -> String {
-    rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
-}
-
 pub(crate) fn epoch_millis(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .unwrap_or_default()

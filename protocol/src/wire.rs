@@ -156,6 +156,13 @@ pub struct BackupDescription {
     pub requested_at_ms: Option<u64>,
 }
 
+/// The RFC 3339 form (milliseconds, UTC) of `ms` milliseconds since the Unix epoch: how
+/// `requestedAtMs` is shown (at most `REQUESTED_AT_MS_MAX`, so always a four-digit year).
+pub fn rfc3339_of_millis(ms: u64) -> String {
+    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+        .to_string()
+}
+
 impl BackupDescription {
     /// What the coordinator asked, when this partition's record says it.
     pub fn request(&self) -> Option<CheckpointRequest> {

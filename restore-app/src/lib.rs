@@ -442,11 +442,7 @@ async fn restorable_point(
     })
 }
 
-/// The RFC 3339 form (milliseconds, UTC) of `ms` milliseconds since the Unix epoch.
-pub fn rfc3339_of_millis(ms: u64) -> String {
-    humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms))
-        .to_string()
-}
+pub use sluice_broker::protocol::rfc3339_of_millis;
 
 /// Chooses the manifest of every partition 1 to `partitionsCount` of backup `backup_id`, and
 /// refuses, naming each, partitions that are missing or not COMPLETED, and a backup taken with
