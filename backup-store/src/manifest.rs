@@ -643,6 +643,19 @@ impl Manifest {
     }
 }
 
+impl FileEntry {
+    /// Checks the rules of a pooled file (see `validate_pieces`) on an entry read from
+    /// elsewhere than a manifest (the broker's archive records): `Err` says what is wrong.
+    pub fn validate_pooled(&self, encrypted: bool) -> Result<(), ManifestError> {
+        match &self.pieces {
+            Some(pieces) => validate_pieces(0, self, pieces, encrypted),
+            None => Err(ManifestError::NotPooled {
+                name: self.name.clone(),
+            }),
+        }
+    }
+}
+
 /// The rules of a pooled file: no file-level compression; at least one
 /// piece unless the file is empty; every piece 1 to
 /// [`crate::pool::PIECE_BYTES_MAX`] bytes with a stored size its envelope can
@@ -748,6 +761,8 @@ pub enum ManifestError {
     FormatVersionTooLow { format_version: u32, required: u32 },
     #[error("files[{index}]: name={name} is pooled and compressed as a file; a pooled file's pieces carry their compression")]
     PooledAndCompressed { index: usize, name: String },
+    #[error("name={name} has no pieces: it is not a pooled file")]
+    NotPooled { name: String },
     #[error("files[{index}]: name={name} pieces[{piece_index}]: {reason}")]
     InvalidPiece {
         index: usize,

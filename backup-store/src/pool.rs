@@ -38,7 +38,8 @@
 //! - Nothing is uploaded twice: a piece whose id the partition's
 //!   [`PoolIndex`] holds is referenced, not sent.
 //! - An object is deleted only when no manifest of the partition references
-//!   it, whatever that manifest's status ([`BackupStore::collect_pool`]);
+//!   it, whatever that manifest's status, and its writer does not hold it for
+//!   a manifest to come ([`BackupStore::collect_pool`]);
 //!   a collection that cannot read every manifest deletes nothing. The broker
 //!   that owns the partition is the pool's one writer and serializes its
 //!   collections with its own uploads.
@@ -443,8 +444,10 @@ impl BackupStore {
     }
 
     /// Deletes every object of the partition's pool that no manifest of the
-    /// partition references (manifests of every status and node count), and
-    /// brings `index` in line with what is left. Refuses
+    /// partition references (manifests of every status and node count) and
+    /// that is not in `also_kept` (the pieces the writer uploaded that no
+    /// manifest lists yet: a continuously archived log segment), and brings
+    /// `index` in line with what is left. Refuses
     /// ([`BackupStoreError::PoolCollectionRefused`]) and deletes nothing when
     /// a manifest of the partition cannot be read: what it references is not
     /// known.
@@ -456,6 +459,7 @@ impl BackupStore {
         &self,
         partition_id: u32,
         index: &PoolIndex,
+        also_kept: &HashSet<ObjectId>,
     ) -> Result<PoolCollection> {
         let listing = self.list_manifests_reporting(partition_id).await?;
         if let Some(skipped) = listing.skipped.first() {
@@ -465,12 +469,13 @@ impl BackupStore {
                 reason: skipped.reason.clone(),
             });
         }
-        let referenced: HashSet<ObjectId> = listing
+        let mut referenced: HashSet<ObjectId> = listing
             .manifests
             .iter()
             .flat_map(Manifest::pieces)
             .map(|piece| piece.object)
             .collect();
+        referenced.extend(also_kept.iter().copied());
         let mut collection = PoolCollection::default();
         let mut doomed = Vec::new();
         let mut objects = HashMap::new();

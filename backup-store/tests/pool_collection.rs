@@ -2,13 +2,17 @@
 //! or left IN_PROGRESS by a crash), deletes, retention, restarts and collections, on one
 //! partition's pool, as its one writer does them (the broker serializes them with the pool lock).
 //!
+//! Files may also be archived between backups (continuous backups: sealed log segments uploaded
+//! before a manifest lists them), the writer holding their pieces until a COMPLETED backup
+//! lists them; a restart forgets them and archives the same files again, which sends nothing.
+//!
 //! After every step: no COMPLETED backup references a missing object (and each one downloads
 //! intact at the end). After every collection: the pool holds exactly the objects some manifest
-//! references, nothing else. The files grow from backup to backup like log segments (each
+//! references or the writer holds, nothing else. The files grow from backup to backup like log segments (each
 //! backup keeps the pieces of the bytes an earlier one sent) and some are equal across files,
 //! so objects are shared between backups and within one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path as LocalPath;
 use std::sync::Arc;
 
@@ -46,7 +50,12 @@ enum Step {
     Retain {
         keep: usize,
     },
-    /// A restart: every IN_PROGRESS manifest is marked FAILED (as the broker does).
+    /// Archives the files after these appends: uploads them, no manifest lists them yet.
+    Archive {
+        appends: Vec<Vec<u8>>,
+    },
+    /// A restart: every IN_PROGRESS manifest is marked FAILED (as the broker does); what was
+    /// archived is forgotten and archived again before any collection (as the broker does).
     Restart,
     Collect,
 }
@@ -62,6 +71,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(appends, ending)| Step::Backup { appends, ending }),
         2 => (0usize..8).prop_map(|nth| Step::Delete { nth }),
         1 => (0usize..3).prop_map(|keep| Step::Retain { keep }),
+        2 => prop::collection::vec(prop::collection::vec(0u8..4, 0..3), 1..4)
+            .prop_map(|appends| Step::Archive { appends }),
         1 => Just(Step::Restart),
         2 => Just(Step::Collect),
     ]
@@ -82,6 +93,8 @@ struct Writer {
     files: Vec<Vec<u8>>,
     /// The previous COMPLETED backup's entries, by file name (trusted: this writer cut them).
     previous: BTreeMap<String, FileEntry>,
+    /// Files archived since, by name: no manifest lists them, the writer holds their pieces.
+    archived: BTreeMap<String, FileEntry>,
     next_checkpoint: u64,
 }
 
@@ -95,6 +108,7 @@ impl Writer {
             dir: tempfile::tempdir().unwrap(),
             files: Vec::new(),
             previous: BTreeMap::new(),
+            archived: BTreeMap::new(),
             next_checkpoint: 1,
         }
     }
@@ -109,11 +123,8 @@ impl Writer {
         }
     }
 
-    async fn backup(&mut self, appends: &[Vec<u8>], ending: &Ending) {
-        let id = BackupIdentifier::new(PARTITION, self.next_checkpoint, 0);
-        self.next_checkpoint += 1;
-        let manifest = Manifest::in_progress(id, Self::descriptor());
-        self.store.write_manifest(&manifest).await.unwrap();
+    /// Appends `appends[i]` blocks to file `i`.
+    fn append(&mut self, appends: &[Vec<u8>]) {
         for (index, blocks) in appends.iter().enumerate() {
             if self.files.len() <= index {
                 self.files.push(Vec::new());
@@ -122,37 +133,74 @@ impl Writer {
                 self.files[index].extend(block(*id));
             }
         }
+    }
+
+    /// Uploads every file into the pool, building on the newest entry of each (archived or
+    /// backed up).
+    async fn upload_files(&self) -> Vec<FileEntry> {
         let mut entries = Vec::new();
         for (index, content) in self.files.iter().enumerate() {
             if content.is_empty() {
                 continue;
             }
             let name = format!("{index:020}.log");
-            let path = self.dir.path().join(&name);
-            std::fs::write(&path, content).unwrap();
-            let previous = self.previous.get(&name).map(|e| (e, PrefixTrust::Trusted));
-            let upload = PooledUpload {
-                partition_id: PARTITION,
-                kind: FileKind::Segment,
-                name: &name,
-                local_path: LocalPath::new(&path),
-                length: content.len() as u64,
-                chunking: Chunking::Fixed,
-                previous,
-                keys: None,
-            };
-            entries.push(
-                self.store
-                    .upload_pooled(upload, &self.index, None)
-                    .await
-                    .unwrap()
-                    .entry,
-            );
+            let previous = [self.archived.get(&name), self.previous.get(&name)]
+                .into_iter()
+                .flatten()
+                .max_by_key(|e| e.size_bytes)
+                .cloned();
+            let length = content.len() as u64;
+            let previous = previous.map(|e| (e, PrefixTrust::Trusted));
+            entries.push(self.upload_file(index, length, previous).await.0);
         }
+        entries
+    }
+
+    /// Uploads the first `length` bytes of file `index`; its entry and the objects sent.
+    async fn upload_file(
+        &self,
+        index: usize,
+        length: u64,
+        previous: Option<(FileEntry, PrefixTrust)>,
+    ) -> (FileEntry, u64) {
+        let name = format!("{index:020}.log");
+        let path = self.dir.path().join(&name);
+        std::fs::write(&path, &self.files[index]).unwrap();
+        let upload = PooledUpload {
+            partition_id: PARTITION,
+            kind: FileKind::Segment,
+            name: &name,
+            local_path: LocalPath::new(&path),
+            length,
+            chunking: Chunking::Fixed,
+            previous: previous.as_ref().map(|(e, trust)| (e, *trust)),
+            keys: None,
+        };
+        let pooled = self
+            .store
+            .upload_pooled(upload, &self.index, None)
+            .await
+            .unwrap();
+        (pooled.entry, pooled.uploaded.objects)
+    }
+
+    async fn backup(&mut self, appends: &[Vec<u8>], ending: &Ending) {
+        let id = BackupIdentifier::new(PARTITION, self.next_checkpoint, 0);
+        self.next_checkpoint += 1;
+        let manifest = Manifest::in_progress(id, Self::descriptor());
+        self.store.write_manifest(&manifest).await.unwrap();
+        self.append(appends);
+        let entries = self.upload_files().await;
         match ending {
             Ending::Completed => {
                 let completed = manifest.complete(entries.clone());
                 self.store.write_manifest(&completed).await.unwrap();
+                // What a COMPLETED manifest lists is held by the manifest from here.
+                for entry in &entries {
+                    if self.archived.get(&entry.name) == Some(entry) {
+                        self.archived.remove(&entry.name);
+                    }
+                }
                 self.previous = entries.into_iter().map(|e| (e.name.clone(), e)).collect();
             }
             Ending::Failed => {
@@ -163,6 +211,21 @@ impl Writer {
             }
             Ending::Crashed => {}
         }
+    }
+
+    async fn archive(&mut self, appends: &[Vec<u8>]) {
+        self.append(appends);
+        let entries = self.upload_files().await;
+        self.archived = entries.into_iter().map(|e| (e.name.clone(), e)).collect();
+    }
+
+    /// The pieces the writer holds for a manifest to come.
+    fn held(&self) -> HashSet<ObjectId> {
+        self.archived
+            .values()
+            .flat_map(|e| e.pieces.iter().flatten())
+            .map(|p| p.object)
+            .collect()
     }
 
     async fn manifests(&self) -> Vec<Manifest> {
@@ -212,13 +275,14 @@ impl Writer {
     }
 
     async fn check_pool_is_exactly_what_is_referenced(&self) {
-        let referenced: BTreeSet<ObjectId> = self
+        let mut referenced: BTreeSet<ObjectId> = self
             .manifests()
             .await
             .iter()
             .flat_map(Manifest::pieces)
             .map(|p| p.object)
             .collect();
+        referenced.extend(self.held());
         assert_eq!(self.pool_objects().await, referenced, "after a collection");
     }
 
@@ -243,6 +307,7 @@ impl Writer {
                     self.delete(manifest.id).await;
                 }
             }
+            Step::Archive { appends } => self.archive(appends).await,
             Step::Restart => {
                 for manifest in self.manifests().await {
                     if manifest.status == BackupStatus::InProgress {
@@ -250,16 +315,39 @@ impl Writer {
                         self.store.write_manifest(&failed).await.unwrap();
                     }
                 }
+                self.restart_archive().await;
             }
             Step::Collect => {
                 self.store
-                    .collect_pool(PARTITION, &self.index)
+                    .collect_pool(PARTITION, &self.index, &self.held())
                     .await
                     .unwrap();
                 self.check_pool_is_exactly_what_is_referenced().await;
             }
         }
         self.check_completed_backups_are_whole().await;
+    }
+
+    /// After a restart: the archived entries are gone with the process but for their records
+    /// (the broker keeps one on disk per archived segment), and the same prefixes are archived
+    /// again from the records, each piece checked against the file, with a new index (the pool's
+    /// listing): no object is sent. (From nothing it would send: a file is cut where the earlier
+    /// entries it grew from ended, not at fixed offsets.)
+    async fn restart_archive(&mut self) {
+        let archived = std::mem::take(&mut self.archived);
+        self.previous.clear();
+        self.index = self.store.load_pool_index(PARTITION).await.unwrap();
+        for (name, entry) in archived {
+            let index: usize = name.trim_end_matches(".log").parse().unwrap();
+            let record = Some((entry.clone(), PrefixTrust::Check));
+            let (again, objects_sent) = self.upload_file(index, entry.size_bytes, record).await;
+            assert_eq!(
+                objects_sent, 0,
+                "archiving {name} again after a restart sent objects"
+            );
+            assert_eq!(again, entry);
+            self.archived.insert(name, again);
+        }
     }
 
     /// Every COMPLETED backup downloads intact, file by file.

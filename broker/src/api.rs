@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+use crate::archive::{ArchiveProgress, LAG_DEGRADED_AFTER};
 use crate::backup::BackupHandle;
 use crate::error::BrokerError;
 use crate::metrics::{BackupMetrics, RestoreReport};
@@ -38,6 +39,9 @@ pub struct ApiState {
     pub metrics: Arc<BackupMetrics>,
     /// The restore report found in the data directory at start-up.
     pub restore: Option<RestoreReport>,
+    /// With continuous backups: how far each partition's archiver is (health says DEGRADED
+    /// when one lags).
+    pub archives: BTreeMap<u32, Arc<ArchiveProgress>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -189,8 +193,22 @@ async fn health(State(state): State<Arc<ApiState>>) -> Response {
         .filter(|p| !p.is_running())
         .map(super::partition::PartitionHandle::partition_id)
         .collect();
-    if down.is_empty() {
+    let lagging: Vec<u32> = state
+        .archives
+        .iter()
+        .filter(|(_, progress)| progress.lag().1 > LAG_DEGRADED_AFTER)
+        .map(|(partition_id, _)| *partition_id)
+        .collect();
+    if down.is_empty() && lagging.is_empty() {
         (StatusCode::OK, Json(serde_json::json!({"status": "UP"}))).into_response()
+    } else if down.is_empty() {
+        let reason = format!(
+            "continuous backups lag: a sealed log segment of partitions {lagging:?} has waited more than {}s              for its upload (processing goes on; see sluice_archive_lag_seconds and the broker's log for the store's error)",
+            LAG_DEGRADED_AFTER.as_secs()
+        );
+        let body =
+            serde_json::json!({"status": "DEGRADED", "reason": reason, "archiveLagging": lagging});
+        (StatusCode::OK, Json(body)).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

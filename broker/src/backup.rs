@@ -41,8 +41,8 @@ use dashmap::DashMap;
 use futures::{StreamExt, TryStreamExt};
 use sluice_backup_store::{
     BackupDescriptor, BackupIdentifier, BackupStatus, BackupStore, BackupStoreError, Chunking,
-    FileEntry, FileKind, Manifest, ManifestEncryption, PoolIndex, PoolKeys, PoolUpload, PooledFile,
-    PooledUpload, PrefixTrust, Throttle, LIST_CONCURRENCY,
+    FileEntry, FileKind, Manifest, ManifestEncryption, PartitionKeys, PoolIndex, PoolKeys,
+    PoolUpload, PooledFile, PooledUpload, PrefixTrust, Throttle, LIST_CONCURRENCY,
 };
 use tokio::sync::{mpsc, OwnedMutexGuard, Semaphore};
 use tokio::task::JoinSet;
@@ -222,6 +222,9 @@ pub struct BackupHandle {
     node_id: u32,
     metrics: Arc<BackupMetrics>,
     pools: Pools,
+    /// What the service's backup tasks share, for the uploads made outside a backup (the
+    /// archiver's, see [`BackupHandle::archive_segment`]): the same permits and rate limit.
+    context: JobContext,
 }
 
 /// A job on its way to the service, with the guards that keep it listed as running and counted
@@ -237,11 +240,7 @@ pub struct BackupService {
     store: BackupStore,
     rx: mpsc::Receiver<Queued>,
     running: RunningMap,
-    failed: RunningMap,
-    uploads: Arc<Semaphore>,
-    throttle: Option<Throttle>,
-    metrics: Arc<BackupMetrics>,
-    pools: Pools,
+    context: JobContext,
 }
 
 /// The longest a backup waits for its partition's pool lock (held by the partition's previous
@@ -278,47 +277,44 @@ impl BackupService {
         let running: RunningMap = Arc::new(DashMap::new());
         let failed: RunningMap = Arc::new(DashMap::new());
         let pools = Pools::new(store.clone(), metrics.clone());
+        let throttle = (options.upload_rate_limit_bytes_per_second > 0)
+            .then(|| Throttle::new(options.upload_rate_limit_bytes_per_second));
+        let context = JobContext {
+            store: store.clone(),
+            uploads: Arc::new(Semaphore::new(options.uploads_concurrent_max.max(1))),
+            throttle,
+            options: options.clone(),
+            running: running.clone(),
+            failed: failed.clone(),
+            metrics: metrics.clone(),
+            pools: pools.clone(),
+        };
         let handle = BackupHandle {
             tx,
             store: store.clone(),
             running: running.clone(),
-            failed: failed.clone(),
+            failed,
             stored_ids: Arc::default(),
             completed: Arc::default(),
             node_id: options.node_id,
-            metrics: metrics.clone(),
-            pools: pools.clone(),
+            metrics,
+            pools,
+            context: context.clone(),
         };
-        let throttle = (options.upload_rate_limit_bytes_per_second > 0)
-            .then(|| Throttle::new(options.upload_rate_limit_bytes_per_second));
-        let uploads = Arc::new(Semaphore::new(options.uploads_concurrent_max.max(1)));
         (
             BackupService {
                 options,
                 store,
                 rx,
                 running,
-                failed,
-                uploads,
-                throttle,
-                metrics,
-                pools,
+                context,
             },
             handle,
         )
     }
 
     fn job_context(&self) -> JobContext {
-        JobContext {
-            store: self.store.clone(),
-            uploads: self.uploads.clone(),
-            throttle: self.throttle.clone(),
-            options: self.options.clone(),
-            running: self.running.clone(),
-            failed: self.failed.clone(),
-            metrics: self.metrics.clone(),
-            pools: self.pools.clone(),
-        }
+        self.context.clone()
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -512,27 +508,7 @@ async fn upload(
             timeout: call_timeout,
         })??;
     let partition_id = manifest.id.partition_id;
-    let listing_timeout = BackupFailure::PoolListingTimeout {
-        timeout: call_timeout,
-    };
-    let index = tokio::time::timeout(call_timeout, pool.index(&context.store, partition_id))
-        .await
-        .map_err(|_| listing_timeout)??;
-    if tokio::time::timeout(call_timeout, pool.seed(&context.store, partition_id))
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            partition = partition_id,
-            "reading the newest backup timed out; this backup cuts its files anew"
-        );
-    }
-    // With a primary key configured a backup is encrypted or fails: never plain instead.
-    let keys = tokio::time::timeout(call_timeout, pool.keys(&context.store, partition_id))
-        .await
-        .map_err(|_| BackupFailure::PoolListingTimeout {
-            timeout: call_timeout,
-        })??;
+    let (index, keys) = open_pool(context, pool, partition_id).await?;
     let job = PoolJob {
         context,
         pool,
@@ -556,6 +532,38 @@ async fn upload(
         pool_upload,
         encryption: keys.map(|k| k.encryption),
     })
+}
+
+/// The partition's pool ready for uploads: its index, the newest backup's entries (seeded after
+/// a start) and the keys its objects are encrypted under.
+async fn open_pool(
+    context: &JobContext,
+    pool: &mut PartitionPool,
+    partition_id: u32,
+) -> Result<(PoolIndex, Option<PartitionKeys>), BackupFailure> {
+    let call_timeout = context.options.store_call_timeout;
+    let listing_timeout = BackupFailure::PoolListingTimeout {
+        timeout: call_timeout,
+    };
+    let index = tokio::time::timeout(call_timeout, pool.index(&context.store, partition_id))
+        .await
+        .map_err(|_| listing_timeout)??;
+    if tokio::time::timeout(call_timeout, pool.seed(&context.store, partition_id))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            partition = partition_id,
+            "reading the newest backup timed out; this backup cuts its files anew"
+        );
+    }
+    // With a primary key configured a backup is encrypted or fails: never plain instead.
+    let keys = tokio::time::timeout(call_timeout, pool.keys(&context.store, partition_id))
+        .await
+        .map_err(|_| BackupFailure::PoolListingTimeout {
+            timeout: call_timeout,
+        })??;
+    Ok((index, keys))
 }
 
 /// What every file upload of one backup shares.
@@ -885,6 +893,54 @@ fn status_of_running(running: &Running) -> PartitionBackupStatus {
 }
 
 impl BackupHandle {
+    /// Uploads the sealed segment `file` into its partition's pool ahead of the checkpoint that
+    /// will list it (continuous backups, `crate::archive`), under the partition's pool lock and
+    /// the backups' upload permits and rate limit. The pool then holds its entry: the next
+    /// backup references its pieces without reading the file, and collections keep them.
+    pub async fn archive_segment(
+        &self,
+        partition_id: u32,
+        file: FileToUpload,
+    ) -> Result<PooledFile, BackupFailure> {
+        let context = &self.context;
+        let mut pool =
+            self.pools
+                .lock(partition_id, POOL_LOCK_WAIT)
+                .await
+                .ok_or(BackupFailure::PoolBusy {
+                    partition_id,
+                    waited: POOL_LOCK_WAIT,
+                })?;
+        let (index, keys) = open_pool(context, &mut pool, partition_id).await?;
+        let job = PoolJob {
+            context,
+            pool: &pool,
+            index: &index,
+            keys: keys.as_ref().map(|k| &k.keys),
+            partition_id,
+            snapshot_id: None,
+        };
+        let pooled = job.upload_file(file).await?;
+        pool.archived(pooled.entry.clone(), PrefixTrust::Trusted);
+        Ok(pooled)
+    }
+
+    /// Gives the partition's pool the entries the archiver recorded before a start, to be
+    /// checked against the local bytes when they are archived again, and drops the archived
+    /// segments `keep` does not name.
+    pub async fn archived_segments_are(
+        &self,
+        partition_id: u32,
+        recorded: Vec<FileEntry>,
+        keep: impl Fn(&str) -> bool,
+    ) {
+        let mut pool = self.pools.slot_pool(partition_id).lock_owned().await;
+        for entry in recorded {
+            pool.archived(entry, PrefixTrust::Check);
+        }
+        pool.retain_archived(keep);
+    }
+
     pub fn store(&self) -> &BackupStore {
         &self.store
     }

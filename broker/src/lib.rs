@@ -6,6 +6,7 @@
 //! crate's binaries); the rest is `pub(crate)`.
 
 pub mod api;
+pub mod archive;
 pub mod background;
 pub mod backup;
 pub mod error;

@@ -343,6 +343,11 @@ struct PartitionFamilies {
     flush_duration: HistogramVec,
     snapshot_duration: HistogramVec,
     snapshot_size: IntGaugeVec,
+    archive_lag_bytes: IntGaugeVec,
+    archive_lag_seconds: IntGaugeVec,
+    archive_uploaded_bytes: IntCounterVec,
+    archive_segments_archived: IntCounterVec,
+    archive_segments_dropped: IntCounterVec,
 }
 
 impl PartitionFamilies {
@@ -396,6 +401,26 @@ impl PartitionFamilies {
                 "sluice_partition_snapshot_size_bytes",
                 "Size of the state file of the partition's newest snapshot taken by this broker process.",
             ),
+            archive_lag_bytes: gauge(
+                "sluice_archive_lag_bytes",
+                "Continuous backups: bytes of sealed log segments not archived yet (0 when archiving is off).",
+            ),
+            archive_lag_seconds: gauge(
+                "sluice_archive_lag_seconds",
+                "Continuous backups: how long the oldest sealed segment not archived yet has waited (0: none waits).",
+            ),
+            archive_uploaded_bytes: counter(
+                "sluice_archive_uploaded_bytes_total",
+                "Continuous backups: bytes the archiver sent to the pool (stored size; pieces the pool held already are not sent).",
+            ),
+            archive_segments_archived: counter(
+                "sluice_archive_segments_archived_total",
+                "Continuous backups: sealed log segments archived to the pool.",
+            ),
+            archive_segments_dropped: counter(
+                "sluice_archive_segments_dropped_total",
+                "Continuous backups: sealed segments compacted before they were archived, because the lag passed continuousLagLimit.",
+            ),
         }
     }
 
@@ -408,6 +433,11 @@ impl PartitionFamilies {
         register(registry, self.flush_duration.clone());
         register(registry, self.snapshot_duration.clone());
         register(registry, self.snapshot_size.clone());
+        register(registry, self.archive_lag_bytes.clone());
+        register(registry, self.archive_lag_seconds.clone());
+        register(registry, self.archive_uploaded_bytes.clone());
+        register(registry, self.archive_segments_archived.clone());
+        register(registry, self.archive_segments_dropped.clone());
     }
 
     fn partition(&self, partition_id: u32) -> PartitionMetrics {
@@ -422,6 +452,11 @@ impl PartitionFamilies {
             flush_duration: self.flush_duration.with_label_values(label),
             snapshot_duration: self.snapshot_duration.with_label_values(label),
             snapshot_size: self.snapshot_size.with_label_values(label),
+            archive_lag_bytes: self.archive_lag_bytes.with_label_values(label),
+            archive_lag_seconds: self.archive_lag_seconds.with_label_values(label),
+            archive_uploaded_bytes: self.archive_uploaded_bytes.with_label_values(label),
+            archive_segments_archived: self.archive_segments_archived.with_label_values(label),
+            archive_segments_dropped: self.archive_segments_dropped.with_label_values(label),
         }
     }
 }
@@ -437,6 +472,11 @@ pub struct PartitionMetrics {
     flush_duration: Histogram,
     snapshot_duration: Histogram,
     snapshot_size: IntGauge,
+    archive_lag_bytes: IntGauge,
+    archive_lag_seconds: IntGauge,
+    archive_uploaded_bytes: IntCounter,
+    archive_segments_archived: IntCounter,
+    archive_segments_dropped: IntCounter,
 }
 
 impl PartitionMetrics {
@@ -471,6 +511,23 @@ impl PartitionMetrics {
     pub fn snapshot_taken(&self, elapsed: Duration, size_bytes: u64) {
         self.snapshot_duration.observe(elapsed.as_secs_f64());
         self.snapshot_size.set(size_bytes as i64);
+    }
+
+    /// The archiver's lag now.
+    pub fn archive_lag_is(&self, lag_bytes: u64, lag: Duration) {
+        self.archive_lag_bytes.set(lag_bytes as i64);
+        self.archive_lag_seconds.set(lag.as_secs() as i64);
+    }
+
+    /// The archiver archived a segment, sending `uploaded_bytes` of it.
+    pub fn segment_archived(&self, uploaded_bytes: u64) {
+        self.archive_uploaded_bytes.inc_by(uploaded_bytes);
+        self.archive_segments_archived.inc();
+    }
+
+    /// `count` sealed segments left the disk before they were archived.
+    pub fn segments_dropped(&self, count: u64) {
+        self.archive_segments_dropped.inc_by(count);
     }
 }
 

@@ -21,6 +21,7 @@ use sluice_backup_store::{BackupDescriptor, BackupIdentifier, FileKind};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::archive::ArchiveHandle;
 use crate::backup::{BackupFailure, BackupHandle, BackupJob, BaseChoice, FileToUpload};
 use crate::error::{io_err, BrokerError, Result};
 use crate::log::{Appended, Log};
@@ -242,6 +243,8 @@ pub struct PartitionService {
     latest_snapshot: Option<SnapshotRef>,
     reservations: Reservations,
     backups: Option<BackupHandle>,
+    /// Set with continuous backups: compaction keeps what it has not archived.
+    archive: Option<ArchiveHandle>,
     rx: mpsc::Receiver<Request>,
     outbox_notify: Arc<Notify>,
     metrics: PartitionMetrics,
@@ -346,6 +349,7 @@ impl PartitionService {
                 latest_snapshot,
                 reservations: Arc::new(DashMap::new()),
                 backups,
+                archive: None,
                 rx,
                 outbox_notify,
                 metrics: PartitionMetrics::unregistered(partition_id),
@@ -382,6 +386,22 @@ impl PartitionService {
     pub fn set_metrics(&mut self, metrics: PartitionMetrics) {
         metrics.log_is(self.log.segments());
         self.metrics = metrics;
+    }
+
+    /// Archives the log as it is written (continuous backups): the archiver learns every
+    /// sealed segment, and compaction waits for it (see `crate::archive`).
+    pub fn set_archive(&mut self, archive: ArchiveHandle) {
+        archive.log_is(self.log.segments());
+        self.archive = Some(archive);
+    }
+
+    /// Tells the metrics and the archiver what the log's segments are now (after a flush that
+    /// appended, a roll or a compaction).
+    fn log_changed(&self) {
+        self.metrics.log_is(self.log.segments());
+        if let Some(archive) = &self.archive {
+            archive.log_is(self.log.segments());
+        }
     }
 
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -509,7 +529,7 @@ impl PartitionService {
         tokio::task::block_in_place(|| self.log.flush())?;
         if appended.iter().any(|positions| !positions.is_empty()) {
             self.metrics.log_flushed(flush_started.elapsed());
-            self.metrics.log_is(self.log.segments());
+            self.log_changed();
         }
         Ok(appended)
     }
@@ -749,8 +769,33 @@ impl PartitionService {
         tracing::debug!(partition = self.options.partition_id, snapshot = %written.meta.snapshot_id, "snapshot taken");
         self.latest_snapshot = Some(written.clone());
         let compacted = self.compact();
-        self.metrics.log_is(self.log.segments());
+        self.log_changed();
         compacted
+    }
+
+    /// With continuous backups: where compaction must stop to keep the sealed segments not
+    /// archived yet; `None` without archiving, or when they pass the lag limit (then they go
+    /// as without archiving, and the archiver counts them dropped; see `crate::archive`).
+    fn unarchived_kept_from(&self) -> Option<u64> {
+        let archive = self.archive.as_ref()?;
+        let through = archive.archived_through();
+        let segments = self.log.segments();
+        let sealed = &segments[..segments.len().saturating_sub(1)];
+        let unarchived_bytes: u64 = sealed
+            .iter()
+            .filter(|s| s.last_position.is_some_and(|last| last > through))
+            .map(|s| s.len_bytes)
+            .sum();
+        if unarchived_bytes > archive.lag_bytes_max() {
+            tracing::warn!(
+                partition = self.options.partition_id,
+                unarchived_bytes,
+                lag_limit_bytes = archive.lag_bytes_max(),
+                "compaction no longer waits for archiving: the log not archived passed broker.data.backup.continuousLagLimit"
+            );
+            return None;
+        }
+        Some(through + 1)
     }
 
     fn compact(&mut self) -> Result<()> {
@@ -761,6 +806,9 @@ impl PartitionService {
         // The log since the next backup's base stays while the base may be built on.
         if let Some(base) = self.reusable_base() {
             keep_from = keep_from.min(base.position + 1);
+        }
+        if let Some(through) = self.unarchived_kept_from() {
+            keep_from = keep_from.min(through);
         }
         let mut reserved_snapshots = BTreeSet::new();
         for reserved in self.reservations.iter() {

@@ -13,20 +13,27 @@
 //!   this process made are trusted; entries read from a manifest after a start are reused only
 //!   where the local bytes hash to them (the log may have been restored since).
 //!
+//! - the entries of the sealed segments the archiver uploaded (continuous backups, see
+//!   `crate::archive`): no manifest lists them until the next checkpoint's does, so a
+//!   collection keeps their pieces ([`PartitionPool::held_objects`]), and the next backup
+//!   references them as it references the previous backup's.
+//!
 //! Collections run in tasks of their own, asked for by whatever may have left objects that no
 //! manifest references: a delete (the manifest went), a failed backup (its objects were never
 //! listed), a start (a crash mid-upload). At most one is pending per partition; each is bounded
-//! by [`COLLECTION_TIMEOUT`].
+//! by [`COLLECTION_TIMEOUT`]. While the archiver of a partition has not yet taken back what it
+//! archived before a restart, the partition's collections are held ([`Pools::hold_collections`]):
+//! a collection then would free the pieces it is about to reference again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use dashmap::DashMap;
 use sluice_backup_store::{
-    BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind, Manifest, PartitionKeys,
-    PoolIndex, PoolTotals, PrefixTrust,
+    BackupStatus, BackupStore, BackupStoreError, FileEntry, FileKind, Manifest, ObjectId,
+    PartitionKeys, PoolIndex, PoolTotals, PrefixTrust,
 };
 
 use crate::metrics::BackupMetrics;
@@ -52,6 +59,10 @@ pub struct PartitionPool {
     /// chosen once: the one of the newest encrypted backup the configured keys open, so
     /// objects keep their names across restarts and key rotations.
     keys: Option<Option<PartitionKeys>>,
+    /// The sealed segments the archiver uploaded, by name (bounded: the segments on disk);
+    /// `Check` for those taken back from the archiver's records after a start, until uploaded
+    /// (checked) again.
+    archived: HashMap<String, (FileEntry, PrefixTrust)>,
 }
 
 /// The key of a file in [`PartitionPool::previous`].
@@ -123,9 +134,50 @@ impl PartitionPool {
             .unwrap_or_default()
     }
 
-    /// The newest backup's entry of a file, if it has one.
+    /// The newest entry of a file whose pieces an upload of it builds on: the newest backup's,
+    /// or for a segment the archiver's when that one is longer.
     pub fn previous(&self, key: &(FileKind, String)) -> Option<(&FileEntry, PrefixTrust)> {
-        self.previous.get(key).map(|(entry, trust)| (entry, *trust))
+        let previous = self.previous.get(key).map(|(entry, trust)| (entry, *trust));
+        let archived = match key.0 {
+            FileKind::Segment => self
+                .archived
+                .get(&key.1)
+                .map(|(entry, trust)| (entry, *trust)),
+            FileKind::Snapshot => None,
+        };
+        match (previous, archived) {
+            (Some(previous), Some(archived)) if archived.0.size_bytes > previous.0.size_bytes => {
+                Some(archived)
+            }
+            (previous, archived) => previous.or(archived),
+        }
+    }
+
+    /// Whether the archiver holds `name` archived at `len_bytes` (checked in this process).
+    pub fn is_archived(&self, name: &str, len_bytes: u64) -> bool {
+        self.archived.get(name).is_some_and(|(entry, trust)| {
+            entry.size_bytes == len_bytes && *trust == PrefixTrust::Trusted
+        })
+    }
+
+    /// Records a segment the archiver uploaded (or `Check`: one it recorded before a start).
+    pub fn archived(&mut self, entry: FileEntry, trust: PrefixTrust) {
+        self.archived.insert(entry.name.clone(), (entry, trust));
+    }
+
+    /// Forgets the archived segments that `keep` does not name (they left the disk).
+    pub fn retain_archived(&mut self, keep: impl Fn(&str) -> bool) {
+        self.archived.retain(|name, _| keep(name));
+    }
+
+    /// The pieces of the archived segments: no manifest may list them yet, a collection keeps
+    /// them.
+    pub fn held_objects(&self) -> HashSet<ObjectId> {
+        self.archived
+            .values()
+            .flat_map(|(entry, _)| entry.pieces.iter().flatten())
+            .map(|piece| piece.object)
+            .collect()
     }
 
     /// After a start: the entries of the newest COMPLETED pooled backup of the partition in the
@@ -230,6 +282,14 @@ struct PoolSlot {
     pool: Arc<Mutex<PartitionPool>>,
     collection_pending: AtomicBool,
     base: std::sync::Mutex<Option<SnapshotBase>>,
+    held: std::sync::Mutex<Held>,
+}
+
+/// Whether the partition's collections are held, and whether one was asked for meanwhile.
+#[derive(Debug, Default)]
+struct Held {
+    held: bool,
+    wanted: bool,
 }
 
 /// The pool locks of every partition of this broker, and the collections it asks for.
@@ -273,6 +333,11 @@ impl Pools {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = SnapshotBase::of(manifest);
     }
 
+    /// The partition's pool lock, to wait for as long as it takes.
+    pub fn slot_pool(&self, partition_id: u32) -> Arc<Mutex<PartitionPool>> {
+        self.slot(partition_id).pool.clone()
+    }
+
     /// The partition's pool lock, waiting at most `timeout` for it (`None`: still held then).
     pub async fn lock(
         &self,
@@ -283,10 +348,48 @@ impl Pools {
         tokio::time::timeout(timeout, pool.lock_owned()).await.ok()
     }
 
+    /// Holds the partition's collections until [`Self::release_collections`]: requests made
+    /// meanwhile run then, as one.
+    pub fn hold_collections(&self, partition_id: u32) {
+        let slot = self.slot(partition_id);
+        let mut held = slot
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.held = true;
+    }
+
+    /// Ends [`Self::hold_collections`], running a collection if one was asked for meanwhile.
+    pub fn release_collections(&self, partition_id: u32) {
+        let slot = self.slot(partition_id);
+        let wanted = {
+            let mut held = slot
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            held.held = false;
+            std::mem::take(&mut held.wanted)
+        };
+        if wanted {
+            self.request_collection(partition_id);
+        }
+    }
+
     /// Asks for a collection of the partition's pool: it runs in a task of its own once the
-    /// pool lock is free, unless one is pending already (which then covers this request too).
+    /// pool lock is free, unless one is pending already (which then covers this request too),
+    /// or once the collections are no longer held.
     pub fn request_collection(&self, partition_id: u32) {
         let slot = self.slot(partition_id);
+        {
+            let mut held = slot
+                .held
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if held.held {
+                held.wanted = true;
+                return;
+            }
+        }
         if slot.collection_pending.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -298,7 +401,8 @@ impl Pools {
             slot.collection_pending.store(false, Ordering::Release);
             let collect = async {
                 let index = pool.index(&store, partition_id).await?;
-                store.collect_pool(partition_id, &index).await
+                let held = pool.held_objects();
+                store.collect_pool(partition_id, &index, &held).await
             };
             match tokio::time::timeout(COLLECTION_TIMEOUT, collect).await {
                 Ok(Ok(collection)) => metrics.pool_collected(partition_id, &collection),
@@ -323,5 +427,45 @@ impl Pools {
             drop(_pool);
             tokio::task::yield_now().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_backup_store::object_store::memory::InMemory;
+    use sluice_backup_store::object_store::{ObjectStore, PutPayload};
+
+    /// An object no manifest references, in partition 1's pool.
+    async fn stray_object(store: &BackupStore) -> sluice_backup_store::object_store::path::Path {
+        let path = store.pool_object_path(1, &ObjectId::of(b"stray"));
+        let put = store
+            .object_store()
+            .put(&path, PutPayload::from_static(b"0123456789abcdefstray"));
+        put.await.expect("put");
+        path
+    }
+
+    /// A collection asked for while the collections are held runs only once they are released:
+    /// the archiver's first pass after a start holds them (see `crate::archive`).
+    #[tokio::test]
+    async fn a_held_collection_runs_when_released() {
+        let store = BackupStore::from_object_store(Arc::new(InMemory::new()), None);
+        let pools = Pools::new(store.clone(), BackupMetrics::new());
+        let path = stray_object(&store).await;
+        pools.hold_collections(1);
+        pools.request_collection(1);
+        pools.collections_settled(1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            store.object_store().head(&path).await.is_ok(),
+            "collected while held"
+        );
+        pools.release_collections(1);
+        pools.collections_settled(1).await;
+        assert!(
+            store.object_store().head(&path).await.is_err(),
+            "not collected once released"
+        );
     }
 }

@@ -43,6 +43,7 @@ async fn framework_rejections_answer_an_error_body() {
         backups: None,
         metrics: BackupMetrics::new(),
         restore: None,
+        archives: BTreeMap::new(),
     }));
     let too_large = vec![b' '; REQUEST_BODY_BYTES_MAX + 1];
     let commands = br#"{"commands": []}"#;

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, ApiState};
+use crate::archive::{ArchiveOptions, ArchiveProgress, Archiver};
 use crate::backup::{BackupHandle, BackupOptions, BackupService};
 use crate::client::BrokerClient;
 use crate::error::{BrokerError, Result};
@@ -240,10 +241,27 @@ impl BrokerService {
         for (service, _) in &mut partitions {
             service.set_metrics(registry.partition(service.partition_id()));
         }
+        let archivers = match &backups {
+            Some(backups) if config.data.backup.continuous => {
+                archivers(config, backups, &registry, &mut partitions)
+            }
+            _ => Vec::new(),
+        };
         let listening = Listening::bind(config).await?;
         let management = Management::bind(config)?;
 
         let mut stages = Stages::default();
+        let mut archives = BTreeMap::new();
+        for (archiver, progress) in archivers {
+            archives.insert(progress.0, progress.1);
+            let runtime = crate::background::runtime();
+            stages.archivers.spawn(|cancel| async move {
+                // On the background runtime: reading, hashing and sending at the lower priority.
+                if let Err(error) = runtime.spawn(archiver.run(cancel)).await {
+                    tracing::error!(%error, "an archiver stopped abnormally");
+                }
+            });
+        }
         let brokers = broker_clients(config, &listening.transport);
         for (_, handle) in &partitions {
             let options = OutboxOptions {
@@ -274,6 +292,7 @@ impl BrokerService {
             backups,
             metrics,
             restore,
+            archives,
         });
         tracing::info!(node = cluster.node_id, address = %listening.address, partitions = ?hosted,
             management = %management.address,
@@ -331,6 +350,33 @@ fn backup_options(config: &BrokerConfig) -> BackupOptions {
         store_call_timeout: Duration::from_secs(120),
         runtime: Some(crate::background::runtime()),
     }
+}
+
+/// The archivers of the hosted partitions (continuous backups), each partition given its
+/// handle; each partition's collections are held until its archiver's first pass (see
+/// `crate::archive`), so this runs before anything may ask for a collection.
+fn archivers(
+    config: &BrokerConfig,
+    backups: &BackupHandle,
+    registry: &BrokerRegistry,
+    partitions: &mut [(PartitionService, PartitionHandle)],
+) -> Vec<(Archiver, (u32, Arc<ArchiveProgress>))> {
+    let mut archivers = Vec::with_capacity(partitions.len());
+    for (service, _) in partitions {
+        let partition_id = service.partition_id();
+        backups.pools().hold_collections(partition_id);
+        let options = ArchiveOptions {
+            partition_id,
+            directory: partition_directory(&config.data.directory, partition_id),
+            lag_bytes_max: config.data.backup.continuous_lag_bytes_max,
+        };
+        let (archiver, handle) =
+            Archiver::new(options, backups.clone(), registry.partition(partition_id));
+        let progress = handle.progress();
+        service.set_archive(handle);
+        archivers.push((archiver, (partition_id, progress)));
+    }
+    archivers
 }
 
 /// Recovers every hosted partition from disk (blocking I/O, off the async threads), in order.
@@ -543,16 +589,19 @@ impl Stage {
 /// The broker's running parts, by the order in which they stop.
 #[derive(Default)]
 struct Stages {
+    archivers: Stage,
     senders: Stage,
     partitions: Stage,
     backups: Stage,
 }
 
 impl Stages {
-    /// Shutdown in order, once the API is closed: senders stop (nothing more leaves this node),
+    /// Shutdown in order, once the API is closed: archivers stop (an upload in flight is
+    /// dropped; its segment is archived again after the next start), senders stop (nothing more leaves this node),
     /// partitions drain (their queued requests are answered), then backups end (unfinished ones
     /// FAILED).
     async fn stop(self) {
+        self.archivers.stop().await;
         self.senders.stop().await;
         self.partitions.stop().await;
         self.backups.stop().await;

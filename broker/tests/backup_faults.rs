@@ -505,6 +505,7 @@ async fn the_checkpoint_endpoint_refuses_an_id_the_store_holds() {
         backups: Some(fixture.backups.clone()),
         metrics: BackupMetrics::new(),
         restore: None,
+        archives: BTreeMap::new(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();

@@ -377,6 +377,18 @@ pub const KEYS: &[KeyDoc] = &[
         "Maximum backup upload rate per second, as a size (e.g. `50MB`, `50MB/s`); 0 means unlimited.",
     ),
     key(
+        "broker.data.backup.continuous",
+        "SLUICE_BROKER_DATA_BACKUP_CONTINUOUS",
+        "false",
+        "Continuous backups: `true` uploads every sealed log segment to the backup pool as it seals, in the background (the rate limit and          upload slots of backups apply); the next checkpoint then references it. Compaction keeps the log not archived yet, up to `continuousLagLimit`.",
+    ),
+    key(
+        "broker.data.backup.continuousLagLimit",
+        "SLUICE_BROKER_DATA_BACKUP_CONTINUOUSLAGLIMIT",
+        "4GB",
+        "With `continuous`: the most log not archived yet that compaction keeps per partition, as a size between `1MB` and `1TB`; past it          compaction deletes as without archiving and `sluice_archive_segments_dropped_total` counts what was never archived (restore points are not affected).",
+    ),
+    key(
         "broker.data.backup.uploadMemoryLimit",
         "SLUICE_BROKER_DATA_BACKUP_UPLOADMEMORYLIMIT",
         "64MB",

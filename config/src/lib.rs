@@ -142,6 +142,11 @@ pub struct BackupConfig {
     pub upload_memory_limit_bytes: u64,
     /// `broker.data.backup.encryption.*`
     pub encryption: EncryptionConfig,
+    /// `broker.data.backup.continuous`: sealed log segments are archived as they seal.
+    pub continuous: bool,
+    /// `broker.data.backup.continuousLagLimit`, in bytes: past this much log not archived,
+    /// compaction no longer waits for the archiver.
+    pub continuous_lag_bytes_max: u64,
 }
 
 /// `broker.data.backup.encryption.*`: client-side encryption of backups.
@@ -595,6 +600,13 @@ impl SluiceConfig {
         validate_cluster(&self.broker.cluster)?;
         let backup = &self.broker.data.backup;
         validate_backup_store_settings(backup)?;
+        if backup.continuous && backup.store == BackupStoreKind::None {
+            return Err(ConfigError::invalid(
+                "broker.data.backup.continuous",
+                "true",
+                "archives the log to the backup store, but broker.data.backup.store is NONE: set a store                  (FILESYSTEM, S3, GCS or AZURE) or turn continuous off",
+            ));
+        }
         validate_backup_credentials(backup)?;
         validate_s3_sse(&backup.s3.sse)
     }

@@ -477,6 +477,10 @@ impl Raw {
                 size_in(s, 8 << 20, 4 << 30, "8MB and 4GB")
             })?,
             encryption: self.encryption()?,
+            continuous: self.parse("broker.data.backup.continuous", parse_bool)?,
+            continuous_lag_bytes_max: self.parse("broker.data.backup.continuousLagLimit", |s| {
+                size_in(s, 1 << 20, 1 << 40, "1MB and 1TB")
+            })?,
         })
     }
 

@@ -98,6 +98,8 @@ fn defaults_match_the_table() {
     );
     assert_eq!(b.uploads_concurrent_max, 4);
     assert_eq!(b.upload_rate_limit_bytes_per_second, 0);
+    assert!(!b.continuous);
+    assert_eq!(b.continuous_lag_bytes_max, 4 << 30);
     assert_eq!(b.upload_memory_limit_bytes, 64 << 20);
     assert_eq!(
         c.gateway.cluster.brokers,
@@ -339,6 +341,8 @@ fn every_key_can_be_set_from_env_and_from_file() {
         ("gateway.backup.retention.keepWithin", "7d"),
         ("gateway.backup.checkpointInterval", "10s"),
         ("gateway.backup.retention.markersKeepWithin", "36h"),
+        ("broker.data.backup.continuous", "true"),
+        ("broker.data.backup.continuousLagLimit", "512MB"),
     ];
     assert_eq!(values.len(), KEYS.len());
     let from_env = load_from(
@@ -364,6 +368,8 @@ fn every_key_can_be_set_from_env_and_from_file() {
     assert_eq!(c.broker.data.snapshot_period, Duration::from_secs(5400));
     assert_eq!(c.broker.cluster.cluster_name, "ledger-eu.1");
     let b = &c.broker.data.backup;
+    assert!(b.continuous);
+    assert_eq!(b.continuous_lag_bytes_max, 512 << 20);
     assert_eq!(b.encryption.primary_key.as_deref(), Some("k2"));
     assert_eq!(
         b.encryption.keys,
@@ -755,6 +761,12 @@ fn invalid_values_name_their_key() {
             "between 8MB and 4GB",
         ),
         ("broker.data.backup.uploadMemoryLimit", "lots", "not a size"),
+        ("broker.data.backup.continuous", "yes", "true or false"),
+        (
+            "broker.data.backup.continuousLagLimit",
+            "512KB",
+            "between 1MB and 1TB",
+        ),
         ("gateway.cluster.brokers", "nohost", "not a host:port"),
         ("gateway.cluster.requestTimeout", "0", "at least 100ms"),
         ("gateway.network.host", "", "must not be empty"),
@@ -1209,6 +1221,21 @@ fn validate_broker_rules() {
             &[
                 ("SLUICE_BROKER_NETWORK_PORT", "9700"),
                 ("SLUICE_BROKER_NETWORK_MANAGEMENTPORT", "9701"),
+            ],
+            None,
+        ),
+        (
+            &[("SLUICE_BROKER_DATA_BACKUP_CONTINUOUS", "true")],
+            Some((
+                "broker.data.backup.continuous",
+                "but broker.data.backup.store is NONE",
+            )),
+        ),
+        (
+            &[
+                ("SLUICE_BROKER_DATA_BACKUP_CONTINUOUS", "true"),
+                ("SLUICE_BROKER_DATA_BACKUP_STORE", "FILESYSTEM"),
+                ("SLUICE_BROKER_DATA_BACKUP_FILESYSTEM_BASEPATH", "/tmp/b"),
             ],
             None,
         ),

@@ -513,7 +513,7 @@ pub struct Health {
 pub struct BrokerHealth {
     pub address: String,
     pub status: HealthState,
-    /// Why the broker is DOWN.
+    /// Why the broker is DOWN or DEGRADED (its archiving of the log lags).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub reason: Option<String>,
@@ -525,7 +525,7 @@ pub struct BrokerHealth {
     tag = "actuator",
     summary = "UP when every broker and partition answers (DEGRADED when continuous backups lag)",
     responses(
-        (status = 200, body = Health, description = "UP, or DEGRADED: the newest restore point is older than 3 checkpoint intervals"),
+        (status = 200, body = Health, description = "UP, or DEGRADED: the newest restore point is older than 3 checkpoint intervals, or a broker's archiving of the log lags"),
         (status = 503, body = Health, description = "DOWN: the brokers' answers say which"),
     ),
 )]
@@ -543,6 +543,12 @@ async fn health(
     let mut brokers = Vec::new();
     for (broker, answer) in cluster.brokers().iter().zip(answers) {
         let (status, reason) = match answer {
+            Ok(body) if body["status"] == "DEGRADED" => {
+                let reason = body["reason"]
+                    .as_str()
+                    .unwrap_or("the broker says DEGRADED");
+                (HealthState::Degraded, Some(reason.to_string()))
+            }
             Ok(_) => (HealthState::Up, None),
             Err(error) => (HealthState::Down, Some(error.to_string())),
         };
@@ -565,6 +571,17 @@ async fn health(
     } else if let Some(lag) = schedule.markers_lag(std::time::SystemTime::now()) {
         health.status = HealthState::Degraded;
         health.reason = Some(lag);
+    } else if let Some(lagging) = health
+        .brokers
+        .iter()
+        .find(|b| b.status == HealthState::Degraded)
+    {
+        health.status = HealthState::Degraded;
+        health.reason = Some(format!(
+            "broker {}: {}",
+            lagging.address,
+            lagging.reason.as_deref().unwrap_or("DEGRADED")
+        ));
     }
     let status = match health.status {
         HealthState::Up | HealthState::Degraded => StatusCode::OK,
