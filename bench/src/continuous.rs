@@ -1,13 +1,14 @@
-//! Continuous backups (rows 9a and 9b): closed-loop load with the gateway writing a marker every
-//! 10 s (1 s in quick mode, `gateway.backup.checkpointInterval`), against the same load without
-//! markers run right before it; and the age of the newest cluster-wide restore point during the
+//! Continuous backups (rows 9a and 9b): closed-loop load with continuous backups on (the brokers
+//! archive every sealed segment as it seals, `broker.data.backup.continuous`, and the gateway
+//! writes a marker every 10 s, 1 s in quick mode, `gateway.backup.checkpointInterval`), against
+//! the same load with both off run right before it; and the age of the newest cluster-wide restore point during the
 //! load with markers, sampled every 500 ms from `GET /actuator/backups/restore-points` (the time
 //! since the newest checkpoint COMPLETED on every partition was requested), from the first
 //! marker that completed (or, if none does, from two intervals into the phase, with the age
 //! counted from then).
 //!
-//! The gateway restarts with markers on for the phase and without them after it; marker ids are
-//! epoch milliseconds, so the bench's own ids continue above them.
+//! The cluster restarts with continuous backups on for the phase and off after it; marker ids
+//! are epoch milliseconds, so the bench's own ids continue above them.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use crate::run::{phase, Bench, Report};
 use crate::stats::{thousands, Samples};
 
 const INTERVAL_KEY: &str = "SLUICE_GATEWAY_BACKUP_CHECKPOINTINTERVAL";
+const CONTINUOUS_KEY: &str = "SLUICE_BROKER_DATA_BACKUP_CONTINUOUS";
+/// How long the brokers may take to recover at a restart of the phase.
+const RESTART_TIMEOUT: Duration = Duration::from_secs(600);
 /// Targets of the issue: reported, never failed on.
 const THROUGHPUT_RATIO_TARGET: f64 = 0.95;
 const AGE_INTERVALS_TARGET: u32 = 2;
@@ -37,12 +41,15 @@ impl Bench {
     pub(crate) async fn continuous_backups(&mut self, report: &mut Report) -> Result<()> {
         let interval = self.periodic_interval();
         let api = self.ep.api.clone();
-        phase("continuous: load without markers");
+        phase("continuous: load without continuous backups");
         let without = self
-            .load(self.load_config("no markers, closed loop", &api), report)
+            .load(
+                self.load_config("no continuous backups, closed loop", &api),
+                report,
+            )
             .await?;
-        phase("continuous: load with a marker every interval");
-        self.restart_gateway(Some(interval)).await;
+        phase("continuous: load with sealed segments archived and a marker every interval");
+        self.restart_continuous(Some(interval)).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let sampler = tokio::spawn(sample_ages(
             self.client.clone(),
@@ -52,7 +59,10 @@ impl Bench {
         ));
         let with = self
             .load(
-                self.load_config("a marker every interval, closed loop", &api),
+                self.load_config(
+                    "segments archived, a marker every interval, closed loop",
+                    &api,
+                ),
                 report,
             )
             .await;
@@ -60,7 +70,7 @@ impl Bench {
         let (mut ages, markers) = sampler
             .await
             .context("the restore point sampler panicked")??;
-        self.restart_gateway(None).await;
+        self.restart_continuous(None).await?;
         self.next_id = self.next_id.max(now_ms() + 1);
         let with = with?;
         let ratio = with.throughput() / without.throughput();
@@ -68,11 +78,11 @@ impl Bench {
         report.rows.push(
             Row::new(
                 "9a",
-                format!("throughput with a marker every {every} ({markers} restore points)"),
+                format!("throughput with continuous backups: segments archived, a marker every {every} ({markers} restore points)"),
             )
             .sluice(format!("{} cmd/s", thousands(with.throughput() as u64)))
             .baseline(format!(
-                "no markers: {} cmd/s",
+                "off: {} cmd/s",
                 thousands(without.throughput() as u64)
             ))
             .ratio(Some(ratio))
@@ -102,18 +112,26 @@ impl Bench {
         Ok(())
     }
 
-    /// Stops the gateway and starts it again, with markers every `interval` or none.
-    async fn restart_gateway(&mut self, interval: Option<Duration>) {
-        let cluster = self.cluster.as_mut().expect("the cluster runs");
-        cluster.gateway.stop_ok();
+    /// Restarts the cluster with continuous backups on (segments archived by the brokers, a
+    /// marker every `interval` from the gateway) or off.
+    async fn restart_continuous(&mut self, interval: Option<Duration>) -> Result<()> {
         match interval {
-            Some(interval) => self.spec.gateway_common.insert(
-                INTERVAL_KEY.to_string(),
-                format!("{}ms", interval.as_millis()),
-            ),
-            None => self.spec.gateway_common.remove(INTERVAL_KEY),
-        };
-        cluster.gateway = self.spec.start_gateway().await;
+            Some(interval) => {
+                let every = format!("{}ms", interval.as_millis());
+                self.spec
+                    .gateway_common
+                    .insert(INTERVAL_KEY.to_string(), every);
+                self.spec
+                    .broker_common
+                    .insert(CONTINUOUS_KEY.to_string(), "true".to_string());
+            }
+            None => {
+                self.spec.gateway_common.remove(INTERVAL_KEY);
+                self.spec.broker_common.remove(CONTINUOUS_KEY);
+            }
+        }
+        self.restart(RESTART_TIMEOUT).await?;
+        Ok(())
     }
 }
 
