@@ -215,7 +215,7 @@ pub struct ScheduleStatus {
     pub next_run_at: Option<String>,
     pub last_run: Option<LastRun>,
     /// The newest of this scheduler's checkpoints seen COMPLETED on every partition (markers:
-    /// checked one interval after each was taken).
+    /// the oldest one not finished yet is asked about at every tick until it ends).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub newest_completed: Option<CompletedCheckpoint>,
     /// The markers of continuous backups (`gateway.backup.checkpointInterval`), when on.
@@ -238,6 +238,7 @@ pub struct CompletedCheckpoint {
     pub backup_id: u64,
     #[schema(format = DateTime)]
     pub requested_at: String,
+    /// `requested_at` as a time, for the lag (the wire shows the text).
     #[serde(skip)]
     pub requested: SystemTime,
 }
