@@ -66,6 +66,36 @@ async fn wait_metric(
     }
 }
 
+/// Writes four segments of log and waits until at least three sealed ones are archived and
+/// none waits; returns how many were archived.
+async fn archive_four_segments(cluster: &Cluster, api: &str, metrics: &str) -> u64 {
+    write_log(api, "a", 4 * SEGMENT_BYTES).await;
+    let timeout = Duration::from_secs(30);
+    let archived_total = "sluice_archive_segments_archived_total";
+    let archived = wait_metric(cluster, metrics, archived_total, timeout, |n| n >= 3).await;
+    wait_metric(cluster, metrics, "sluice_archive_lag_bytes", timeout, |b| {
+        b == 0
+    })
+    .await;
+    archived
+}
+
+/// Freezes the store, then writes three segments of log and waits until at least two wait
+/// for their upload; returns the bytes waiting.
+async fn freeze_with_segments_waiting(
+    garage: &Garage,
+    cluster: &Cluster,
+    api: &str,
+    metrics: &str,
+    tag: &str,
+) -> u64 {
+    garage.pause();
+    write_log(api, tag, 3 * SEGMENT_BYTES).await;
+    let timeout = Duration::from_secs(30);
+    let lag = "sluice_archive_lag_bytes";
+    wait_metric(cluster, metrics, lag, timeout, |b| b >= 2 * SEGMENT_BYTES).await
+}
+
 /// Deposits enough to append about `bytes` of log (accounts of 100 characters).
 async fn write_log(api: &str, tag: &str, bytes: u64) {
     let prefix = tag.repeat(100 / tag.len());
@@ -93,39 +123,51 @@ async fn health(url: &str, want: &str, timeout: Duration) -> Value {
     }
 }
 
+/// One broker, one partition on `garage`, archiving, 256 KiB segments, a snapshot every
+/// `snapshot_period`.
+fn archiving(garage: &Garage, snapshot_period: &str) -> ClusterSpec {
+    ClusterSpec::new(1, 1)
+        .with_env(&garage.env())
+        .with("SLUICE_BROKER_DATA_BACKUP_CONTINUOUS", "true")
+        .with("SLUICE_BROKER_DATA_LOGSEGMENTSIZE", "256KB")
+        .with("SLUICE_BROKER_DATA_SNAPSHOTPERIOD", snapshot_period)
+}
+
+/// The running cluster of [`archiving`] and where to look at it.
+struct Archiving {
+    cluster: Cluster,
+    ep: Endpoints,
+    metrics: String,
+    broker_health: String,
+    store: sluice_backup_store::BackupStore,
+}
+
+impl Archiving {
+    async fn start(garage: &Garage, spec: &ClusterSpec) -> Archiving {
+        Archiving {
+            cluster: spec.start().await,
+            ep: spec.endpoints(),
+            metrics: spec.broker_metrics_url(0),
+            broker_health: spec.brokers[0].health_url(),
+            store: garage.store(None),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_log_is_archived_as_it_is_written() {
     let garage = Garage::start();
-    let spec = ClusterSpec::new(1, 1)
-        .with_env(&garage.env())
-        .with("SLUICE_BROKER_DATA_BACKUP_CONTINUOUS", "true")
-        .with("SLUICE_BROKER_DATA_BACKUP_CONTINUOUSLAGLIMIT", "2MB")
-        .with("SLUICE_BROKER_DATA_LOGSEGMENTSIZE", "256KB")
-        .with("SLUICE_BROKER_DATA_SNAPSHOTPERIOD", "1s");
-    let mut cluster = spec.start().await;
-    let ep = spec.endpoints();
-    let metrics = spec.broker_metrics_url(0);
-    let broker_health = spec.brokers[0].health_url();
-    let store = garage.store(None);
+    let spec = archiving(&garage, "1s").with("SLUICE_BROKER_DATA_BACKUP_CONTINUOUSLAGLIMIT", "2MB");
+    let Archiving {
+        mut cluster,
+        ep,
+        metrics,
+        broker_health,
+        store,
+    } = Archiving::start(&garage, &spec).await;
 
     // Sealed segments reach the pool with no checkpoint taken.
-    write_log(&ep.api, "a", 4 * SEGMENT_BYTES).await;
-    wait_metric(
-        &cluster,
-        &metrics,
-        "sluice_archive_segments_archived_total",
-        Duration::from_secs(30),
-        |n| n >= 3,
-    )
-    .await;
-    wait_metric(
-        &cluster,
-        &metrics,
-        "sluice_archive_lag_bytes",
-        Duration::from_secs(30),
-        |b| b == 0,
-    )
-    .await;
+    archive_four_segments(&cluster, &ep.api, &metrics).await;
     assert!(
         store.list_checkpoints(1).await.expect("list").is_empty(),
         "no checkpoint was asked for"
@@ -162,16 +204,7 @@ async fn the_log_is_archived_as_it_is_written() {
 
     // The store frozen: processing goes on, the log not archived stays on disk, and health
     // says DEGRADED (broker and gateway).
-    garage.pause();
-    write_log(&ep.api, "b", 3 * SEGMENT_BYTES).await;
-    let lag = wait_metric(
-        &cluster,
-        &metrics,
-        "sluice_archive_lag_bytes",
-        Duration::from_secs(30),
-        |b| b >= 2 * SEGMENT_BYTES,
-    )
-    .await;
+    let lag = freeze_with_segments_waiting(&garage, &cluster, &ep.api, &metrics, "b").await;
     tokio::time::sleep(Duration::from_secs(2)).await; // two snapshots, two compactions
     let on_disk = metric(&metrics, "sluice_partition_log_bytes").await;
     assert!(
@@ -246,47 +279,20 @@ async fn the_log_is_archived_as_it_is_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_killed_while_archiving_sends_nothing_twice() {
     let garage = Garage::start();
-    let spec = ClusterSpec::new(1, 1)
-        .with_env(&garage.env())
-        .with("SLUICE_BROKER_DATA_BACKUP_CONTINUOUS", "true")
-        .with("SLUICE_BROKER_DATA_LOGSEGMENTSIZE", "256KB")
-        .with("SLUICE_BROKER_DATA_SNAPSHOTPERIOD", "1h");
-    let mut cluster = spec.start().await;
-    let ep = spec.endpoints();
-    let metrics = spec.broker_metrics_url(0);
-    let broker_health = spec.brokers[0].health_url();
-    let store = garage.store(None);
+    let spec = archiving(&garage, "1h");
+    let Archiving {
+        mut cluster,
+        ep,
+        metrics,
+        broker_health,
+        store,
+    } = Archiving::start(&garage, &spec).await;
 
-    write_log(&ep.api, "a", 4 * SEGMENT_BYTES).await;
-    let archived = wait_metric(
-        &cluster,
-        &metrics,
-        "sluice_archive_segments_archived_total",
-        Duration::from_secs(30),
-        |n| n >= 3,
-    )
-    .await;
-    wait_metric(
-        &cluster,
-        &metrics,
-        "sluice_archive_lag_bytes",
-        Duration::from_secs(30),
-        |b| b == 0,
-    )
-    .await;
+    let archived = archive_four_segments(&cluster, &ep.api, &metrics).await;
     let before_kill = store.pool_totals(1).await.expect("pool totals");
     assert!(before_kill.objects >= 3, "{before_kill:?}");
 
-    garage.pause();
-    write_log(&ep.api, "d", 3 * SEGMENT_BYTES).await;
-    let waiting = wait_metric(
-        &cluster,
-        &metrics,
-        "sluice_archive_lag_bytes",
-        Duration::from_secs(30),
-        |b| b >= 2 * SEGMENT_BYTES,
-    )
-    .await;
+    let waiting = freeze_with_segments_waiting(&garage, &cluster, &ep.api, &metrics, "d").await;
     cluster.brokers[0].kill();
     garage.resume();
     cluster.brokers[0].restart();
