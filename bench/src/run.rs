@@ -89,6 +89,9 @@ pub struct BenchConfig {
     /// Log segment size of the cluster, MiB: with large segments a backup is a few big files
     /// (memory must not grow with file size), with small ones many files.
     pub segment_mib: u64,
+    /// Only the phase of continuous backups (rows 9a and 9b), after growing the state: a
+    /// run of a few minutes to work on that figure.
+    pub only_continuous: bool,
 }
 
 impl BenchConfig {
@@ -102,6 +105,7 @@ impl BenchConfig {
             trigger_budget: Duration::from_secs(120),
             load: LoadConfig::default(),
             segment_mib: DEFAULT_SEGMENT_MIB,
+            only_continuous: false,
         }
     }
 
@@ -115,6 +119,7 @@ impl BenchConfig {
             trigger_budget: Duration::from_secs(20),
             load: LoadConfig::default(),
             segment_mib: DEFAULT_SEGMENT_MIB,
+            only_continuous: false,
         }
     }
 
@@ -146,6 +151,12 @@ pub async fn run(config: BenchConfig, report: &mut Report) -> Result<()> {
     check_binaries()?;
     let mut bench = Bench::start(config, report).await?;
     bench.seed().await?;
+    if bench.config.only_continuous {
+        bench.grow(report).await?;
+        bench.continuous_backups(report).await?;
+        bench.stop();
+        return Ok(());
+    }
     let mut small = bench.small_state_triggers(report).await?;
     bench.grow(report).await?;
     let backup = bench.backup_to_s3(report).await?;

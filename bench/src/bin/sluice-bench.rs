@@ -31,6 +31,7 @@ options:
   --batch N             commands per /v1/commands request of the load (default 100)
   --segment-mb N        log segment size of the cluster, MiB (default 64, 4..=2048): large
                         segments make a backup a few big files instead of many small ones
+  --only continuous     only rows 9a and 9b (continuous backups), after growing the state
   --no-build            do not run `cargo build --release --workspace --bins` first
   -h, --help            this text";
 
@@ -63,6 +64,11 @@ fn config(args: &Args) -> Result<BenchConfig> {
     config.load.concurrency = args.get("concurrency", config.load.concurrency)?;
     config.load.batch = args.get("batch", config.load.batch)?;
     config.load.validate()?;
+    match args.string("only") {
+        None => {}
+        Some("continuous") => config.only_continuous = true,
+        Some(other) => bail!("--only takes `continuous` (rows 9a and 9b), got {other:?}"),
+    }
     config.segment_mib = args.get("segment-mb", config.segment_mib)?;
     if !(4..=2048).contains(&config.segment_mib) {
         bail!(
@@ -133,6 +139,7 @@ fn main() -> ExitCode {
             "concurrency",
             "batch",
             "segment-mb",
+            "only",
         ],
     )
     .and_then(|args| Ok((config(&args)?, args.flag("no-build"))));
