@@ -257,9 +257,14 @@ impl Archiver {
                 };
                 match result {
                     Ok(pooled) => {
-                        self.write_record(&pooled.entry).await;
+                        self.take_sealed();
                         if let Some(known) = self.known.get_mut(&segment.first_position) {
                             known.archived = true;
+                            self.write_record(&pooled.entry).await;
+                        } else {
+                            // Compacted while it uploaded (past the lag limit): no record, and
+                            // the pool forgets it.
+                            self.forget_in_pool();
                         }
                         self.metrics.segment_archived(pooled.uploaded.stored_bytes);
                         backoff.reset();
@@ -319,17 +324,22 @@ impl Archiver {
             });
         }
         if !gone.is_empty() {
-            let names: HashSet<String> = self.known.values().map(|k| k.segment.name()).collect();
-            let pools = self.backups.pools().clone();
-            let partition_id = self.options.partition_id;
-            // The pool forgets what left the disk (off this loop: the pool lock may be held).
-            tokio::spawn(async move {
-                let pool = pools.slot_pool(partition_id);
-                pool.lock()
-                    .await
-                    .retain_archived(|name| names.contains(name));
-            });
+            self.forget_in_pool();
         }
+    }
+
+    /// Makes the pool forget the archived segments that left the disk (in a task: the pool
+    /// lock may be held by a backup for a while).
+    fn forget_in_pool(&self) {
+        let names: HashSet<String> = self.known.values().map(|k| k.segment.name()).collect();
+        let pools = self.backups.pools().clone();
+        let partition_id = self.options.partition_id;
+        tokio::spawn(async move {
+            let pool = pools.slot_pool(partition_id);
+            pool.lock()
+                .await
+                .retain_archived(|name| names.contains(name));
+        });
     }
 
     /// The oldest sealed segment not archived yet.

@@ -153,13 +153,6 @@ impl PartitionPool {
         }
     }
 
-    /// Whether the archiver holds `name` archived at `len_bytes` (checked in this process).
-    pub fn is_archived(&self, name: &str, len_bytes: u64) -> bool {
-        self.archived.get(name).is_some_and(|(entry, trust)| {
-            entry.size_bytes == len_bytes && *trust == PrefixTrust::Trusted
-        })
-    }
-
     /// Records a segment the archiver uploaded (or `Check`: one it recorded before a start).
     pub fn archived(&mut self, entry: FileEntry, trust: PrefixTrust) {
         self.archived.insert(entry.name.clone(), (entry, trust));
