@@ -505,3 +505,101 @@ fn read_record(
         .map_err(|e| e.to_string())?;
     Ok(entry)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str) -> FileEntry {
+        FileEntry {
+            name: name.to_string(),
+            kind: FileKind::Segment,
+            size_bytes: 0,
+            checksum: "crc32c:00000000".to_string(),
+            compression: None,
+            stored_bytes: 0,
+            pieces: Some(Vec::new()),
+        }
+    }
+
+    /// Every record read back is checked before it is used, and each refusal says why (the
+    /// record is then removed and its segment archived from its bytes).
+    #[test]
+    fn records_are_checked_when_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment = segment_file_name(1);
+        let on_disk: HashSet<String> = [segment.clone()].into();
+        let good = record_path(dir.path(), &segment);
+        write_record(dir.path(), &entry(&segment)).unwrap();
+        assert_eq!(read_record(&good, &on_disk, false), Ok(entry(&segment)));
+
+        let other = segment_file_name(99);
+        let record = format!("{segment}.json");
+        let other_record = format!("{other}.json");
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("notes.txt", b"{}".to_vec(), "not a record's name"),
+            ("1.log.json", b"{}".to_vec(), "not a record's name"),
+            (
+                &other_record,
+                serde_json::to_vec(&entry(&other)).unwrap(),
+                "its segment left the disk",
+            ),
+            (&record, b"{\"name\":".to_vec(), "EOF"),
+            (
+                &record,
+                serde_json::to_vec(&entry(&other)).unwrap(),
+                "it describes",
+            ),
+            (
+                &record,
+                serde_json::to_vec(&FileEntry {
+                    size_bytes: 5,
+                    ..entry(&segment)
+                })
+                .unwrap(),
+                "add up to",
+            ),
+            (
+                &record,
+                serde_json::to_vec(&FileEntry {
+                    pieces: None,
+                    ..entry(&segment)
+                })
+                .unwrap(),
+                "not a pooled file",
+            ),
+        ];
+        for (name, bytes, reason) in cases {
+            let path = dir.path().join(name);
+            std::fs::write(&path, &bytes).unwrap();
+            let refused = read_record(&path, &on_disk, false).expect_err(name);
+            assert!(refused.contains(reason), "{name}: {refused}");
+        }
+        let huge = dir.path().join(format!("{segment}.json"));
+        let file = std::fs::File::create(&huge).unwrap();
+        file.set_len(RECORD_BYTES_MAX + 1).unwrap();
+        let refused = read_record(&huge, &on_disk, false).expect_err("too large");
+        assert!(refused.contains("more than the limit"), "{refused}");
+    }
+
+    /// `read_records` keeps the valid records and removes every other file of the folder.
+    #[test]
+    fn reading_the_records_removes_what_is_not_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = segment_file_name(1);
+        let gone = segment_file_name(50);
+        write_record(dir.path(), &entry(&kept)).unwrap();
+        write_record(dir.path(), &entry(&gone)).unwrap();
+        std::fs::write(dir.path().join("leftover.json.tmp"), b"x").unwrap();
+        let on_disk: HashSet<String> = [kept.clone()].into();
+        assert_eq!(
+            read_records(dir.path(), &on_disk, false),
+            vec![entry(&kept)]
+        );
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, vec![format!("{kept}.json")]);
+    }
+}
