@@ -206,13 +206,6 @@ impl Drop for RunningGuard {
 #[derive(Clone)]
 pub struct BackupHandle {
     tx: mpsc::Sender<Queued>,
-    store: BackupStore,
-    running: RunningMap,
-    /// Backups that ended FAILED whose FAILED manifest the store does not hold and may never
-    /// hold (a permanent store error: the manifest exists from another history, or another
-    /// writer changed it), or does not hold yet (a restart's leftovers while the store is down):
-    /// status answers FAILED from here, never what the store says.
-    failed: RunningMap,
     stored_ids: Arc<Mutex<StoredIds>>,
     /// The statuses of COMPLETED backups read from the store, by (partition, checkpoint): a
     /// COMPLETED manifest never changes its status, so a listing reads only the manifests of
@@ -220,10 +213,9 @@ pub struct BackupHandle {
     /// only ids the newest listing of their partition showed, and forgets a deleted one first.
     completed: Arc<Mutex<HashMap<(u32, u64), PartitionBackupStatus>>>,
     node_id: u32,
-    metrics: Arc<BackupMetrics>,
-    pools: Pools,
-    /// What the service's backup tasks share, for the uploads made outside a backup (the
-    /// archiver's, see [`BackupHandle::archive_segment`]): the same permits and rate limit.
+    /// What the service's backup tasks share (the store, the running and failed backups, the
+    /// metrics, the pools), and with them the archiver's uploads (see
+    /// [`BackupHandle::archive_segment`]): the same permits and rate limit.
     context: JobContext,
 }
 
@@ -237,9 +229,7 @@ struct Queued {
 
 pub struct BackupService {
     options: BackupOptions,
-    store: BackupStore,
     rx: mpsc::Receiver<Queued>,
-    running: RunningMap,
     context: JobContext,
 }
 
@@ -284,29 +274,22 @@ impl BackupService {
             uploads: Arc::new(Semaphore::new(options.uploads_concurrent_max.max(1))),
             throttle,
             options: options.clone(),
-            running: running.clone(),
-            failed: failed.clone(),
-            metrics: metrics.clone(),
-            pools: pools.clone(),
+            running,
+            failed,
+            metrics,
+            pools,
         };
         let handle = BackupHandle {
             tx,
-            store: store.clone(),
-            running: running.clone(),
-            failed,
             stored_ids: Arc::default(),
             completed: Arc::default(),
             node_id: options.node_id,
-            metrics,
-            pools,
             context: context.clone(),
         };
         (
             BackupService {
                 options,
-                store,
                 rx,
-                running,
                 context,
             },
             handle,
@@ -336,7 +319,12 @@ impl BackupService {
         }
         // Shutdown: nothing new is accepted; queued and running backups end FAILED, explicitly.
         self.rx.close();
-        let unfinished: Vec<Running> = self.running.iter().map(|r| r.value().clone()).collect();
+        let unfinished: Vec<Running> = self
+            .context
+            .running
+            .iter()
+            .map(|r| r.value().clone())
+            .collect();
         while let Ok(queued) = self.rx.try_recv() {
             drop(queued);
         }
@@ -349,7 +337,12 @@ impl BackupService {
                     running.id.node_id
                 )
             });
-            let write = mark_failed(&self.store, &running.id, &running.descriptor, &reason);
+            let write = mark_failed(
+                &self.context.store,
+                &running.id,
+                &running.descriptor,
+                &reason,
+            );
             match tokio::time::timeout(SHUTDOWN_MANIFEST_TIMEOUT, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => {
@@ -360,7 +353,7 @@ impl BackupService {
                 ),
             }
         }
-        self.running.clear();
+        self.context.running.clear();
         tracing::info!("backup service stopped");
     }
 }
@@ -373,8 +366,12 @@ struct JobContext {
     uploads: Arc<Semaphore>,
     throttle: Option<Throttle>,
     options: BackupOptions,
-    /// The running backups and those FAILED in memory only (see [`BackupHandle`]).
+    /// The running backups.
     running: RunningMap,
+    /// Backups that ended FAILED whose FAILED manifest the store does not hold and may never
+    /// hold (a permanent store error: the manifest exists from another history, or another
+    /// writer changed it), or does not hold yet (a restart's leftovers while the store is down):
+    /// status answers FAILED from here, never what the store says.
     failed: RunningMap,
     metrics: Arc<BackupMetrics>,
     pools: Pools,
@@ -903,14 +900,15 @@ impl BackupHandle {
         file: FileToUpload,
     ) -> Result<PooledFile, BackupFailure> {
         let context = &self.context;
-        let mut pool =
-            self.pools
-                .lock(partition_id, POOL_LOCK_WAIT)
-                .await
-                .ok_or(BackupFailure::PoolBusy {
-                    partition_id,
-                    waited: POOL_LOCK_WAIT,
-                })?;
+        let mut pool = self
+            .context
+            .pools
+            .lock(partition_id, POOL_LOCK_WAIT)
+            .await
+            .ok_or(BackupFailure::PoolBusy {
+                partition_id,
+                waited: POOL_LOCK_WAIT,
+            })?;
         let (index, keys) = open_pool(context, &mut pool, partition_id).await?;
         let job = PoolJob {
             context,
@@ -934,7 +932,12 @@ impl BackupHandle {
         recorded: Vec<FileEntry>,
         keep: impl Fn(&str) -> bool,
     ) {
-        let mut pool = self.pools.slot_pool(partition_id).lock_owned().await;
+        let mut pool = self
+            .context
+            .pools
+            .slot_pool(partition_id)
+            .lock_owned()
+            .await;
         for entry in recorded {
             pool.archived(entry, PrefixTrust::Check);
         }
@@ -942,17 +945,17 @@ impl BackupHandle {
     }
 
     pub fn store(&self) -> &BackupStore {
-        &self.store
+        &self.context.store
     }
 
     /// The metrics this service counts into.
     pub fn metrics(&self) -> &Arc<BackupMetrics> {
-        &self.metrics
+        &self.context.metrics
     }
 
     /// The pool locks and collections of this broker's partitions.
     pub fn pools(&self) -> &Pools {
-        &self.pools
+        &self.context.pools
     }
 
     /// Hands a job to the service. Registers it as running first, so that a status query right
@@ -970,12 +973,12 @@ impl BackupHandle {
                 uploading = busy,
                 "marker skipped: the partition's previous backup is still uploading (the store is slower than gateway.backup.checkpointInterval)"
             );
-            self.metrics.marker_skipped();
+            self.context.metrics.marker_skipped();
             return;
         }
         self.stored_ids().started.insert(job.id.checkpoint_id);
-        self.failed.remove(&key);
-        self.running.insert(
+        self.context.failed.remove(&key);
+        self.context.running.insert(
             key,
             Running {
                 id: job.id,
@@ -985,7 +988,7 @@ impl BackupHandle {
             },
         );
         let guard = RunningGuard {
-            running: self.running.clone(),
+            running: self.context.running.clone(),
             key,
         };
         let id = job.id;
@@ -996,14 +999,14 @@ impl BackupHandle {
             .send(Queued {
                 job,
                 running: guard,
-                in_progress: self.metrics.started(),
+                in_progress: self.context.metrics.started(),
             })
             .await
             .is_err()
         {
-            self.metrics.backup_failed();
+            self.context.metrics.backup_failed();
             let reason = "the broker is shutting down; take a new backup";
-            if let Err(error) = mark_failed(&self.store, &id, &descriptor, reason).await {
+            if let Err(error) = mark_failed(&self.context.store, &id, &descriptor, reason).await {
                 tracing::warn!(%error, "could not mark a refused backup FAILED");
             }
         }
@@ -1019,7 +1022,8 @@ impl BackupHandle {
         if !marker {
             return None;
         }
-        self.running
+        self.context
+            .running
             .iter()
             .map(|entry| *entry.key())
             .find(|(partition, _)| *partition == job.id.partition_id)
@@ -1029,13 +1033,17 @@ impl BackupHandle {
     pub async fn status(&self, partition_id: u32, backup_id: u64) -> Result<PartitionBackupStatus> {
         // A backup this broker is running is answered from memory, never from the store: the
         // store may be the thing that hangs, and the status must still say what is going on.
-        if let Some(running) = self.running.get(&(partition_id, backup_id)) {
+        if let Some(running) = self.context.running.get(&(partition_id, backup_id)) {
             return Ok(status_of_running(&running));
         }
-        if let Some(failed) = self.failed.get(&(partition_id, backup_id)) {
+        if let Some(failed) = self.context.failed.get(&(partition_id, backup_id)) {
             return Ok(status_of_running(&failed));
         }
-        let manifests = self.store.find_manifests(partition_id, backup_id).await?;
+        let manifests = self
+            .context
+            .store
+            .find_manifests(partition_id, backup_id)
+            .await?;
         // This broker hosts the partitions it answers for.
         Ok(match Manifest::choose(&manifests, self.node_id) {
             Some(manifest) => status_from_manifest(manifest),
@@ -1051,7 +1059,7 @@ impl BackupHandle {
         partition_id: u32,
         id_prefix: Option<&str>,
     ) -> Result<Vec<PartitionBackupStatus>> {
-        let listed = self.store.list_checkpoints(partition_id).await?;
+        let listed = self.context.store.list_checkpoints(partition_id).await?;
         let ids: Vec<u64> = listed
             .iter()
             .copied()
@@ -1075,7 +1083,7 @@ impl BackupHandle {
             }
         }
         let manifests: Vec<Vec<Manifest>> = futures::stream::iter(unread)
-            .map(|id| self.store.find_manifests(partition_id, id))
+            .map(|id| self.context.store.find_manifests(partition_id, id))
             .buffer_unordered(LIST_MANIFEST_READS)
             .try_collect()
             .await?;
@@ -1091,10 +1099,16 @@ impl BackupHandle {
             statuses.insert(manifest.id.checkpoint_id, status);
         }
         // What memory knows wins over the store: FAILED in memory, then running.
-        for running in self.failed.iter().chain(self.running.iter()).filter(|r| {
-            r.key().0 == partition_id
-                && id_prefix.is_none_or(|prefix| r.key().1.to_string().starts_with(prefix))
-        }) {
+        for running in self
+            .context
+            .failed
+            .iter()
+            .chain(self.context.running.iter())
+            .filter(|r| {
+                r.key().0 == partition_id
+                    && id_prefix.is_none_or(|prefix| r.key().1.to_string().starts_with(prefix))
+            })
+        {
             statuses.insert(running.key().1, status_of_running(running.value()));
         }
         Ok(statuses.into_values().collect())
@@ -1105,12 +1119,16 @@ impl BackupHandle {
     /// [`BackupStore::delete_backup`].
     pub async fn delete(&self, partition_id: u32, backup_id: u64) -> Result<usize> {
         let key = (partition_id, backup_id);
-        if self.running.contains_key(&key) {
+        if self.context.running.contains_key(&key) {
             return Err(BrokerError::BackupInProgress { backup_id });
         }
-        let manifests = self.store.find_manifests(partition_id, backup_id).await?;
+        let manifests = self
+            .context
+            .store
+            .find_manifests(partition_id, backup_id)
+            .await?;
         // A restart's leftover that memory already answers FAILED may be deleted.
-        if !self.failed.contains_key(&key)
+        if !self.context.failed.contains_key(&key)
             && manifests
                 .iter()
                 .any(|m| m.status == BackupStatus::InProgress)
@@ -1120,12 +1138,13 @@ impl BackupHandle {
         // Forgotten before the delete begins: it turns the manifest FAILED first.
         self.completed_statuses().remove(&key);
         let deleted = self
+            .context
             .store
             .delete_checkpoint(partition_id, backup_id)
             .await?;
-        self.failed.remove(&key);
+        self.context.failed.remove(&key);
         // The pool objects only this backup referenced are freed by a collection of their own.
-        self.pools.request_collection(partition_id);
+        self.context.pools.request_collection(partition_id);
         Ok(deleted)
     }
 
@@ -1148,7 +1167,7 @@ impl BackupHandle {
     pub async fn learn_stored_backup_ids(&self, partitions_count: u32) -> Result<u64> {
         let highest: Vec<u64> = futures::stream::iter(1..=partitions_count)
             .map(|partition_id| async move {
-                let ids = self.store.list_checkpoints(partition_id).await?;
+                let ids = self.context.store.list_checkpoints(partition_id).await?;
                 Ok::<_, BrokerError>(ids.last().copied().unwrap_or(0))
             })
             .buffer_unordered(LIST_CONCURRENCY)
@@ -1227,7 +1246,7 @@ impl BackupHandle {
                         );
                     }
                     // What an interrupted upload left in the pool is referenced by no manifest.
-                    self.pools.request_collection(partition_id);
+                    self.context.pools.request_collection(partition_id);
                     return;
                 }
                 Err(error) => {
@@ -1243,11 +1262,11 @@ impl BackupHandle {
     /// lands. `Ok(false)`: the store refused it for good (another writer's).
     async fn fail_leftover(&self, manifest: Manifest) -> Result<bool> {
         let key = (manifest.id.partition_id, manifest.id.checkpoint_id);
-        if self.running.contains_key(&key) {
+        if self.context.running.contains_key(&key) {
             // This run took the id meanwhile: its own task writes the status.
             return Ok(false);
         }
-        self.failed.insert(
+        self.context.failed.insert(
             key,
             Running {
                 id: manifest.id,
@@ -1256,14 +1275,14 @@ impl BackupHandle {
                 created_at: Some(manifest.created_at.clone()),
             },
         );
-        match self.store.write_manifest(&manifest).await {
+        match self.context.store.write_manifest(&manifest).await {
             Ok(()) => {
-                self.failed.remove(&key);
+                self.context.failed.remove(&key);
                 Ok(true)
             }
             Err(error) if error.is_permanent() => {
                 tracing::warn!(%error, "a backup left unfinished was changed by another writer; leaving it as the store has it");
-                self.failed.remove(&key);
+                self.context.failed.remove(&key);
                 Ok(false)
             }
             Err(error) => Err(error.into()),
@@ -1284,7 +1303,7 @@ impl BackupHandle {
             self.node_id
         );
         let mut failed = 0;
-        let manifests = self.store.list_manifests(partition_id).await?;
+        let manifests = self.context.store.list_manifests(partition_id).await?;
         for manifest in &manifests {
             // Only backups started before this run: newer ids belong to this run.
             if manifest.id.node_id == self.node_id
@@ -1332,8 +1351,8 @@ impl BackupHandle {
             m.id.node_id == self.node_id && m.descriptor.checkpoint_position != latest_position
         }) {
             let key = (partition_id, latest_id);
-            if !self.running.contains_key(&key) {
-                self.failed.insert(
+            if !self.context.running.contains_key(&key) {
+                self.context.failed.insert(
                     key,
                     Running {
                         id: foreign.id,

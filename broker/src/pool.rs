@@ -278,6 +278,15 @@ struct PoolSlot {
     held: std::sync::Mutex<Held>,
 }
 
+impl PoolSlot {
+    /// Whether the partition's collections are held (see [`Pools::hold_collections`]).
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
 /// Whether the partition's collections are held, and whether one was asked for meanwhile.
 #[derive(Debug, Default)]
 struct Held {
@@ -345,10 +354,7 @@ impl Pools {
     /// meanwhile run then, as one.
     pub fn hold_collections(&self, partition_id: u32) {
         let slot = self.slot(partition_id);
-        let mut held = slot
-            .held
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut held = slot.held();
         held.held = true;
     }
 
@@ -356,10 +362,7 @@ impl Pools {
     pub fn release_collections(&self, partition_id: u32) {
         let slot = self.slot(partition_id);
         let wanted = {
-            let mut held = slot
-                .held
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut held = slot.held();
             held.held = false;
             std::mem::take(&mut held.wanted)
         };
@@ -374,10 +377,7 @@ impl Pools {
     pub fn request_collection(&self, partition_id: u32) {
         let slot = self.slot(partition_id);
         {
-            let mut held = slot
-                .held
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut held = slot.held();
             if held.held {
                 held.wanted = true;
                 return;
